@@ -1,0 +1,1 @@
+"""healthmon stream processing: the Faust app, event contract, per-account state and scoring."""

@@ -1,0 +1,300 @@
+"""Fold validated events into :class:`AccountState`.
+
+A pure reducer: no I/O and no clock; every time comes from the event. It mutates the state it is
+given (the state object lives in the Faust table; copying it per event would double the hot path).
+Out-of-order events are placed on their own day, so a late event inside the window still counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from hashlib import blake2b
+
+from . import events as ev
+from .state import (
+    DAY_S,
+    HORIZON_DAYS,
+    MAX_CLOSED_TICKETS,
+    MAX_FEATURES,
+    MAX_OPEN_TICKETS,
+    N_COUNTERS,
+    NPS_HORIZON_DAYS,
+    AccountState,
+    C,
+    Profile,
+    bitmap_last_day,
+    bitmap_mark,
+)
+
+NEGATIVE_SENTIMENT = -0.25  # a ticket message at or below this counts as negative
+
+
+def event_hash(event_id: str) -> int:
+    return int.from_bytes(blake2b(event_id.encode(), digest_size=8).digest(), "little")
+
+
+def _bucket(state: AccountState, day: int) -> list[int]:
+    bucket = state.days.get(day)
+    if bucket is None:
+        bucket = state.days[day] = [0] * N_COUNTERS
+    return bucket
+
+
+def _prune(state: AccountState, newest_day: int) -> None:
+    """Forget what has left every window; runs once per new day, not per event."""
+    oldest = newest_day - HORIZON_DAYS
+    for day in [d for d in state.days if d <= oldest]:
+        del state.days[day]
+    for user in [u for u, p in state.users.items() if (bitmap_last_day(p) or 0) <= oldest]:
+        del state.users[user]
+    for feature in [f for f, d in state.features.items() if d <= oldest]:
+        del state.features[feature]
+    cutoff = oldest * DAY_S
+    for tid in [t for t, c in state.closed_tickets.items() if c[0] <= cutoff]:
+        del state.closed_tickets[tid]
+    nps_cutoff = (newest_day - NPS_HORIZON_DAYS) * DAY_S
+    for user in [u for u, a in state.nps.items() if a[0] <= nps_cutoff]:
+        del state.nps[user]
+    # Keep MRR changes inside the horizon plus the last one before it (the baseline).
+    hist = state.mrr_history
+    while len(hist) > 1 and hist[1][0] <= cutoff:
+        hist.pop(0)
+
+
+def apply_event(
+    state: AccountState,
+    event: ev.BaseEvent,
+    *,
+    key_features: frozenset[str] = frozenset(),
+    dedupe_window: int = 64,
+) -> bool:
+    """Fold ``event`` into ``state``; returns False (and changes nothing) for a repeated event_id."""
+    if dedupe_window:
+        h = event_hash(event.event_id)
+        if h in state.recent_ids:
+            return False
+        state.recent_ids.append(h)
+        if len(state.recent_ids) > dedupe_window:
+            del state.recent_ids[: len(state.recent_ids) - dedupe_window]
+
+    ts = int(event.occurred_at.timestamp())
+    day = ts // DAY_S
+    kind: str = event.type  # type: ignore[attr-defined]
+    state.counts[kind] = state.counts.get(kind, 0) + 1
+    if ts > state.last_seen.get(kind, -1):
+        state.last_seen[kind] = ts
+    if state.first_event_at is None or ts < state.first_event_at:
+        state.first_event_at = ts
+    previous_last = state.last_event_at
+    if previous_last is None or ts > previous_last:
+        state.last_event_at = ts
+        if previous_last is not None and day > previous_last // DAY_S:
+            _prune(state, day)
+    elif day <= state.last_event_at // DAY_S - HORIZON_DAYS:
+        # Older than every window: it counts in the lifetime totals only.
+        return True
+    _bucket(state, day)[C.EVENTS] += 1
+    _HANDLERS[kind](state, event, ts, day, key_features)
+    return True
+
+
+# --- handlers, one per event type ---------------------------------------------------------------
+
+
+def _account(s: AccountState, e: ev.Account, ts: int, day: int, kf: frozenset[str]) -> None:
+    if s.profile is None or ts >= s.profile.updated_at:
+        s.profile = Profile(
+            name=e.name,
+            segment=e.segment,
+            csm_name=e.csm_name,
+            csm_email=e.csm_email,
+            slack_channel=e.slack_channel,
+            signed_up_at=int(e.signed_up_at.timestamp()),
+            updated_at=ts,
+        )
+
+
+def _active(s: AccountState, user_id: str, day: int) -> None:
+    s.users[user_id] = bitmap_mark(s.users.get(user_id, 0), day)
+
+
+def _login(s: AccountState, e: ev.Login, ts: int, day: int, kf: frozenset[str]) -> None:
+    _bucket(s, day)[C.LOGINS] += 1
+    _active(s, e.user_id, day)
+    s.login_days = bitmap_mark(s.login_days, day)
+    if s.last_login_at is None or ts > s.last_login_at:
+        s.last_login_at = ts
+
+
+def _feature(s: AccountState, e: ev.FeatureUsed, ts: int, day: int, kf: frozenset[str]) -> None:
+    _bucket(s, day)[C.FEATURE_USES] += 1
+    _active(s, e.user_id, day)
+    if day > s.features.get(e.feature, -1):
+        if e.feature not in s.features and len(s.features) >= MAX_FEATURES:
+            s.features.pop(min(s.features, key=s.features.__getitem__))
+        s.features[e.feature] = day
+    if (not kf or e.feature in kf) and (s.first_value_at is None or ts < s.first_value_at):
+        s.first_value_at = ts
+
+
+def _session(s: AccountState, e: ev.Session, ts: int, day: int, kf: frozenset[str]) -> None:
+    bucket = _bucket(s, day)
+    bucket[C.SESSIONS] += 1
+    bucket[C.SESSION_SECONDS] += round(e.duration_s)
+    _active(s, e.user_id, day)
+
+
+def _sentiment(s: AccountState, day: int, sentiment: float | None) -> None:
+    if sentiment is None:
+        return
+    bucket = _bucket(s, day)
+    bucket[C.SENTIMENT_N] += 1
+    bucket[C.SENTIMENT_SUM_MILLI] += round(sentiment * 1000)
+    if sentiment <= NEGATIVE_SENTIMENT:
+        bucket[C.SENTIMENT_NEGATIVE] += 1
+
+
+def _ticket_opened(s: AccountState, e: ev.TicketOpened, ts: int, day: int, kf: frozenset[str]) -> None:
+    bucket = _bucket(s, day)
+    bucket[C.TICKETS_OPENED] += 1
+    urgent = int(e.priority == "urgent")
+    bucket[C.URGENT_OPENED] += urgent
+    _sentiment(s, day, e.sentiment)
+    if e.ticket_id in s.closed_tickets:
+        return  # the open arrived after the resolution (out of order): already accounted for
+    known = s.open_tickets.get(e.ticket_id)
+    if known is not None:  # a reply arrived before the open: keep its replies
+        known[0], known[1] = ts, urgent
+        return
+    if len(s.open_tickets) >= MAX_OPEN_TICKETS:
+        s.open_tickets.pop(min(s.open_tickets, key=lambda t: s.open_tickets[t][0]))
+    s.open_tickets[e.ticket_id] = [ts, urgent, 0, 0, 0]
+
+
+def _ticket_replied(s: AccountState, e: ev.TicketReplied, ts: int, day: int, kf: frozenset[str]) -> None:
+    if e.author == "customer":
+        _sentiment(s, day, e.sentiment)
+        return
+    t = s.open_tickets.get(e.ticket_id)
+    if t is None:
+        if e.ticket_id in s.closed_tickets:
+            return
+        t = s.open_tickets[e.ticket_id] = [ts, 0, 0, 0, 0]
+    t[2] += 1
+    if t[3] == 0 or ts < t[3]:
+        if t[3] == 0 and ts >= t[0]:
+            bucket = _bucket(s, day)
+            bucket[C.FIRST_RESPONSE_N] += 1
+            bucket[C.FIRST_RESPONSE_SUM_S] += ts - t[0]
+        t[3] = ts
+
+
+def _ticket_resolved(s: AccountState, e: ev.TicketResolved, ts: int, day: int, kf: frozenset[str]) -> None:
+    t = s.open_tickets.pop(e.ticket_id, None)
+    if t is None:
+        return
+    opened_at, urgent, replies, first_response, reopened = t
+    fcr = int(replies <= 1 and not reopened)
+    bucket = _bucket(s, day)
+    bucket[C.RESOLVED] += 1
+    bucket[C.RESOLVED_FCR] += fcr
+    bucket[C.RESOLUTION_N] += 1
+    bucket[C.RESOLUTION_SUM_S] += max(0, ts - opened_at)
+    if len(s.closed_tickets) >= MAX_CLOSED_TICKETS:
+        s.closed_tickets.pop(next(iter(s.closed_tickets)))
+    s.closed_tickets[e.ticket_id] = [ts, opened_at, urgent, replies, first_response, fcr]
+
+
+def _ticket_reopened(s: AccountState, e: ev.TicketReopened, ts: int, day: int, kf: frozenset[str]) -> None:
+    closed = s.closed_tickets.pop(e.ticket_id, None)
+    if closed is None:
+        t = s.open_tickets.get(e.ticket_id)
+        if t is not None:
+            t[4] = 1
+        return
+    resolved_at, opened_at, urgent, replies, first_response, fcr = closed
+    if fcr:  # it was counted as resolved on first contact: it was not
+        bucket = s.days.get(resolved_at // DAY_S)
+        if bucket is not None:
+            bucket[C.RESOLVED_FCR] -= 1
+    s.open_tickets[e.ticket_id] = [opened_at, urgent, replies, first_response, 1]
+
+
+def _csat(s: AccountState, e: ev.Csat, ts: int, day: int, kf: frozenset[str]) -> None:
+    bucket = _bucket(s, day)
+    bucket[C.CSAT_N] += 1
+    bucket[C.CSAT_SATISFIED] += int(e.score >= 4)
+
+
+def _record_mrr(s: AccountState, ts: int, mrr: str) -> None:
+    """Insert an MRR change in event-time order (late billing events are common)."""
+    hist = s.mrr_history
+    i = len(hist)
+    while i and hist[i - 1][0] > ts:
+        i -= 1
+    hist.insert(i, (ts, mrr))
+
+
+def _subscription(s: AccountState, e: ev.Subscription, ts: int, day: int, kf: frozenset[str]) -> None:
+    mrr = str(e.mrr)
+    _record_mrr(s, ts, mrr)
+    if s.subscription_at is None or ts >= s.subscription_at:
+        s.subscription_at = ts
+        s.mrr, s.plan, s.seats = mrr, e.plan, e.seats
+        s.renewal_date = e.renewal_date.toordinal() - 719_163  # day number since 1970-01-01
+        if s.canceled_at is not None and ts > s.canceled_at:
+            s.canceled_at = s.cancel_reason = None  # a new subscription after a cancellation
+
+
+def _invoice_paid(s: AccountState, e: ev.InvoicePaid, ts: int, day: int, kf: frozenset[str]) -> None:
+    failed = s.unpaid_invoices.get(e.invoice_id)
+    if failed is not None and ts >= failed[0]:
+        del s.unpaid_invoices[e.invoice_id]
+
+
+def _payment_failed(s: AccountState, e: ev.PaymentFailed, ts: int, day: int, kf: frozenset[str]) -> None:
+    prev = s.unpaid_invoices.get(e.invoice_id)
+    if prev is None or ts < prev[0]:  # past due counts from the first failure
+        s.unpaid_invoices[e.invoice_id] = (ts, str(e.amount))
+
+
+def _canceled(s: AccountState, e: ev.SubscriptionCanceled, ts: int, day: int, kf: frozenset[str]) -> None:
+    if s.canceled_at is None or ts > s.canceled_at:
+        s.canceled_at = ts
+        s.cancel_reason = e.reason
+        _record_mrr(s, ts, "0")
+
+
+def _nps(s: AccountState, e: ev.Nps, ts: int, day: int, kf: frozenset[str]) -> None:
+    prev = s.nps.get(e.user_id)
+    if prev is None or ts >= prev[0]:
+        s.nps[e.user_id] = [ts, e.score]
+    if s.nps_latest is None or ts >= s.nps_latest[0]:
+        s.nps_latest = [ts, e.score]
+        s.nps_latest_user = e.user_id
+
+
+def _ces(s: AccountState, e: ev.Ces, ts: int, day: int, kf: frozenset[str]) -> None:
+    bucket = _bucket(s, day)
+    bucket[C.CES_N] += 1
+    bucket[C.CES_SUM] += e.score
+
+
+_HANDLERS: dict[str, Callable[..., None]] = {
+    "account": _account,
+    "login": _login,
+    "feature_used": _feature,
+    "session": _session,
+    "ticket_opened": _ticket_opened,
+    "ticket_replied": _ticket_replied,
+    "ticket_resolved": _ticket_resolved,
+    "ticket_reopened": _ticket_reopened,
+    "csat": _csat,
+    "subscription": _subscription,
+    "invoice_paid": _invoice_paid,
+    "payment_failed": _payment_failed,
+    "subscription_canceled": _canceled,
+    "nps": _nps,
+    "ces": _ces,
+}
+assert set(_HANDLERS) == set(ev.TYPE_TOPIC), "every contract type needs a handler"

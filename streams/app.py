@@ -1,0 +1,135 @@
+"""The Faust app: topics, the ``accounts`` table and the ingest agent.
+
+Agents are thin glue: validation lives in :mod:`streams.events`, state changes in
+:mod:`streams.aggregate`, and the published snapshot in :mod:`streams.snapshot`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from faust.types import EventT
+
+from . import codecs as _codecs  # noqa: F401  (registers the state codec)
+from .aggregate import apply_event
+from .codecs import STATE_CODEC
+from .events import InvalidEvent, parse_event
+from .settings import Settings, get_settings
+from .snapshot import build_snapshot
+from .state import AccountState
+
+log = logging.getLogger("healthmon.ingest")
+
+
+@dataclass
+class Pipeline:
+    """The app and its parts, so tests and the CLI can reach each one."""
+
+    settings: Settings
+    app: faust.App
+    inputs: Any
+    health: Any
+    deadletter: Any
+    accounts: Any
+    ingest: Any
+    #: Highest event time seen per input partition: the engine's event-time clock.
+    watermarks: dict[int, int] = field(default_factory=dict)
+
+
+def dead_letter_headers(event: EventT, reason: str, now: float) -> list[tuple[str, bytes]]:
+    msg = event.message
+    return [
+        ("healthmon.reason", reason.encode()),
+        ("healthmon.topic", msg.topic.encode()),
+        ("healthmon.partition", str(msg.partition).encode()),
+        ("healthmon.offset", str(msg.offset).encode()),
+        ("healthmon.failed_at", str(int(now)).encode()),
+    ]
+
+
+def create_app(settings: Settings | None = None) -> Pipeline:
+    s = settings or get_settings()
+    app = faust.App(
+        s.app_id,
+        broker=s.broker,
+        store=s.store,
+        datadir=s.data_dir,
+        topic_partitions=s.partitions,
+        topic_replication_factor=s.replication_factor,
+        processing_guarantee=s.processing_guarantee,
+        web_enabled=s.web_enabled,
+        web_port=s.web_port,
+        consumer_auto_offset_reset="earliest",
+        key_serializer="raw",
+        value_serializer="raw",
+        # One slow batch must not get the worker kicked out of the group.
+        broker_max_poll_interval=300.0,
+    )
+    kind_of = {s.topic(kind): kind for kind in ("accounts", "usage", "tickets", "billing", "surveys")}
+    inputs = app.topic(
+        *s.input_topics, key_type=bytes, value_type=bytes, partitions=s.partitions, allow_empty=True
+    )
+    health = app.topic(s.topic("health"), key_type=bytes, value_type=bytes, partitions=s.partitions)
+    deadletter = app.topic(s.topic("deadletter"), key_type=bytes, value_type=bytes)
+    accounts = app.Table(
+        "accounts",
+        partitions=s.partitions,
+        key_type=str,
+    )
+    # Collection derives both serializers from the types ("json"); set ours before the store and
+    # the changelog topic are created (both are made lazily, on first use).
+    accounts.key_serializer = "raw"
+    accounts.value_serializer = STATE_CODEC
+    key_features = frozenset()
+    pipeline: Pipeline
+
+    def write_state(partition: int, state: AccountState) -> None:
+        # Table.__setitem__ takes the changelog partition from the current event, which in a
+        # batch is the batch's last one; an account's state must follow its own input partition.
+        accounts.data[state.account_id] = state
+        accounts.send_changelog(partition, state.account_id, state)
+
+    @app.agent(inputs, name="ingest")
+    async def ingest(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(s.batch_max, within=s.batch_wait_s):
+            touched: dict[str, tuple[AccountState, int]] = {}
+            for event in batch:
+                msg = event.message
+                try:
+                    ev = parse_event(msg.value, msg.key, kind_of.get(msg.topic))
+                except InvalidEvent as exc:
+                    await send_dead_letter(event, exc.reason)
+                    continue
+                hit = touched.get(ev.account_id)
+                state = hit[0] if hit else accounts.data.get(ev.account_id)
+                if state is None:
+                    state = AccountState(account_id=ev.account_id)
+                try:
+                    changed = apply_event(state, ev, key_features=key_features, dedupe_window=s.dedupe_window)
+                except Exception as exc:  # a bug must cost one event, never the worker
+                    log.exception("failed to apply event %s", ev.event_id)
+                    await send_dead_letter(event, f"internal error: {exc!r}")
+                    continue
+                if changed:
+                    touched[ev.account_id] = (state, msg.partition)
+                    ts = int(ev.occurred_at.timestamp())
+                    if ts > pipeline.watermarks.get(msg.partition, 0):
+                        pipeline.watermarks[msg.partition] = ts
+            for account_id, (state, partition) in touched.items():
+                write_state(partition, state)
+                snap = build_snapshot(state, pipeline.watermarks.get(partition, 0))
+                await health.send(key=account_id.encode(), value=snap.model_dump_json().encode())
+
+    async def send_dead_letter(event: EventT, reason: str) -> None:
+        msg = event.message
+        log.warning("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
+        await deadletter.send(
+            key=msg.key, value=msg.value, headers=dead_letter_headers(event, reason, time.time())
+        )
+
+    pipeline = Pipeline(s, app, inputs, health, deadletter, accounts, ingest)
+    return pipeline

@@ -1,0 +1,107 @@
+"""The ``healthmon`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from importlib import resources
+from pathlib import Path
+
+import click
+import orjson
+
+from .settings import get_settings
+
+
+@click.group()
+def main() -> None:
+    """healthmon: real-time customer health for Customer Success teams."""
+
+
+@main.command()
+@click.option("--loglevel", "-l", default=None, help="debug, info, warning (default: HEALTHMON_LOG_LEVEL)")
+def worker(loglevel: str | None) -> None:
+    """Run a stream worker (scale out by starting more: they share the consumer group)."""
+    import faust
+
+    from .app import create_app
+
+    s = get_settings()
+    pipeline = create_app(s)
+    faust.Worker(pipeline.app, loglevel=loglevel or s.log_level).execute_from_commandline()
+
+
+@main.group()
+def topics() -> None:
+    """Kafka topics healthmon reads and writes."""
+
+
+@topics.command("create")
+def topics_create() -> None:
+    """Create every topic idempotently (input topics co-partitioned, cs.health compacted)."""
+    from .kafka_admin import TopicMismatch, create_topics
+
+    try:
+        for name, what in asyncio.run(create_topics(get_settings())):
+            click.echo(f"{what:8} {name}")
+    except TopicMismatch as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@topics.command("list")
+def topics_list() -> None:
+    """Show the topic names and settings healthmon is configured with."""
+    from .kafka_admin import topic_specs
+
+    for sp in topic_specs(get_settings()):
+        click.echo(f"{sp.name}\tpartitions={sp.partitions}\t{sp.config.get('cleanup.policy')}")
+
+
+@main.command()
+@click.argument("topic")
+@click.option("--from-beginning/--from-end", default=True, show_default=True)
+@click.option("--max", "max_messages", type=int, default=0, help="Stop after this many messages.")
+@click.option("--idle", type=float, default=0, help="Stop after this many seconds without a message.")
+def tail(topic: str, from_beginning: bool, max_messages: int, idle: float) -> None:
+    """Print a topic as JSON lines (e.g. cs.health, cs.health.changes, cs.alerts, cs.deadletter)."""
+    from .tail import tail_topic
+
+    s = get_settings()
+    name = topic if topic.startswith(s.topic_prefix) else s.topic_prefix + topic
+    try:
+        asyncio.run(tail_topic(s, name, from_beginning, max_messages, idle, sys.stdout.buffer))
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--rate", type=float, default=None, help="Events per second (default: as fast as possible).")
+def replay(file: Path, rate: float | None) -> None:
+    """Produce a JSON-lines event file to the input topics in order, keyed by account_id."""
+    from .producer import ReplayError, replay_file
+
+    try:
+        n = asyncio.run(replay_file(get_settings(), file, rate))
+    except ReplayError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"produced {n} events from {file}")
+
+
+@main.command()
+def sample() -> None:
+    """Print the path of the sample event stream shipped with healthmon."""
+    click.echo(str(resources.files("streams") / "data" / "sample.jsonl"))
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of the input event contract (v1)."""
+    from .events import json_schema
+
+    sys.stdout.buffer.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

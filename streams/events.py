@@ -1,0 +1,238 @@
+"""Event contract v1: one pydantic model per input event type.
+
+Every event is a JSON object with ``event_id`` (the de-duplication key), ``account_id`` (also the Kafka
+message key), ``type`` and ``occurred_at`` (RFC 3339 with an offset). Unknown extra fields are kept so
+producers can add data before the contract names it. Money is ``Decimal``, never float.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
+
+CONTRACT_VERSION = 1
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whitespace=False)]
+Text = Annotated[str, StringConstraints(max_length=2000)]
+Sentiment = Annotated[float, Field(ge=-1.0, le=1.0)]
+Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=4)]
+
+
+class BaseEvent(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True, ser_json_timedelta="float")
+
+    event_id: Id
+    account_id: Id
+    occurred_at: AwareDatetime
+
+
+# --- cs.accounts -------------------------------------------------------------------------------
+
+
+class Account(BaseEvent):
+    """The account's profile and owner; the latest one wins."""
+
+    type: Literal["account"]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    segment: Literal["smb", "mid_market", "enterprise"]
+    csm_name: Annotated[str, StringConstraints(max_length=200)]
+    csm_email: Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
+    slack_channel: Annotated[str, StringConstraints(max_length=80)] | None = None
+    signed_up_at: AwareDatetime
+
+
+# --- cs.usage ----------------------------------------------------------------------------------
+
+
+class Login(BaseEvent):
+    type: Literal["login"]
+    user_id: Id
+
+
+class FeatureUsed(BaseEvent):
+    type: Literal["feature_used"]
+    user_id: Id
+    feature: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class Session(BaseEvent):
+    type: Literal["session"]
+    user_id: Id
+    duration_s: Annotated[float, Field(ge=0, le=7 * 24 * 3600)]
+
+
+# --- cs.tickets --------------------------------------------------------------------------------
+
+
+class TicketOpened(BaseEvent):
+    type: Literal["ticket_opened"]
+    ticket_id: Id
+    priority: Literal["low", "normal", "high", "urgent"]
+    sentiment: Sentiment | None = None
+
+
+class TicketReplied(BaseEvent):
+    type: Literal["ticket_replied"]
+    ticket_id: Id
+    author: Literal["agent", "customer"]
+    sentiment: Sentiment | None = None
+
+
+class TicketResolved(BaseEvent):
+    type: Literal["ticket_resolved"]
+    ticket_id: Id
+
+
+class TicketReopened(BaseEvent):
+    type: Literal["ticket_reopened"]
+    ticket_id: Id
+
+
+class Csat(BaseEvent):
+    type: Literal["csat"]
+    ticket_id: Id | None = None
+    score: Annotated[int, Field(ge=1, le=5, strict=True)]
+
+
+# --- cs.billing --------------------------------------------------------------------------------
+
+
+class Subscription(BaseEvent):
+    """The subscription as it is now: a change of ``mrr`` is expansion or contraction."""
+
+    type: Literal["subscription"]
+    mrr: Money
+    plan: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    seats: Annotated[int, Field(ge=0, le=10_000_000)]
+    renewal_date: date
+
+
+class InvoicePaid(BaseEvent):
+    type: Literal["invoice_paid"]
+    invoice_id: Id
+    amount: Money
+
+
+class PaymentFailed(BaseEvent):
+    type: Literal["payment_failed"]
+    invoice_id: Id
+    amount: Money
+
+
+class SubscriptionCanceled(BaseEvent):
+    type: Literal["subscription_canceled"]
+    reason: Text | None = None
+
+
+# --- cs.surveys --------------------------------------------------------------------------------
+
+
+class Nps(BaseEvent):
+    type: Literal["nps"]
+    user_id: Id
+    score: Annotated[int, Field(ge=0, le=10, strict=True)]
+    comment: Text | None = None
+
+
+class Ces(BaseEvent):
+    type: Literal["ces"]
+    user_id: Id
+    score: Annotated[int, Field(ge=1, le=7, strict=True)]
+
+
+Event = Annotated[
+    Account
+    | Login
+    | FeatureUsed
+    | Session
+    | TicketOpened
+    | TicketReplied
+    | TicketResolved
+    | TicketReopened
+    | Csat
+    | Subscription
+    | InvoicePaid
+    | PaymentFailed
+    | SubscriptionCanceled
+    | Nps
+    | Ces,
+    Field(discriminator="type"),
+]
+
+#: Which event types each input topic carries (keys are the TopicNames field names).
+TOPIC_TYPES: dict[str, frozenset[str]] = {
+    "accounts": frozenset({"account"}),
+    "usage": frozenset({"login", "feature_used", "session"}),
+    "tickets": frozenset({"ticket_opened", "ticket_replied", "ticket_resolved", "ticket_reopened", "csat"}),
+    "billing": frozenset({"subscription", "invoice_paid", "payment_failed", "subscription_canceled"}),
+    "surveys": frozenset({"nps", "ces"}),
+}
+TYPE_TOPIC: dict[str, str] = {t: topic for topic, types in TOPIC_TYPES.items() for t in types}
+
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+class InvalidEvent(ValueError):
+    """An input message that breaks the contract; ``reason`` is shown in the dead-letter topic."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(message)"
+        parts.append(f"{loc}: {err['msg']}")
+    more = exc.error_count() - 5
+    if more > 0:
+        parts.append(f"... and {more} more")
+    return "; ".join(parts)
+
+
+def parse_event(value: bytes | None, key: bytes | None, topic_kind: str | None = None) -> Event:
+    """Validate one raw Kafka message against the contract, or raise :class:`InvalidEvent`.
+
+    ``topic_kind`` is the TopicNames field the message came from; an event type that belongs to
+    another topic is rejected so that each topic keeps one meaning.
+    """
+    if not value:
+        raise InvalidEvent("empty message value")
+    try:
+        event = EVENT_ADAPTER.validate_json(value)
+    except ValidationError as exc:
+        raise InvalidEvent(_explain(exc)) from None
+    if topic_kind is not None and event.type not in TOPIC_TYPES[topic_kind]:
+        raise InvalidEvent(
+            f"type: {event.type!r} does not belong on the {topic_kind} topic "
+            f"(expected one of {sorted(TOPIC_TYPES[topic_kind])})"
+        )
+    if key is None:
+        raise InvalidEvent("message key is missing: it must be the account_id")
+    if key != event.account_id.encode():
+        raise InvalidEvent(
+            f"message key {key[:100].decode(errors='replace')!r} does not match "
+            f"account_id {event.account_id!r}"
+        )
+    return event
+
+
+def json_schema() -> dict:
+    """The published JSON Schema of contract v1 (committed as streams/schema/events.v1.json)."""
+    schema = EVENT_ADAPTER.json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://healthmon.dev/schema/events.v1.json"
+    schema["title"] = "healthmon input event, contract v1"
+    return schema

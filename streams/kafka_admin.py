@@ -1,0 +1,66 @@
+"""Creating healthmon's topics (Faust creates only its own internal ones)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from .settings import Settings
+
+WEEK_MS = 7 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def topic_specs(s: Settings) -> list[TopicSpec]:
+    """Every topic healthmon reads or writes; input and table-fed topics share one partition count."""
+    keep = {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)}
+    compact = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+    specs = [TopicSpec(name, s.partitions, keep) for name in s.input_topics]
+    specs.append(TopicSpec(s.topic("health"), s.partitions, compact))
+    specs += [TopicSpec(s.topic(n), s.partitions, keep) for n in ("health_changes", "alerts", "deadletter")]
+    return specs
+
+
+class TopicMismatch(RuntimeError):
+    pass
+
+
+async def create_topics(s: Settings) -> list[tuple[str, str]]:
+    """Create missing topics; report existing ones; refuse a partition count that breaks co-partitioning."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, client_id=f"{s.app_id}-admin")
+    await admin.start()
+    try:
+        specs = topic_specs(s)
+        existing = set(await admin.list_topics())
+        todo = [
+            NewTopic(sp.name, sp.partitions, s.replication_factor, topic_configs=sp.config)
+            for sp in specs
+            if sp.name not in existing
+        ]
+        results: list[tuple[str, str]] = []
+        if todo:
+            try:
+                await admin.create_topics(todo)
+            except TopicAlreadyExistsError:
+                pass  # another worker won the race; checked below
+        described = await admin.describe_topics([sp.name for sp in specs])
+        counts = {d["topic"]: len(d["partitions"]) for d in described}
+        for sp in specs:
+            have = counts.get(sp.name)
+            if have != sp.partitions:
+                raise TopicMismatch(
+                    f"topic {sp.name} has {have} partitions but healthmon is configured for "
+                    f"{sp.partitions} (HEALTHMON_PARTITIONS): input topics must be co-partitioned"
+                )
+            results.append((sp.name, "created" if sp.name not in existing else "exists"))
+        return results
+    finally:
+        await admin.close()

@@ -1,0 +1,65 @@
+"""One settings object for the whole process, read from ``HEALTHMON_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TopicNames(BaseModel):
+    """Kafka topic names; ``Settings.topic_prefix`` is put in front of each one."""
+
+    accounts: str = "cs.accounts"
+    usage: str = "cs.usage"
+    tickets: str = "cs.tickets"
+    billing: str = "cs.billing"
+    surveys: str = "cs.surveys"
+    health: str = "cs.health"
+    health_changes: str = "cs.health.changes"
+    alerts: str = "cs.alerts"
+    deadletter: str = "cs.deadletter"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Nested fields use ``__``: ``HEALTHMON_TOPICS__USAGE=my.usage``."""
+
+    model_config = SettingsConfigDict(env_prefix="HEALTHMON_", env_nested_delimiter="__", extra="ignore")
+
+    app_id: str = "healthmon"
+    broker: str = "kafka://127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    topic_prefix: str = ""
+    topics: TopicNames = Field(default_factory=TopicNames)
+    partitions: int = Field(default=8, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1)
+    store: str = Field(default="memory://", pattern=r"^(memory|rocksdb)://")
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    data_dir: str = ".local/faust"
+    web_enabled: bool = False
+    web_port: int = 6066
+    log_level: str = "info"
+    # Ingest batching: at most this many events, or whatever arrived within batch_wait_s.
+    batch_max: int = Field(default=500, ge=1)
+    batch_wait_s: float = Field(default=0.05, gt=0)
+    # How many recent event ids per account are remembered for de-duplication.
+    dedupe_window: int = Field(default=64, ge=0, le=4096)
+
+    def topic(self, name: str) -> str:
+        return self.topic_prefix + getattr(self.topics, name)
+
+    @property
+    def input_topics(self) -> list[str]:
+        return [self.topic(n) for n in ("accounts", "usage", "tickets", "billing", "surveys")]
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """The broker list without Faust's ``kafka://`` scheme, for plain aiokafka clients."""
+        return ",".join(part.split("://", 1)[-1] for part in self.broker.replace(";", ",").split(","))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

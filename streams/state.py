@@ -1,0 +1,169 @@
+"""Per-account state kept in the changelogged ``accounts`` table.
+
+The state is compact and its size does not grow with history: counters live in per-day buckets
+(UTC days since the epoch) that are pruned after ``HORIZON_DAYS``, and distinct users are kept as one
+90-bit activity bitmap per user instead of a set per day.
+"""
+
+from __future__ import annotations
+
+import base64
+from array import array
+from enum import IntEnum
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+
+DAY_S = 86_400
+#: Days of per-day buckets and of user activity bits that are kept.
+HORIZON_DAYS = 90
+#: Days an NPS answer counts for the account NPS.
+NPS_HORIZON_DAYS = 180
+_DAY_BITS = 17  # a packed bitmap is (bits << 17) | last_day; day numbers fit 17 bits until 2328
+_DAY_MASK = (1 << _DAY_BITS) - 1
+_BITS_MASK = (1 << HORIZON_DAYS) - 1
+MAX_OPEN_TICKETS = 500
+MAX_CLOSED_TICKETS = 100
+MAX_FEATURES = 200
+
+
+class C(IntEnum):
+    """Index of each counter in a day bucket."""
+
+    LOGINS = 0
+    SESSIONS = 1
+    SESSION_SECONDS = 2
+    FEATURE_USES = 3
+    TICKETS_OPENED = 4
+    URGENT_OPENED = 5
+    SENTIMENT_N = 6
+    SENTIMENT_SUM_MILLI = 7
+    SENTIMENT_NEGATIVE = 8
+    CSAT_N = 9
+    CSAT_SATISFIED = 10
+    CES_N = 11
+    CES_SUM = 12
+    RESOLVED = 13
+    RESOLVED_FCR = 14
+    FIRST_RESPONSE_N = 15
+    FIRST_RESPONSE_SUM_S = 16
+    RESOLUTION_N = 17
+    RESOLUTION_SUM_S = 18
+    EVENTS = 19
+
+
+N_COUNTERS = len(C)
+
+
+def day_of(ts: int) -> int:
+    return ts // DAY_S
+
+
+# --- packed per-day activity bitmaps: bit k set = active on day (last_day - k) ------------------
+
+
+def bitmap_mark(packed: int, day: int) -> int:
+    """Mark ``day`` active in a packed bitmap (0 = empty); late days inside the horizon count."""
+    if packed == 0:
+        return (1 << _DAY_BITS) | day
+    last = packed & _DAY_MASK
+    bits = packed >> _DAY_BITS
+    if day >= last:
+        bits = ((bits << (day - last)) | 1) & _BITS_MASK
+        last = day
+    elif last - day < HORIZON_DAYS:
+        bits |= 1 << (last - day)
+    return (bits << _DAY_BITS) | last
+
+
+def bitmap_window(packed: int, as_of_day: int, days: int, offset: int = 0) -> int:
+    """The bits of days ``(as_of_day - offset - days, as_of_day - offset]``, newest in bit 0."""
+    if packed == 0:
+        return 0
+    last = packed & _DAY_MASK
+    bits = packed >> _DAY_BITS
+    shift = as_of_day - offset - last  # how far the window's newest day is past our newest bit
+    if shift >= 0:
+        bits <<= shift
+    else:
+        bits >>= -shift
+    return bits & ((1 << days) - 1)
+
+
+def bitmap_last_day(packed: int) -> int | None:
+    return (packed & _DAY_MASK) if packed else None
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    segment: str
+    csm_name: str
+    csm_email: str
+    slack_channel: str | None = None
+    signed_up_at: int
+    updated_at: int
+
+
+class AccountState(BaseModel):
+    """Everything healthmon remembers about one account. Timestamps are epoch seconds (event time)."""
+
+    model_config = ConfigDict(validate_assignment=False, ser_json_bytes="base64")
+
+    account_id: str
+    profile: Profile | None = None
+    #: Lifetime number of valid, de-duplicated events by type, and the latest event time of each.
+    counts: dict[str, int] = Field(default_factory=dict)
+    last_seen: dict[str, int] = Field(default_factory=dict)
+    first_event_at: int | None = None
+    last_event_at: int | None = None
+    #: 64-bit hashes of the most recent event ids, oldest first (the de-duplication window).
+    recent_ids: list[int] = Field(default_factory=list)
+    #: Day number -> counters indexed by :class:`C`.
+    days: dict[int, list[int]] = Field(default_factory=dict)
+    #: user_id -> packed activity bitmap (any usage event), and the account's login-day bitmap.
+    users: dict[str, int] = Field(default_factory=dict)
+    login_days: int = 0
+    last_login_at: int | None = None
+    #: feature -> last day it was used; first time a key feature was used (time to first value).
+    features: dict[str, int] = Field(default_factory=dict)
+    first_value_at: int | None = None
+    #: ticket_id -> [opened_at, urgent(0/1), agent_replies, first_response_at or 0, reopened(0/1)]
+    open_tickets: dict[str, list[int]] = Field(default_factory=dict)
+    #: ticket_id -> [resolved_at, opened_at, urgent, agent_replies, first_response_at, was_fcr]
+    closed_tickets: dict[str, list[int]] = Field(default_factory=dict)
+    #: user_id -> [answered_at, score]: each user's latest NPS answer.
+    nps: dict[str, list[int]] = Field(default_factory=dict)
+    nps_latest: list[int] | None = None  # [answered_at, score]
+    nps_latest_user: str | None = None
+    #: Billing: current subscription and its history of MRR changes [[at, mrr], ...] (oldest first).
+    mrr: str | None = None
+    mrr_history: list[tuple[int, str]] = Field(default_factory=list)
+    subscription_at: int | None = None
+    plan: str | None = None
+    seats: int | None = None
+    renewal_date: int | None = None  # day number
+    #: invoice_id -> [failed_at, amount]: failed invoices not paid since.
+    unpaid_invoices: dict[str, tuple[int, str]] = Field(default_factory=dict)
+    canceled_at: int | None = None
+    cancel_reason: str | None = None
+
+    @field_serializer("recent_ids")
+    def _pack_ids(self, ids: list[int]) -> str:
+        return base64.b64encode(array("Q", ids).tobytes()).decode()
+
+    @field_validator("recent_ids", mode="before")
+    @classmethod
+    def _unpack_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            buf = array("Q")
+            buf.frombytes(base64.b64decode(value))
+            return buf.tolist()
+        return value
+
+    def dumps(self) -> bytes:
+        return self.model_dump_json(exclude_defaults=True).encode()
+
+    @classmethod
+    def loads(cls, data: bytes) -> AccountState:
+        return cls.model_validate_json(data)

@@ -1,0 +1,75 @@
+"""``healthmon tail``: read a topic as JSON lines, for people and for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import BinaryIO
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from .settings import Settings
+
+
+def render(msg) -> bytes:
+    """One JSON line per message; dead letters keep their original bytes (base64) and headers."""
+    headers = {k: v.decode(errors="replace") for k, v in (msg.headers or ())}
+    if headers.get("healthmon.reason") is not None:
+        text = None
+        if msg.value is not None:
+            try:
+                text = msg.value.decode()
+            except UnicodeDecodeError:
+                text = None
+        body = {
+            "reason": headers.get("healthmon.reason"),
+            "source": {
+                "topic": headers.get("healthmon.topic"),
+                "partition": int(headers.get("healthmon.partition", -1)),
+                "offset": int(headers.get("healthmon.offset", -1)),
+            },
+            "key": msg.key.decode(errors="replace") if msg.key is not None else None,
+            "value_text": text,
+            "value_base64": base64.b64encode(msg.value).decode() if msg.value is not None else None,
+        }
+        return orjson.dumps(body)
+    if msg.value is None:
+        return orjson.dumps({"key": msg.key.decode(errors="replace") if msg.key else None, "value": None})
+    try:
+        return orjson.dumps(orjson.loads(msg.value))
+    except orjson.JSONDecodeError:
+        return orjson.dumps({"value_base64": base64.b64encode(msg.value).decode()})
+
+
+async def tail_topic(
+    s: Settings, topic: str, from_beginning: bool, max_messages: int, idle: float, out: BinaryIO
+) -> int:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=s.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+    )
+    await consumer.start()
+    seen = 0
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=int(idle * 1000) if idle else 1000)
+            if not batch:
+                if idle:
+                    return seen
+                continue
+            for records in batch.values():
+                for msg in records:
+                    out.write(render(msg) + b"\n")
+                    seen += 1
+                    if max_messages and seen >= max_messages:
+                        out.flush()
+                        return seen
+            out.flush()
+    except asyncio.CancelledError:
+        return seen
+    finally:
+        await consumer.stop()
