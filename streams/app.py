@@ -80,10 +80,11 @@ def create_app(settings: Settings | None = None) -> Pipeline:
         partitions=s.partitions,
         key_type=str,
     )
-    # Collection derives both serializers from the types ("json"); set ours before the store and
-    # the changelog topic are created (both are made lazily, on first use).
+    # Collection derives both serializers from the types ("json"). Set ours, and drop the changelog
+    # topic made with the old ones so that it is made again (lazily) with these.
     accounts.key_serializer = "raw"
     accounts.value_serializer = STATE_CODEC
+    accounts._changelog_topic = None
     key_features = frozenset()
     pipeline: Pipeline
 
