@@ -52,6 +52,8 @@ def _prune(state: AccountState, newest_day: int) -> None:
     cutoff = oldest * DAY_S
     for tid in [t for t, c in state.closed_tickets.items() if c[0] <= cutoff]:
         del state.closed_tickets[tid]
+    for d in [d for d in state.score_history if d <= oldest]:
+        del state.score_history[d]
     nps_cutoff = (newest_day - NPS_HORIZON_DAYS) * DAY_S
     for user in [u for u, a in state.nps.items() if a[0] <= nps_cutoff]:
         del state.nps[user]

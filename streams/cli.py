@@ -25,9 +25,13 @@ def worker(loglevel: str | None) -> None:
     import faust
 
     from .app import create_app
+    from .config import ConfigError
 
     s = get_settings()
-    pipeline = create_app(s)
+    try:
+        pipeline = create_app(s)
+    except ConfigError as exc:
+        raise click.ClickException(f"invalid configuration:\n{exc}") from None
     faust.Worker(pipeline.app, loglevel=loglevel or s.log_level).execute_from_commandline()
 
 

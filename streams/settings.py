@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -46,6 +47,13 @@ class Settings(BaseSettings):
     batch_wait_s: float = Field(default=0.05, gt=0)
     # How many recent event ids per account are remembered for de-duplication.
     dedupe_window: int = Field(default=64, ge=0, le=4096)
+    # An event this far ahead of the wall clock is rejected: it would age every account on its partition.
+    max_future_skew_s: float = Field(default=3600.0, ge=0)
+    # The scorecard YAML (default: the one shipped in streams/scorecard.default.yaml).
+    scorecard: Path | None = None
+    # The Redis read model for dashboards.
+    redis_prefix: str = "healthmon:"
+    readmodel_enabled: bool = True
 
     def topic(self, name: str) -> str:
         return self.topic_prefix + getattr(self.topics, name)

@@ -1,12 +1,27 @@
-"""The account snapshot published on ``cs.health`` (key: account_id, compacted: latest wins)."""
+"""What healthmon publishes about an account: the snapshot on ``cs.health`` and change events.
+
+``assess`` is pure: state and event time in, snapshot (and a change event when one is due) out.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
-from .state import AccountState
+from .metrics import AccountMetrics, compute_metrics
+from .scoring import (
+    Band,
+    ComponentScore,
+    Driver,
+    ScoringConfig,
+    is_health_change,
+    score_account,
+    score_deltas,
+)
+from .state import DAY_S, AccountState
+
+SNAPSHOT_SCHEMA_VERSION = 1
 
 
 def iso(ts: int | None) -> datetime | None:
@@ -23,46 +38,104 @@ class AccountInfo(BaseModel):
 
 
 class HealthSnapshot(BaseModel):
-    """What healthmon knows about one account as of ``as_of`` (event time)."""
+    """Everything healthmon knows about one account as of ``as_of`` (event time)."""
 
-    model_config = ConfigDict(ser_json_timedelta="float")
-
-    schema_version: int = 1
+    schema_version: int = SNAPSHOT_SCHEMA_VERSION
     account_id: str
     as_of: datetime
     account: AccountInfo
-    mrr: str | None = None
-    plan: str | None = None
-    seats: int | None = None
-    canceled: bool = False
+    score: float | None
+    band: Band | None
+    confidence: float
+    scorecard: str
+    deltas: dict[str, float | None]
+    components: list[ComponentScore]
+    drivers: list[Driver]
+    metrics: AccountMetrics
     event_counts: dict[str, int]
     last_seen: dict[str, datetime]
     first_event_at: datetime | None = None
     last_event_at: datetime | None = None
 
 
-def build_snapshot(state: AccountState, as_of: int) -> HealthSnapshot:
-    """Pure: the snapshot of ``state`` at event time ``as_of`` (epoch seconds)."""
+class HealthChange(BaseModel):
+    """Published on ``cs.health.changes`` when the band changes or the score moves enough."""
+
+    schema_version: int = SNAPSHOT_SCHEMA_VERSION
+    account_id: str
+    as_of: datetime
+    account: AccountInfo
+    previous_score: float | None
+    previous_band: Band | None
+    score: float
+    band: Band
+    delta: float | None
+    drivers: list[Driver]
+
+
+def account_info(state: AccountState) -> AccountInfo:
     p = state.profile
-    return HealthSnapshot(
+    if p is None:
+        return AccountInfo()
+    return AccountInfo(
+        name=p.name,
+        segment=p.segment,
+        csm_name=p.csm_name,
+        csm_email=p.csm_email,
+        slack_channel=p.slack_channel,
+        signed_up_at=iso(p.signed_up_at),
+    )
+
+
+def assess(
+    state: AccountState, as_of: int, config: ScoringConfig
+) -> tuple[HealthSnapshot, HealthChange | None]:
+    """The account's snapshot at event time ``as_of``, and a change event if one is due."""
+    metrics = compute_metrics(state, as_of, config.metrics)
+    info = account_info(state)
+    health = score_account(metrics, config, info.segment)
+    when = datetime.fromtimestamp(as_of, UTC)
+    snapshot = HealthSnapshot(
         account_id=state.account_id,
-        as_of=datetime.fromtimestamp(as_of, UTC),
-        account=AccountInfo(
-            name=p.name,
-            segment=p.segment,
-            csm_name=p.csm_name,
-            csm_email=p.csm_email,
-            slack_channel=p.slack_channel,
-            signed_up_at=iso(p.signed_up_at),
-        )
-        if p
-        else AccountInfo(),
-        mrr=state.mrr,
-        plan=state.plan,
-        seats=state.seats,
-        canceled=state.canceled_at is not None,
+        as_of=when,
+        account=info,
+        score=health.score,
+        band=health.band,
+        confidence=health.confidence,
+        scorecard=health.scorecard,
+        deltas=score_deltas(state.score_history, as_of // DAY_S, health.score),
+        components=health.components,
+        drivers=health.drivers,
+        metrics=metrics,
         event_counts=dict(state.counts),
         last_seen={k: datetime.fromtimestamp(v, UTC) for k, v in state.last_seen.items()},
         first_event_at=iso(state.first_event_at),
         last_event_at=iso(state.last_event_at),
     )
+    change = None
+    if is_health_change(
+        state.last_change_score, state.last_change_band, health.score, health.band, config.change_threshold
+    ):
+        assert health.score is not None and health.band is not None
+        change = HealthChange(
+            account_id=state.account_id,
+            as_of=when,
+            account=info,
+            previous_score=state.last_change_score,
+            previous_band=state.last_change_band,  # type: ignore[arg-type]
+            score=health.score,
+            band=health.band,
+            delta=None
+            if state.last_change_score is None
+            else round(health.score - state.last_change_score, 1),
+            drivers=health.drivers,
+        )
+    return snapshot, change
+
+
+def remember(state: AccountState, snapshot: HealthSnapshot, change: HealthChange | None) -> None:
+    """Keep what trends and change detection need: the day's score and the last change event."""
+    if snapshot.score is not None:
+        state.score_history[int(snapshot.as_of.timestamp()) // DAY_S] = round(snapshot.score * 10)
+    if change is not None:
+        state.last_change_score, state.last_change_band = change.score, change.band

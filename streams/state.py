@@ -147,6 +147,10 @@ class AccountState(BaseModel):
     unpaid_invoices: dict[str, tuple[int, str]] = Field(default_factory=dict)
     canceled_at: int | None = None
     cancel_reason: str | None = None
+    #: Scoring output kept for trends: day -> last score of that day x 10, and the last change event.
+    score_history: dict[int, int] = Field(default_factory=dict)
+    last_change_score: float | None = None
+    last_change_band: str | None = None
 
     @field_serializer("recent_ids")
     def _pack_ids(self, ids: list[int]) -> str:

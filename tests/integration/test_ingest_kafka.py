@@ -88,7 +88,8 @@ async def test_snapshot_and_dead_letters(kafka_settings, worker):
     snap = latest_snapshots(health)["acme"]
     assert snap["account"]["name"] == "acme Inc"
     assert snap["account"]["segment"] == "mid_market"
-    assert snap["mrr"] == "1200.50" and snap["seats"] == 20 and snap["plan"] == "pro"
+    m = snap["metrics"]
+    assert m["mrr"] == "1200.50" and m["seats"] == 20 and m["plan"] == "pro"
     assert snap["event_counts"] == {"account": 1, "subscription": 1, "login": 3}
     assert snap["last_seen"]["login"] == "2026-03-02T12:00:00Z"
     assert worker.alive(), worker.log_tail()

@@ -1,0 +1,209 @@
+"""Per-account metrics at an event time ``as_of``, computed from :class:`AccountState`.
+
+Pure: no I/O and no clock. A window of N days is the N UTC days ending with ``as_of``'s day, so a silent
+account keeps ageing as the engine's event time moves on. Formulas follow the seed documents; each is
+written next to its field (and in docs/metrics.md). ``None`` means "no data", never zero.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pydantic import BaseModel, Field
+
+from .state import DAY_S, NPS_HORIZON_DAYS, AccountState, C, bitmap_window
+
+
+class MetricsConfig(BaseModel):
+    """Metric definitions that are the customer's choice, not ours."""
+
+    key_features: list[str] = Field(default_factory=list)
+    #: "Used to log in daily": logins on at least this many of the 14 days before the last login.
+    daily_habit_days: int = Field(default=10, ge=1, le=14)
+    #: Days of silence after which a daily-login account counts as gone silent.
+    silent_after_days: int = Field(default=7, ge=1)
+    #: A ticket spike: at least this many tickets in 7 days and this many times the prior weekly mean.
+    spike_min_tickets: int = Field(default=3, ge=1)
+    spike_factor: float = Field(default=2.0, gt=1)
+
+
+class AccountMetrics(BaseModel):
+    # --- usage
+    logins_7d: int = 0
+    logins_30d: int = 0
+    active_users_1d: int = 0
+    active_users_7d: int = 0
+    active_users_30d: int = 0
+    dau_mau: float | None = None  # mean daily distinct users over 30 d / distinct users in 30 d
+    adoption_rate: float | None = None  # active users 30 d / seats, capped at 1
+    feature_breadth: float | None = None  # key features used in 30 d / key features
+    avg_session_minutes_30d: float | None = None  # session seconds / sessions, in minutes
+    usage_trend_7d_pct: float | None = None  # active user-days, last 7 d vs the 7 d before, in %
+    usage_trend_30d_pct: float | None = None  # the same for 30 d vs the 30 d before
+    days_since_last_login: int | None = None
+    daily_login_lapsed: bool = False  # logged in daily, then silent for silent_after_days
+    ttfv_days: float | None = None  # sign-up to first key-feature use
+    # --- support
+    tickets_opened_7d: int = 0
+    tickets_opened_30d: int = 0
+    open_tickets: int = 0
+    open_urgent_tickets: int = 0
+    first_response_hours_30d: float | None = None
+    resolution_hours_30d: float | None = None
+    fcr_rate_90d: float | None = None  # resolved with <= 1 agent reply and not reopened / resolved
+    sentiment_mean_30d: float | None = None
+    negative_sentiment_share_30d: float | None = None
+    csat_90d: float | None = None  # % of CSAT answers that are 4 or 5
+    ticket_spike_ratio: float | None = None  # tickets last 7 d / weekly mean of the 4 weeks before
+    ticket_spike: bool = False
+    has_tickets: bool = False
+    # --- outcomes
+    nps: float | None = None  # % promoters (9-10) - % detractors (0-6), each user's latest in 180 d
+    nps_responses: int = 0
+    nps_latest_score: int | None = None
+    ces_mean_90d: float | None = None
+    # --- financial
+    mrr: Decimal | None = None
+    mrr_30d_ago: Decimal | None = None
+    mrr_change_30d: Decimal | None = None  # expansion (> 0) or contraction (< 0)
+    mrr_change_30d_pct: float | None = None
+    seats: int | None = None
+    plan: str | None = None
+    days_to_renewal: int | None = None
+    unpaid_invoices: int = 0
+    unpaid_amount: Decimal = Decimal(0)
+    days_past_due: int | None = None  # since the oldest unpaid failed invoice; 0 when all paid
+    canceled: bool = False
+    has_billing: bool = False
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+def _pct_change(now: float, before: float) -> float | None:
+    return (now - before) / before * 100 if before else None
+
+
+def _mrr_at(history: list[tuple[int, str]], ts: int) -> Decimal | None:
+    value = None
+    for at, mrr in history:
+        if at > ts:
+            break
+        value = Decimal(mrr)
+    return value
+
+
+def compute_metrics(state: AccountState, as_of: int, cfg: MetricsConfig) -> AccountMetrics:
+    m = AccountMetrics()
+    today = as_of // DAY_S
+
+    # One pass over the day buckets for every windowed counter.
+    w7 = [0] * len(C)
+    w30 = [0] * len(C)
+    w90 = [0] * len(C)
+    prior_4w_tickets = 0
+    for day, b in state.days.items():
+        age = today - day
+        if age < 0 or age >= 90:
+            continue
+        for i, v in enumerate(b):
+            if v:
+                w90[i] += v
+                if age < 30:
+                    w30[i] += v
+                    if age < 7:
+                        w7[i] += v
+        if 7 <= age < 35:
+            prior_4w_tickets += b[C.TICKETS_OPENED]
+
+    # --- usage
+    m.logins_7d, m.logins_30d = w7[C.LOGINS], w30[C.LOGINS]
+    user_days_30 = user_days_7 = user_days_prev_7 = user_days_prev_30 = 0
+    for packed in state.users.values():
+        bits30 = bitmap_window(packed, today, 30)
+        if bits30:
+            m.active_users_30d += 1
+            user_days_30 += bits30.bit_count()
+            bits7 = bits30 & 0x7F
+            if bits7:
+                m.active_users_7d += 1
+                user_days_7 += bits7.bit_count()
+                m.active_users_1d += bits7 & 1
+        user_days_prev_7 += bitmap_window(packed, today, 7, offset=7).bit_count()
+        user_days_prev_30 += bitmap_window(packed, today, 30, offset=30).bit_count()
+    if m.active_users_30d:
+        m.dau_mau = (user_days_30 / 30) / m.active_users_30d
+    if state.seats:
+        m.adoption_rate = min(1.0, m.active_users_30d / state.seats)
+    if cfg.key_features:
+        used = sum(1 for f in cfg.key_features if today - state.features.get(f, -(10**9)) < 30)
+        m.feature_breadth = used / len(cfg.key_features)
+    if w30[C.SESSIONS]:
+        m.avg_session_minutes_30d = w30[C.SESSION_SECONDS] / w30[C.SESSIONS] / 60
+    m.usage_trend_7d_pct = _pct_change(user_days_7, user_days_prev_7)
+    m.usage_trend_30d_pct = _pct_change(user_days_30, user_days_prev_30)
+    if state.last_login_at is not None:
+        m.days_since_last_login = max(0, (as_of - state.last_login_at) // DAY_S)
+        last_day = state.last_login_at // DAY_S
+        habit = bitmap_window(state.login_days, last_day, 14).bit_count()
+        m.daily_login_lapsed = (
+            habit >= cfg.daily_habit_days and m.days_since_last_login >= cfg.silent_after_days
+        )
+    if state.first_value_at is not None and state.profile is not None:
+        m.ttfv_days = max(0.0, (state.first_value_at - state.profile.signed_up_at) / DAY_S)
+
+    # --- support
+    m.has_tickets = bool(state.counts.get("ticket_opened") or state.open_tickets)
+    m.tickets_opened_7d, m.tickets_opened_30d = w7[C.TICKETS_OPENED], w30[C.TICKETS_OPENED]
+    m.open_tickets = len(state.open_tickets)
+    m.open_urgent_tickets = sum(t[1] for t in state.open_tickets.values())
+    if w30[C.FIRST_RESPONSE_N]:
+        m.first_response_hours_30d = w30[C.FIRST_RESPONSE_SUM_S] / w30[C.FIRST_RESPONSE_N] / 3600
+    if w30[C.RESOLUTION_N]:
+        m.resolution_hours_30d = w30[C.RESOLUTION_SUM_S] / w30[C.RESOLUTION_N] / 3600
+    m.fcr_rate_90d = _ratio(w90[C.RESOLVED_FCR], w90[C.RESOLVED])
+    if w30[C.SENTIMENT_N]:
+        m.sentiment_mean_30d = w30[C.SENTIMENT_SUM_MILLI] / 1000 / w30[C.SENTIMENT_N]
+        m.negative_sentiment_share_30d = w30[C.SENTIMENT_NEGATIVE] / w30[C.SENTIMENT_N]
+    if w90[C.CSAT_N]:
+        m.csat_90d = w90[C.CSAT_SATISFIED] / w90[C.CSAT_N] * 100
+    prior_mean = prior_4w_tickets / 4
+    m.ticket_spike_ratio = _ratio(m.tickets_opened_7d, prior_mean)
+    m.ticket_spike = m.tickets_opened_7d >= cfg.spike_min_tickets and (
+        m.tickets_opened_7d >= cfg.spike_factor * prior_mean
+    )
+
+    # --- outcomes
+    cutoff = as_of - NPS_HORIZON_DAYS * DAY_S
+    answers = [score for at, score in state.nps.values() if cutoff < at <= as_of]
+    if answers:
+        m.nps_responses = len(answers)
+        promoters = sum(1 for a in answers if a >= 9)
+        detractors = sum(1 for a in answers if a <= 6)
+        m.nps = (promoters - detractors) / len(answers) * 100
+    if state.nps_latest is not None:
+        m.nps_latest_score = state.nps_latest[1]
+    if w90[C.CES_N]:
+        m.ces_mean_90d = w90[C.CES_SUM] / w90[C.CES_N]
+
+    # --- financial (from the MRR history, so late billing events and cancellations count)
+    if state.mrr_history:
+        m.mrr = _mrr_at(state.mrr_history, as_of)
+        m.mrr_30d_ago = _mrr_at(state.mrr_history, as_of - 30 * DAY_S)
+        if m.mrr is not None and m.mrr_30d_ago is not None:
+            m.mrr_change_30d = m.mrr - m.mrr_30d_ago
+            if m.mrr_30d_ago:
+                m.mrr_change_30d_pct = float(m.mrr_change_30d / m.mrr_30d_ago * 100)
+        m.days_past_due = 0
+    m.seats, m.plan = state.seats, state.plan
+    if state.renewal_date is not None:
+        m.days_to_renewal = state.renewal_date - today
+    if state.unpaid_invoices:
+        m.unpaid_invoices = len(state.unpaid_invoices)
+        m.unpaid_amount = sum((Decimal(a) for _, a in state.unpaid_invoices.values()), Decimal(0))
+        oldest = min(at for at, _ in state.unpaid_invoices.values())
+        m.days_past_due = max(0, (as_of - oldest) // DAY_S)
+    m.canceled = state.canceled_at is not None and state.canceled_at <= as_of
+    m.has_billing = bool(state.mrr_history or state.unpaid_invoices or state.canceled_at is not None)
+    return m

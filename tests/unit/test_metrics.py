@@ -1,0 +1,185 @@
+"""Metrics per account, including the seed documents' worked examples as golden tests."""
+
+from datetime import datetime
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.aggregate import apply_event
+from streams.events import EVENT_ADAPTER
+from streams.metrics import MetricsConfig, compute_metrics
+from streams.state import AccountState
+from tests.helpers import account_event, at, event
+
+CFG = MetricsConfig(key_features=["reports", "dashboards", "integrations", "automation"])
+
+
+def ts(days: float, hours: float = 0) -> int:
+    return int(datetime.fromisoformat(at(days, hours)).timestamp())
+
+
+def fold(*evs: dict, state: AccountState | None = None) -> AccountState:
+    state = state or AccountState(account_id="a")
+    for ev in evs:
+        apply_event(state, EVENT_ADAPTER.validate_python(ev), key_features=frozenset(CFG.key_features))
+    return state
+
+
+def metrics(state: AccountState, days: float, hours: float = 0, cfg: MetricsConfig = CFG):
+    return compute_metrics(state, ts(days, hours), cfg)
+
+
+# --- golden tests from the seeds ---------------------------------------------------------------
+
+
+def test_nps_seed_example_50_promoters_30_passives_20_detractors_is_30():
+    scores = [10] * 50 + [8] * 30 + [3] * 20
+    s = fold(*(event("nps", "a", at(0), user_id=f"u{i}", score=v) for i, v in enumerate(scores)))
+    m = metrics(s, 1)
+    assert m.nps == pytest.approx(30.0) and m.nps_responses == 100
+
+
+def test_nps_uses_each_users_latest_answer_within_180_days():
+    s = fold(
+        event("nps", "a", at(0), user_id="u1", score=2),
+        event("nps", "a", at(10), user_id="u1", score=10),  # u1 is now a promoter
+        event("nps", "a", at(-200), user_id="u2", score=0),  # too old
+        event("nps", "a", at(5), user_id="u3", score=7),
+    )
+    m = metrics(s, 11)
+    assert m.nps_responses == 2 and m.nps == pytest.approx(50.0)
+    assert m.nps_latest_score == 10
+
+
+def test_csat_seed_example_80_of_100_is_80_percent():
+    s = fold(*(event("csat", "a", at(0), score=5 if i < 50 else 4 if i < 80 else 2) for i in range(100)))
+    assert metrics(s, 1).csat_90d == pytest.approx(80.0)
+
+
+def test_dau_mau_seed_example_300_of_1000_is_30_percent():
+    # 1000 monthly users, each active on 9 of the 30 days: 9000 user-days / 30 = 300 a day.
+    evs = [
+        event("login", "a", at(d * 3 + (u % 3), 1), user_id=f"u{u}") for u in range(1000) for d in range(9)
+    ]
+    m = metrics(fold(*evs), 29, 12)
+    assert m.active_users_30d == 1000
+    assert m.dau_mau == pytest.approx(0.30)
+
+
+def test_adoption_is_active_users_over_seats_capped_at_100_percent():
+    sub = event("subscription", "a", at(0), mrr="100", plan="p", seats=10, renewal_date="2026-12-01")
+    s = fold(sub, *(event("login", "a", at(1), user_id=f"u{i}") for i in range(3)))
+    assert metrics(s, 2).adoption_rate == pytest.approx(0.3)
+    s = fold(*(event("login", "a", at(1), user_id=f"v{i}") for i in range(30)), state=s)
+    assert metrics(s, 2).adoption_rate == 1.0
+
+
+def test_feature_breadth_and_time_to_first_value():
+    s = fold(
+        account_event("a", at(-1), signed_up_at=at(-10)),
+        event("feature_used", "a", at(0), user_id="u", feature="export"),  # not a key feature
+        event("feature_used", "a", at(2), user_id="u", feature="reports"),
+        event("feature_used", "a", at(3), user_id="u", feature="dashboards"),
+    )
+    m = metrics(s, 4)
+    assert m.feature_breadth == pytest.approx(0.5)
+    assert m.ttfv_days == pytest.approx(12.0)
+    assert metrics(s, 40).feature_breadth == 0.0  # 30 days later nothing was used
+
+
+def test_logins_sessions_and_silence_age_with_engine_time():
+    evs = [event("login", "a", at(d, 9), user_id="u") for d in range(14)]
+    evs += [event("session", "a", at(d, 10), user_id="u", duration_s=1800) for d in range(14)]
+    s = fold(*evs)
+    m = metrics(s, 13, 12)
+    assert (m.logins_7d, m.logins_30d, m.days_since_last_login) == (7, 14, 0)
+    assert m.avg_session_minutes_30d == pytest.approx(30.0)
+    assert not m.daily_login_lapsed
+    silent = metrics(s, 20, 12)  # no new events: the engine's clock moved on
+    assert silent.days_since_last_login == 7 and silent.daily_login_lapsed
+    assert silent.logins_7d == 0
+
+
+def test_usage_trend_compares_active_user_days():
+    evs = [event("login", "a", at(d), user_id=f"u{u}") for d in range(7) for u in range(4)]
+    evs += [event("login", "a", at(d), user_id=f"u{u}") for d in range(7, 14) for u in range(3)]
+    m = metrics(fold(*evs), 13, 12)
+    assert m.usage_trend_7d_pct == pytest.approx(-25.0)
+
+
+def test_support_metrics():
+    evs = [
+        event("ticket_opened", "a", at(0), ticket_id="t1", priority="urgent", sentiment=-0.8),
+        event("ticket_replied", "a", at(0, 2), ticket_id="t1", author="agent"),
+        event("ticket_replied", "a", at(0, 3), ticket_id="t1", author="customer", sentiment=0.5),
+        event("ticket_resolved", "a", at(0, 10), ticket_id="t1"),
+        event("ticket_opened", "a", at(1), ticket_id="t2", priority="urgent"),
+        event("ticket_replied", "a", at(1, 4), ticket_id="t2", author="agent"),
+        event("ticket_replied", "a", at(1, 5), ticket_id="t2", author="agent"),
+        event("ticket_resolved", "a", at(1, 6), ticket_id="t2"),
+        event("ticket_opened", "a", at(2), ticket_id="t3", priority="urgent"),
+    ]
+    m = metrics(fold(*evs), 3)
+    assert m.tickets_opened_30d == 3 and m.open_tickets == 1 and m.open_urgent_tickets == 1
+    assert m.first_response_hours_30d == pytest.approx(3.0)
+    assert m.resolution_hours_30d == pytest.approx(8.0)
+    assert m.fcr_rate_90d == pytest.approx(0.5)
+    assert m.sentiment_mean_30d == pytest.approx(-0.15)
+    assert m.negative_sentiment_share_30d == pytest.approx(0.5)
+
+
+def test_ticket_spike_against_the_prior_four_weeks():
+    prior = [event("ticket_opened", "a", at(d), ticket_id=f"p{d}", priority="low") for d in range(0, 28, 7)]
+    spike = [
+        event("ticket_opened", "a", at(30 + i / 10), ticket_id=f"s{i}", priority="high") for i in range(5)
+    ]
+    m = metrics(fold(*prior, *spike), 31)
+    assert m.ticket_spike_ratio == pytest.approx(5.0) and m.ticket_spike
+
+
+def test_financial_metrics_expansion_contraction_and_past_due():
+    evs = [
+        event("subscription", "a", at(0), mrr="1000", plan="pro", seats=10, renewal_date="2026-05-01"),
+        event("subscription", "a", at(40), mrr="800.50", plan="pro", seats=8, renewal_date="2026-05-01"),
+        event("payment_failed", "a", at(41), invoice_id="i1", amount="800.50"),
+    ]
+    m = metrics(fold(*evs), 45)
+    assert m.mrr == Decimal("800.50") and m.mrr_30d_ago == Decimal("1000")
+    assert m.mrr_change_30d == Decimal("-199.50") and m.mrr_change_30d_pct == pytest.approx(-19.95)
+    assert m.days_past_due == 4 and m.unpaid_amount == Decimal("800.50")
+    assert m.days_to_renewal == 15  # 2026-05-01 minus 2026-04-16
+    m = metrics(fold(event("subscription_canceled", "a", at(46)), *evs), 47)
+    assert m.canceled and m.mrr == Decimal(0)
+
+
+def test_no_data_is_none_not_zero():
+    m = metrics(fold(event("login", "a", at(0), user_id="u")), 1)
+    assert m.nps is None and m.csat_90d is None and m.adoption_rate is None and m.mrr is None
+    assert m.days_past_due is None and not m.has_tickets
+
+
+usage = st.builds(
+    lambda d, h, u: event("login", "a", at(d, h), user_id=f"u{u}"),
+    st.integers(0, 80),
+    st.integers(0, 23),
+    st.integers(0, 8),
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(usage, min_size=1, max_size=40), st.randoms())
+def test_metrics_do_not_depend_on_arrival_order(evs, rnd):
+    late = list(evs)
+    rnd.shuffle(late)
+    assert metrics(fold(*evs), 85) == metrics(fold(*late), 85)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(usage, min_size=1, max_size=30), st.integers(60, 80))
+def test_a_late_event_inside_the_window_counts(evs, late_day):
+    base = fold(*evs)
+    before = metrics(base, 85).logins_30d
+    s = fold(event("login", "a", at(late_day), user_id="late"), state=base)
+    assert metrics(s, 85).logins_30d == before + 1
