@@ -226,6 +226,8 @@ def _csat(s: AccountState, e: ev.Csat, ts: int, day: int, kf: frozenset[str]) ->
     bucket = _bucket(s, day)
     bucket[C.CSAT_N] += 1
     bucket[C.CSAT_SATISFIED] += int(e.score >= 4)
+    if s.csat_latest is None or ts >= s.csat_latest[0]:
+        s.csat_latest = [ts, e.score]
 
 
 def _record_mrr(s: AccountState, ts: int, mrr: str) -> None:

@@ -36,6 +36,7 @@ class AccountMetrics(BaseModel):
     active_users_30d: int = 0
     dau_mau: float | None = None  # mean daily distinct users over 30 d / distinct users in 30 d
     adoption_rate: float | None = None  # active users 30 d / seats, capped at 1
+    adoption_rate_7d: float | None = None  # active users 7 d / seats, capped at 1
     feature_breadth: float | None = None  # key features used in 30 d / key features
     avg_session_minutes_30d: float | None = None  # session seconds / sessions, in minutes
     usage_trend_7d_pct: float | None = None  # active user-days, last 7 d vs the 7 d before, in %
@@ -61,6 +62,9 @@ class AccountMetrics(BaseModel):
     nps: float | None = None  # % promoters (9-10) - % detractors (0-6), each user's latest in 180 d
     nps_responses: int = 0
     nps_latest_score: int | None = None
+    nps_latest_days_ago: int | None = None
+    csat_latest_score: int | None = None
+    csat_latest_days_ago: int | None = None
     ces_mean_90d: float | None = None
     # --- financial
     mrr: Decimal | None = None
@@ -83,6 +87,12 @@ def _ratio(num: float, den: float) -> float | None:
 
 def _pct_change(now: float, before: float) -> float | None:
     return (now - before) / before * 100 if before else None
+
+
+def _last_active_day(packed: int, today: int) -> int | None:
+    """The latest active day on or before ``today`` (later days may already be in the state)."""
+    bits = bitmap_window(packed, today, 90)
+    return None if not bits else today - ((bits & -bits).bit_length() - 1)
 
 
 def _mrr_at(history: list[tuple[int, str]], ts: int) -> Decimal | None:
@@ -136,20 +146,24 @@ def compute_metrics(state: AccountState, as_of: int, cfg: MetricsConfig) -> Acco
         m.dau_mau = (user_days_30 / 30) / m.active_users_30d
     if state.seats:
         m.adoption_rate = min(1.0, m.active_users_30d / state.seats)
-    if cfg.key_features:
+        m.adoption_rate_7d = min(1.0, m.active_users_7d / state.seats)
+    if cfg.key_features and (state.users or state.features):
         used = sum(1 for f in cfg.key_features if today - state.features.get(f, -(10**9)) < 30)
         m.feature_breadth = used / len(cfg.key_features)
     if w30[C.SESSIONS]:
         m.avg_session_minutes_30d = w30[C.SESSION_SECONDS] / w30[C.SESSIONS] / 60
     m.usage_trend_7d_pct = _pct_change(user_days_7, user_days_prev_7)
     m.usage_trend_30d_pct = _pct_change(user_days_30, user_days_prev_30)
-    if state.last_login_at is not None:
-        m.days_since_last_login = max(0, (as_of - state.last_login_at) // DAY_S)
-        last_day = state.last_login_at // DAY_S
-        habit = bitmap_window(state.login_days, last_day, 14).bit_count()
+    last_login_day = _last_active_day(state.login_days, today)
+    if last_login_day is not None:
+        # Calendar days, so that the value (and every rule on it) changes only at UTC midnight.
+        m.days_since_last_login = today - last_login_day
+        habit = bitmap_window(state.login_days, last_login_day, 14).bit_count()
         m.daily_login_lapsed = (
             habit >= cfg.daily_habit_days and m.days_since_last_login >= cfg.silent_after_days
         )
+    elif state.last_login_at is not None and state.last_login_at // DAY_S <= today:
+        m.days_since_last_login = today - state.last_login_at // DAY_S  # beyond the bitmap's 90 days
     if state.first_value_at is not None and state.profile is not None:
         m.ttfv_days = max(0.0, (state.first_value_at - state.profile.signed_up_at) / DAY_S)
 
@@ -182,8 +196,12 @@ def compute_metrics(state: AccountState, as_of: int, cfg: MetricsConfig) -> Acco
         promoters = sum(1 for a in answers if a >= 9)
         detractors = sum(1 for a in answers if a <= 6)
         m.nps = (promoters - detractors) / len(answers) * 100
-    if state.nps_latest is not None:
+    if state.nps_latest is not None and state.nps_latest[0] <= as_of:
         m.nps_latest_score = state.nps_latest[1]
+        m.nps_latest_days_ago = today - state.nps_latest[0] // DAY_S
+    if state.csat_latest is not None and state.csat_latest[0] <= as_of:
+        m.csat_latest_score = state.csat_latest[1]
+        m.csat_latest_days_ago = today - state.csat_latest[0] // DAY_S
     if w90[C.CES_N]:
         m.ces_mean_90d = w90[C.CES_SUM] / w90[C.CES_N]
 

@@ -136,6 +136,7 @@ class AccountState(BaseModel):
     nps: dict[str, list[int]] = Field(default_factory=dict)
     nps_latest: list[int] | None = None  # [answered_at, score]
     nps_latest_user: str | None = None
+    csat_latest: list[int] | None = None  # [answered_at, score]
     #: Billing: current subscription and its history of MRR changes [[at, mrr], ...] (oldest first).
     mrr: str | None = None
     mrr_history: list[tuple[int, str]] = Field(default_factory=list)
@@ -151,6 +152,12 @@ class AccountState(BaseModel):
     score_history: dict[int, int] = Field(default_factory=dict)
     last_change_score: float | None = None
     last_change_band: str | None = None
+    #: Trigger-rule state by rule id (see rules.engine.RuleState) and when the account is next due.
+    rules: dict[str, list[int]] = Field(default_factory=dict)
+    next_due: int | None = None
+    last_eval_at: int | None = None
+    #: The input partition this account's events come from (to rebuild the due schedule on recovery).
+    partition: int | None = None
 
     @field_serializer("recent_ids")
     def _pack_ids(self, ids: list[int]) -> str:

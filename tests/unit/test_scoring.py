@@ -24,6 +24,7 @@ CONFIG = load_scoring()
 def healthy(**over) -> AccountMetrics:
     base = dict(
         adoption_rate=0.9,
+        adoption_rate_7d=0.9,
         dau_mau=0.35,
         days_since_last_login=0,
         usage_trend_30d_pct=5.0,

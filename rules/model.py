@@ -1,0 +1,134 @@
+"""Rule files and the alert events the engine publishes on ``cs.alerts``."""
+
+from __future__ import annotations
+
+import re
+import string
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator
+
+from streams.scoring import Driver
+from streams.snapshot import AccountInfo
+
+from .context import FIELDS
+from .expr import Compiled, ExprError, compile_condition
+
+Severity = Literal["info", "warning", "critical"]
+_UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(value: Any) -> int:
+    """``"14d"``, ``"1d12h"``, ``"90m"``, ``"0"`` or a number of seconds, to seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is like 14d, 12h, 30m or 1d12h")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text == "0":
+            return 0
+        m = _DURATION.match(text)
+        if m and any(m.groups()):
+            return sum(int(n) * _UNITS[u] for n, u in zip(m.groups(), "wdhms", strict=True) if n)
+    raise ValueError(f"{value!r} is not a duration like 14d, 12h, 30m or 1d12h")
+
+
+Duration = Annotated[int, BeforeValidator(parse_duration)]
+
+
+def format_duration(seconds: int) -> str:
+    if seconds == 0:
+        return "0"
+    if seconds < 0:
+        return "-" + format_duration(-seconds)
+    out = []
+    for unit, size in _UNITS.items():
+        if seconds >= size:
+            out.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(out)
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$")
+    description: str = Field(min_length=1, max_length=500)
+    #: The condition over the account's snapshot (see rules/expr.py and docs/rules.md).
+    when: str
+    #: How long the condition must hold, in event time, before the alert fires.
+    for_: Duration = Field(default=0, alias="for")
+    #: Keep firing this long after the condition stops holding (damps flapping).
+    keep_firing_for: Duration = 0
+    #: After an episode resolves, a new one cannot start before this has passed.
+    cooldown: Duration = 0
+    severity: Severity = "warning"
+    labels: dict[str, str] = Field(default_factory=dict)
+    #: The playbook step for the CSM.
+    action: str = Field(min_length=1, max_length=500)
+    #: One line for the notification; ``{field}`` placeholders take values from the snapshot.
+    summary: str | None = None
+    send_resolved: bool = True
+
+    _condition: Compiled = PrivateAttr()
+
+    @field_validator("when")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            compile_condition(v, FIELDS)
+        except ExprError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("summary")
+    @classmethod
+    def _summary_fields(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        for _, name, _, _ in string.Formatter().parse(v):
+            if name is not None and name not in FIELDS and name != "account":
+                raise ValueError(f"summary placeholder {{{name}}} is not a known field")
+        return v
+
+    def model_post_init(self, _: Any) -> None:
+        self._condition = compile_condition(self.when, FIELDS)
+
+    @property
+    def condition(self) -> Compiled:
+        return self._condition
+
+
+class RuleFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rules: list[Rule] = Field(default_factory=list)
+
+
+class AlertEvent(BaseModel):
+    """One notification-worthy change of a rule for one account (``cs.alerts``, key: account_id)."""
+
+    schema_version: int = 1
+    alert_id: str  # the same for the firing and the resolved event of one episode
+    rule_id: str
+    account_id: str
+    status: Literal["firing", "resolved"]
+    severity: Severity
+    active_since: datetime  # when the condition started to hold (the episode start)
+    starts_at: datetime  # when it fired (active_since + for)
+    ends_at: datetime | None = None  # when it resolved
+    summary: str
+    description: str
+    action: str
+    labels: dict[str, str]
+    #: The values the condition read when it fired (or resolved).
+    values: dict[str, Any]
+    score: float | None
+    band: str | None
+    drivers: list[Driver]
+    account: AccountInfo
