@@ -181,6 +181,10 @@ class _Compiler:
             raise self.fail(lnode, "comparison is not allowed")
         if lk != rk or lk not in ("number", "string"):
             raise self.fail(lnode, f"cannot order {lk} and {rk}")
+        for side in (lnode, rnode):
+            spec = self._spec(side)
+            if spec is not None and spec.values is not None:
+                raise self.fail(side, f"{self._name(side)} has no order; compare it with == or in")
         if rc is not _FIELD:  # field < constant: the common, fast case
 
             def cmp_const(c: Ctx, get: Fn = left, k: Any = rc, f: Any = fn) -> bool:
@@ -211,9 +215,17 @@ class _Compiler:
             return lambda c: left(c) in values
         return lambda c: (v := left(c)) is not None and v not in values
 
+    @staticmethod
+    def _name(node: ast.AST) -> str | None:
+        return node.id if isinstance(node, ast.Name) else getattr(node, "attr", None)
+
+    def _spec(self, node: ast.AST) -> FieldSpec | None:
+        name = self._name(node)
+        return self.fields.get(name) if name else None
+
     def _check_literal(self, field_node: ast.AST, const: Any) -> None:
-        name = field_node.id if isinstance(field_node, ast.Name) else getattr(field_node, "attr", None)
-        spec = self.fields.get(name) if name else None
+        name = self._name(field_node)
+        spec = self._spec(field_node)
         if spec and spec.values is not None and isinstance(const, str) and const not in spec.values:
             raise self.fail(field_node, f"{name} is never {const!r}; it is one of {sorted(spec.values)}")
 

@@ -1,28 +1,33 @@
-"""The Faust app: topics, the ``accounts`` table and the agents.
+"""The Faust app: topics, tables and agents. Agents are thin glue around :class:`streams.engine.Engine`.
 
-Agents are thin glue: validation lives in :mod:`streams.events`, state changes in
-:mod:`streams.aggregate`, metrics and score in :mod:`streams.metrics` / :mod:`streams.scoring`, and
-what is published in :mod:`streams.snapshot`.
+- ``ingest``: validate -> fold into the account's state -> (per batch) score, evaluate rules -> publish
+  the snapshot on ``cs.health``, change events on ``cs.health.changes``, alerts on ``cs.alerts``.
+- a timer moves engine time with the wall clock (live mode) and evaluates accounts that fell due.
+- ``readmodel``: ``cs.health`` -> Redis, in its own agent so a slow Redis never stalls scoring.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faust
 from faust.types import EventT
 
+from rules.engine import DEFAULT_RULES, RuleSet, load_rules, rule_files
+
 from . import codecs as _codecs  # noqa: F401  (registers the state codec)
-from .aggregate import apply_event
 from .codecs import STATE_CODEC
+from .config import ConfigError
+from .engine import Engine, Evaluation
 from .events import InvalidEvent, parse_event
 from .readmodel import write_with_retry
 from .scoring import ScoringConfig, load_scoring
 from .settings import Settings, get_settings
-from .snapshot import assess, remember
 from .state import AccountState
 
 log = logging.getLogger("healthmon.ingest")
@@ -33,16 +38,12 @@ class Pipeline:
     """The app and its parts, so tests and the CLI can reach each one."""
 
     settings: Settings
-    scoring: ScoringConfig
+    engine: Engine
     app: faust.App
-    inputs: Any
-    health: Any
-    changes: Any
-    deadletter: Any
+    topics: dict[str, Any]
     accounts: Any
+    clocks: Any
     agents: dict[str, Any] = field(default_factory=dict)
-    #: Highest event time seen per input partition: the engine's event-time clock.
-    watermarks: dict[int, int] = field(default_factory=dict)
 
 
 def dead_letter_headers(event: EventT, reason: str, now: float) -> list[tuple[str, bytes]]:
@@ -56,9 +57,22 @@ def dead_letter_headers(event: EventT, reason: str, now: float) -> list[tuple[st
     ]
 
 
-def create_app(settings: Settings | None = None, scoring: ScoringConfig | None = None) -> Pipeline:
+def _rules_stamp(path: Path) -> tuple[tuple[str, float], ...]:
+    try:
+        return tuple((str(p), p.stat().st_mtime) for p in rule_files(path))
+    except OSError:
+        return ()
+
+
+def create_app(
+    settings: Settings | None = None, scoring: ScoringConfig | None = None, ruleset: RuleSet | None = None
+) -> Pipeline:
     s = settings or get_settings()
-    scoring = scoring or load_scoring(s.scorecard)  # a bad scorecard fails here, before any consuming
+    # Bad configuration fails here, naming file, line and field, before anything is consumed.
+    scoring = scoring or load_scoring(s.scorecard)
+    rules_path = s.rules or DEFAULT_RULES
+    ruleset = ruleset or load_rules(rules_path)
+    engine = Engine(scoring, ruleset, dedupe_window=s.dedupe_window)
     app = faust.App(
         s.app_id,
         broker=s.broker,
@@ -80,15 +94,26 @@ def create_app(settings: Settings | None = None, scoring: ScoringConfig | None =
     inputs = app.topic(*s.input_topics, partitions=s.partitions, allow_empty=True, **raw)
     health = app.topic(s.topic("health"), partitions=s.partitions, allow_empty=True, **raw)
     changes = app.topic(s.topic("health_changes"), partitions=s.partitions, **raw)
+    alerts = app.topic(s.topic("alerts"), partitions=s.partitions, **raw)
     deadletter = app.topic(s.topic("deadletter"), **raw)
+
     accounts = app.Table("accounts", partitions=s.partitions, key_type=str)
     # Collection derives both serializers from the types ("json"). Set ours, and drop the changelog
     # topic made with the old ones so that it is made again (lazily) with these.
     accounts.key_serializer = "raw"
     accounts.value_serializer = STATE_CODEC
     accounts._changelog_topic = None
-    key_features = frozenset(scoring.metrics.key_features)
-    pipeline = Pipeline(s, scoring, app, inputs, health, changes, deadletter, accounts)
+    #: Engine time per input partition, so a restart does not start the clock from zero.
+    clocks = app.Table("clocks", partitions=s.partitions, key_type=str, value_type=int)
+    pipeline = Pipeline(
+        s,
+        engine,
+        app,
+        {"inputs": inputs, "health": health, "changes": changes, "alerts": alerts, "deadletter": deadletter},
+        accounts,
+        clocks,
+    )
+    lock = asyncio.Lock()  # the ingest batch and the clock timer take turns on the states
 
     def write_state(partition: int, state: AccountState) -> None:
         # Table.__setitem__ takes the changelog partition from the current event, which in a
@@ -103,55 +128,122 @@ def create_app(settings: Settings | None = None, scoring: ScoringConfig | None =
             key=msg.key, value=msg.value, headers=dead_letter_headers(event, reason, time.time())
         )
 
-    async def publish(state: AccountState, partition: int) -> None:
-        as_of = max(pipeline.watermarks.get(partition, 0), state.last_event_at or 0)
-        snapshot, change = assess(state, as_of, scoring)
-        remember(state, snapshot, change)
+    async def publish(state: AccountState, partition: int, as_of: int) -> None:
+        try:
+            result: Evaluation = engine.evaluate(state, as_of)
+        except Exception:  # the event is folded in; a scoring bug must not stop the worker
+            log.exception("failed to evaluate %s", state.account_id)
+            return
         write_state(partition, state)
         key = state.account_id.encode()
-        await health.send(key=key, value=snapshot.model_dump_json().encode())
-        if change is not None:
-            await changes.send(key=key, value=change.model_dump_json().encode())
+        await health.send(key=key, value=result.snapshot.model_dump_json().encode())
+        if result.change is not None:
+            await changes.send(key=key, value=result.change.model_dump_json().encode())
+        for alert in result.alerts:
+            await alerts.send(key=key, value=alert.model_dump_json().encode())
+
+    async def run_due(partition: int, until: int, pending: dict[str, tuple[AccountState, int, int]]) -> None:
+        """Evaluate accounts due at or before ``until`` at their due time, in time order."""
+        for account_id, due in engine.pop_due(partition, until):
+            if account_id in pending:  # evaluate what the batch did to it first, at its own time
+                st, p, as_of = pending.pop(account_id)
+                await publish(st, p, as_of)
+            state = accounts.data.get(account_id)
+            if state is None or state.next_due != due or state.partition != partition:
+                continue  # a stale entry: the account was re-evaluated (or moved) since
+            await publish(state, partition, due)
+
+    def save_clock(partition: int) -> None:
+        key = str(partition)
+        value = engine.clock(partition)
+        if clocks.data.get(key) != value:
+            clocks.data[key] = value
+            clocks.send_changelog(partition, key, value)
 
     @app.agent(inputs, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(s.batch_max, within=s.batch_wait_s):
-            touched: dict[str, tuple[AccountState, int]] = {}
-            horizon = time.time() + s.max_future_skew_s
-            for event in batch:
-                msg = event.message
-                try:
-                    ev = parse_event(msg.value, msg.key, kind_of.get(msg.topic))
-                except InvalidEvent as exc:
-                    await send_dead_letter(event, exc.reason)
-                    continue
-                ts = int(ev.occurred_at.timestamp())
-                if ts > horizon:
-                    await send_dead_letter(
-                        event, f"occurred_at: {ev.occurred_at.isoformat()} is in the future"
-                    )
-                    continue
-                hit = touched.get(ev.account_id)
-                state = hit[0] if hit else accounts.data.get(ev.account_id)
-                if state is None:
-                    state = AccountState(account_id=ev.account_id)
-                try:
-                    changed = apply_event(state, ev, key_features=key_features, dedupe_window=s.dedupe_window)
-                except Exception as exc:  # a bug must cost one event, never the worker
-                    log.exception("failed to apply event %s", ev.event_id)
-                    await send_dead_letter(event, f"internal error: {exc!r}")
-                    continue
-                if changed:
-                    touched[ev.account_id] = (state, msg.partition)
-                    if ts > pipeline.watermarks.get(msg.partition, 0):
-                        pipeline.watermarks[msg.partition] = ts
-            for state, partition in touched.values():
-                try:
-                    await publish(state, partition)
-                except Exception:  # the state is already folded in; the next event republishes
-                    log.exception("failed to publish the snapshot of %s", state.account_id)
+            async with lock:
+                await process(batch)
+
+    async def process(batch: list[EventT]) -> None:
+        pending: dict[str, tuple[AccountState, int, int]] = {}
+        partitions: set[int] = set()
+        horizon = time.time() + s.max_future_skew_s
+        for event in batch:
+            msg = event.message
+            try:
+                ev = parse_event(msg.value, msg.key, kind_of.get(msg.topic))
+            except InvalidEvent as exc:
+                await send_dead_letter(event, exc.reason)
+                continue
+            ts = int(ev.occurred_at.timestamp())
+            if ts > horizon:
+                await send_dead_letter(event, f"occurred_at: {ev.occurred_at.isoformat()} is in the future")
+                continue
+            p = msg.partition
+            partitions.add(p)
+            if ts > engine.clock(p):
+                await run_due(p, ts, pending)
+                engine.advance(p, ts)
+            hit = pending.get(ev.account_id)
+            state = hit[0] if hit else accounts.data.get(ev.account_id)
+            if state is None:
+                state = AccountState(account_id=ev.account_id)
+            try:
+                changed = engine.apply(state, ev, p)
+            except Exception as exc:  # a bug must cost one event, never the worker
+                log.exception("failed to apply event %s", ev.event_id)
+                await send_dead_letter(event, f"internal error: {exc!r}")
+                continue
+            if changed:
+                pending[ev.account_id] = (state, p, engine.clock(p))
+        for state, p, as_of in pending.values():
+            await publish(state, p, as_of)
+        for p in partitions:
+            save_clock(p)
 
     pipeline.agents["ingest"] = ingest
+
+    def assigned() -> set[int]:
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic in kind_of}
+
+    async def on_recovered() -> None:
+        """A rebalance moved partitions: load their clocks and rebuild their due schedules."""
+        async with lock:
+            mine = assigned()
+            for key, value in clocks.data.items():
+                if int(key) in mine:
+                    engine.advance(int(key), int(value))
+            engine.rebuild(accounts.data.values(), mine)
+            log.info("engine schedule rebuilt for partitions %s", sorted(mine))
+
+    accounts.on_recover(on_recovered)
+
+    rules_stamp = _rules_stamp(rules_path)
+    last_rules_check = time.monotonic()
+
+    @app.timer(s.tick_s)
+    async def tick() -> None:
+        nonlocal rules_stamp, last_rules_check
+        if time.monotonic() - last_rules_check >= s.rules_reload_s:
+            last_rules_check = time.monotonic()
+            stamp = _rules_stamp(rules_path)
+            if stamp != rules_stamp:
+                rules_stamp = stamp
+                try:
+                    engine.rules = load_rules(rules_path)
+                    log.info("reloaded %d rules from %s", len(engine.rules.rules), rules_path)
+                except ConfigError as exc:
+                    log.error("rule files changed but are invalid; keeping the previous rules:\n%s", exc)
+        if s.clock != "live":
+            return
+        now = int(time.time())
+        async with lock:
+            for p in assigned():
+                await run_due(p, now, {})
+                engine.advance(p, now)
+                save_clock(p)
 
     if s.readmodel_enabled:
         from redis.asyncio import Redis

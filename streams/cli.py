@@ -98,6 +98,65 @@ def sample() -> None:
     click.echo(str(resources.files("streams") / "data" / "sample.jsonl"))
 
 
+@main.group()
+def rules() -> None:
+    """Trigger rules: lint and unit-test rule files."""
+
+
+@rules.command("check")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+def rules_check(paths: tuple[Path, ...], strict: bool) -> None:
+    """Lint rule files or folders (default: the shipped pack): syntax, fields, ids, unreachable rules."""
+    from rules.engine import DEFAULT_RULES
+    from rules.lint import check
+
+    from .config import ConfigError
+
+    try:
+        sets, warnings = check(list(paths) or [DEFAULT_RULES])
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+    click.echo(
+        f"{sum(len(s.rules) for s in sets)} rules OK" + (f", {len(warnings)} warnings" if warnings else "")
+    )
+    if strict and warnings:
+        sys.exit(1)
+
+
+@rules.command("test")
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+def rules_test(files: tuple[Path, ...]) -> None:
+    """Run promtool-style rule test files (see rules/tests/)."""
+    from rules.testing import run_file
+
+    from .config import ConfigError
+
+    failed = passed = 0
+    for f in files:
+        try:
+            results = run_file(f)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+        for r in results:
+            if r.passed:
+                passed += 1
+                click.echo(f"PASS {f}: {r.name}")
+            else:
+                failed += 1
+                click.echo(f"FAIL {f}: {r.name}")
+                for p in r.problems:
+                    click.echo(f"     {p}")
+                click.echo(f"     alerts seen: {r.alerts}")
+    click.echo(f"rules: {passed} passed, {failed} failed")
+    if failed:
+        sys.exit(1)
+
+
 @main.command()
 def schema() -> None:
     """Print the JSON Schema of the input event contract (v1)."""

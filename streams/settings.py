@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     max_future_skew_s: float = Field(default=3600.0, ge=0)
     # The scorecard YAML (default: the one shipped in streams/scorecard.default.yaml).
     scorecard: Path | None = None
+    # Trigger rules: a file or a folder of *.yaml (default: the shipped pack in rules/default).
+    rules: Path | None = None
+    # How often rule files are checked for changes (a change reloads them; ids keep their state).
+    rules_reload_s: float = Field(default=10.0, gt=0)
+    # Engine time: "live" also moves with the wall clock (silent accounts age in real time);
+    # "event" moves only with event time (replaying history fires what live would have fired).
+    clock: Literal["live", "event"] = "live"
+    tick_s: float = Field(default=1.0, gt=0)
     # The Redis read model for dashboards.
     redis_prefix: str = "healthmon:"
     readmodel_enabled: bool = True

@@ -38,6 +38,7 @@ def settings(tmp_path: Path) -> Settings:
         partitions=4,
         data_dir=str(tmp_path / "faust"),
         batch_wait_s=0.02,
+        clock="event",  # test streams are historical: only event time may move the clock
     )
 
 
@@ -53,6 +54,8 @@ def settings_env(s: Settings) -> dict[str, str]:
         HEALTHMON_DATA_DIR=s.data_dir,
         HEALTHMON_BATCH_WAIT_S=str(s.batch_wait_s),
         HEALTHMON_STORE=s.store,
+        HEALTHMON_CLOCK=s.clock,
+        HEALTHMON_TICK_S=str(s.tick_s),
         PYTHONUNBUFFERED="1",
     )
     return env
