@@ -16,19 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from faust.types import EventT
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.types import TP, EventT
 
 from rules.engine import DEFAULT_RULES, RuleSet, load_rules, rule_files
 
 from . import codecs as _codecs  # noqa: F401  (registers the state codec)
 from .codecs import STATE_CODEC
 from .config import ConfigError
-from .engine import Engine, Evaluation
+from .engine import Engine, Evaluation, HeldWatermark, Watermarks
 from .events import InvalidEvent, parse_event
 from .readmodel import write_with_retry
 from .scoring import ScoringConfig, load_scoring
 from .settings import Settings, get_settings
-from .state import AccountState
+from .state import DAY_S, AccountState
 
 log = logging.getLogger("healthmon.ingest")
 
@@ -104,7 +105,9 @@ def create_app(
     accounts.value_serializer = STATE_CODEC
     accounts._changelog_topic = None
     #: Engine time per input partition, so a restart does not start the clock from zero.
-    clocks = app.Table("clocks", partitions=s.partitions, key_type=str, value_type=int)
+    #: Per input partition: the engine clock and, per topic, the last offset read and its latest event
+    #: time, so that after a restart neither the clock nor the watermarks start from nothing.
+    clocks = app.Table("clocks", partitions=s.partitions, key_type=str)
     pipeline = Pipeline(
         s,
         engine,
@@ -114,6 +117,57 @@ def create_app(
         clocks,
     )
     lock = asyncio.Lock()  # the ingest batch and the clock timer take turns on the states
+    watermarks = Watermarks()
+    held = HeldWatermark(s.watermark_hold_s)
+    fresh_highwaters: dict[tuple[str, int], int] = {}
+    last_refresh: dict[int, float] = {}
+
+    def highwater(topic: str, partition: int) -> int | None:
+        fetched = app.consumer.highwater(TP(topic, partition))
+        fresh = fresh_highwaters.get((topic, partition))
+        if fetched is None or fresh is None:
+            return fetched if fresh is None else fresh
+        return max(fetched, fresh)
+
+    offsets_client: AIOKafkaConsumer | None = None
+
+    async def end_offsets(p: int) -> dict[tuple[str, int], int]:
+        """Fresh high watermarks of a partition's input topics, from a client of our own (asking
+        Faust's consumer thread from inside an agent can deadlock it)."""
+        nonlocal offsets_client
+        try:
+            if offsets_client is None:
+                offsets_client = AIOKafkaConsumer(
+                    bootstrap_servers=s.kafka_bootstrap,
+                    client_id=f"{s.app_id}-watermarks",
+                    enable_auto_commit=False,
+                )
+                await offsets_client.start()
+            tps = [TopicPartition(t, p) for t in kind_of]
+            got = await asyncio.wait_for(offsets_client.end_offsets(tps), timeout=10)
+            return {(tp.topic, tp.partition): off for tp, off in got.items()}
+        except Exception as exc:  # keep the watermark where it is; the next due time asks again
+            log.warning("could not read end offsets for partition %s: %r", p, exc)
+            return {}
+
+    async def safe_watermark(p: int) -> int | None:
+        """The partition's low watermark; asks the broker for fresh high watermarks before trusting
+        one that would run due times (those cannot be taken back)."""
+        wm = watermarks.low(p, kind_of, highwater)
+        if wm is None:
+            # A topic looks unread (e.g. after a restart nothing was read from it yet): ask the
+            # broker, at most once a second per partition.
+            if time.monotonic() - last_refresh.get(p, 0.0) < 1.0:
+                return None
+        elif wm <= engine.clock(p):
+            return wm
+        due = engine.next_due(p)
+        if wm is None or (due is not None and due <= wm) or wm // DAY_S > engine.clock(p) // DAY_S:
+            last_refresh[p] = time.monotonic()
+            for (topic, part), hw in (await end_offsets(p)).items():
+                fresh_highwaters[(topic, part)] = hw
+            wm = watermarks.low(p, kind_of, highwater)
+        return wm
 
     def write_state(partition: int, state: AccountState) -> None:
         # Table.__setitem__ takes the changelog partition from the current event, which in a
@@ -155,7 +209,14 @@ def create_app(
 
     def save_clock(partition: int) -> None:
         key = str(partition)
-        value = engine.clock(partition)
+        value = {
+            "clock": engine.clock(partition),
+            "seen": {
+                topic: [off, watermarks.latest.get((topic, p))]
+                for (topic, p), off in watermarks.offsets.items()
+                if p == partition
+            },
+        }
         if clocks.data.get(key) != value:
             clocks.data[key] = value
             clocks.send_changelog(partition, key, value)
@@ -170,26 +231,56 @@ def create_app(
         pending: dict[str, tuple[AccountState, int, int]] = {}
         partitions: set[int] = set()
         horizon = time.time() + s.max_future_skew_s
+        valid = []
         for event in batch:
             msg = event.message
             try:
                 ev = parse_event(msg.value, msg.key, kind_of.get(msg.topic))
             except InvalidEvent as exc:
+                watermarks.seen(msg.topic, msg.partition, msg.offset, None)
                 await send_dead_letter(event, exc.reason)
                 continue
             ts = int(ev.occurred_at.timestamp())
             if ts > horizon:
+                watermarks.seen(msg.topic, msg.partition, msg.offset, None)
                 await send_dead_letter(event, f"occurred_at: {ev.occurred_at.isoformat()} is in the future")
                 continue
+            valid.append((ts, event, ev))
+        # The five input topics of a partition are fetched side by side; merging the batch by event
+        # time undoes most of that interleaving (a stable sort keeps each topic's own order).
+        valid.sort(key=lambda item: item[0])
+        for ts, event, ev in valid:
+            msg = event.message
             p = msg.partition
             partitions.add(p)
-            if ts > engine.clock(p):
-                await run_due(p, ts, pending)
-                engine.advance(p, ts)
+            watermarks.seen(msg.topic, p, msg.offset, ts)
+            wm = await safe_watermark(p)
+            if wm is not None:
+                held.offer(p, wm, time.monotonic())
+            wm = held.effective(p, time.monotonic())
+            if wm is not None and wm > engine.clock(p):
+                if wm // DAY_S > engine.clock(p) // DAY_S:
+                    # Midnight passes inside the batch: what the batch did so far is evaluated at
+                    # its own time first, so that the accounts it touched fall due too.
+                    for account_id in [a for a, v in pending.items() if v[1] == p]:
+                        await publish(*pending.pop(account_id))
+                await run_due(p, wm, pending)
+                engine.advance(p, wm)
             hit = pending.get(ev.account_id)
             state = hit[0] if hit else accounts.data.get(ev.account_id)
             if state is None:
                 state = AccountState(account_id=ev.account_id)
+            elif (hit and ts // DAY_S > hit[2] // DAY_S) or (state.next_due or ts + 1) <= ts:
+                # The account fell due before this event (the clock of its partition may lag or
+                # lead), or its batch events span midnight: evaluate up to this event's time first,
+                # so its alerts depend on its own events, not on batch boundaries or other accounts.
+                if hit:
+                    await publish(*pending.pop(ev.account_id))
+                    hit = None
+                while (due := state.next_due) is not None and due <= ts:
+                    await publish(state, p, due)
+                    if state.next_due == due:
+                        break  # the evaluation failed (and was logged): do not spin
             try:
                 changed = engine.apply(state, ev, p)
             except Exception as exc:  # a bug must cost one event, never the worker
@@ -197,10 +288,13 @@ def create_app(
                 await send_dead_letter(event, f"internal error: {exc!r}")
                 continue
             if changed:
-                pending[ev.account_id] = (state, p, engine.clock(p))
+                # Evaluated at its own (latest) event time, not the partition clock: topics of one
+                # partition interleave differently on every run, an account's own events do not.
+                pending[ev.account_id] = (state, p, max(ts, hit[2]) if hit else ts)
         for state, p, as_of in pending.values():
             await publish(state, p, as_of)
         for p in partitions:
+            await run_due(p, engine.clock(p), {})  # catch late accounts up with the clock
             save_clock(p)
 
     pipeline.agents["ingest"] = ingest
@@ -213,8 +307,12 @@ def create_app(
         async with lock:
             mine = assigned()
             for key, value in clocks.data.items():
-                if int(key) in mine:
-                    engine.advance(int(key), int(value))
+                p = int(key)
+                if p in mine and isinstance(value, dict):
+                    engine.advance(p, int(value["clock"]))
+                    for topic, (offset, latest) in value["seen"].items():
+                        if (topic, p) not in watermarks.offsets:
+                            watermarks.seen(topic, p, offset, latest)
             engine.rebuild(accounts.data.values(), mine)
             log.info("engine schedule rebuilt for partitions %s", sorted(mine))
 
@@ -236,14 +334,16 @@ def create_app(
                     log.info("reloaded %d rules from %s", len(engine.rules.rules), rules_path)
                 except ConfigError as exc:
                     log.error("rule files changed but are invalid; keeping the previous rules:\n%s", exc)
-        if s.clock != "live":
-            return
-        now = int(time.time())
         async with lock:
             for p in assigned():
-                await run_due(p, now, {})
-                engine.advance(p, now)
-                save_clock(p)
+                # Event time released by the hold, and in live mode the wall clock too.
+                target = held.effective(p, time.monotonic()) or 0
+                if s.clock == "live":
+                    target = max(target, int(time.time()))
+                if target > engine.clock(p):
+                    await run_due(p, target, {})
+                    engine.advance(p, target)
+                    save_clock(p)
 
     if s.readmodel_enabled:
         from redis.asyncio import Redis

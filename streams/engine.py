@@ -13,7 +13,7 @@ account that sends nothing is still re-evaluated when, say, 14 days without a lo
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from rules.engine import RuleSet, evaluate, next_rule_due
@@ -69,6 +69,10 @@ class Engine:
             heapq.heappush(self.schedule.setdefault(state.partition, []), (state.next_due, state.account_id))
         return Evaluation(snapshot, change, alerts)
 
+    def next_due(self, partition: int) -> int | None:
+        heap = self.schedule.get(partition)
+        return heap[0][0] if heap else None
+
     def pop_due(self, partition: int, until: int) -> Iterator[tuple[str, int]]:
         """Accounts due at or before ``until``, earliest first. Entries may be stale: check next_due."""
         heap = self.schedule.get(partition)
@@ -84,3 +88,71 @@ class Engine:
                 self.schedule[st.partition].append((st.next_due, st.account_id))
         for heap in self.schedule.values():
             heapq.heapify(heap)
+
+
+@dataclass
+class Watermarks:
+    """The event time a partition has safely reached across its input topics.
+
+    The five topics of one partition are fetched side by side, so one of them may be hours of event
+    time ahead of another (a replay, a lagging producer). Due times are only run up to the *lowest*
+    latest event time among the topics that still have unread messages; a topic that is caught up
+    (nothing left to read) does not hold time back, or a quiet topic would stop the clock forever.
+    """
+
+    latest: dict[tuple[str, int], int] = field(default_factory=dict)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def seen(self, topic: str, partition: int, offset: int, ts: int | None) -> None:
+        """Record a message read (``ts`` None for one that was rejected: it still counts as read)."""
+        key = (topic, partition)
+        if ts is not None and ts > self.latest.get(key, -1):
+            self.latest[key] = ts
+        self.offsets[key] = offset
+
+    def low(
+        self, partition: int, topics: Iterable[str], highwater: Callable[[str, int], int | None]
+    ) -> int | None:
+        """The partition's low watermark, or None while a topic with unread data has shown no event yet."""
+        lows: list[int] = []
+        highs: list[int] = []
+        for topic in topics:
+            key = (topic, partition)
+            ts = self.latest.get(key)
+            if ts is not None:
+                highs.append(ts)
+            hw = highwater(topic, partition)
+            caught_up = hw is not None and self.offsets.get(key, -1) + 1 >= hw
+            if not caught_up:
+                if ts is None:
+                    return None
+                lows.append(ts)
+        if lows:
+            return min(lows)
+        return max(highs) if highs else None
+
+
+@dataclass
+class HeldWatermark:
+    """Releases a partition's watermark only after it has been seen for ``hold_s`` of wall time.
+
+    A producer writing to several topics sends one batch per partition, so a message can land after
+    messages of other topics with later event times; and an empty topic cannot hold time back. Holding
+    the watermark for a moment lets such stragglers in before due times are run (which cannot be undone).
+    ``now`` is passed in: this class reads no clock.
+    """
+
+    hold_s: float
+    pending: dict[int, list[tuple[float, int]]] = field(default_factory=dict)
+    released: dict[int, int] = field(default_factory=dict)
+
+    def offer(self, partition: int, wm: int, now: float) -> None:
+        queue = self.pending.setdefault(partition, [])
+        if wm > (queue[-1][1] if queue else self.released.get(partition, -1)):
+            queue.append((now, wm))
+
+    def effective(self, partition: int, now: float) -> int | None:
+        queue = self.pending.get(partition)
+        while queue and queue[0][0] <= now - self.hold_s:
+            self.released[partition] = queue.pop(0)[1]
+        return self.released.get(partition)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -51,8 +52,13 @@ async def create_topics(s: Settings) -> list[tuple[str, str]]:
                 await admin.create_topics(todo)
             except TopicAlreadyExistsError:
                 pass  # another worker won the race; checked below
-        described = await admin.describe_topics([sp.name for sp in specs])
-        counts = {d["topic"]: len(d["partitions"]) for d in described}
+        counts: dict[str, int] = {}
+        for _ in range(50):  # a topic just created may show no partitions for a moment
+            described = await admin.describe_topics([sp.name for sp in specs])
+            counts = {d["topic"]: len(d["partitions"]) for d in described}
+            if all(counts.get(sp.name) for sp in specs):
+                break
+            await asyncio.sleep(0.1)
         for sp in specs:
             have = counts.get(sp.name)
             if have != sp.partitions:

@@ -152,8 +152,12 @@ def compute_metrics(state: AccountState, as_of: int, cfg: MetricsConfig) -> Acco
         m.feature_breadth = used / len(cfg.key_features)
     if w30[C.SESSIONS]:
         m.avg_session_minutes_30d = w30[C.SESSION_SECONDS] / w30[C.SESSIONS] / 60
-    m.usage_trend_7d_pct = _pct_change(user_days_7, user_days_prev_7)
-    m.usage_trend_30d_pct = _pct_change(user_days_30, user_days_prev_30)
+    # A trend needs history for the whole earlier window, or a new account's first weeks look like growth.
+    known_since = state.first_event_at // DAY_S if state.first_event_at is not None else today
+    if known_since <= today - 13:
+        m.usage_trend_7d_pct = _pct_change(user_days_7, user_days_prev_7)
+    if known_since <= today - 59:
+        m.usage_trend_30d_pct = _pct_change(user_days_30, user_days_prev_30)
     last_login_day = _last_active_day(state.login_days, today)
     if last_login_day is not None:
         # Calendar days, so that the value (and every rule on it) changes only at UTC midnight.

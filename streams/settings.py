@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     # "event" moves only with event time (replaying history fires what live would have fired).
     clock: Literal["live", "event"] = "live"
     tick_s: float = Field(default=1.0, gt=0)
+    # Due times run only up to event time that has been seen for this long (lets stragglers in).
+    watermark_hold_s: float = Field(default=2.0, ge=0)
     # The Redis read model for dashboards.
     redis_prefix: str = "healthmon:"
     readmodel_enabled: bool = True

@@ -102,7 +102,7 @@ async def collect(
             return records
         raise AssertionError(
             f"condition on {topic} not met within {timeout}s; {len(records)} records read:\n"
-            + "\n".join(str(r.value)[:300] for r in records[-5:])
+            + "\n".join(f"{r.key!r}: {str(r.value)[:200]}" for r in records[-20:])
         )
     finally:
         await consumer.stop()

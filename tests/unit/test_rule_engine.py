@@ -142,7 +142,7 @@ def test_rule_file_errors_name_file_line_and_field(tmp_path: Path):
 def test_duplicate_ids_across_files_are_refused(tmp_path: Path):
     for name in ("a.yaml", "b.yaml"):
         (tmp_path / name).write_text("rules:\n  - {id: same, description: d, when: score < 1, action: a}\n")
-    with pytest.raises(ConfigError, match="b.yaml: rule id 'same' is already defined in .*a.yaml"):
+    with pytest.raises(ConfigError, match=r"b.yaml: rule id 'same' is already defined in .*a\.yaml"):
         load_rules(tmp_path)
 
 
