@@ -158,11 +158,21 @@ def rules_test(files: tuple[Path, ...]) -> None:
 
 
 @main.command()
-def schema() -> None:
-    """Print the JSON Schema of the input event contract (v1)."""
-    from .events import json_schema
+@click.argument("kind", type=click.Choice(["events", "health", "health-changes", "alerts"]), default="events")
+@click.option("--write", is_flag=True, help="Write all schemas into streams/schema/ (for maintainers).")
+def schema(kind: str, write: bool) -> None:
+    """Print the JSON Schema of the input contract (events) or of an output topic."""
+    from .schemas import all_schemas, schema_path
 
-    sys.stdout.buffer.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    schemas = all_schemas()
+    if write:
+        for name, body in schemas.items():
+            schema_path(name).write_bytes(
+                orjson.dumps(body, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+            )
+            click.echo(f"wrote {schema_path(name)}")
+        return
+    sys.stdout.buffer.write(orjson.dumps(schemas[kind], option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
     sys.stdout.write("\n")
 
 

@@ -227,12 +227,3 @@ def parse_event(value: bytes | None, key: bytes | None, topic_kind: str | None =
             f"account_id {event.account_id!r}"
         )
     return event
-
-
-def json_schema() -> dict:
-    """The published JSON Schema of contract v1 (committed as streams/schema/events.v1.json)."""
-    schema = EVENT_ADAPTER.json_schema(mode="validation")
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = "https://healthmon.dev/schema/events.v1.json"
-    schema["title"] = "healthmon input event, contract v1"
-    return schema

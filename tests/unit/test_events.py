@@ -1,14 +1,12 @@
 import json
 from decimal import Decimal
-from pathlib import Path
 
 import orjson
 import pytest
 
-from streams.events import TOPIC_TYPES, InvalidEvent, json_schema, parse_event
+from streams.events import TOPIC_TYPES, InvalidEvent, parse_event
+from streams.schemas import all_schemas, schema_path
 from tests.helpers import account_event, at, event
-
-SCHEMA_FILE = Path(__file__).resolve().parents[2] / "streams" / "schema" / "events.v1.json"
 
 VALID = [
     account_event("a", slack_channel="#cs-a"),
@@ -89,9 +87,10 @@ def test_invalid_events_are_explained(raw, key, topic, reason):
     assert reason in info.value.reason
 
 
-def test_published_schema_matches_the_models():
-    committed = json.loads(SCHEMA_FILE.read_text())
-    assert committed == json_schema(), "run `healthmon schema > streams/schema/events.v1.json`"
+@pytest.mark.parametrize("name", ["events", "health", "health-changes", "alerts"])
+def test_published_schemas_match_the_models(name):
+    committed = json.loads(schema_path(name).read_text())
+    assert committed == all_schemas()[name], "run `healthmon schema --write` and commit the result"
 
 
 def test_sentiment_and_time_offsets():
