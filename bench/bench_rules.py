@@ -1,6 +1,6 @@
 """Micro-benchmark of the rule condition language (issue: >= 1M simple evaluations per second).
 
-    python bench/bench_rules.py [--n 2000000] [--json bench/results/rules.json]
+python bench/bench_rules.py [--n 2000000] [--json bench/results/rules.json]
 """
 
 from __future__ import annotations
@@ -39,8 +39,16 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     ctx = dict.fromkeys(FIELDS)
-    ctx.update(score=55.0, band="yellow", days_since_last_login=15, canceled=False, days_to_renewal=60,
-               adoption_rate=0.4, mrr_change_30d=-20.0, mrr=100.0)
+    ctx.update(
+        score=55.0,
+        band="yellow",
+        days_since_last_login=15,
+        canceled=False,
+        days_to_renewal=60,
+        adoption_rate=0.4,
+        mrr_change_30d=-20.0,
+        mrr=100.0,
+    )
     results = {}
     for name, src in CASES.items():
         fn = compile_condition(src, FIELDS).fn
@@ -51,17 +59,26 @@ def main() -> None:
     for _ in range(n_pack):
         for fn in pack:
             fn(ctx)
-    results[f"default pack ({len(pack)} rules), conditions/s"] = n_pack * len(pack) / (time.perf_counter() - start)
+    results[f"default pack ({len(pack)} rules), conditions/s"] = (
+        n_pack * len(pack) / (time.perf_counter() - start)
+    )
     width = max(map(len, results))
     print(f"{'condition':<{width}}  evaluations/s")
     for name, r in results.items():
         print(f"{name:<{width}}  {r:>13,.0f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "python": platform.python_version(), "machine": platform.machine(), "n": args.n,
-            "evaluations_per_second": results,
-        }, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "python": platform.python_version(),
+                    "machine": platform.machine(),
+                    "n": args.n,
+                    "evaluations_per_second": results,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":
