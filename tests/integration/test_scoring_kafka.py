@@ -90,17 +90,22 @@ async def test_account_moves_from_green_to_red_everywhere(kafka_settings, worker
     redis = Redis.from_url(s.redis_url)
     try:
         p = s.redis_prefix
-        for _ in range(50):
-            if await redis.sismember(f"{p}band:red", "acc-g"):
+        # The read model follows cs.health through its own agent: wait until it shows the latest snapshot
+        # (due times after the last event may still re-score the account for a moment).
+        for _ in range(60):
+            latest = latest_snapshots(await collect(s, "health", None, timeout=0.3))["acc-g"]
+            if await redis.zscore(f"{p}scores", "acc-g") == latest["score"]:
                 break
-            await asyncio.sleep(0.1)  # the read model is written by its own agent, shortly after
+            await asyncio.sleep(0.2)
+        assert latest["band"] == "red"
+        assert await redis.zscore(f"{p}scores", "acc-g") == pytest.approx(latest["score"])
         assert await redis.sismember(f"{p}band:red", "acc-g")
         assert not await redis.sismember(f"{p}band:green", "acc-g")
+        assert not await redis.sismember(f"{p}band:yellow", "acc-g")
         assert await redis.sismember(f"{p}csm:lee@example.com", "acc-g")
         assert await redis.sismember(f"{p}segment:smb", "acc-g")
-        assert await redis.zscore(f"{p}scores", "acc-g") == pytest.approx(red["score"])
         row = await redis.hgetall(f"{p}account:acc-g")
         assert row[b"band"] == b"red" and row[b"csm"] == b"lee@example.com"
-        assert orjson.loads(row[b"snapshot"])["score"] == red["score"]
+        assert orjson.loads(row[b"snapshot"])["as_of"] == latest["as_of"]
     finally:
         await redis.aclose()
