@@ -98,6 +98,110 @@ def sample() -> None:
     click.echo(str(resources.files("streams") / "data" / "sample.jsonl"))
 
 
+@main.command()
+@click.option("--loglevel", "-l", default="info")
+def deliver(loglevel: str) -> None:
+    """Run the alert delivery worker: cs.alerts -> routing -> Slack, email, webhooks."""
+    import logging
+
+    from alerts.worker import DeliveryWorker
+
+    from .config import ConfigError
+
+    logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] [%(levelname)s] %(name)s: %(message)s")
+    try:
+        worker = DeliveryWorker(get_settings())
+    except ConfigError as exc:
+        raise click.ClickException(f"invalid configuration:\n{exc}") from None
+
+    async def main_loop() -> None:
+        import signal
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker._stop.set)
+        await worker.run()
+
+    asyncio.run(main_loop())
+
+
+@main.group()
+def silence() -> None:
+    """Snooze alerts for an account, a rule or a CSM: they are recorded, not sent."""
+
+
+def _store():
+    from redis.asyncio import Redis
+
+    from alerts.store import DeliveryStore
+
+    s = get_settings()
+    return DeliveryStore(Redis.from_url(s.redis_url), s.redis_prefix)
+
+
+@silence.command("add")
+@click.option("--account", default=None)
+@click.option("--rule", default=None)
+@click.option("--csm", default=None, help="The CSM's email.")
+@click.option("--for", "duration", required=True, help="How long, e.g. 2d, 12h.")
+@click.option("--by", "created_by", default="", help="Who snoozes.")
+@click.option("--comment", default="")
+def silence_add(account, rule, csm, duration, created_by, comment) -> None:
+    import time
+
+    from alerts.store import Silence
+    from rules.model import parse_duration
+
+    matchers = {k: v for k, v in {"account": account, "rule": rule, "csm": csm}.items() if v}
+    if not matchers:
+        raise click.ClickException("give at least one of --account, --rule, --csm")
+    try:
+        seconds = parse_duration(duration)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    silence = Silence(
+        matchers=matchers, ends_at=time.time() + seconds, created_by=created_by, comment=comment
+    )
+
+    async def go():
+        store = _store()
+        try:
+            return await store.add_silence(silence)
+        finally:
+            await store.redis.aclose()
+
+    added = asyncio.run(go())
+    click.echo(f"silence {added.id}: {matchers} for {duration}")
+
+
+@silence.command("list")
+def silence_list() -> None:
+    async def go():
+        store = _store()
+        try:
+            return await store.silences()
+        finally:
+            await store.redis.aclose()
+
+    for sil in asyncio.run(go()):
+        click.echo(orjson.dumps(sil.model_dump()).decode())
+
+
+@silence.command("remove")
+@click.argument("silence_id")
+def silence_remove(silence_id: str) -> None:
+    async def go():
+        store = _store()
+        try:
+            return await store.remove_silence(silence_id)
+        finally:
+            await store.redis.aclose()
+
+    if not asyncio.run(go()):
+        raise click.ClickException(f"no silence {silence_id}")
+    click.echo(f"removed {silence_id}")
+
+
 @main.group()
 def rules() -> None:
     """Trigger rules: lint and unit-test rule files."""

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,6 +22,7 @@ class TopicNames(BaseModel):
     health_changes: str = "cs.health.changes"
     alerts: str = "cs.alerts"
     deadletter: str = "cs.deadletter"
+    alerts_deadletter: str = "cs.alerts.deadletter"
 
 
 class Settings(BaseSettings):
@@ -61,6 +62,16 @@ class Settings(BaseSettings):
     tick_s: float = Field(default=1.0, gt=0)
     # Due times run only up to event time that has been seen for this long (lets stragglers in).
     watermark_hold_s: float = Field(default=2.0, ge=0)
+    # Alert delivery (healthmon deliver): routing file, SMTP, metrics.
+    routing: Path | None = None
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_tls: bool = False
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no /metrics endpoint
+    retry_max_delay_s: float = Field(default=300.0, gt=0)
     # The Redis read model for dashboards.
     redis_prefix: str = "healthmon:"
     readmodel_enabled: bool = True

@@ -1,0 +1,1 @@
+"""Alert delivery: routing to receivers, grouping, silences, and one Notifier per channel."""

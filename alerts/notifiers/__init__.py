@@ -1,0 +1,46 @@
+"""One small interface per delivery channel (like Alertmanager's notify.Notifier)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from alerts.model import Notification
+
+
+class DeliveryError(Exception):
+    """A notification was not delivered. The message must never contain a secret."""
+
+
+class RetryableError(DeliveryError):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class PermanentError(DeliveryError):
+    """Retrying cannot help (bad request, gone, forbidden): dead-letter at once."""
+
+
+class Notifier(Protocol):
+    channel: str
+
+    async def notify(self, notification: Notification) -> None:
+        """Deliver, or raise RetryableError / PermanentError."""
+        ...
+
+
+def classify_http(status: int, retry_after: str | None, what: str) -> None:
+    """Raise the error an HTTP status means for a webhook-style API; return on success."""
+    if 200 <= status < 300:
+        return
+    if status == 429:
+        delay = None
+        if retry_after:
+            try:
+                delay = max(0.0, float(retry_after))
+            except ValueError:
+                delay = None
+        raise RetryableError(f"{what}: rate limited (429)", retry_after=delay)
+    if status >= 500 or status in (408, 425):
+        raise RetryableError(f"{what}: server error {status}")
+    raise PermanentError(f"{what}: rejected with {status}")

@@ -1,0 +1,142 @@
+"""Routing, rendering and grouping without a network."""
+
+from email import message_from_bytes
+from email.policy import default
+from pathlib import Path
+
+import orjson
+import pytest
+
+from alerts.config import EmailConfig, load_routing
+from alerts.dispatch import Dispatcher
+from alerts.model import Notification
+from alerts.notifiers import PermanentError, RetryableError, classify_http
+from alerts.notifiers.email import build_message, recipients
+from alerts.notifiers.slack import render
+from alerts.notifiers.webhook import sign
+from alerts.routing import RouteMatch, alert_labels, group_key, route_alert
+from alerts.text import slack_escape
+from streams.config import ConfigError
+from tests.alert_fixtures import make_alert
+
+HOSTILE = (
+    "Evil <!channel> & <@U123|boss> <https://x.example|click> @here @everyone\r\nBcc: victim@example.com"
+)
+
+
+def test_default_routing_sends_to_the_csm_and_critical_also_to_managers():
+    cfg = load_routing()
+    warn = route_alert(cfg, alert_labels(make_alert(severity="warning")))
+    crit = route_alert(cfg, alert_labels(make_alert(severity="critical")))
+    assert [m.receiver for m in warn] == ["csm-email"]
+    assert [m.receiver for m in crit] == ["cs-managers", "csm-email"]
+    assert warn[0].group_by == ("csm",) and warn[0].group_wait == 30
+
+
+def test_routing_tree_matchers_and_first_match(tmp_path: Path):
+    f = tmp_path / "r.yaml"
+    f.write_text(
+        "receivers:\n"
+        "  - {name: a, email: {to: [a@example.com]}}\n"
+        "  - {name: b, email: {to: [b@example.com]}}\n"
+        "  - {name: c, email: {to: [c@example.com]}}\n"
+        "route:\n  receiver: a\n  routes:\n"
+        "    - {match_re: {segment: 'enterprise|mid_market'}, receiver: b, group_wait: 1s}\n"
+        "    - {match: {rule: nps_detractor}, receiver: c}\n"
+    )
+    cfg = load_routing(f)
+    assert [m.receiver for m in route_alert(cfg, {"segment": "enterprise", "rule": "nps_detractor"})] == ["b"]
+    assert [m.receiver for m in route_alert(cfg, {"segment": "smb", "rule": "nps_detractor"})] == ["c"]
+    assert [(m.receiver, m.group_wait) for m in route_alert(cfg, {"segment": "smb"})] == [("a", 30)]
+
+
+def test_routing_errors_name_file_line_and_field(tmp_path: Path):
+    f = tmp_path / "r.yaml"
+    f.write_text("receivers:\n  - name: a\n    email: {to: ['not an address']}\nroute:\n  receiver: nobody\n")
+    with pytest.raises(ConfigError) as info:
+        load_routing(f)
+    assert f"{f}:3: receivers.0.email.to: Value error, 'not an address' is not an email address" in str(
+        info.value
+    )
+
+
+def test_slack_text_cannot_mention_or_link():
+    text = slack_escape(HOSTILE)
+    assert "<" not in text and ">" not in text
+    assert "&lt;!channel&gt;" in text and "&amp;" in text
+    assert "@here" not in text and "@everyone" not in text
+    body = orjson.dumps(
+        render(
+            Notification(
+                receiver="r", group_key="g", group_labels={}, firing=[make_alert(name=HOSTILE)], resolved=[]
+            )
+        )
+    )
+    assert b"<!channel>" not in body and b"<@U123" not in body and b"<https://x.example" not in body
+
+
+def test_slack_message_has_score_drivers_action_and_csm():
+    blocks = render(
+        Notification(receiver="r", group_key="g", group_labels={}, firing=[make_alert()], resolved=[])
+    )["blocks"]
+    text = blocks[1]["text"]["text"]
+    assert "Health *42* (yellow)" in text and "no login for 15 days" in text
+    assert "Next step:* Send the re-engagement email" in text and "CSM: Ana" in text
+
+
+def test_email_is_multipart_and_safe_against_header_injection():
+    n = Notification(
+        receiver="r", group_key="g", group_labels={}, firing=[make_alert(name=HOSTILE)], resolved=[]
+    )
+    cfg = EmailConfig(to=["account_csm"], sender="healthmon@example.com")
+    msg = build_message(cfg, n, recipients(cfg, n))
+    parsed = message_from_bytes(msg.as_bytes(), policy=default)
+    assert parsed["To"] == "ana@example.com" and parsed["Bcc"] is None
+    assert "\n" not in parsed["Subject"] and "victim" not in (parsed["Bcc"] or "")
+    html = parsed.get_body(("html",)).get_content()
+    text = parsed.get_body(("plain",)).get_content()
+    assert "&lt;!channel&gt;" in html and "<!channel>" not in html
+    assert "Next step: Send the re-engagement email" in text
+
+
+def test_email_recipients_are_validated():
+    n = Notification(
+        receiver="r",
+        group_key="g",
+        group_labels={},
+        firing=[make_alert(csm="x@y.com\r\nBcc: z@w.com")],
+        resolved=[],
+    )
+    assert recipients(EmailConfig(to=["account_csm", "lead@example.com"]), n) == ["lead@example.com"]
+
+
+def test_webhook_signature_and_http_classification():
+    assert (
+        sign(b"s3cret", b"{}") == "sha256=" + __import__("hmac").new(b"s3cret", b"{}", "sha256").hexdigest()
+    )
+    classify_http(204, None, "x")
+    with pytest.raises(RetryableError) as info:
+        classify_http(429, "7", "x")
+    assert info.value.retry_after == 7
+    with pytest.raises(RetryableError):
+        classify_http(503, None, "x")
+    for status in (400, 403, 404, 410):
+        with pytest.raises(PermanentError):
+            classify_http(status, None, "x")
+
+
+def test_group_timers_and_committed_offsets():
+    m = RouteMatch("r", ("csm",), group_wait=30, group_interval=300, repeat_interval=3600)
+    d = Dispatcher()
+    a = make_alert()
+    key = group_key(m, alert_labels(a))
+    d.add(a, [(m, key, {"csm": "ana@example.com"})], (0, 5), now=0)
+    d.add(make_alert(account="b"), [(m, key, {})], (0, 6), now=10)
+    assert d.committable({0: 6}) == {0: 5}
+    assert d.due(29) == [] and len(d.due(30)) == 1
+    g = d.due(30)[0]
+    d.done(g, 30)
+    assert d.committable({0: 6}) == {0: 7}
+    assert d.due(300) == [] and d.due(3630) == [g]  # nothing new: only the repeat
+    d.add(make_alert(status="resolved"), [(m, key, {})], (0, 7), now=100)
+    assert d.due(329) == [] and d.due(330) == [g]  # a change: after group_interval
