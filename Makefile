@@ -10,8 +10,9 @@ export HEALTHMON_REDIS_PORT ?= 6379
 export HEALTHMON_BROKER ?= kafka://127.0.0.1:$(HEALTHMON_KAFKA_PORT)
 export HEALTHMON_REDIS_URL ?= redis://127.0.0.1:$(HEALTHMON_REDIS_PORT)/0
 export HEALTHMON_DATA_DIR ?= $(RUN_DIR)/faust
+DEMO_SMTP_PORT ?= 8025
 
-.PHONY: help install run stop status stack stack-stop test lint format bench clean
+.PHONY: help install run _start stop status stack stack-stop test lint format bench clean
 
 help:
 	@echo "make run    start Kafka + Redis + a worker and feed the sample customer base"
@@ -35,29 +36,44 @@ stack-stop:
 
 status:
 	@.ci/stack.sh status || true
-	@if [ -f $(RUN_DIR)/worker.pid ] && kill -0 $$(cat $(RUN_DIR)/worker.pid) 2>/dev/null; then \
-	  echo "worker: running, pid $$(cat $(RUN_DIR)/worker.pid), log $(RUN_DIR)/worker.log"; else echo "worker: stopped"; fi
+	@for n in worker deliver mail; do \
+	  if [ -f $(RUN_DIR)/$$n.pid ] && kill -0 $$(cat $(RUN_DIR)/$$n.pid) 2>/dev/null; then \
+	    echo "$$n: running, pid $$(cat $(RUN_DIR)/$$n.pid), log $(RUN_DIR)/$$n.log"; else echo "$$n: stopped"; fi; \
+	done
 
+# The demo replays the shipped sample (October 2026) on event time and delivers alerts by email to a
+# local SMTP sink that prints every message into .local/run/mail.log.
 run: install stack
 	@mkdir -p $(RUN_DIR)
 	$(BIN)/healthmon topics create
-	@if [ -f $(RUN_DIR)/worker.pid ] && kill -0 $$(cat $(RUN_DIR)/worker.pid) 2>/dev/null; then \
-	  echo "worker already running (pid $$(cat $(RUN_DIR)/worker.pid))"; \
-	else \
-	  nohup $(BIN)/healthmon worker -l info > $(RUN_DIR)/worker.log 2>&1 & echo $$! > $(RUN_DIR)/worker.pid; \
-	  echo "worker started (pid $$(cat $(RUN_DIR)/worker.pid), log $(RUN_DIR)/worker.log)"; \
-	fi
+	@$(MAKE) --no-print-directory _start NAME=mail CMD="$(PY) -m aiosmtpd -n -c aiosmtpd.handlers.Debugging -l 127.0.0.1:$(DEMO_SMTP_PORT)"
+	@HEALTHMON_CLOCK=event $(MAKE) --no-print-directory _start NAME=worker CMD="$(BIN)/healthmon worker -l info"
+	@HEALTHMON_SMTP_PORT=$(DEMO_SMTP_PORT) $(MAKE) --no-print-directory _start NAME=deliver CMD="$(BIN)/healthmon deliver"
 	@for i in $$(seq 1 60); do grep -q "Worker ready" $(RUN_DIR)/worker.log 2>/dev/null && break; sleep 1; done
 	$(BIN)/healthmon replay "$$($(BIN)/healthmon sample)"
 	@echo
 	@echo "healthmon is running. Where to look:"
-	@echo "  $(BIN)/healthmon tail cs.health            # account snapshots (compacted: latest per account)"
+	@echo "  $(BIN)/healthmon tail cs.health            # account snapshots: score, band, drivers (latest per account)"
+	@echo "  $(BIN)/healthmon tail cs.health.changes    # band changes and big score moves"
+	@echo "  $(BIN)/healthmon tail cs.alerts            # firing / resolved alerts with the playbook step"
 	@echo "  $(BIN)/healthmon tail cs.deadletter        # rejected events with the reason"
-	@echo "  tail -f $(RUN_DIR)/worker.log              # the worker"
+	@echo "  redis-cli -p $(HEALTHMON_REDIS_PORT) zrange healthmon:scores 0 -1 withscores   # the dashboard read model"
+	@echo "  less $(RUN_DIR)/mail.log                   # the CSMs' alert emails (after group_wait, 30 s)"
+	@echo "  tail -f $(RUN_DIR)/worker.log $(RUN_DIR)/deliver.log"
 	@echo "  make status / make stop"
 
+_start:
+	@if [ -f $(RUN_DIR)/$(NAME).pid ] && kill -0 $$(cat $(RUN_DIR)/$(NAME).pid) 2>/dev/null; then \
+	  echo "$(NAME) already running (pid $$(cat $(RUN_DIR)/$(NAME).pid))"; \
+	else \
+	  nohup $(CMD) > $(RUN_DIR)/$(NAME).log 2>&1 & echo $$! > $(RUN_DIR)/$(NAME).pid; \
+	  echo "$(NAME) started (pid $$(cat $(RUN_DIR)/$(NAME).pid), log $(RUN_DIR)/$(NAME).log)"; \
+	fi
+
 stop:
-	@if [ -f $(RUN_DIR)/worker.pid ]; then kill $$(cat $(RUN_DIR)/worker.pid) 2>/dev/null || true; rm -f $(RUN_DIR)/worker.pid; echo "worker stopped"; fi
+	@for n in deliver worker mail; do \
+	  if [ -f $(RUN_DIR)/$$n.pid ]; then kill $$(cat $(RUN_DIR)/$$n.pid) 2>/dev/null || true; rm -f $(RUN_DIR)/$$n.pid; echo "$$n stopped"; fi; \
+	done
 	@.ci/stack.sh down
 
 test: install
