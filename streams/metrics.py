@@ -148,7 +148,7 @@ def compute_metrics(state: AccountState, as_of: int, cfg: MetricsConfig) -> Acco
         m.adoption_rate = min(1.0, m.active_users_30d / state.seats)
         m.adoption_rate_7d = min(1.0, m.active_users_7d / state.seats)
     if cfg.key_features and (state.users or state.features):
-        used = sum(1 for f in cfg.key_features if today - state.features.get(f, -(10**9)) < 30)
+        used = sum(1 for f in cfg.key_features if 0 <= today - state.features.get(f, -(10**9)) < 30)
         m.feature_breadth = used / len(cfg.key_features)
     if w30[C.SESSIONS]:
         m.avg_session_minutes_30d = w30[C.SESSION_SECONDS] / w30[C.SESSIONS] / 60
@@ -168,14 +168,15 @@ def compute_metrics(state: AccountState, as_of: int, cfg: MetricsConfig) -> Acco
         )
     elif state.last_login_at is not None and state.last_login_at // DAY_S <= today:
         m.days_since_last_login = today - state.last_login_at // DAY_S  # beyond the bitmap's 90 days
-    if state.first_value_at is not None and state.profile is not None:
+    if state.first_value_at is not None and state.first_value_at <= as_of and state.profile is not None:
         m.ttfv_days = max(0.0, (state.first_value_at - state.profile.signed_up_at) / DAY_S)
 
     # --- support
     m.has_tickets = bool(state.counts.get("ticket_opened") or state.open_tickets)
     m.tickets_opened_7d, m.tickets_opened_30d = w7[C.TICKETS_OPENED], w30[C.TICKETS_OPENED]
-    m.open_tickets = len(state.open_tickets)
-    m.open_urgent_tickets = sum(t[1] for t in state.open_tickets.values())
+    opened = [t for t in state.open_tickets.values() if t[0] <= as_of]
+    m.open_tickets = len(opened)
+    m.open_urgent_tickets = sum(t[1] for t in opened)
     if w30[C.FIRST_RESPONSE_N]:
         m.first_response_hours_30d = w30[C.FIRST_RESPONSE_SUM_S] / w30[C.FIRST_RESPONSE_N] / 3600
     if w30[C.RESOLUTION_N]:
@@ -221,10 +222,11 @@ def compute_metrics(state: AccountState, as_of: int, cfg: MetricsConfig) -> Acco
     m.seats, m.plan = state.seats, state.plan
     if state.renewal_date is not None:
         m.days_to_renewal = state.renewal_date - today
-    if state.unpaid_invoices:
-        m.unpaid_invoices = len(state.unpaid_invoices)
-        m.unpaid_amount = sum((Decimal(a) for _, a in state.unpaid_invoices.values()), Decimal(0))
-        oldest = min(at for at, _ in state.unpaid_invoices.values())
+    unpaid = [(at, amount) for at, amount in state.unpaid_invoices.values() if at <= as_of]
+    if unpaid:
+        m.unpaid_invoices = len(unpaid)
+        m.unpaid_amount = sum((Decimal(a) for _, a in unpaid), Decimal(0))
+        oldest = min(at for at, _ in unpaid)
         m.days_past_due = max(0, (as_of - oldest) // DAY_S)
     m.canceled = state.canceled_at is not None and state.canceled_at <= as_of
     m.has_billing = bool(state.mrr_history or state.unpaid_invoices or state.canceled_at is not None)
