@@ -130,13 +130,21 @@ def silence() -> None:
     """Snooze alerts for an account, a rule or a CSM: they are recorded, not sent."""
 
 
-def _store():
+def _with_store(action):
+    """Run ``action(store)`` against the delivery store in Redis and close the connection."""
     from redis.asyncio import Redis
 
     from alerts.store import DeliveryStore
 
-    s = get_settings()
-    return DeliveryStore(Redis.from_url(s.redis_url), s.redis_prefix)
+    async def go():
+        s = get_settings()
+        store = DeliveryStore(Redis.from_url(s.redis_url), s.redis_prefix)
+        try:
+            return await action(store)
+        finally:
+            await store.redis.aclose()
+
+    return asyncio.run(go())
 
 
 @silence.command("add")
@@ -163,41 +171,20 @@ def silence_add(account, rule, csm, duration, created_by, comment) -> None:
         matchers=matchers, ends_at=time.time() + seconds, created_by=created_by, comment=comment
     )
 
-    async def go():
-        store = _store()
-        try:
-            return await store.add_silence(silence)
-        finally:
-            await store.redis.aclose()
-
-    added = asyncio.run(go())
+    added = _with_store(lambda st: st.add_silence(silence))
     click.echo(f"silence {added.id}: {matchers} for {duration}")
 
 
 @silence.command("list")
 def silence_list() -> None:
-    async def go():
-        store = _store()
-        try:
-            return await store.silences()
-        finally:
-            await store.redis.aclose()
-
-    for sil in asyncio.run(go()):
+    for sil in _with_store(lambda st: st.silences()):
         click.echo(orjson.dumps(sil.model_dump()).decode())
 
 
 @silence.command("remove")
 @click.argument("silence_id")
 def silence_remove(silence_id: str) -> None:
-    async def go():
-        store = _store()
-        try:
-            return await store.remove_silence(silence_id)
-        finally:
-            await store.redis.aclose()
-
-    if not asyncio.run(go()):
+    if not _with_store(lambda st: st.remove_silence(silence_id)):
         raise click.ClickException(f"no silence {silence_id}")
     click.echo(f"removed {silence_id}")
 

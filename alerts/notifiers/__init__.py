@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import aiohttp
+
 from alerts.model import Notification
 
 
@@ -44,3 +46,25 @@ def classify_http(status: int, retry_after: str | None, what: str) -> None:
     if status >= 500 or status in (408, 425):
         raise RetryableError(f"{what}: server error {status}")
     raise PermanentError(f"{what}: rejected with {status}")
+
+
+async def post_json(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    timeout_s: float,
+    what: str,
+) -> None:
+    """POST and classify the answer. The URL may be a secret: errors say only what kind of failure."""
+    try:
+        async with session.post(
+            url,
+            data=body,
+            headers={"Content-Type": "application/json", **headers},
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+        ) as resp:
+            await resp.read()
+            classify_http(resp.status, resp.headers.get("Retry-After"), what)
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise RetryableError(f"{what}: {type(exc).__name__}") from None

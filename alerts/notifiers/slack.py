@@ -10,7 +10,7 @@ from alerts.model import Notification
 from alerts.text import one_line, slack_escape
 from rules.model import AlertEvent
 
-from . import PermanentError, RetryableError, classify_http
+from . import PermanentError, post_json
 
 MAX_ALERTS = 15  # Slack allows 50 blocks a message; each alert is one or two
 
@@ -70,16 +70,6 @@ class SlackNotifier:
         return self.config.webhook_url.get_secret_value()
 
     async def notify(self, n: Notification) -> None:
-        body = orjson.dumps(render(n))
-        try:
-            async with self.session.post(
-                self._url(n),
-                data=body,
-                headers={"Content-Type": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
-            ) as resp:
-                await resp.read()
-                classify_http(resp.status, resp.headers.get("Retry-After"), "slack")
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            # The URL is a secret: report only what kind of failure it was.
-            raise RetryableError(f"slack: {type(exc).__name__}") from None
+        await post_json(
+            self.session, self._url(n), orjson.dumps(render(n)), {}, self.config.timeout_s, "slack"
+        )

@@ -10,7 +10,7 @@ import aiohttp
 from alerts.config import WebhookConfig
 from alerts.model import Notification
 
-from . import RetryableError, classify_http
+from . import post_json
 
 SIGNATURE_HEADER = "X-Healthmon-Signature"
 
@@ -30,18 +30,7 @@ class WebhookNotifier:
         body = n.model_dump_json().encode()
         assert self.config.secret is not None
         headers = {
-            "Content-Type": "application/json",
             SIGNATURE_HEADER: sign(self.config.secret.get_secret_value().encode(), body),
             "Idempotency-Key": n.fingerprint,
         }
-        try:
-            async with self.session.post(
-                self.config.url,
-                data=body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
-            ) as resp:
-                await resp.read()
-                classify_http(resp.status, resp.headers.get("Retry-After"), "webhook")
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise RetryableError(f"webhook: {type(exc).__name__}") from None
+        await post_json(self.session, self.config.url, body, headers, self.config.timeout_s, "webhook")
