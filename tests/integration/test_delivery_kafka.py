@@ -327,3 +327,26 @@ class DeliveryProcess(WorkerProcess):
             stderr=subprocess.STDOUT,
         )
         return self
+
+
+def test_silence_cli_adds_lists_and_removes(kafka_settings, monkeypatch):
+    from click.testing import CliRunner
+
+    from streams.cli import main
+    from streams.settings import get_settings
+
+    monkeypatch.setenv("HEALTHMON_REDIS_URL", kafka_settings.redis_url)
+    monkeypatch.setenv("HEALTHMON_REDIS_PREFIX", kafka_settings.redis_prefix)
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        added = runner.invoke(main, ["silence", "add", "--account", "acme", "--for", "2d", "--by", "ana"])
+        assert added.exit_code == 0, added.output
+        silence_id = added.output.split()[1].rstrip(":")
+        listed = runner.invoke(main, ["silence", "list"])
+        assert '"account":"acme"' in listed.output and silence_id in listed.output
+        assert runner.invoke(main, ["silence", "add", "--for", "2d"]).exit_code == 1
+        assert runner.invoke(main, ["silence", "remove", silence_id]).exit_code == 0
+        assert silence_id not in runner.invoke(main, ["silence", "list"]).output
+    finally:
+        get_settings.cache_clear()
