@@ -50,7 +50,7 @@ run: install stack
 	@HEALTHMON_CLOCK=event $(MAKE) --no-print-directory _start NAME=worker CMD="$(BIN)/healthmon worker -l info"
 	@HEALTHMON_SMTP_PORT=$(DEMO_SMTP_PORT) $(MAKE) --no-print-directory _start NAME=deliver CMD="$(BIN)/healthmon deliver"
 	@for i in $$(seq 1 60); do grep -q "Worker ready" $(RUN_DIR)/worker.log 2>/dev/null && break; sleep 1; done
-	$(BIN)/healthmon replay "$$($(BIN)/healthmon sample)"
+	$(BIN)/healthmon replay --rate 1000 "$$($(BIN)/healthmon sample)"  # paced: the topics stay in step
 	@echo
 	@echo "healthmon is running. Where to look:"
 	@echo "  $(BIN)/healthmon tail cs.health            # account snapshots: score, band, drivers (latest per account)"
