@@ -3,8 +3,10 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-export HEALTHMON_KAFKA_PORT="${HEALTHMON_TEST_KAFKA_PORT:-39092}"
-export HEALTHMON_REDIS_PORT="${HEALTHMON_TEST_REDIS_PORT:-36379}"
+# Below Linux's ephemeral range (32768-60999): probing a free port in that range can connect a socket
+# to itself and leave the port in TIME_WAIT, so the broker then cannot bind it.
+export HEALTHMON_KAFKA_PORT="${HEALTHMON_TEST_KAFKA_PORT:-19092}"
+export HEALTHMON_REDIS_PORT="${HEALTHMON_TEST_REDIS_PORT:-16379}"
 export HEALTHMON_STACK_DIR="${HEALTHMON_TEST_STACK_DIR:-$PWD/.local/test-stack}"
 export HEALTHMON_TEST_BROKER="kafka://127.0.0.1:$HEALTHMON_KAFKA_PORT"
 export HEALTHMON_TEST_REDIS_URL="redis://127.0.0.1:$HEALTHMON_REDIS_PORT/0"

@@ -32,8 +32,8 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(
         app_id=f"t{tag}",
         topic_prefix=f"t{tag}.",
-        broker=os.environ.get("HEALTHMON_TEST_BROKER", "kafka://127.0.0.1:39092"),
-        redis_url=os.environ.get("HEALTHMON_TEST_REDIS_URL", "redis://127.0.0.1:36379/0"),
+        broker=os.environ.get("HEALTHMON_TEST_BROKER", "kafka://127.0.0.1:19092"),
+        redis_url=os.environ.get("HEALTHMON_TEST_REDIS_URL", "redis://127.0.0.1:16379/0"),
         redis_prefix=f"t{tag}:",
         partitions=4,
         data_dir=str(tmp_path / "faust"),
