@@ -104,7 +104,6 @@ def create_app(
     accounts.key_serializer = "raw"
     accounts.value_serializer = STATE_CODEC
     accounts._changelog_topic = None
-    #: Engine time per input partition, so a restart does not start the clock from zero.
     #: Per input partition: the engine clock and, per topic, the last offset read and its latest event
     #: time, so that after a restart neither the clock nor the watermarks start from nothing.
     clocks = app.Table("clocks", partitions=s.partitions, key_type=str)
@@ -149,6 +148,11 @@ def create_app(
         except Exception as exc:  # keep the watermark where it is; the next due time asks again
             log.warning("could not read end offsets for partition %s: %r", p, exc)
             return {}
+
+    @app.on_before_shutdown.connect
+    async def close_offsets_client(app: faust.App, **kwargs: Any) -> None:
+        if offsets_client is not None:
+            await offsets_client.stop()
 
     async def safe_watermark(p: int) -> int | None:
         """The partition's low watermark; asks the broker for fresh high watermarks before trusting

@@ -45,7 +45,7 @@ def route(s: Settings, obj: dict, where: str) -> tuple[str, bytes]:
 
 
 async def produce_events(
-    s: Settings, records: Iterable[tuple[str, bytes, bytes]], rate: float | None = None
+    s: Settings, records: Iterable[tuple[str, bytes | None, bytes | None]], rate: float | None = None
 ) -> int:
     """Send (topic, key, value) records in order, at most ``rate`` per second when given."""
     producer = AIOKafkaProducer(

@@ -9,11 +9,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
 from streams.events import TYPE_TOPIC
 from streams.kafka_admin import create_topics
+from streams.producer import produce_events as send_records
 from streams.settings import Settings
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
@@ -57,14 +58,7 @@ async def setup_topics(s: Settings) -> None:
 
 
 async def produce(s: Settings, records: Iterable[tuple[str, bytes | None, bytes | None]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=2)
-    await producer.start()
-    try:
-        for topic, key, value in records:
-            await producer.send(topic, key=key, value=value)
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await send_records(s, records)  # the same producer as `healthmon replay`
 
 
 async def produce_events(s: Settings, events: Iterable[dict]) -> None:
