@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
@@ -90,6 +92,162 @@ def replay(file: Path, rate: float | None) -> None:
     except ReplayError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"produced {n} events from {file}")
+
+
+def _parse_end(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC).replace(second=0, microsecond=0)
+    try:
+        end = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date or an RFC 3339 time", param_hint="--end") from None
+    return end if end.tzinfo else end.replace(tzinfo=UTC)
+
+
+@main.command()
+@click.option("--accounts", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--days", type=click.IntRange(7), default=90, show_default=True, help="Days of history.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--end", default=None, help="End of the history: a date or RFC 3339 time (default: now).")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON lines here ('-': stdout)."
+)
+@click.option("--truth", type=click.Path(dir_okay=False, path_type=Path), help="Write the ground truth here.")
+@click.option("--produce", is_flag=True, help="Produce the events to the input topics.")
+@click.option(
+    "--rate", type=float, default=None, help="With --produce: events per second (default: flat out)."
+)
+@click.option(
+    "--follow", is_flag=True, help="With --produce: after the history, go on live (events at their time)."
+)
+def simulate(accounts, days, seed, end, out, truth, produce, rate, follow) -> None:
+    """Generate a synthetic customer base: contract-v1 events for every topic, in event-time order.
+
+    Deterministic for the same options (give --end; it defaults to now). The ground truth (each
+    account's persona, whether and when it cancels) is what `healthmon evaluate` scores against.
+    """
+    from .simulate import Simulator
+
+    if not out and not produce:
+        raise click.UsageError("give --out FILE (or '-') and/or --produce")
+    if follow and not produce:
+        raise click.UsageError("--follow needs --produce")
+    end_at = _parse_end(end)
+
+    def simulator() -> Simulator:  # a run consumes its simulator; the same options give the same events
+        return Simulator(accounts, days, seed, end_at)
+
+    if truth is None and out and str(out) != "-":
+        truth = out.with_name(out.name.removesuffix(".jsonl") + ".truth.json")
+    if truth is not None:
+        truth.write_bytes(
+            orjson.dumps(simulator().truth().model_dump(mode="json"), option=orjson.OPT_INDENT_2)
+        )
+        click.echo(f"ground truth: {truth}", err=True)
+    if out:
+        n = 0
+        with contextlib.ExitStack() as stack:
+            fh = sys.stdout.buffer if str(out) == "-" else stack.enter_context(out.open("wb"))
+            for e in simulator().events():
+                fh.write(orjson.dumps(e) + b"\n")
+                n += 1
+        click.echo(f"wrote {n} events to {out}", err=True)
+    if produce:
+        from .producer import event_records, produce_events
+
+        s = get_settings()
+        records = event_records(s, simulator().events(days_after=3650 if follow else 0))
+        when = (
+            (lambda r: datetime.fromisoformat(orjson.loads(r[2])["occurred_at"]).timestamp())
+            if follow
+            else None
+        )
+        try:
+            n = asyncio.run(produce_events(s, records, rate, not_before=when))
+        except KeyboardInterrupt:
+            return
+        click.echo(f"produced {n} events", err=True)
+
+
+@main.command()
+@click.argument("truth", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--snapshots",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="cs.health snapshots as JSON lines (e.g. saved with `healthmon tail cs.health`).",
+)
+@click.option(
+    "--events",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Score this event file offline instead (no Kafka; accounts scored at each midnight).",
+)
+@click.option(
+    "--days-before",
+    type=click.IntRange(0),
+    default=30,
+    show_default=True,
+    help="Score churners this many days before they cancel.",
+)
+@click.option(
+    "--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the report here."
+)
+def evaluate(
+    truth: Path, snapshots: Path | None, events: Path | None, days_before: int, json_out: Path | None
+) -> None:
+    """How well the score separated churners from the rest: AUC, red-band precision/recall, lift.
+
+    Scores come from the run's snapshots: the cs.health topic read to its end (default; read it before
+    compaction keeps only the latest per account), a --snapshots file, or --events scored offline.
+    """
+    from .evaluate import History, history_from_snapshots, render, score_offline
+    from .evaluate import evaluate as run_evaluation
+    from .simulate import GroundTruth
+
+    gt = GroundTruth.model_validate_json(truth.read_bytes())
+    s = get_settings()
+    if snapshots and events:
+        raise click.UsageError("give --snapshots or --events, not both")
+    if snapshots:
+        with snapshots.open("rb") as fh:
+            history = history_from_snapshots(fh)
+    elif events:
+        from rules.engine import DEFAULT_RULES, load_rules
+
+        from .engine import Engine
+        from .events import EVENT_ADAPTER
+        from .producer import read_lines
+        from .scoring import load_scoring
+
+        engine = Engine(load_scoring(s.scorecard), load_rules(s.rules or DEFAULT_RULES))
+        history = score_offline(
+            (EVENT_ADAPTER.validate_python(obj) for _, _, obj in read_lines(events)), engine
+        )
+    else:
+        from .tail import read_to_end
+
+        async def from_topic() -> History:
+            h = History()
+            async for raw in read_to_end(s, s.topic("health")):
+                h.add_snapshot(raw)
+            return h.finish()
+
+        try:
+            history = asyncio.run(from_topic())
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+    report, scored = run_evaluation(gt, history, days_before)
+    click.echo(render(report))
+    if json_out:
+        body = {
+            "report": report.model_dump(mode="json"),
+            "scored": [x.model_dump(mode="json") for x in scored],
+        }
+        json_out.write_bytes(orjson.dumps(body, option=orjson.OPT_INDENT_2))
+        click.echo(f"wrote {json_out}")
+    if report.scored == 0:
+        raise click.ClickException(
+            "no account had a score at its evaluation time: were the snapshots from this run?"
+        )
 
 
 @main.command()

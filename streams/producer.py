@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import orjson
@@ -44,10 +44,17 @@ def route(s: Settings, obj: dict, where: str) -> tuple[str, bytes]:
     return s.topic(kind), account.encode()
 
 
+Record = tuple[str, bytes | None, bytes | None]
+
+
 async def produce_events(
-    s: Settings, records: Iterable[tuple[str, bytes | None, bytes | None]], rate: float | None = None
+    s: Settings,
+    records: Iterable[Record],
+    rate: float | None = None,
+    not_before: Callable[[Record], float] | None = None,
 ) -> int:
-    """Send (topic, key, value) records in order, at most ``rate`` per second when given."""
+    """Send (topic, key, value) records in order, at most ``rate`` per second when given, and none
+    before the wall-clock time ``not_before(record)`` says (live simulation)."""
     producer = AIOKafkaProducer(
         bootstrap_servers=s.kafka_bootstrap,
         client_id=f"{s.app_id}-replay",
@@ -60,7 +67,11 @@ async def produce_events(
     sent = 0
     started = time.monotonic()
     try:
-        for topic, key, value in records:
+        for record in records:
+            if not_before is not None and (wait := not_before(record) - time.time()) > 0:
+                await producer.flush()
+                await asyncio.sleep(wait)
+            topic, key, value = record
             await producer.send(topic, value=value, key=key)
             sent += 1
             if rate:
@@ -80,3 +91,9 @@ async def replay_file(s: Settings, path: Path, rate: float | None = None) -> int
             yield topic, key, raw
 
     return await produce_events(s, records(), rate)
+
+
+def event_records(s: Settings, events: Iterable[dict]) -> Iterator[Record]:
+    for obj in events:
+        topic, key = route(s, obj, f"event {obj.get('event_id')!r}")
+        yield topic, key, orjson.dumps(obj)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import AsyncIterator
 from typing import BinaryIO
 
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from .settings import Settings
 
@@ -71,5 +72,41 @@ async def tail_topic(
             out.flush()
     except asyncio.CancelledError:
         return seen
+    finally:
+        await consumer.stop()
+
+
+async def read_to_end(s: Settings, topic: str) -> AsyncIterator[bytes]:
+    """Every value of ``topic`` from the beginning up to its end as of now (then stop)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=s.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        if not parts:
+            await consumer.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic) or set()
+        if not parts:
+            raise ValueError(f"topic {topic} does not exist")
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        left = {tp for tp in tps if ends[tp] > 0}
+        while left:
+            batch = await consumer.getmany(*left, timeout_ms=1000)
+            for tp, records in batch.items():
+                for msg in records:
+                    if msg.offset < ends[tp] and msg.value is not None:
+                        yield msg.value
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    left.discard(tp)
+            for tp in list(left):
+                if await consumer.position(tp) >= ends[tp]:
+                    left.discard(tp)
     finally:
         await consumer.stop()

@@ -1,0 +1,224 @@
+"""``healthmon evaluate``: does a low health score come before churn? (Seed 000: "track accuracy".)
+
+Each churner is scored as of N days before its cancellation; each account that stays is scored at one
+of those same moments (assigned round-robin), so both groups are compared at matching times and the
+comparison is not just "early in the run vs late in the run". From those scores:
+
+- AUC: the chance a random churner scored below a random account that stayed (0.5 = no better than a coin);
+- precision and recall of the red band (and of red + yellow, "at risk") as a churn prediction;
+- lift of the bottom decile: the churn rate among the lowest-scored 10 % over the overall churn rate.
+
+Pure: scores come in as per-account histories (from a run's snapshots or from scoring events offline).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import orjson
+from pydantic import BaseModel
+
+from .engine import Engine
+from .events import BaseEvent
+from .simulate import GroundTruth
+from .state import DAY_S, AccountState
+
+
+@dataclass
+class History:
+    """Per account: (as_of, score, band) in time order."""
+
+    points: dict[str, list[tuple[int, float, str]]] = field(default_factory=dict)
+
+    def add(self, account_id: str, as_of: int, score: float, band: str) -> None:
+        self.points.setdefault(account_id, []).append((as_of, score, band))
+
+    def finish(self) -> History:
+        for pts in self.points.values():
+            pts.sort(key=lambda p: p[0])
+        return self
+
+    def at(self, account_id: str, t: int) -> tuple[float, str] | None:
+        """The latest score at or before ``t``."""
+        pts = self.points.get(account_id)
+        if not pts:
+            return None
+        i = bisect.bisect_right(pts, t, key=lambda p: p[0])
+        return (pts[i - 1][1], pts[i - 1][2]) if i else None
+
+    def add_snapshot(self, raw: bytes) -> None:
+        snap = orjson.loads(raw)
+        if snap.get("score") is None or "as_of" not in snap:
+            return
+        from datetime import datetime
+
+        as_of = int(datetime.fromisoformat(snap["as_of"]).timestamp())
+        self.add(snap["account_id"], as_of, float(snap["score"]), snap.get("band") or "")
+
+
+def history_from_snapshots(lines: Iterable[bytes]) -> History:
+    h = History()
+    for raw in lines:
+        raw = raw.strip()
+        if raw:
+            h.add_snapshot(raw)
+    return h.finish()
+
+
+class Scored(BaseModel):
+    account_id: str
+    persona: str
+    churns: bool
+    at: int
+    score: float
+    band: str
+
+
+class Report(BaseModel):
+    days_before: int
+    accounts: int
+    scored: int
+    churners: int
+    not_scored: int
+    auc: float | None
+    red_precision: float | None
+    red_recall: float | None
+    at_risk_precision: float | None
+    at_risk_recall: float | None
+    bottom_decile_churn_rate: float | None
+    base_churn_rate: float | None
+    bottom_decile_lift: float | None
+    by_persona: dict[str, dict[str, float]]
+
+
+def auc(churner_scores: list[float], stayer_scores: list[float]) -> float | None:
+    """P(churner scored lower than stayer), ties counting half (Mann-Whitney U over all pairs)."""
+    if not churner_scores or not stayer_scores:
+        return None
+    stayers = sorted(stayer_scores)
+    wins = 0.0
+    for c in churner_scores:
+        lo = bisect.bisect_left(stayers, c)
+        hi = bisect.bisect_right(stayers, c)
+        wins += (len(stayers) - hi) + 0.5 * (hi - lo)
+    return wins / (len(churner_scores) * len(stayers))
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+def evaluate(truth: GroundTruth, history: History, days_before: int = 30) -> tuple[Report, list[Scored]]:
+    churners = sorted((a for a in truth.accounts if a.churns and a.canceled_at), key=lambda a: a.account_id)
+    stayers = sorted((a for a in truth.accounts if not a.churns), key=lambda a: a.account_id)
+    moments = [int(a.canceled_at.timestamp()) - days_before * DAY_S for a in churners if a.canceled_at]
+    if not moments:  # nobody churned: score everyone N days before the end
+        moments = [int(truth.end.timestamp()) - days_before * DAY_S]
+    plan = [(a, t) for a, t in zip(churners, moments, strict=True)]
+    plan += [(a, moments[i % len(moments)]) for i, a in enumerate(stayers)]
+    scored: list[Scored] = []
+    for a, t in plan:
+        got = history.at(a.account_id, t)
+        if got is not None:
+            scored.append(
+                Scored(
+                    account_id=a.account_id,
+                    persona=a.persona,
+                    churns=a.churns,
+                    at=t,
+                    score=got[0],
+                    band=got[1],
+                )
+            )
+
+    churn_scores = [s.score for s in scored if s.churns]
+    stay_scores = [s.score for s in scored if not s.churns]
+    n_churn = len(churn_scores)
+
+    def precision_recall(bands: set[str]) -> tuple[float | None, float | None]:
+        flagged = [s for s in scored if s.band in bands]
+        hits = sum(1 for s in flagged if s.churns)
+        return _ratio(hits, len(flagged)), _ratio(hits, n_churn)
+
+    red_p, red_r = precision_recall({"red"})
+    risk_p, risk_r = precision_recall({"red", "yellow"})
+    ranked = sorted(scored, key=lambda s: (s.score, s.account_id))
+    decile = ranked[: max(1, len(ranked) // 10)] if ranked else []
+    base = _ratio(n_churn, len(scored))
+    decile_rate = _ratio(sum(1 for s in decile if s.churns), len(decile))
+    by_persona: dict[str, dict[str, float]] = {}
+    for s in scored:
+        row = by_persona.setdefault(s.persona, {"accounts": 0, "churners": 0, "mean_score": 0.0})
+        row["accounts"] += 1
+        row["churners"] += int(s.churns)
+        row["mean_score"] += s.score
+    for row in by_persona.values():
+        row["mean_score"] = round(row["mean_score"] / row["accounts"], 1)
+    report = Report(
+        days_before=days_before,
+        accounts=len(truth.accounts),
+        scored=len(scored),
+        churners=n_churn,
+        not_scored=len(plan) - len(scored),
+        auc=auc(churn_scores, stay_scores),
+        red_precision=red_p,
+        red_recall=red_r,
+        at_risk_precision=risk_p,
+        at_risk_recall=risk_r,
+        bottom_decile_churn_rate=decile_rate,
+        base_churn_rate=base,
+        bottom_decile_lift=_ratio(decile_rate, base) if decile_rate is not None and base else None,
+        by_persona=dict(sorted(by_persona.items())),
+    )
+    return report, scored
+
+
+def render(report: Report) -> str:
+    def f(v: float | None, pct: bool = False) -> str:
+        if v is None:
+            return "n/a"
+        return f"{v:.1%}" if pct else f"{v:.3f}"
+
+    lines = [
+        f"score as of {report.days_before} days before cancellation "
+        f"({report.scored} of {report.accounts} accounts scored, {report.churners} churners)",
+        f"  AUC (churners score lower)        {f(report.auc)}",
+        f"  red band       precision / recall {f(report.red_precision, True)} / {f(report.red_recall, True)}",
+        f"  red or yellow  precision / recall {f(report.at_risk_precision, True)} / {f(report.at_risk_recall, True)}",
+        f"  bottom decile  churn rate / lift  {f(report.bottom_decile_churn_rate, True)} / "
+        + (f"{report.bottom_decile_lift:.2f}x" if report.bottom_decile_lift is not None else "n/a")
+        + f"  (base rate {f(report.base_churn_rate, True)})",
+        "",
+        f"  {'persona':<26}{'accounts':>9}{'churners':>9}{'mean score':>12}",
+    ]
+    for persona, row in report.by_persona.items():
+        lines.append(
+            f"  {persona:<26}{row['accounts']:>9.0f}{row['churners']:>9.0f}{row['mean_score']:>12.1f}"
+        )
+    return "\n".join(lines)
+
+
+def score_offline(events: Iterable[BaseEvent], engine: Engine) -> History:
+    """Score an event stream without Kafka: fold events in order, evaluate every account at each
+    UTC midnight (when its windows move). For trying a scorecard on simulated data in seconds; a
+    run's own snapshots (``--snapshots``/``--topic``) are the real measure."""
+    states: dict[str, AccountState] = {}
+    history = History()
+    today: int | None = None
+    for ev in events:
+        day = int(ev.occurred_at.timestamp()) // DAY_S
+        if today is not None and day > today:
+            for d in range(today + 1, day + 1):
+                for st in states.values():
+                    snap = engine.evaluate(st, d * DAY_S).snapshot
+                    if snap.score is not None:
+                        history.add(st.account_id, d * DAY_S, snap.score, snap.band or "")
+            engine.schedule.clear()  # nothing runs due times here; do not let the heaps grow
+        today = day if today is None else max(today, day)
+        state = states.get(ev.account_id)
+        if state is None:
+            state = states[ev.account_id] = AccountState(account_id=ev.account_id)
+        engine.apply(state, ev, 0)
+    return history.finish()

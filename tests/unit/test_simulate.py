@@ -1,0 +1,108 @@
+"""The simulator: deterministic, contract-valid, time-ordered, and shaped like a customer base."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from streams.events import EVENT_ADAPTER, TOPIC_TYPES, TYPE_TOPIC
+from streams.simulate import PERSONAS, Simulator
+
+END = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def run(accounts: int = 40, days: int = 60, seed: int = 5) -> tuple[list[dict], Simulator]:
+    sim = Simulator(accounts, days, seed, END)
+    return list(sim.events()), sim
+
+
+@pytest.fixture(scope="module")
+def base() -> tuple[list[dict], Simulator]:
+    return run()
+
+
+def ts(e: dict) -> float:
+    return datetime.fromisoformat(e["occurred_at"]).timestamp()
+
+
+def test_same_options_same_bytes_and_seed_matters(base) -> None:
+    events, _ = base
+    again, _ = run()
+    assert [orjson.dumps(e) for e in again] == [orjson.dumps(e) for e in events]
+    other, _ = run(seed=6)
+    assert [e["event_id"] for e in other[:200]] != [e["event_id"] for e in events[:200]]
+
+
+def test_more_accounts_leave_the_existing_ones_unchanged(base) -> None:
+    events, _ = base
+    bigger, _ = run(accounts=50)
+    assert [e for e in bigger if e["account_id"] < "acct-00040"] == events
+
+
+def test_every_event_is_contract_v1_in_time_order_inside_the_window(base) -> None:
+    events, sim = base
+    times = [ts(e) for e in events]
+    assert times == sorted(times)
+    assert sim.start <= times[0] and times[-1] < sim.end
+    for e in events:
+        EVENT_ADAPTER.validate_json(orjson.dumps(e))
+    assert len({e["event_id"] for e in events}) == len(events)
+    # every topic and every event type is exercised
+    assert {TYPE_TOPIC[e["type"]] for e in events} == set(TOPIC_TYPES)
+    assert set(Counter(e["type"] for e in events)) == set(TYPE_TOPIC)
+
+
+def test_ground_truth_matches_the_stream(base) -> None:
+    events, sim = base
+    truth = sim.truth()
+    assert len(truth.accounts) == 40
+    canceled = {e["account_id"]: ts(e) for e in events if e["type"] == "subscription_canceled"}
+    churners = {a.account_id: a.canceled_at.timestamp() for a in truth.accounts if a.churns}
+    assert canceled == churners and churners
+    profiles = {e["account_id"] for e in events if e["type"] == "account"}
+    assert profiles == {a.account_id for a in truth.accounts}
+    for a in truth.accounts:
+        assert a.persona in PERSONAS
+    # nobody uses the product after cancelling
+    for e in events:
+        if e["account_id"] in canceled and e["type"] in TOPIC_TYPES["usage"]:
+            assert ts(e) < canceled[e["account_id"]] + 86_400
+
+
+def test_people_work_on_weekdays_in_their_working_hours(base) -> None:
+    events, _ = base
+    logins = [e for e in events if e["type"] == "login"]
+    weekday = Counter(datetime.fromisoformat(e["occurred_at"]).weekday() >= 5 for e in logins)
+    assert weekday[False] / 5 > 4 * weekday[True] / 2  # a weekday is much busier than a weekend day
+    local_hours = Counter(datetime.fromisoformat(e["occurred_at"]).hour for e in logins)
+    office = sum(n for h, n in local_hours.items() if 7 <= h <= 12)
+    assert office > 0.8 * len(logins)  # logins start the working day, in the account's own time zone
+
+
+def test_personas_drift_as_described() -> None:
+    events, sim = run(accounts=150, days=90, seed=11)
+    truth = {a.account_id: a for a in sim.truth().accounts}
+    assert len({a.persona for a in truth.values()}) == len(PERSONAS)
+    mid = sim.start + 45 * 86_400
+
+    def usage_ratio(persona: str) -> float:
+        ids = {a for a, t in truth.items() if t.persona == persona and not t.churns}
+        first = sum(1 for e in events if e["account_id"] in ids and e["type"] == "login" and ts(e) < mid)
+        second = sum(1 for e in events if e["account_id"] in ids and e["type"] == "login" and ts(e) >= mid)
+        return second / first
+
+    assert usage_ratio("declining") < 0.85 < usage_ratio("steady") < 1.15 < usage_ratio("expanding")
+    failures = Counter(truth[e["account_id"]].persona for e in events if e["type"] == "payment_failed")
+    assert failures.most_common(1)[0][0] == "payment_trouble"
+    churn_share = {p: sum(t.churns for t in truth.values() if t.persona == p) for p in ("churning", "power")}
+    assert churn_share["churning"] > churn_share["power"]
+
+
+def test_bad_options_are_refused() -> None:
+    with pytest.raises(ValueError, match="at least"):
+        Simulator(0, 30, 1, END)
+    with pytest.raises(ValueError, match="time zone"):
+        Simulator(5, 30, 1, datetime(2026, 11, 1))
