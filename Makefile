@@ -19,6 +19,7 @@ help:
 	@echo "make stop   stop the worker and the local stack that make run started"
 	@echo "make test   install, start the test stack, run the whole suite, stop it"
 	@echo "make lint   ruff check + format check"
+	@echo "make bench  benchmarks on the local stack (results in bench/results/)"
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -78,6 +79,11 @@ stop:
 
 test: install
 	@.ci/test.sh
+
+# The end-to-end benchmark (raw Kafka vs pipeline, latency, memory) on the local stack; see bench/.
+bench: install stack
+	$(PY) bench/bench_rules.py --json bench/results/rules.json
+	$(PY) bench/bench_pipeline.py --json bench/results/pipeline.json
 
 lint: install
 	$(BIN)/ruff check .

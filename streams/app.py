@@ -121,8 +121,16 @@ def create_app(
     fresh_highwaters: dict[tuple[str, int], int] = {}
     last_refresh: dict[int, float] = {}
 
+    #: High watermarks as Faust's consumer last fetched them, read once per batch (they change only
+    #: with a fetch, and asking for them per event was a tenth of the ingest loop).
+    fetched_highwaters: dict[tuple[str, int], int | None] = {}
+
     def highwater(topic: str, partition: int) -> int | None:
-        fetched = app.consumer.highwater(TP(topic, partition))
+        key = (topic, partition)
+        if key in fetched_highwaters:
+            fetched = fetched_highwaters[key]
+        else:
+            fetched = fetched_highwaters[key] = app.consumer.highwater(TP(topic, partition))
         fresh = fresh_highwaters.get((topic, partition))
         if fetched is None or fresh is None:
             return fetched if fresh is None else fresh
@@ -232,6 +240,7 @@ def create_app(
                 await process(batch)
 
     async def process(batch: list[EventT]) -> None:
+        fetched_highwaters.clear()
         pending: dict[str, tuple[AccountState, int, int]] = {}
         partitions: set[int] = set()
         horizon = time.time() + s.max_future_skew_s

@@ -166,12 +166,16 @@ def ramp(value: float, bad: float, good: float) -> float:
 
 
 def score_account(metrics: AccountMetrics, config: ScoringConfig, segment: str | None) -> HealthScore:
+    # Runs on every evaluation: each result model is built once (no attribute assignment after,
+    # which pydantic validates), and driver texts are formatted only for the drivers shown.
     card_name, card = config.scorecard_for(segment)
     total_weight = sum(c.weight for c in card.components.values())
     present_weight = 0.0  # configured weight (flattened to measures) that had data
-    partial: list[tuple[str, Component, float | None, list[MeasureScore], float]] = []
+    partial: list[
+        tuple[str, Component, float | None, list[tuple[str, Measure, float | None, float | None]], float]
+    ] = []
     for cname, comp in card.components.items():
-        measures: list[MeasureScore] = []
+        rows: list[tuple[str, Measure, float | None, float | None]] = []
         m_total = sum(m.weight for m in comp.measures.values())
         got = 0.0
         acc = 0.0
@@ -180,41 +184,38 @@ def score_account(metrics: AccountMetrics, config: ScoringConfig, segment: str |
             if meas.only_if is not None and not _value(metrics, meas.only_if):
                 value = None
             s = None if value is None else ramp(value, meas.bad, meas.good)
-            measures.append(
-                MeasureScore(name=mname, metric=meas.metric, value=value, score=s, weight=meas.weight)
-            )
+            rows.append((mname, meas, value, s))
             if s is not None:
                 got += meas.weight
                 acc += meas.weight * s
         present_weight += comp.weight * got / m_total
-        partial.append((cname, comp, acc / got if got else None, measures, got))
+        partial.append((cname, comp, acc / got if got else None, rows, got))
 
     scored_weight = sum(comp.weight for _, comp, s, _, _ in partial if s is not None)
     components: list[ComponentScore] = []
-    drivers: list[Driver] = []
+    losses: list[tuple[float, str, str, Measure, float, float]] = []
     total = 0.0
-    for cname, comp, cscore, measures, got in partial:
+    for cname, comp, cscore, rows, got in partial:
         eff = comp.weight / scored_weight if cscore is not None else 0.0
         contribution = eff * cscore if cscore is not None else 0.0
         total += contribution
-        for ms in measures:
-            if ms.score is None:
-                continue
-            ms.points_lost = round(eff * ms.weight / got * (100.0 - ms.score), 2)
-            if ms.points_lost > 0:
-                meas = comp.measures[ms.name]
-                drivers.append(
-                    Driver(
-                        component=cname,
-                        measure=ms.name,
-                        metric=ms.metric,
-                        value=ms.value,  # type: ignore[arg-type]
-                        score=round(ms.score, 1),
-                        points_lost=ms.points_lost,
-                        text=meas.explain.format(value=ms.value, good=meas.good, bad=meas.bad),
-                    )
+        measures = []
+        for mname, meas, value, ms in rows:
+            lost = 0.0
+            if ms is not None:
+                lost = round(eff * meas.weight / got * (100.0 - ms), 2)
+                if lost > 0:
+                    losses.append((lost, cname, mname, meas, value, ms))  # type: ignore[arg-type]
+            measures.append(
+                MeasureScore(
+                    name=mname,
+                    metric=meas.metric,
+                    value=value,
+                    score=None if ms is None else round(ms, 1),
+                    weight=meas.weight,
+                    points_lost=lost,
                 )
-            ms.score = round(ms.score, 1)
+            )
         components.append(
             ComponentScore(
                 name=cname,
@@ -226,7 +227,19 @@ def score_account(metrics: AccountMetrics, config: ScoringConfig, segment: str |
                 measures=measures,
             )
         )
-    drivers.sort(key=lambda d: (-d.points_lost, d.component, d.measure))
+    losses.sort(key=lambda d: (-d[0], d[1], d[2]))
+    drivers = [
+        Driver(
+            component=cname,
+            measure=mname,
+            metric=meas.metric,
+            value=value,
+            score=round(ms, 1),
+            points_lost=lost,
+            text=meas.explain.format(value=value, good=meas.good, bad=meas.bad),
+        )
+        for lost, cname, mname, meas, value, ms in losses[: config.top_drivers]
+    ]
     score = round(total, 1) if scored_weight else None
     return HealthScore(
         score=score,
@@ -234,7 +247,7 @@ def score_account(metrics: AccountMetrics, config: ScoringConfig, segment: str |
         confidence=round(present_weight / total_weight, 3),
         scorecard=card_name,
         components=components,
-        drivers=drivers[: config.top_drivers],
+        drivers=drivers,
     )
 
 

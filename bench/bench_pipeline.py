@@ -1,0 +1,567 @@
+"""End-to-end benchmark on the local Kafka: raw consume vs the healthmon pipeline, latency, memory.
+
+    make bench                                       # starts Kafka + Redis, then runs this
+    python bench/bench_pipeline.py --events 300000 --json bench/results/pipeline.json
+
+One run, one pre-loaded set of input topics (simulated customer base, N events):
+1. raw aiokafka consume of those topics: the practical ceiling of one Python process;
+2. a real ``healthmon worker`` process over the same topics (validate, aggregate, score, rules, emit to
+   cs.health / cs.health.changes / cs.alerts, read model to Redis), events/s and ratio to (1);
+3. end-to-end latency, produce -> snapshot on cs.health and produce -> alert on cs.alerts, at a fixed
+   offered load (default: half the rate measured in 2) of live events for fresh accounts;
+4. resident memory per account at 10k and 100k accounts held in the table's in-memory store, and the
+   serialized state size per account.
+Speed is measured here, never asserted in tests. ``--smoke`` runs tiny sizes (part of ``make test``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import platform
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from streams.kafka_admin import create_topics  # noqa: E402
+from streams.producer import event_records, produce_events  # noqa: E402
+from streams.settings import Settings  # noqa: E402
+from streams.simulate import Simulator  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def machine() -> dict:
+    cpu = ""
+    try:
+        cpu = next(
+            (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), ""
+        )
+    except OSError:
+        pass
+    kafka = "unknown"
+    for jar in Path(os.path.expanduser("~/.cache/healthmon")).glob("kafka-*/libs/kafka_*.jar"):
+        kafka = jar.name.split("-", 1)[1].removesuffix(".jar")
+    stack = (ROOT / ".ci/stack.sh").read_text()
+    if kafka == "unknown" and 'KAFKA_VERSION="${HEALTHMON_KAFKA_VERSION:-' in stack:
+        kafka = stack.split('KAFKA_VERSION="${HEALTHMON_KAFKA_VERSION:-', 1)[1].split("}", 1)[0]
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "kafka": kafka,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+# --- 0. load the input topics ---------------------------------------------------------------------
+
+
+def simulated_events(n: int, accounts: int, end: datetime) -> list[dict]:
+    """The first ``n`` events of a simulated base (enough days to have them), in event-time order."""
+    days = 30
+    while True:
+        events = []
+        for e in Simulator(accounts, days, seed=42, end=end).events():
+            events.append(e)
+        if len(events) >= n or days >= 365:
+            # Keep the *last* n: the base is established (every account has its profile) by then.
+            return events[-n:]
+        days = min(365, days * 2)
+
+
+async def load_topics(s: Settings, events: list[dict]) -> float:
+    await create_topics(s)
+    started = time.perf_counter()
+    await produce_events(s, event_records(s, events))
+    return len(events) / (time.perf_counter() - started)
+
+
+# --- 1. raw consume -------------------------------------------------------------------------------
+
+
+async def raw_consume(s: Settings, n: int) -> float:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=s.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in s.input_topics for p in range(s.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen = 0
+        started = time.perf_counter()
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            seen += sum(len(v) for v in batch.values())
+        return seen / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+# --- 2. the pipeline ------------------------------------------------------------------------------
+
+
+def worker_env(s: Settings, extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHMON_")}
+    env.update(
+        HEALTHMON_APP_ID=s.app_id,
+        HEALTHMON_BROKER=s.broker,
+        HEALTHMON_REDIS_URL=s.redis_url,
+        HEALTHMON_REDIS_PREFIX=s.redis_prefix,
+        HEALTHMON_TOPIC_PREFIX=s.topic_prefix,
+        HEALTHMON_PARTITIONS=str(s.partitions),
+        HEALTHMON_DATA_DIR=s.data_dir,
+        HEALTHMON_CLOCK="event",
+        HEALTHMON_LOG_LEVEL="warning",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+class Worker:
+    def __init__(
+        self, s: Settings, log_path: Path, profile: Path | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        self.log_path = log_path
+        self.profiling = profile is not None
+        cmd = [sys.executable, "-m", "streams", "worker", "-l", "info"]
+        if profile is not None:  # py-spy samples the worker; collapsed stacks for flame graphs
+            cmd = ["py-spy", "record", "-r", "200", "-f", "raw", "-o", str(profile), "--", *cmd]
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=worker_env(s, env or {}),
+            stdout=log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited: see {self.log_path}")
+            if b"Worker ready" in self.log_path.read_bytes():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"worker not ready in {timeout}s: see {self.log_path}")
+
+    def rss_mb(self) -> float:
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds the worker has used so far."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            # py-spy writes its profile on SIGINT (and passes it on to the worker).
+            self.proc.send_signal(signal.SIGINT if self.profiling else signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+async def committed_total(s: Settings) -> int:
+    """Offsets the worker's consumer group has committed on the input topics."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(s.app_id)
+        return sum(
+            meta.offset for tp, meta in offsets.items() if tp.topic in s.input_topics and meta.offset > 0
+        )
+    finally:
+        await admin.close()
+
+
+async def pipeline_rate(s: Settings, n: int, worker: Worker, timeout: float) -> dict:
+    """Events/s from the worker's first output to its last, once it has committed all n inputs.
+
+    Output record timestamps are set by the worker when it sends; the span from its first snapshot
+    to its last covers all the work but the first batch (negligible for large n)."""
+    deadline = time.monotonic() + timeout
+    cpu0, wall0 = worker.cpu_s(), time.monotonic()
+    while await committed_total(s) < n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"worker did not catch up within {timeout}s (committed {await committed_total(s)})"
+            )
+        await asyncio.sleep(0.5)
+    cpu_share = (worker.cpu_s() - cpu0) / (time.monotonic() - wall0)
+    first = last = None
+    count = 0
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        outputs = [s.topic("health"), s.topic("health_changes"), s.topic("alerts")]
+        tps = [TopicPartition(t, p) for t in outputs for p in range(s.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        left = {tp for tp in tps if ends[tp] > 0}
+        while left:
+            batch = await consumer.getmany(*left, timeout_ms=1000, max_records=10_000)
+            for tp, records in batch.items():
+                for r in records:
+                    first = r.timestamp if first is None else min(first, r.timestamp)
+                    last = r.timestamp if last is None else max(last, r.timestamp)
+                    if tp.topic == s.topic("health"):
+                        count += 1
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    left.discard(tp)
+    finally:
+        await consumer.stop()
+    span = max(1e-3, ((last or 0) - (first or 0)) / 1000)
+    return {"events_per_s": n / span, "seconds": span, "snapshots": count, "worker_cpu_share": cpu_share}
+
+
+# --- 3. latency at a fixed load -------------------------------------------------------------------
+
+
+async def latency(s: Settings, rate: float, seconds: float, accounts: int) -> dict:
+    """Live events for fresh accounts at ``rate``/s; every account's k-th event is the one its
+    snapshot with k events folded in answers (the snapshot's event_counts say how many)."""
+    from aiokafka import AIOKafkaProducer
+
+    tag = uuid.uuid4().hex[:6]
+    ids = [f"lat-{tag}-{i:05d}" for i in range(accounts)]
+    sent: dict[str, list[float]] = {a: [] for a in ids}
+    failed_at: dict[str, float] = {}
+    snap_lat: list[float] = []
+    alert_lat: list[float] = []
+    answered: dict[str, int] = {}
+    total = int(rate * seconds)
+    done = asyncio.Event()
+    all_in = asyncio.Event()
+
+    consumer = AIOKafkaConsumer(
+        s.topic("health"), s.topic("alerts"),
+        bootstrap_servers=s.kafka_bootstrap, group_id=None, auto_offset_reset="latest", fetch_max_wait_ms=5,
+    )  # fmt: skip
+    await consumer.start()
+    await asyncio.sleep(1.0)  # let it join and reach the end
+
+    async def listen() -> None:
+        while not done.is_set():
+            batch = await consumer.getmany(timeout_ms=100)
+            now = time.time()
+            for records in batch.values():
+                for r in records:
+                    key = r.key.decode() if r.key else ""
+                    if key not in sent:
+                        continue
+                    body = orjson.loads(r.value)
+                    if r.topic == s.topic("alerts"):
+                        if body.get("rule_id") == "payment_failed" and key in failed_at:
+                            alert_lat.append(now - failed_at.pop(key))
+                        continue
+                    folded = sum(body.get("event_counts", {}).values())
+                    for k in range(answered.get(key, 0), min(folded, len(sent[key]))):
+                        snap_lat.append(now - sent[key][k])
+                    answered[key] = max(answered.get(key, 0), folded)
+            if total and sum(answered.values()) >= total and not failed_at:
+                all_in.set()
+
+    listener = asyncio.create_task(listen())
+    producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=1, acks=1)
+    await producer.start()
+    seq = 0
+    started = time.perf_counter()
+    try:
+        for i in range(total):
+            # Pace against the schedule, not per message, so the offered load stays at `rate`.
+            ahead = i / rate - (time.perf_counter() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+            account = ids[i % accounts]
+            k = len(sent[account])
+            now = time.time()
+            occurred = datetime.fromtimestamp(now, UTC).isoformat()
+            base = {"event_id": f"{account}-{k}", "account_id": account, "occurred_at": occurred}
+            if k == 0:
+                ev = {**base, "type": "account", "name": account, "segment": "smb", "csm_name": "Bench",
+                      "csm_email": "bench@example.com", "signed_up_at": occurred}  # fmt: skip
+                topic = s.topic("accounts")
+            elif k == 2 and i % 10 == 0:
+                ev = {**base, "type": "payment_failed", "invoice_id": f"inv-{account}", "amount": "100.00"}
+                topic = s.topic("billing")
+                failed_at[account] = now
+            else:
+                ev = {**base, "type": "login", "user_id": f"u{seq % 7}"}
+                topic = s.topic("usage")
+            seq += 1
+            sent[account].append(now)
+            await producer.send(topic, key=account.encode(), value=orjson.dumps(ev))
+        offered = total / (time.perf_counter() - started)
+        await producer.flush()
+        with contextlib.suppress(TimeoutError):  # what is still unanswered then is reported as such
+            await asyncio.wait_for(all_in.wait(), timeout=15)
+    finally:
+        done.set()
+        await listener
+        await producer.stop()
+        await consumer.stop()
+
+    def pct(xs: list[float]) -> dict:
+        if not xs:
+            return {"n": 0}
+        xs = sorted(xs)
+        q = statistics.quantiles(xs, n=100, method="inclusive") if len(xs) > 1 else [xs[0]] * 99
+        return {"n": len(xs), "p50_ms": q[49] * 1000, "p95_ms": q[94] * 1000, "p99_ms": q[98] * 1000,
+                "max_ms": xs[-1] * 1000}  # fmt: skip
+
+    return {
+        "offered_events_per_s": offered,
+        "sent": total,
+        "snapshot": pct(snap_lat),
+        "alert": pct(alert_lat),
+        "unanswered_events": total - min(total, sum(answered.values())),
+    }
+
+
+# --- 4. memory per account ------------------------------------------------------------------------
+
+
+def memory_probe(counts: list[int], sim_accounts: int) -> dict:
+    """Run in a fresh process: RSS growth per account when the table holds ``n`` account states.
+
+    States come from a simulated base (90 days of history folded in); they are copied, as a
+    recovering worker would load them from the changelog, under new ids."""
+    from rules.engine import DEFAULT_RULES, load_rules
+    from streams.engine import Engine
+    from streams.events import EVENT_ADAPTER
+    from streams.scoring import load_scoring
+    from streams.state import AccountState
+
+    sim = Simulator(sim_accounts, 90, seed=42, end=datetime(2026, 11, 1, tzinfo=UTC))
+    engine = Engine(load_scoring(None), load_rules(DEFAULT_RULES))
+    states: dict[str, AccountState] = {}
+    for e in sim.events():
+        ev = EVENT_ADAPTER.validate_python(e)
+        st = states.get(ev.account_id) or states.setdefault(
+            ev.account_id, AccountState(account_id=ev.account_id)
+        )
+        engine.apply(st, ev, 0)
+    end = int(sim.end)
+    for st in states.values():
+        engine.evaluate(st, end)
+    blobs = [st.dumps() for st in states.values()]
+    sizes = sorted(len(b) for b in blobs)
+    out: dict = {
+        "state_bytes": {
+            "mean": statistics.mean(sizes),
+            "p50": sizes[len(sizes) // 2],
+            "p95": sizes[int(len(sizes) * 0.95)],
+            "max": sizes[-1],
+            "accounts": len(sizes),
+        },
+        "rss_per_account": {},
+    }
+    del states
+    for n in counts:
+        gc.collect()
+        before = _rss_kb()
+        table: dict[str, AccountState] = {}
+        for i in range(n):
+            st = AccountState.loads(blobs[i % len(blobs)])
+            st.account_id = f"m-{i:07d}"
+            table[st.account_id] = st
+        gc.collect()
+        grown = _rss_kb() - before
+        out["rss_per_account"][str(n)] = {"bytes": grown * 1024 / n, "rss_mb": _rss_kb() / 1024}
+        del table
+    return out
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+def table(result: dict) -> str:
+    m, r = result["machine"], result
+    lat = r["latency"]
+
+    def ms(d: dict, k: str) -> str:
+        return f"{d[k]:.0f} ms" if k in d else "n/a"
+
+    mem = r["memory"]
+    rows = [
+        ("machine", f"{m['cores']} cores, {m['cpu'] or '?'}, Python {m['python']}, Kafka {m['kafka']}"),
+        (
+            "events",
+            f"{r['events']:,} simulated events, {r['accounts']:,} accounts, {r['partitions']} partitions",
+        ),
+        ("produce (load the topics)", f"{r['produce_events_per_s']:,.0f} events/s"),
+        ("1. raw aiokafka consume", f"{r['raw_consume_events_per_s']:,.0f} events/s"),
+        (
+            "2. healthmon pipeline",
+            f"{r['pipeline']['events_per_s']:,.0f} events/s "
+            f"= {r['ratio_to_raw']:.1%} of raw; worker CPU {r['pipeline']['worker_cpu_share']:.0%} of a core, "
+            f"RSS {r['worker_rss_mb']:.0f} MB",
+        ),
+        ("3. offered load", f"{lat['offered_events_per_s']:,.0f} events/s of live events"),
+        (
+            "   produce -> cs.health",
+            f"p50 {ms(lat['snapshot'], 'p50_ms')}, p95 {ms(lat['snapshot'], 'p95_ms')}, "
+            f"p99 {ms(lat['snapshot'], 'p99_ms')} (n={lat['snapshot']['n']})",
+        ),
+        (
+            "   produce -> cs.alerts",
+            f"p50 {ms(lat['alert'], 'p50_ms')}, p95 {ms(lat['alert'], 'p95_ms')}, "
+            f"p99 {ms(lat['alert'], 'p99_ms')} (n={lat['alert']['n']})",
+        ),
+    ]
+    for n, v in mem["rss_per_account"].items():
+        rows.append(
+            (
+                f"4. RSS per account @ {int(n):,}",
+                f"{v['bytes']:,.0f} bytes (process RSS {v['rss_mb']:.0f} MB)",
+            )
+        )
+    sb = mem["state_bytes"]
+    rows.append(("   state per account (serialized)",
+                 f"mean {sb['mean']:,.0f} B, p50 {sb['p50']:,} B, p95 {sb['p95']:,} B, max {sb['max']:,} B"))  # fmt: skip
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+async def run(args: argparse.Namespace) -> dict:
+    tag = uuid.uuid4().hex[:6]
+    workdir = ROOT / ".local" / "bench" / tag
+    workdir.mkdir(parents=True, exist_ok=True)
+    s = Settings(
+        app_id=f"bench-{tag}",
+        topic_prefix=f"bench-{tag}.",
+        redis_prefix=f"bench-{tag}:",
+        partitions=args.partitions,
+        data_dir=str(workdir / "faust"),
+    )
+    log(f"simulating {args.events:,} events for {args.accounts:,} accounts")
+    events = simulated_events(args.events, args.accounts, datetime.now(UTC))
+    log("loading the input topics")
+    produce_rate = await load_topics(s, events)
+    n = len(events)
+    del events
+    log("1. raw consume")
+    raw = await raw_consume(s, n)
+    log("2. pipeline: starting a worker")
+    worker = Worker(s, workdir / "worker.log", args.profile, dict(kv.split("=", 1) for kv in args.worker_env))
+    try:
+        worker.wait_ready()
+        pipe = await pipeline_rate(s, n, worker, timeout=args.timeout)
+        rss = worker.rss_mb()
+        load = args.load or pipe["events_per_s"] / 2
+        log(f"3. latency at {load:,.0f} events/s for {args.latency_seconds:.0f} s")
+        lat = await latency(s, load, args.latency_seconds, args.latency_accounts)
+    finally:
+        worker.stop()
+    return {
+        "machine": machine(),
+        "events": n,
+        "accounts": args.accounts,
+        "partitions": args.partitions,
+        "produce_events_per_s": produce_rate,
+        "raw_consume_events_per_s": raw,
+        "pipeline": pipe,
+        "ratio_to_raw": pipe["events_per_s"] / raw,
+        "worker_rss_mb": rss,
+        "latency": lat,
+        "command": " ".join(["python", "bench/bench_pipeline.py", *sys.argv[1:]]),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--accounts", type=int, default=1_000)
+    ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument(
+        "--load", type=float, default=None, help="Offered load for the latency run (default: half max)."
+    )
+    ap.add_argument("--latency-seconds", type=float, default=20)
+    ap.add_argument("--latency-accounts", type=int, default=2_000)
+    ap.add_argument(
+        "--memory-accounts", type=lambda v: [int(x) for x in v.split(",")], default=[10_000, 100_000]
+    )
+    ap.add_argument("--memory-sim-accounts", type=int, default=300)
+    ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--smoke", action="store_true", help="Tiny sizes, to check the benchmark still runs.")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--worker-env", action="append", default=[], help="HEALTHMON_X=value for the worker.")
+    ap.add_argument(
+        "--profile", type=Path, default=None, help="Record the worker with py-spy (collapsed stacks)."
+    )
+    ap.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.memory_probe:
+        counts = [int(x) for x in args.memory_probe.split(",")]
+        print(json.dumps(memory_probe(counts, args.memory_sim_accounts)))
+        return
+    if args.smoke:
+        args.events, args.accounts, args.latency_seconds = 3_000, 50, 3
+        args.latency_accounts, args.memory_accounts, args.memory_sim_accounts = 50, [500], 20
+        args.load = args.load or 200
+    result = asyncio.run(run(args))
+    log("4. memory per account (separate process)")
+    probe = subprocess.run(
+        [sys.executable, __file__, "--memory-probe", ",".join(map(str, args.memory_accounts)),
+         "--memory-sim-accounts", str(args.memory_sim_accounts)],
+        check=True, capture_output=True, cwd=ROOT,
+    )  # fmt: skip
+    result["memory"] = json.loads(probe.stdout)
+    print(table(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        log(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
