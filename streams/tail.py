@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import BinaryIO
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from .settings import Settings
 
@@ -79,21 +79,17 @@ async def tail_topic(
 async def read_to_end(s: Settings, topic: str) -> AsyncIterator[bytes]:
     """Every value of ``topic`` from the beginning up to its end as of now (then stop)."""
     consumer = AIOKafkaConsumer(
+        topic,
         bootstrap_servers=s.kafka_bootstrap,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    await consumer.start()
+    await consumer.start()  # without a group, subscribing assigns every partition of the topic
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            await consumer.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
+        tps = sorted(consumer.assignment())
+        if not tps:
             raise ValueError(f"topic {topic} does not exist")
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         left = {tp for tp in tps if ends[tp] > 0}

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from streams.events import EVENT_ADAPTER, TOPIC_TYPES, TYPE_TOPIC
-from streams.simulate import PERSONAS, Simulator
+from streams.simulate import PERSONAS, GroundTruth, Simulator
 
 END = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -106,3 +106,20 @@ def test_bad_options_are_refused() -> None:
         Simulator(0, 30, 1, END)
     with pytest.raises(ValueError, match="time zone"):
         Simulator(5, 30, 1, datetime(2026, 11, 1))
+
+
+def test_cli_writes_the_same_file_and_ground_truth_for_the_same_options(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    opts = ["--accounts", "5", "--days", "10", "--seed", "4", "--end", "2026-11-01"]
+    for name in ("a", "b"):
+        subprocess.run(
+            [sys.executable, "-m", "streams", "simulate", *opts, "--out", str(tmp_path / f"{name}.jsonl")],
+            cwd=root, check=True, capture_output=True,
+        )  # fmt: skip
+    a, b = (tmp_path / "a.jsonl").read_bytes(), (tmp_path / "b.jsonl").read_bytes()
+    assert a == b and a.count(b"\n") > 100
+    truth = GroundTruth.model_validate_json((tmp_path / "a.truth.json").read_bytes())
+    assert len(truth.accounts) == 5
