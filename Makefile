@@ -11,11 +11,15 @@ export HEALTHMON_BROKER ?= kafka://127.0.0.1:$(HEALTHMON_KAFKA_PORT)
 export HEALTHMON_REDIS_URL ?= redis://127.0.0.1:$(HEALTHMON_REDIS_PORT)/0
 export HEALTHMON_DATA_DIR ?= $(RUN_DIR)/faust
 DEMO_SMTP_PORT ?= 8025
+# The demo's simulated customer base: accounts, days of history replayed before going live, pace.
+DEMO_ACCOUNTS ?= 100
+DEMO_DAYS ?= 60
+DEMO_RATE ?= 1500
 
 .PHONY: help install run _start stop status stack stack-stop test lint format bench clean
 
 help:
-	@echo "make run    start Kafka + Redis + a worker and feed the sample customer base"
+	@echo "make run    start Kafka + Redis + a worker and feed a simulated customer base"
 	@echo "make stop   stop the worker and the local stack that make run started"
 	@echo "make test   install, start the test stack, run the whole suite, stop it"
 	@echo "make lint   ruff check + format check"
@@ -37,13 +41,14 @@ stack-stop:
 
 status:
 	@.ci/stack.sh status || true
-	@for n in worker deliver mail; do \
+	@for n in simulator worker deliver mail; do \
 	  if [ -f $(RUN_DIR)/$$n.pid ] && kill -0 $$(cat $(RUN_DIR)/$$n.pid) 2>/dev/null; then \
 	    echo "$$n: running, pid $$(cat $(RUN_DIR)/$$n.pid), log $(RUN_DIR)/$$n.log"; else echo "$$n: stopped"; fi; \
 	done
 
-# The demo replays the shipped sample (October 2026) on event time and delivers alerts by email to a
-# local SMTP sink that prints every message into .local/run/mail.log.
+# The demo simulates a customer base (personas drifting towards churn, payment trouble, growth):
+# DEMO_DAYS of history up to now are replayed at DEMO_RATE events/s on event time, then the simulator
+# goes on live. Alerts are delivered by email to a local SMTP sink that writes .local/run/mail.log.
 run: install stack
 	@mkdir -p $(RUN_DIR)
 	$(BIN)/healthmon topics create
@@ -51,17 +56,18 @@ run: install stack
 	@HEALTHMON_CLOCK=event $(MAKE) --no-print-directory _start NAME=worker CMD="$(BIN)/healthmon worker -l info"
 	@HEALTHMON_SMTP_PORT=$(DEMO_SMTP_PORT) $(MAKE) --no-print-directory _start NAME=deliver CMD="$(BIN)/healthmon deliver"
 	@for i in $$(seq 1 60); do grep -q "Worker ready" $(RUN_DIR)/worker.log 2>/dev/null && break; sleep 1; done
-	$(BIN)/healthmon replay --rate 1000 "$$($(BIN)/healthmon sample)"  # paced: the topics stay in step
+	@$(MAKE) --no-print-directory _start NAME=simulator CMD="$(BIN)/healthmon simulate --accounts $(DEMO_ACCOUNTS) --days $(DEMO_DAYS) --seed 7 --truth $(RUN_DIR)/truth.json --produce --rate $(DEMO_RATE) --follow"
 	@echo
-	@echo "healthmon is running. Where to look:"
-	@echo "  $(BIN)/healthmon tail cs.health            # account snapshots: score, band, drivers (latest per account)"
-	@echo "  $(BIN)/healthmon tail cs.health.changes    # band changes and big score moves"
-	@echo "  $(BIN)/healthmon tail cs.alerts            # firing / resolved alerts with the playbook step"
-	@echo "  $(BIN)/healthmon tail cs.deadletter        # rejected events with the reason"
-	@echo "  redis-cli -p $(HEALTHMON_REDIS_PORT) zrange healthmon:scores 0 -1 withscores   # the dashboard read model"
-	@echo "  less $(RUN_DIR)/mail.log                   # the CSMs' alert emails (after group_wait, 30 s)"
-	@echo "  tail -f $(RUN_DIR)/worker.log $(RUN_DIR)/deliver.log"
-	@echo "  make status / make stop"
+	@echo "healthmon is running: $(DEMO_ACCOUNTS) simulated accounts, $(DEMO_DAYS) days of history replaying (a few minutes), then live."
+	@echo "Where to look:"
+	@echo "  $(BIN)/healthmon tail cs.health.changes --from-end   # accounts moving between bands, with the why"
+	@echo "  $(BIN)/healthmon tail cs.alerts --from-end           # alerts firing / resolving, with the playbook step"
+	@echo "  $(BIN)/healthmon tail cs.health                      # full snapshots: score, band, drivers, metrics"
+	@echo "  $(BIN)/healthmon tail cs.deadletter                  # rejected events with the reason"
+	@echo "  redis-cli -p $(HEALTHMON_REDIS_PORT) zrange healthmon:scores 0 9 withscores   # the ten least healthy (read model)"
+	@echo "  less $(RUN_DIR)/mail.log                             # the CSMs' alert emails (after group_wait, 30 s)"
+	@echo "  $(BIN)/healthmon evaluate $(RUN_DIR)/truth.json      # once the history is in: does the score predict churn?"
+	@echo "  tail -f $(RUN_DIR)/worker.log $(RUN_DIR)/simulator.log; make status; make stop"
 
 _start:
 	@if [ -f $(RUN_DIR)/$(NAME).pid ] && kill -0 $$(cat $(RUN_DIR)/$(NAME).pid) 2>/dev/null; then \
@@ -72,7 +78,7 @@ _start:
 	fi
 
 stop:
-	@for n in deliver worker mail; do \
+	@for n in simulator deliver worker mail; do \
 	  if [ -f $(RUN_DIR)/$$n.pid ]; then kill $$(cat $(RUN_DIR)/$$n.pid) 2>/dev/null || true; rm -f $(RUN_DIR)/$$n.pid; echo "$$n stopped"; fi; \
 	done
 	@.ci/stack.sh down

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import time
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -157,13 +158,18 @@ def simulate(accounts, days, seed, end, out, truth, produce, rate, follow) -> No
 
         s = get_settings()
         records = event_records(s, simulator().events(days_after=3650 if follow else 0))
-        when = (
-            (lambda r: datetime.fromisoformat(orjson.loads(r[2])["occurred_at"]).timestamp())
-            if follow
-            else None
-        )
+        live = False
+
+        def when(record: tuple) -> float:
+            nonlocal live
+            at = datetime.fromisoformat(orjson.loads(record[2])["occurred_at"]).timestamp()
+            if not live and at > time.time():
+                live = True
+                click.echo("history produced; now live: each event is sent when its time comes", err=True)
+            return at
+
         try:
-            n = asyncio.run(produce_events(s, records, rate, not_before=when))
+            n = asyncio.run(produce_events(s, records, rate, not_before=when if follow else None))
         except KeyboardInterrupt:
             return
         click.echo(f"produced {n} events", err=True)
