@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -94,6 +95,24 @@ async def load_topics(s: Settings, events: list[dict]) -> float:
     started = time.perf_counter()
     await produce_events(s, event_records(s, events))
     return len(events) / (time.perf_counter() - started)
+
+
+async def drop_topics(s: Settings) -> None:
+    """The run's own topics (inputs, outputs, changelogs) go when it ends."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    await admin.start()
+    try:
+        mine = [
+            t for t in await admin.list_topics() if t.startswith(s.topic_prefix) or t.startswith(s.app_id)
+        ]
+        if mine:
+            await admin.delete_topics(mine)
+    except Exception as exc:  # a leftover topic is untidy, not a failed benchmark
+        log(f"could not delete the run's topics: {exc!r}")
+    finally:
+        await admin.close()
 
 
 # --- 1. raw consume -------------------------------------------------------------------------------
@@ -502,6 +521,8 @@ async def run(args: argparse.Namespace) -> dict:
         lat = await latency(s, load, args.latency_seconds, args.latency_accounts)
     finally:
         worker.stop()
+        await drop_topics(s)
+        shutil.rmtree(workdir / "faust", ignore_errors=True)  # the worker log stays, for a look
     return {
         "machine": machine(),
         "events": n,

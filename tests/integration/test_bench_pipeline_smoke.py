@@ -1,0 +1,40 @@
+"""The end-to-end benchmark runs (tiny sizes) against the test broker, so it never rots.
+Its figures are reported by bench/, never asserted here beyond being present and measured."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.kafka
+
+
+def test_pipeline_benchmark_smoke(kafka_settings, tmp_path: Path) -> None:
+    out = tmp_path / "pipeline.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHMON_")}
+    env.update(HEALTHMON_BROKER=kafka_settings.broker, HEALTHMON_REDIS_URL=kafka_settings.redis_url)
+    done = subprocess.run(
+        [sys.executable, "bench/bench_pipeline.py", "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    r = json.loads(out.read_text())
+    assert r["machine"]["cores"] and r["machine"]["kafka"] != "unknown"
+    assert r["raw_consume_events_per_s"] > 0 and r["pipeline"]["events_per_s"] > 0
+    assert 0 < r["ratio_to_raw"] == r["pipeline"]["events_per_s"] / r["raw_consume_events_per_s"]
+    assert r["latency"]["snapshot"]["n"] > 0 and r["latency"]["snapshot"]["p99_ms"] > 0
+    assert r["latency"]["alert"]["n"] > 0
+    assert r["memory"]["rss_per_account"]["500"]["bytes"] > 0 and r["memory"]["state_bytes"]["mean"] > 0
+    for label in ("raw aiokafka consume", "healthmon pipeline", "produce -> cs.health", "RSS per account"):
+        assert label in done.stdout
