@@ -95,7 +95,6 @@ def apply_event(
     elif day <= state.last_event_at // DAY_S - HORIZON_DAYS:
         # Older than every window: it counts in the lifetime totals only.
         return True
-    _bucket(state, day)[C.EVENTS] += 1
     _HANDLERS[kind](state, event, ts, day, key_features)
     return True
 

@@ -48,7 +48,6 @@ class C(IntEnum):
     FIRST_RESPONSE_SUM_S = 16
     RESOLUTION_N = 17
     RESOLUTION_SUM_S = 18
-    EVENTS = 19
 
 
 N_COUNTERS = len(C)
@@ -171,6 +170,26 @@ class AccountState(BaseModel):
             buf.frombytes(base64.b64decode(value))
             return buf.tolist()
         return value
+
+    @field_serializer("days")
+    def _trim_days(self, days: dict[int, list[int]]) -> dict[int, list[int]]:
+        # Most days only have usage counters (the first four): trailing zeros are not written.
+        out = {}
+        for day, bucket in days.items():
+            end = len(bucket)
+            while end and not bucket[end - 1]:
+                end -= 1
+            out[day] = bucket[:end]
+        return out
+
+    @field_validator("days", mode="after")
+    @classmethod
+    def _pad_days(cls, days: dict[int, list[int]]) -> dict[int, list[int]]:
+        # Back to one slot per counter (states written before a counter was dropped had more).
+        for day, bucket in days.items():
+            if len(bucket) != N_COUNTERS:
+                days[day] = (bucket + [0] * N_COUNTERS)[:N_COUNTERS]
+        return days
 
     def dumps(self) -> bytes:
         return self.model_dump_json(exclude_defaults=True).encode()

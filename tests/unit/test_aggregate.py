@@ -151,3 +151,18 @@ def test_order_of_events_inside_the_window_does_not_change_the_state(evs, rnd):
 def test_time_is_taken_from_the_event_only():
     s = fold(event("login", "a", "2020-01-01T00:00:00Z", user_id="u"))
     assert s.last_event_at == int(datetime(2020, 1, 1, tzinfo=UTC).timestamp())
+
+
+def test_day_buckets_are_written_without_trailing_zeros_and_read_back_whole() -> None:
+    from streams.state import N_COUNTERS, AccountState
+
+    st = AccountState(account_id="a", days={20000: [3, 1, 600] + [0] * (N_COUNTERS - 3)})
+    raw = st.dumps()
+    assert b'"20000":[3,1,600]' in raw
+    back = AccountState.loads(raw)
+    assert back.days == st.days and len(back.days[20000]) == N_COUNTERS
+    # a state written when buckets had one more counter still loads, to the current width
+    old = AccountState.loads(
+        b'{"account_id":"a","days":{"20000":[' + b",".join([b"1"] * (N_COUNTERS + 1)) + b"]}}"
+    )
+    assert old.days[20000] == [1] * N_COUNTERS
