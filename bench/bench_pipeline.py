@@ -170,7 +170,7 @@ class Worker:
         self.profiling = profile is not None
         cmd = [sys.executable, "-m", "streams", "worker", "-l", "info"]
         if profile is not None:  # py-spy samples the worker; collapsed stacks for flame graphs
-            cmd = ["py-spy", "record", "-r", "200", "-f", "raw", "-o", str(profile), "--", *cmd]
+            cmd = ["py-spy", "record", "-r", "200", "--idle", "-f", "raw", "-o", str(profile), "--", *cmd]
         self.proc = subprocess.Popen(
             cmd,
             cwd=ROOT,

@@ -162,23 +162,28 @@ def create_app(
         if offsets_client is not None:
             await offsets_client.stop()
 
+    #: Per partition: the highest watermark checked against fresh end offsets.
+    verified: dict[int, int] = {}
+
     async def safe_watermark(p: int) -> int | None:
         """The partition's low watermark; asks the broker for fresh high watermarks before trusting
-        one that would run due times (those cannot be taken back)."""
+        one that would run due times (those cannot be taken back), at most once a second per
+        partition: until then the last checked watermark stands (it asked per event before, and
+        that round trip was most of the ingest loop in a replay)."""
         wm = watermarks.low(p, kind_of, highwater)
-        if wm is None:
-            # A topic looks unread (e.g. after a restart nothing was read from it yet): ask the
-            # broker, at most once a second per partition.
-            if time.monotonic() - last_refresh.get(p, 0.0) < 1.0:
-                return None
-        elif wm <= engine.clock(p):
+        if wm is not None and wm <= max(engine.clock(p), verified.get(p, -1)):
             return wm
         due = engine.next_due(p)
-        if wm is None or (due is not None and due <= wm) or wm // DAY_S > engine.clock(p) // DAY_S:
-            last_refresh[p] = time.monotonic()
-            for (topic, part), hw in (await end_offsets(p)).items():
-                fresh_highwaters[(topic, part)] = hw
-            wm = watermarks.low(p, kind_of, highwater)
+        if not (wm is None or (due is not None and due <= wm) or wm // DAY_S > engine.clock(p) // DAY_S):
+            return wm
+        if time.monotonic() - last_refresh.get(p, 0.0) < 1.0:
+            return verified.get(p)
+        last_refresh[p] = time.monotonic()
+        for (topic, part), hw in (await end_offsets(p)).items():
+            fresh_highwaters[(topic, part)] = hw
+        wm = watermarks.low(p, kind_of, highwater)
+        if wm is not None and wm > verified.get(p, -1):
+            verified[p] = wm
         return wm
 
     def write_state(partition: int, state: AccountState) -> None:
@@ -349,6 +354,11 @@ def create_app(
                     log.error("rule files changed but are invalid; keeping the previous rules:\n%s", exc)
         async with lock:
             for p in assigned():
+                # The watermark may have moved since the last event (a checked one was held back
+                # above, or a lagging topic caught up): offer it again.
+                wm = await safe_watermark(p)
+                if wm is not None:
+                    held.offer(p, wm, time.monotonic())
                 # Event time released by the hold, and in live mode the wall clock too.
                 target = held.effective(p, time.monotonic()) or 0
                 if s.clock == "live":
