@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from streams.config import ConfigError, load_yaml
 from streams.snapshot import HealthSnapshot
 
 from .context import rule_context
+from .expr import Compiled
 from .model import AlertEvent, Rule, RuleFile
 
 DEFAULT_RULES = Path(__file__).with_name("default")
@@ -31,9 +33,15 @@ class RuleSet:
     rules: tuple[Rule, ...]
     sources: dict[str, str]  # rule id -> file
 
-    @property
-    def ids(self) -> set[str]:
-        return {r.id for r in self.rules}
+    @cached_property
+    def ids(self) -> frozenset[str]:
+        return frozenset(r.id for r in self.rules)
+
+    @cached_property
+    def conditions(self) -> tuple[Compiled, ...]:
+        """The compiled conditions, aligned with ``rules`` (read per evaluation: a rule's private
+        attribute goes through pydantic's slow ``__getattr__``)."""
+        return tuple(r.condition for r in self.rules)
 
 
 def rule_files(path: Path) -> list[Path]:
@@ -104,13 +112,13 @@ def evaluate(
     """Advance every rule's state to event time ``t``; returns the firing/resolved alerts to publish."""
     ctx = rule_context(snapshot)
     out: list[AlertEvent] = []
-    for rule in ruleset.rules:
+    for rule, condition in zip(ruleset.rules, ruleset.conditions, strict=True):
         st = states.get(rule.id)
         if st is None:
             st = states[rule.id] = [INACTIVE, 0, 0, 0, 0]
         if t < st[3] or t < st[1]:
             continue  # never move a rule back in time (a late evaluation)
-        holds = rule.condition(ctx)
+        holds = condition(ctx)
         status = st[0]
         if holds:
             st[3] = t
@@ -128,7 +136,7 @@ def evaluate(
             st[0], st[4] = INACTIVE, t
             if rule.send_resolved:
                 out.append(_alert(rule, snapshot, ctx, st, "resolved", t))
-    for stale in set(states) - ruleset.ids:  # a rule removed by a reload: forget its state
+    for stale in states.keys() - ruleset.ids:  # a rule removed by a reload: forget its state
         del states[stale]
     return out
 

@@ -51,6 +51,7 @@ class C(IntEnum):
 
 
 N_COUNTERS = len(C)
+_USAGE = C.FEATURE_USES + 1  # the usage counters come first
 
 
 def day_of(ts: int) -> int:
@@ -176,7 +177,7 @@ class AccountState(BaseModel):
         # Most days only have usage counters (the first four): trailing zeros are not written.
         out = {}
         for day, bucket in days.items():
-            end = len(bucket)
+            end = len(bucket) if any(bucket[_USAGE:]) else _USAGE  # any() runs in C: the usual case
             while end and not bucket[end - 1]:
                 end -= 1
             out[day] = bucket[:end]
