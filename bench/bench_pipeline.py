@@ -148,20 +148,8 @@ async def raw_consume(s: Settings, n: int) -> float:
 
 
 def worker_env(s: Settings, extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHMON_")}
-    env.update(
-        HEALTHMON_APP_ID=s.app_id,
-        HEALTHMON_BROKER=s.broker,
-        HEALTHMON_REDIS_URL=s.redis_url,
-        HEALTHMON_REDIS_PREFIX=s.redis_prefix,
-        HEALTHMON_TOPIC_PREFIX=s.topic_prefix,
-        HEALTHMON_PARTITIONS=str(s.partitions),
-        HEALTHMON_DATA_DIR=s.data_dir,
-        HEALTHMON_CLOCK="event",
-        HEALTHMON_LOG_LEVEL="warning",
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
+    env = s.process_env(os.environ)
+    env.update(HEALTHMON_CLOCK="event", HEALTHMON_LOG_LEVEL="warning", PYTHONUNBUFFERED="1", **extra)
     return env
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,10 +26,13 @@ class TopicNames(BaseModel):
     alerts_deadletter: str = "cs.alerts.deadletter"
 
 
+ENV_PREFIX = "HEALTHMON_"
+
+
 class Settings(BaseSettings):
     """Runtime configuration. Nested fields use ``__``: ``HEALTHMON_TOPICS__USAGE=my.usage``."""
 
-    model_config = SettingsConfigDict(env_prefix="HEALTHMON_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore")
 
     app_id: str = "healthmon"
     broker: str = "kafka://127.0.0.1:9092"
@@ -75,6 +79,22 @@ class Settings(BaseSettings):
     # The Redis read model for dashboards.
     redis_prefix: str = "healthmon:"
     readmodel_enabled: bool = True
+
+    def process_env(self, base: Mapping[str, str]) -> dict[str, str]:
+        """The environment for another healthmon process with exactly these settings: ``base``
+        without its HEALTHMON_ variables, plus every setting that differs from its default."""
+        env = {k: v for k, v in base.items() if not k.startswith(ENV_PREFIX)}
+
+        def put(prefix: str, values: dict[str, Any]) -> None:
+            for name, value in values.items():
+                if isinstance(value, dict):
+                    put(f"{prefix}{name.upper()}__", value)
+                elif value is not None:
+                    raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+                    env[f"{prefix}{name.upper()}"] = str(raw)
+
+        put(ENV_PREFIX, self.model_dump(exclude_defaults=True))
+        return env
 
     def topic(self, name: str) -> str:
         return self.topic_prefix + getattr(self.topics, name)

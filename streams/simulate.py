@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 
@@ -27,6 +27,10 @@ KEY_FEATURES = ("dashboards", "reports", "integrations", "automation")
 OTHER_FEATURES = ("search", "export", "settings", "api", "alerts", "comments", "sharing", "mobile")
 #: UTC offsets (hours) accounts are spread over; events carry the account's local offset.
 TIME_ZONES = (-8, -5, -5, -3, 0, 1, 1, 2, 5.5, 9, 10)
+
+
+#: Makes one event: (time, kind, fields) -> (epoch seconds, contract-v1 object).
+Emit = Callable[..., tuple[int, dict]]
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,6 @@ SEGMENTS: dict[str, Segment] = {
     "mid_market": Segment(0.3, (15, 60), (40, 70), ("team", "business"), ("Mei Chen", "Tom Berg")),
     "enterprise": Segment(0.1, (60, 180), (60, 110), ("enterprise",), ("Sara Kim",)),
 }
-MANAGER = "cs-leads@example.com"
 
 
 @dataclass(frozen=True)
@@ -360,7 +363,7 @@ class Simulator:
 
         yield from self._billing(a, day, day_start, mood, ev)
 
-    def _subscription(self, a: _Account, at: float, plan: str, ev) -> tuple[int, dict]:
+    def _subscription(self, a: _Account, at: float, plan: str, ev: Emit) -> tuple[int, dict]:
         return ev(
             at,
             "subscription",
@@ -370,7 +373,7 @@ class Simulator:
             renewal_date=a.renewal.isoformat(),
         )
 
-    def _ticket(self, a: _Account, opened: float, unhappy: float, ev) -> Iterator[tuple[int, dict]]:
+    def _ticket(self, a: _Account, opened: float, unhappy: float, ev: Emit) -> Iterator[tuple[int, dict]]:
         rng, p = a.rng, a.persona
         tid = f"{a.truth.account_id}-t{a.seq + 1:06d}"
         sentiment = p.sentiment - 0.6 * unhappy * p.warning
@@ -400,7 +403,9 @@ class Simulator:
             user = rng.choice(a.users)[0]
             yield ev(t + rng.uniform(0.1, 24) * 3600, "ces", user_id=user, score=max(1, min(7, score)))
 
-    def _billing(self, a: _Account, day: int, day_start: int, mood: float, ev) -> Iterator[tuple[int, dict]]:
+    def _billing(
+        self, a: _Account, day: int, day_start: int, mood: float, ev: Emit
+    ) -> Iterator[tuple[int, dict]]:
         rng, p = a.rng, a.persona
         today = datetime.fromtimestamp(day * DAY_S, UTC).date()
         at = day_start + 6 * 3600

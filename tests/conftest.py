@@ -43,22 +43,7 @@ def settings(tmp_path: Path) -> Settings:
 
 
 def settings_env(s: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHMON_")}
-    env.update(
-        HEALTHMON_APP_ID=s.app_id,
-        HEALTHMON_BROKER=s.broker,
-        HEALTHMON_REDIS_URL=s.redis_url,
-        HEALTHMON_REDIS_PREFIX=s.redis_prefix,
-        HEALTHMON_TOPIC_PREFIX=s.topic_prefix,
-        HEALTHMON_PARTITIONS=str(s.partitions),
-        HEALTHMON_DATA_DIR=s.data_dir,
-        HEALTHMON_BATCH_WAIT_S=str(s.batch_wait_s),
-        HEALTHMON_STORE=s.store,
-        HEALTHMON_CLOCK=s.clock,
-        HEALTHMON_TICK_S=str(s.tick_s),
-        PYTHONUNBUFFERED="1",
-    )
-    return env
+    return {**s.process_env(os.environ), "PYTHONUNBUFFERED": "1"}
 
 
 class WorkerProcess:
