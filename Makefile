@@ -41,7 +41,7 @@ stack-stop:
 
 status:
 	@.ci/stack.sh status || true
-	@for n in simulator worker deliver mail; do \
+	@for n in simulator worker readmodel deliver mail; do \
 	  if [ -f $(RUN_DIR)/$$n.pid ] && kill -0 $$(cat $(RUN_DIR)/$$n.pid) 2>/dev/null; then \
 	    echo "$$n: running, pid $$(cat $(RUN_DIR)/$$n.pid), log $(RUN_DIR)/$$n.log"; else echo "$$n: stopped"; fi; \
 	done
@@ -53,7 +53,8 @@ run: install stack
 	@mkdir -p $(RUN_DIR)
 	$(BIN)/healthmon topics create
 	@$(MAKE) --no-print-directory _start NAME=mail CMD="$(PY) -m aiosmtpd -n -c aiosmtpd.handlers.Debugging -l 127.0.0.1:$(DEMO_SMTP_PORT)"
-	@HEALTHMON_CLOCK=event $(MAKE) --no-print-directory _start NAME=worker CMD="$(BIN)/healthmon worker -l info"
+	@HEALTHMON_CLOCK=event HEALTHMON_READMODEL_ENABLED=false $(MAKE) --no-print-directory _start NAME=worker CMD="$(BIN)/healthmon worker -l info"
+	@$(MAKE) --no-print-directory _start NAME=readmodel CMD="$(BIN)/healthmon readmodel"
 	@HEALTHMON_SMTP_PORT=$(DEMO_SMTP_PORT) $(MAKE) --no-print-directory _start NAME=deliver CMD="$(BIN)/healthmon deliver"
 	@for i in $$(seq 1 60); do grep -q "Worker ready" $(RUN_DIR)/worker.log 2>/dev/null && break; sleep 1; done
 	@$(MAKE) --no-print-directory _start NAME=simulator CMD="$(BIN)/healthmon simulate --accounts $(DEMO_ACCOUNTS) --days $(DEMO_DAYS) --seed 7 --truth $(RUN_DIR)/truth.json --produce --rate $(DEMO_RATE) --follow"
@@ -78,7 +79,7 @@ _start:
 	fi
 
 stop:
-	@for n in simulator deliver worker mail; do \
+	@for n in simulator deliver readmodel worker mail; do \
 	  if [ -f $(RUN_DIR)/$$n.pid ]; then kill $$(cat $(RUN_DIR)/$$n.pid) 2>/dev/null || true; rm -f $(RUN_DIR)/$$n.pid; echo "$$n stopped"; fi; \
 	done
 	@.ci/stack.sh down

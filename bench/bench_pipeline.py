@@ -149,7 +149,15 @@ async def raw_consume(s: Settings, n: int) -> float:
 
 def worker_env(s: Settings, extra: dict[str, str]) -> dict[str, str]:
     env = s.process_env(os.environ)
-    env.update(HEALTHMON_CLOCK="event", HEALTHMON_LOG_LEVEL="warning", PYTHONUNBUFFERED="1", **extra)
+    # As make run deploys it: the Redis read model runs in its own process (healthmon readmodel), so
+    # the worker measured here does validate, aggregate, score, rules and emit.
+    env.update(
+        HEALTHMON_CLOCK="event",
+        HEALTHMON_LOG_LEVEL="warning",
+        HEALTHMON_READMODEL_ENABLED="false",
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
     return env
 
 

@@ -289,6 +289,28 @@ def deliver(loglevel: str) -> None:
     asyncio.run(main_loop())
 
 
+@main.command()
+@click.option("--loglevel", "-l", default="info")
+def readmodel(loglevel: str) -> None:
+    """Keep the Redis read model (dashboards) up to date from cs.health, in its own process."""
+    import logging
+    import signal
+
+    from .readmodel import ReadModelWorker
+
+    logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] [%(levelname)s] %(name)s: %(message)s")
+    worker = ReadModelWorker(get_settings())
+
+    async def main_loop() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stopping.set)
+        logging.getLogger("healthmon.readmodel").info("read model: cs.health -> Redis")
+        await worker.run()
+
+    asyncio.run(main_loop())
+
+
 @main.group()
 def silence() -> None:
     """Snooze alerts for an account, a rule or a CSM: they are recorded, not sent."""

@@ -1,4 +1,5 @@
-"""The Redis read model for dashboards, written from ``cs.health``.
+"""The Redis read model for dashboards, written from ``cs.health`` by ``healthmon readmodel`` (or by
+an agent inside the worker when ``HEALTHMON_READMODEL_ENABLED`` is true, for one-process setups).
 
 Key layout (``{p}`` is ``HEALTHMON_REDIS_PREFIX``, default ``healthmon:``):
 
@@ -17,8 +18,11 @@ import logging
 from collections.abc import Sequence
 
 import orjson
+from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from .settings import Settings
 
 log = logging.getLogger("healthmon.readmodel")
 _INDEXED = ("band", "csm", "segment")
@@ -88,3 +92,40 @@ async def write_with_retry(redis: Redis, prefix: str, raw: Sequence[bytes], max_
             log.warning("redis write failed (%s); retrying in %.1fs", exc, delay)
             await asyncio.sleep(delay)
             delay = min(max_delay, delay * 2)
+
+
+class ReadModelWorker:
+    """``healthmon readmodel``: cs.health -> Redis in a process of its own (consumer group
+    ``{app_id}-readmodel``), so the read model's parsing and Redis round trips never take CPU from
+    scoring. Offsets are committed after the batch is in Redis: a restart re-writes, never skips."""
+
+    def __init__(self, settings: Settings, batch: int = 500) -> None:
+        self.settings = settings
+        self.batch = batch
+        self.stopping = asyncio.Event()
+        self.written = 0
+
+    async def run(self) -> None:
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            s.topic("health"),
+            bootstrap_servers=s.kafka_bootstrap,
+            group_id=f"{s.app_id}-readmodel",
+            client_id=f"{s.app_id}-readmodel",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        redis = Redis.from_url(s.redis_url)
+        await consumer.start()
+        try:
+            while not self.stopping.is_set():
+                batch = await consumer.getmany(timeout_ms=200, max_records=self.batch)
+                values = [r.value for records in batch.values() for r in records if r.value is not None]
+                if values:
+                    await write_with_retry(redis, s.redis_prefix, values)
+                    self.written += len(values)
+                if batch:
+                    await consumer.commit()
+        finally:
+            await consumer.stop()
+            await redis.aclose()
