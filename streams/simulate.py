@@ -297,11 +297,23 @@ class Simulator:
         return max(0.0, m)
 
     def _events_for_day(self, a: _Account, day: int) -> Iterator[tuple[int, dict]]:
+        events = self._day(a, day)
+        if day != a.start_day:
+            return events
+        # Nothing happens before the account exists (its profile comes first on its first day).
+        opened = max(a.signed_up_at, self._local_midnight(a, day), self.start)
+        return (e for e in events if e[0] >= opened)
+
+    @staticmethod
+    def _local_midnight(a: _Account, day: int) -> int:
+        return day * DAY_S - int(a.tz.utcoffset(None).total_seconds())
+
+    def _day(self, a: _Account, day: int) -> Iterator[tuple[int, dict]]:
         rng, p = a.rng, a.persona
         if day < a.start_day or (a.cancel_day is not None and day > a.cancel_day):
             return
         aid = a.truth.account_id
-        day_start = day * DAY_S - int(a.tz.utcoffset(None).total_seconds())  # local midnight
+        day_start = self._local_midnight(a, day)
         weekday = datetime.fromtimestamp(day * DAY_S, UTC).weekday()
         mood = self._mood(a, day)
 

@@ -123,3 +123,12 @@ def test_cli_writes_the_same_file_and_ground_truth_for_the_same_options(tmp_path
     assert a == b and a.count(b"\n") > 100
     truth = GroundTruth.model_validate_json((tmp_path / "a.truth.json").read_bytes())
     assert len(truth.accounts) == 5
+
+
+def test_nothing_happens_before_an_account_exists(base) -> None:
+    events, _ = base
+    born: dict[str, float] = {}
+    for e in events:
+        if e["type"] == "account":
+            born[e["account_id"]] = ts(e)
+        assert e["account_id"] in born and ts(e) >= born[e["account_id"]], e
