@@ -103,7 +103,6 @@ class ReadModelWorker:
         self.settings = settings
         self.batch = batch
         self.stopping = asyncio.Event()
-        self.written = 0
 
     async def run(self) -> None:
         s = self.settings
@@ -123,7 +122,6 @@ class ReadModelWorker:
                 values = [r.value for records in batch.values() for r in records if r.value is not None]
                 if values:
                     await write_with_retry(redis, s.redis_prefix, values)
-                    self.written += len(values)
                 if batch:
                     await consumer.commit()
         finally:
