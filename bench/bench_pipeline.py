@@ -401,6 +401,8 @@ def memory_probe(counts: list[int], sim_accounts: int) -> dict:
 
     States come from a simulated base (90 days of history folded in); they are copied, as a
     recovering worker would load them from the changelog, under new ids."""
+    from aiokafka import codec
+
     from rules.engine import DEFAULT_RULES, load_rules
     from streams.engine import Engine
     from streams.events import EVENT_ADAPTER
@@ -430,6 +432,12 @@ def memory_probe(counts: list[int], sim_accounts: int) -> dict:
             "accounts": len(sizes),
         },
         "rss_per_account": {},
+        # What one state costs in the changelog: aiokafka's own codecs over producer-sized batches
+        # (50 states, ~300 KB), as HEALTHMON_COMPRESSION would send and the broker would store them.
+        "changelog_bytes_per_state": {
+            name: sum(len(encode(b"".join(blobs[i : i + 50]))) for i in range(0, len(blobs), 50)) / len(blobs)
+            for name, encode in (("lz4", codec.lz4_encode), ("zstd", codec.zstd_encode))
+        },
     }
     del states
     for n in counts:
@@ -505,6 +513,10 @@ def table(result: dict) -> str:
     sb = mem["state_bytes"]
     rows.append(("   state per account (serialized)",
                  f"mean {sb['mean']:,.0f} B, p50 {sb['p50']:,} B, p95 {sb['p95']:,} B, max {sb['max']:,} B"))  # fmt: skip
+    cl = mem["changelog_bytes_per_state"]
+    rows.append(
+        ("   in the changelog, compressed", f"lz4 {cl['lz4']:,.0f} B, zstd {cl['zstd']:,.0f} B per state")
+    )
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 

@@ -82,6 +82,7 @@ def create_app(
         topic_partitions=s.partitions,
         topic_replication_factor=s.replication_factor,
         processing_guarantee=s.processing_guarantee,
+        producer_compression_type=s.compression_type,
         web_enabled=s.web_enabled,
         web_port=s.web_port,
         consumer_auto_offset_reset="earliest",

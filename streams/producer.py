@@ -62,6 +62,7 @@ async def produce_events(
         max_batch_size=256 * 1024,
         acks="all",
         enable_idempotence=True,
+        compression_type=s.compression_type,
     )
     await producer.start()
     sent = 0

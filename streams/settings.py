@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1)
     store: str = Field(default="memory://", pattern=r"^(memory|rocksdb)://")
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    # Compression of what healthmon produces (state changelogs, snapshots, alerts, replays). lz4 costs
+    # ~20 us per 7 KB state and stores it in ~4 KB; zstd ~50 us for ~2.6 KB (see the benchmark).
+    compression: Literal["none", "gzip", "lz4", "zstd"] = "lz4"
     data_dir: str = ".local/faust"
     web_enabled: bool = False
     web_port: int = 6066
@@ -96,6 +99,11 @@ class Settings(BaseSettings):
 
         put(ENV_PREFIX, self.model_dump(exclude_defaults=True))
         return env
+
+    @property
+    def compression_type(self) -> str | None:
+        """The producers' ``compression_type`` (None: uncompressed)."""
+        return None if self.compression == "none" else self.compression
 
     def topic(self, name: str) -> str:
         return self.topic_prefix + getattr(self.topics, name)
