@@ -22,7 +22,7 @@ help:
 	@echo "make run    start Kafka + Redis + a worker and feed a simulated customer base"
 	@echo "make stop   stop the worker and the local stack that make run started"
 	@echo "make test   install, start the test stack, run the whole suite, stop it"
-	@echo "make lint   ruff check + format check"
+	@echo "make lint   ruff check + format check + mypy"
 	@echo "make bench  benchmarks on the local stack (results in bench/results/)"
 
 $(VENV)/.installed: pyproject.toml
@@ -95,6 +95,7 @@ bench: install stack
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(PY) -m mypy streams rules alerts
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -23,6 +23,7 @@ trap cleanup EXIT
 
 .venv/bin/ruff check . || exit 1
 .venv/bin/ruff format --check . || exit 1
+.venv/bin/python -m mypy streams rules alerts || exit 1
 
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 rc=$?

@@ -176,7 +176,7 @@ def run_test(test: RuleTest, engine: Engine, start: datetime) -> TestResult:
 def run_file(path: Path | str) -> list[TestResult]:
     path = Path(path)
     spec = load_yaml(path, RuleTestFile)
-    sources = [path.parent / f for f in spec.rule_files] or [None]
+    sources: list[Path | None] = [path.parent / f for f in spec.rule_files] or [None]
     rulesets = [load_rules(src) for src in sources]
     rules = rulesets[0]
     for extra in rulesets[1:]:

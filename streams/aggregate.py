@@ -92,7 +92,7 @@ def apply_event(
         state.last_event_at = ts
         if previous_last is not None and day > previous_last // DAY_S:
             _prune(state, day)
-    elif day <= state.last_event_at // DAY_S - HORIZON_DAYS:
+    elif day <= previous_last // DAY_S - HORIZON_DAYS:
         # Older than every window: it counts in the lifetime totals only.
         return True
     _HANDLERS[kind](state, event, ts, day, key_features)

@@ -92,14 +92,18 @@ def create_app(
         broker_max_poll_interval=300.0,
     )
     kind_of = {s.topic(kind): kind for kind in ("accounts", "usage", "tickets", "billing", "surveys")}
-    raw = {"key_type": bytes, "value_type": bytes}
-    inputs = app.topic(*s.input_topics, partitions=s.partitions, allow_empty=True, **raw)
-    health = app.topic(s.topic("health"), partitions=s.partitions, allow_empty=True, **raw)
-    changes = app.topic(s.topic("health_changes"), partitions=s.partitions, **raw)
-    alerts = app.topic(s.topic("alerts"), partitions=s.partitions, **raw)
-    deadletter = app.topic(s.topic("deadletter"), **raw)
+    inputs = app.topic(
+        *s.input_topics, partitions=s.partitions, allow_empty=True, key_type=bytes, value_type=bytes
+    )
+    health = app.topic(
+        s.topic("health"), partitions=s.partitions, allow_empty=True, key_type=bytes, value_type=bytes
+    )
+    changes = app.topic(s.topic("health_changes"), partitions=s.partitions, key_type=bytes, value_type=bytes)
+    alerts = app.topic(s.topic("alerts"), partitions=s.partitions, key_type=bytes, value_type=bytes)
+    deadletter = app.topic(s.topic("deadletter"), key_type=bytes, value_type=bytes)
 
-    accounts = app.Table("accounts", partitions=s.partitions, key_type=str)
+    # Any: the serializer attributes set below are the Collection's, not in Faust's TableT interface.
+    accounts: Any = app.Table("accounts", partitions=s.partitions, key_type=str)
     # Collection derives both serializers from the types ("json"). Set ours, and drop the changelog
     # topic made with the old ones so that it is made again (lazily) with these.
     accounts.key_serializer = "raw"
@@ -159,7 +163,7 @@ def create_app(
             log.warning("could not read end offsets for partition %s: %r", p, exc)
             return {}
 
-    @app.on_before_shutdown.connect
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's signal type wants a signal= kwarg
     async def close_offsets_client(app: faust.App, **kwargs: Any) -> None:
         if offsets_client is not None:
             await offsets_client.stop()
@@ -252,7 +256,7 @@ def create_app(
 
     @app.agent(inputs, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(s.batch_max, within=s.batch_wait_s):
+        async for batch in stream.take_events(s.batch_max, within=s.batch_wait_s):  # type: ignore[attr-defined]  # on Stream, not in StreamT
             async with lock:
                 await process(batch)
 

@@ -47,7 +47,7 @@ async def write_snapshots(redis: Redis, prefix: str, raw: Sequence[bytes]) -> in
     ids = list(latest)
     async with redis.pipeline(transaction=False) as pipe:
         for aid in ids:
-            pipe.hmget(f"{prefix}account:{aid}", *_INDEXED)
+            pipe.hmget(f"{prefix}account:{aid}", list(_INDEXED))
         old_rows = await pipe.execute()
     async with redis.pipeline(transaction=True) as pipe:
         for aid, old in zip(ids, old_rows, strict=True):
