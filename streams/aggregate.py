@@ -19,6 +19,7 @@ from .state import (
     MAX_OPEN_TICKETS,
     N_COUNTERS,
     NPS_HORIZON_DAYS,
+    USAGE_COUNTERS,
     AccountState,
     C,
     Profile,
@@ -33,10 +34,15 @@ def event_hash(event_id: str) -> int:
     return int.from_bytes(blake2b(event_id.encode(), digest_size=8).digest(), "little")
 
 
-def _bucket(state: AccountState, day: int) -> list[int]:
+def _bucket(state: AccountState, day: int, size: int = N_COUNTERS) -> list[int]:
+    """The day's counters, at least ``size`` long. Buckets stay as short as their last counter in
+    use: most days only have the usage counters (which come first), and a 4-slot list is 120 bytes
+    smaller than a full one, over 90 days per account."""
     bucket = state.days.get(day)
     if bucket is None:
-        bucket = state.days[day] = [0] * N_COUNTERS
+        bucket = state.days[day] = [0] * size
+    elif len(bucket) < size:
+        bucket.extend([0] * (size - len(bucket)))
     return bucket
 
 
@@ -120,7 +126,7 @@ def _active(s: AccountState, user_id: str, day: int) -> None:
 
 
 def _login(s: AccountState, e: ev.Login, ts: int, day: int, kf: frozenset[str]) -> None:
-    _bucket(s, day)[C.LOGINS] += 1
+    _bucket(s, day, USAGE_COUNTERS)[C.LOGINS] += 1
     _active(s, e.user_id, day)
     s.login_days = bitmap_mark(s.login_days, day)
     if s.last_login_at is None or ts > s.last_login_at:
@@ -128,7 +134,7 @@ def _login(s: AccountState, e: ev.Login, ts: int, day: int, kf: frozenset[str]) 
 
 
 def _feature(s: AccountState, e: ev.FeatureUsed, ts: int, day: int, kf: frozenset[str]) -> None:
-    _bucket(s, day)[C.FEATURE_USES] += 1
+    _bucket(s, day, USAGE_COUNTERS)[C.FEATURE_USES] += 1
     _active(s, e.user_id, day)
     if day > s.features.get(e.feature, -1):
         if e.feature not in s.features and len(s.features) >= MAX_FEATURES:
@@ -139,7 +145,7 @@ def _feature(s: AccountState, e: ev.FeatureUsed, ts: int, day: int, kf: frozense
 
 
 def _session(s: AccountState, e: ev.Session, ts: int, day: int, kf: frozenset[str]) -> None:
-    bucket = _bucket(s, day)
+    bucket = _bucket(s, day, USAGE_COUNTERS)
     bucket[C.SESSIONS] += 1
     bucket[C.SESSION_SECONDS] += round(e.duration_s)
     _active(s, e.user_id, day)
@@ -216,7 +222,7 @@ def _ticket_reopened(s: AccountState, e: ev.TicketReopened, ts: int, day: int, k
     resolved_at, opened_at, urgent, replies, first_response, fcr = closed
     if fcr:  # it was counted as resolved on first contact: it was not
         bucket = s.days.get(resolved_at // DAY_S)
-        if bucket is not None:
+        if bucket is not None and len(bucket) > C.RESOLVED_FCR:
             bucket[C.RESOLVED_FCR] -= 1
     s.open_tickets[e.ticket_id] = [opened_at, urgent, replies, first_response, 1]
 

@@ -8,6 +8,7 @@ written next to its field (and in docs/metrics.md). ``None`` means "no data", ne
 from __future__ import annotations
 
 from decimal import Decimal
+from itertools import zip_longest
 from types import SimpleNamespace
 from typing import Any
 
@@ -122,10 +123,16 @@ def compute_metrics(state: AccountState, as_of: int, cfg: MetricsConfig) -> Acco
 
     def window(days: int) -> list[int]:
         rows = [b for age, b in ages if 0 <= age < days]
-        return [sum(col) for col in zip(*rows, strict=True)] if rows else zero
+        if not rows:
+            return zero
+        # Buckets are as long as their last counter in use: pad the sums to every counter.
+        sums = [sum(col) for col in zip_longest(*rows, fillvalue=0)]
+        return sums + zero[len(sums) :]
 
     w7, w30, w90 = window(7), window(30), window(90)
-    prior_4w_tickets = sum(b[C.TICKETS_OPENED] for age, b in ages if 7 <= age < 35)
+    prior_4w_tickets = sum(
+        b[C.TICKETS_OPENED] for age, b in ages if 7 <= age < 35 and len(b) > C.TICKETS_OPENED
+    )
 
     # --- usage
     m.logins_7d, m.logins_30d = w7[C.LOGINS], w30[C.LOGINS]

@@ -60,7 +60,7 @@ class C(IntEnum):
 
 
 N_COUNTERS = len(C)
-_USAGE = C.FEATURE_USES + 1  # the usage counters come first
+USAGE_COUNTERS = C.FEATURE_USES + 1  # the usage counters come first
 
 
 def day_of(ts: int) -> int:
@@ -193,7 +193,9 @@ class AccountState(BaseModel):
         # Most days only have usage counters (the first four): trailing zeros are not written.
         out = {}
         for day, bucket in days.items():
-            end = len(bucket) if any(bucket[_USAGE:]) else _USAGE  # any() runs in C: the usual case
+            end = (
+                len(bucket) if any(bucket[USAGE_COUNTERS:]) else min(len(bucket), USAGE_COUNTERS)
+            )  # any() runs in C: the usual case
             while end and not bucket[end - 1]:
                 end -= 1
             out[day] = bucket[:end]
@@ -201,11 +203,15 @@ class AccountState(BaseModel):
 
     @field_validator("days", mode="after")
     @classmethod
-    def _pad_days(cls, days: dict[int, list[int]]) -> dict[int, list[int]]:
-        # Back to one slot per counter (states written before a counter was dropped had more).
+    def _fit_days(cls, days: dict[int, list[int]]) -> dict[int, list[int]]:
+        # At most one slot per counter (states written before a counter was dropped had more) and,
+        # in memory as on disk, no trailing zeros (see aggregate._bucket).
         for day, bucket in days.items():
-            if len(bucket) != N_COUNTERS:
-                days[day] = (bucket + [0] * N_COUNTERS)[:N_COUNTERS]
+            end = min(len(bucket), N_COUNTERS)
+            while end and not bucket[end - 1]:
+                end -= 1
+            if end != len(bucket):
+                days[day] = bucket[:end]
         return days
 
     def dumps(self) -> bytes:

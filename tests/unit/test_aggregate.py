@@ -7,6 +7,7 @@ from streams.aggregate import apply_event
 from streams.events import EVENT_ADAPTER
 from streams.state import (
     DAY_S,
+    N_COUNTERS,
     AccountState,
     C,
     bitmap_last_day,
@@ -122,7 +123,12 @@ def test_state_round_trips_through_the_changelog_codec():
         event("payment_failed", "a", at(1), invoice_id="i", amount="5"),
     )
     again = AccountState.loads(s.dumps())
-    assert again == s
+    # Loading drops day buckets' trailing zeros (see aggregate._bucket): the same state, in fewer bytes.
+    assert again.model_copy(update={"days": {}}) == s.model_copy(update={"days": {}})
+    assert {d: b + [0] * (N_COUNTERS - len(b)) for d, b in again.days.items()} == {
+        d: b + [0] * (N_COUNTERS - len(b)) for d, b in s.days.items()
+    }
+    assert again.dumps() == s.dumps()
     assert len(s.dumps()) < 2048
 
 
@@ -153,14 +159,14 @@ def test_time_is_taken_from_the_event_only():
     assert s.last_event_at == int(datetime(2020, 1, 1, tzinfo=UTC).timestamp())
 
 
-def test_day_buckets_are_written_without_trailing_zeros_and_read_back_whole() -> None:
+def test_day_buckets_are_kept_and_written_without_trailing_zeros() -> None:
     from streams.state import N_COUNTERS, AccountState
 
     st = AccountState(account_id="a", days={20000: [3, 1, 600] + [0] * (N_COUNTERS - 3)})
     raw = st.dumps()
     assert b'"20000":[3,1,600]' in raw
     back = AccountState.loads(raw)
-    assert back.days == st.days and len(back.days[20000]) == N_COUNTERS
+    assert back.days == {20000: [3, 1, 600]}  # in memory too: a short list, padded when written to
     # a state written when buckets had one more counter still loads, to the current width
     old = AccountState.loads(
         b'{"account_id":"a","days":{"20000":[' + b",".join([b"1"] * (N_COUNTERS + 1)) + b"]}}"
