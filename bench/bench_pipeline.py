@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import shutil
 import signal
 import statistics
@@ -45,6 +44,7 @@ from streams.kafka_admin import create_topics  # noqa: E402
 from streams.producer import event_records, produce_events  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.simulate import Simulator  # noqa: E402
+from streams.tail import read_to_end  # noqa: E402
 
 logging.getLogger("aiokafka").setLevel(logging.ERROR)  # retries on fresh topics' leader elections
 
@@ -189,14 +189,7 @@ class Worker:
         raise RuntimeError(f"worker not ready in {timeout}s: see {self.log_path}")
 
     def rss_mb(self) -> float:
-        try:
-            with open(f"/proc/{self.proc.pid}/status") as fh:
-                for line in fh:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return 0.0
+        return rss_kb(str(self.proc.pid)) / 1024
 
     def cpu_s(self) -> float:
         """User + system CPU seconds the worker has used so far."""
@@ -217,17 +210,22 @@ class Worker:
                 self.proc.wait()
 
 
-async def committed_total(s: Settings) -> int:
-    """Offsets the worker's consumer group has committed on the input topics."""
+async def wait_committed(s: Settings, n: int, timeout: float) -> None:
+    """Until the worker's consumer group has committed ``n`` offsets on the input topics."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
     await admin.start()
     try:
-        offsets = await admin.list_consumer_group_offsets(s.app_id)
-        return sum(
-            meta.offset for tp, meta in offsets.items() if tp.topic in s.input_topics and meta.offset > 0
-        )
+        deadline = time.monotonic() + timeout
+        while True:
+            offsets = await admin.list_consumer_group_offsets(s.app_id)
+            done = sum(m.offset for tp, m in offsets.items() if tp.topic in s.input_topics and m.offset > 0)
+            if done >= n:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not catch up within {timeout}s (committed {done} of {n})")
+            await asyncio.sleep(0.5)
     finally:
         await admin.close()
 
@@ -249,39 +247,16 @@ async def pipeline_rate(s: Settings, n: int, worker: Worker, timeout: float) -> 
 
     Output record timestamps are set by the worker when it sends; the span from its first snapshot
     to its last covers all the work but the first batch (negligible for large n)."""
-    deadline = time.monotonic() + timeout
     cpu0, wall0 = worker.cpu_s(), time.monotonic()
-    while await committed_total(s) < n:
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"worker did not catch up within {timeout}s (committed {await committed_total(s)})"
-            )
-        await asyncio.sleep(0.5)
+    await wait_committed(s, n, timeout)
     cpu_share = (worker.cpu_s() - cpu0) / (time.monotonic() - wall0)
     await quiesce(worker)
     first = last = None
     count = 0
-    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        outputs = [s.topic("health"), s.topic("health_changes"), s.topic("alerts")]
-        tps = [TopicPartition(t, p) for t in outputs for p in range(s.partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        left = {tp for tp in tps if ends[tp] > 0}
-        while left:
-            batch = await consumer.getmany(*left, timeout_ms=1000, max_records=10_000)
-            for tp, records in batch.items():
-                for r in records:
-                    first = r.timestamp if first is None else min(first, r.timestamp)
-                    last = r.timestamp if last is None else max(last, r.timestamp)
-                    if tp.topic == s.topic("health"):
-                        count += 1
-                if records and records[-1].offset + 1 >= ends[tp]:
-                    left.discard(tp)
-    finally:
-        await consumer.stop()
+    async for r in read_to_end(s, s.topic("health"), s.topic("health_changes"), s.topic("alerts")):
+        first = r.timestamp if first is None else min(first, r.timestamp)
+        last = r.timestamp if last is None else max(last, r.timestamp)
+        count += r.topic == s.topic("health")
     span = max(1e-3, ((last or 0) - (first or 0)) / 1000)
     return {"events_per_s": n / span, "seconds": span, "snapshots": count, "worker_cpu_share": cpu_share}
 
@@ -442,25 +417,29 @@ def memory_probe(counts: list[int], sim_accounts: int) -> dict:
     del states
     for n in counts:
         gc.collect()
-        before = _rss_kb()
+        before = rss_kb()
         table: dict[str, AccountState] = {}
         for i in range(n):
             st = AccountState.loads(blobs[i % len(blobs)])
             st.account_id = f"m-{i:07d}"
             table[st.account_id] = st
         gc.collect()
-        grown = _rss_kb() - before
-        out["rss_per_account"][str(n)] = {"bytes": grown * 1024 / n, "rss_mb": _rss_kb() / 1024}
+        grown = rss_kb() - before
+        out["rss_per_account"][str(n)] = {"bytes": grown * 1024 / n, "rss_mb": rss_kb() / 1024}
         del table
     return out
 
 
-def _rss_kb() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def rss_kb(pid: str = "self") -> int:
+    """Resident set size of a process (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 # --- the run --------------------------------------------------------------------------------------

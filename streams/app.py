@@ -137,7 +137,7 @@ def create_app(
             fetched = fetched_highwaters[key]
         else:
             fetched = fetched_highwaters[key] = app.consumer.highwater(TP(topic, partition))
-        fresh = fresh_highwaters.get((topic, partition))
+        fresh = fresh_highwaters.get(key)
         if fetched is None or fresh is None:
             return fetched if fresh is None else fresh
         return max(fetched, fresh)
@@ -185,12 +185,19 @@ def create_app(
         if time.monotonic() - last_refresh.get(p, 0.0) < 1.0:
             return verified.get(p)
         last_refresh[p] = time.monotonic()
-        for (topic, part), hw in (await end_offsets(p)).items():
-            fresh_highwaters[(topic, part)] = hw
+        fresh_highwaters.update(await end_offsets(p))
         wm = watermarks.low(p, kind_of, highwater)
         if wm is not None and wm > verified.get(p, -1):
             verified[p] = wm
         return wm
+
+    async def released_watermark(p: int) -> int | None:
+        """The partition's watermark as the hold releases it, after offering the current one."""
+        wm = await safe_watermark(p)
+        now = time.monotonic()
+        if wm is not None:
+            held.offer(p, wm, now)
+        return held.effective(p, now)
 
     def write_state(partition: int, state: AccountState) -> None:
         # Table.__setitem__ takes the changelog partition from the current event, which in a
@@ -288,10 +295,7 @@ def create_app(
             p = msg.partition
             partitions.add(p)
             watermarks.seen(msg.topic, p, msg.offset, ts)
-            wm = await safe_watermark(p)
-            if wm is not None:
-                held.offer(p, wm, time.monotonic())
-            wm = held.effective(p, time.monotonic())
+            wm = await released_watermark(p)
             if wm is not None and wm > engine.clock(p):
                 if wm // DAY_S > engine.clock(p) // DAY_S:
                     # Midnight passes inside the batch: what the batch did so far is evaluated at
@@ -371,12 +375,9 @@ def create_app(
         async with lock:
             for p in assigned():
                 # The watermark may have moved since the last event (a checked one was held back
-                # above, or a lagging topic caught up): offer it again.
-                wm = await safe_watermark(p)
-                if wm is not None:
-                    held.offer(p, wm, time.monotonic())
-                # Event time released by the hold, and in live mode the wall clock too.
-                target = held.effective(p, time.monotonic()) or 0
+                # above, or a lagging topic caught up). Event time released by the hold, and in
+                # live mode the wall clock too.
+                target = await released_watermark(p) or 0
                 if s.clock == "live":
                     target = max(target, int(time.time()))
                 if target > engine.clock(p):

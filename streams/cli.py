@@ -133,23 +133,17 @@ def simulate(accounts, days, seed, end, out, truth, produce, rate, follow) -> No
         raise click.UsageError("give --out FILE (or '-') and/or --produce")
     if follow and not produce:
         raise click.UsageError("--follow needs --produce")
-    end_at = _parse_end(end)
-
-    def simulator() -> Simulator:  # a run consumes its simulator; the same options give the same events
-        return Simulator(accounts, days, seed, end_at)
-
+    sim = Simulator(accounts, days, seed, _parse_end(end))
     if truth is None and out and str(out) != "-":
         truth = out.with_name(out.name.removesuffix(".jsonl") + ".truth.json")
     if truth is not None:
-        truth.write_bytes(
-            orjson.dumps(simulator().truth().model_dump(mode="json"), option=orjson.OPT_INDENT_2)
-        )
+        truth.write_bytes(orjson.dumps(sim.truth().model_dump(mode="json"), option=orjson.OPT_INDENT_2))
         click.echo(f"ground truth: {truth}", err=True)
     if out:
         n = 0
         with contextlib.ExitStack() as stack:
             fh = sys.stdout.buffer if str(out) == "-" else stack.enter_context(out.open("wb"))
-            for e in simulator().events():
+            for e in sim.events():
                 fh.write(orjson.dumps(e) + b"\n")
                 n += 1
         click.echo(f"wrote {n} events to {out}", err=True)
@@ -157,7 +151,7 @@ def simulate(accounts, days, seed, end, out, truth, produce, rate, follow) -> No
         from .producer import event_records, produce_events
 
         s = get_settings()
-        records = event_records(s, simulator().events(days_after=3650 if follow else 0))
+        records = event_records(s, sim.events(days_after=3650 if follow else 0))
         live = False
 
         def when(record: tuple) -> float:
@@ -233,8 +227,9 @@ def evaluate(
 
         async def from_topic() -> History:
             h = History()
-            async for raw in read_to_end(s, s.topic("health")):
-                h.add_snapshot(raw)
+            async for msg in read_to_end(s, s.topic("health")):
+                if msg.value is not None:
+                    h.add_snapshot(msg.value)
             return h.finish()
 
         try:

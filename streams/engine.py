@@ -13,6 +13,7 @@ account that sends nothing is still re-evaluated when, say, 14 days without a lo
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -143,16 +144,18 @@ class HeldWatermark:
     """
 
     hold_s: float
-    pending: dict[int, list[tuple[float, int]]] = field(default_factory=dict)
+    #: Per partition, watermarks offered and not released yet, oldest first. In live mode nearly
+    #: every event offers one, so a hold's worth of them queue here: popped from the left in O(1).
+    pending: dict[int, deque[tuple[float, int]]] = field(default_factory=dict)
     released: dict[int, int] = field(default_factory=dict)
 
     def offer(self, partition: int, wm: int, now: float) -> None:
-        queue = self.pending.setdefault(partition, [])
+        queue = self.pending.setdefault(partition, deque())
         if wm > (queue[-1][1] if queue else self.released.get(partition, -1)):
             queue.append((now, wm))
 
     def effective(self, partition: int, now: float) -> int | None:
         queue = self.pending.get(partition)
         while queue and queue[0][0] <= now - self.hold_s:
-            self.released[partition] = queue.pop(0)[1]
+            self.released[partition] = queue.popleft()[1]
         return self.released.get(partition)

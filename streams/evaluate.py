@@ -16,12 +16,14 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import orjson
 from pydantic import BaseModel
 
 from .engine import Engine
 from .events import BaseEvent
+from .metrics import ratio
 from .simulate import GroundTruth
 from .state import DAY_S, AccountState
 
@@ -52,8 +54,6 @@ class History:
         snap = orjson.loads(raw)
         if snap.get("score") is None or "as_of" not in snap:
             return
-        from datetime import datetime
-
         as_of = int(datetime.fromisoformat(snap["as_of"]).timestamp())
         self.add(snap["account_id"], as_of, float(snap["score"]), snap.get("band") or "")
 
@@ -106,17 +106,13 @@ def auc(churner_scores: list[float], stayer_scores: list[float]) -> float | None
     return wins / (len(churner_scores) * len(stayers))
 
 
-def _ratio(a: float, b: float) -> float | None:
-    return a / b if b else None
-
-
 def evaluate(truth: GroundTruth, history: History, days_before: int = 30) -> tuple[Report, list[Scored]]:
     churners = sorted((a for a in truth.accounts if a.churns and a.canceled_at), key=lambda a: a.account_id)
     stayers = sorted((a for a in truth.accounts if not a.churns), key=lambda a: a.account_id)
     moments = [int(a.canceled_at.timestamp()) - days_before * DAY_S for a in churners if a.canceled_at]
     if not moments:  # nobody churned: score everyone N days before the end
         moments = [int(truth.end.timestamp()) - days_before * DAY_S]
-    plan = [(a, t) for a, t in zip(churners, moments, strict=True)]
+    plan = list(zip(churners, moments, strict=True))
     plan += [(a, moments[i % len(moments)]) for i, a in enumerate(stayers)]
     scored: list[Scored] = []
     for a, t in plan:
@@ -140,14 +136,14 @@ def evaluate(truth: GroundTruth, history: History, days_before: int = 30) -> tup
     def precision_recall(bands: set[str]) -> tuple[float | None, float | None]:
         flagged = [s for s in scored if s.band in bands]
         hits = sum(1 for s in flagged if s.churns)
-        return _ratio(hits, len(flagged)), _ratio(hits, n_churn)
+        return ratio(hits, len(flagged)), ratio(hits, n_churn)
 
     red_p, red_r = precision_recall({"red"})
     risk_p, risk_r = precision_recall({"red", "yellow"})
     ranked = sorted(scored, key=lambda s: (s.score, s.account_id))
     decile = ranked[: max(1, len(ranked) // 10)] if ranked else []
-    base = _ratio(n_churn, len(scored))
-    decile_rate = _ratio(sum(1 for s in decile if s.churns), len(decile))
+    base = ratio(n_churn, len(scored))
+    decile_rate = ratio(sum(1 for s in decile if s.churns), len(decile))
     by_persona: dict[str, dict[str, float]] = {}
     for s in scored:
         row = by_persona.setdefault(s.persona, {"accounts": 0, "churners": 0, "mean_score": 0.0})
@@ -169,7 +165,7 @@ def evaluate(truth: GroundTruth, history: History, days_before: int = 30) -> tup
         at_risk_recall=risk_r,
         bottom_decile_churn_rate=decile_rate,
         base_churn_rate=base,
-        bottom_decile_lift=_ratio(decile_rate, base) if decile_rate is not None and base else None,
+        bottom_decile_lift=ratio(decile_rate, base) if decile_rate is not None and base else None,
         by_persona=dict(sorted(by_persona.items())),
     )
     return report, scored

@@ -84,7 +84,7 @@ class AccountMetrics(BaseModel):
     has_billing: bool = False
 
 
-def _ratio(num: float, den: float) -> float | None:
+def ratio(num: float, den: float) -> float | None:
     return num / den if den else None
 
 
@@ -188,14 +188,14 @@ def compute_metrics(state: AccountState, as_of: int, cfg: MetricsConfig) -> Acco
         m.first_response_hours_30d = w30[C.FIRST_RESPONSE_SUM_S] / w30[C.FIRST_RESPONSE_N] / 3600
     if w30[C.RESOLUTION_N]:
         m.resolution_hours_30d = w30[C.RESOLUTION_SUM_S] / w30[C.RESOLUTION_N] / 3600
-    m.fcr_rate_90d = _ratio(w90[C.RESOLVED_FCR], w90[C.RESOLVED])
+    m.fcr_rate_90d = ratio(w90[C.RESOLVED_FCR], w90[C.RESOLVED])
     if w30[C.SENTIMENT_N]:
         m.sentiment_mean_30d = w30[C.SENTIMENT_SUM_MILLI] / 1000 / w30[C.SENTIMENT_N]
         m.negative_sentiment_share_30d = w30[C.SENTIMENT_NEGATIVE] / w30[C.SENTIMENT_N]
     if w90[C.CSAT_N]:
         m.csat_90d = w90[C.CSAT_SATISFIED] / w90[C.CSAT_N] * 100
     prior_mean = prior_4w_tickets / 4
-    m.ticket_spike_ratio = _ratio(m.tickets_opened_7d, prior_mean)
+    m.ticket_spike_ratio = ratio(m.tickets_opened_7d, prior_mean)
     m.ticket_spike = m.tickets_opened_7d >= cfg.spike_min_tickets and (
         m.tickets_opened_7d >= cfg.spike_factor * prior_mean
     )

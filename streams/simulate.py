@@ -142,7 +142,6 @@ class _Ticket:
 
 @dataclass
 class _Account:
-    index: int
     rng: random.Random
     truth: AccountTruth
     persona: Persona
@@ -163,6 +162,19 @@ class _Account:
     def next_id(self) -> str:
         self.seq += 1
         return f"{self.truth.account_id}-{self.seq:06d}"
+
+
+def _cancel_ts(day: int) -> int:
+    return day * DAY_S + 15 * 3600  # cancellations come in the afternoon (UTC)
+
+
+def _anniversary_after(signup: date, after: date) -> date:
+    """The first anniversary of ``signup`` after ``after`` (a 29 February signup renews on the 28th)."""
+    day = 28 if (signup.month, signup.day) == (2, 29) else signup.day
+    year = signup.year + 1
+    while (renewal := signup.replace(year=year, day=day)) <= after:
+        year += 1
+    return renewal
 
 
 def _fmt(ts: float, tz: timezone) -> str:
@@ -195,6 +207,8 @@ class Simulator:
         self.seed, self.days = seed, days
         self.end = int(end.timestamp())
         self.start = self.end - days * DAY_S
+        self.n_accounts = accounts
+        #: The accounts as they start; every ``events()`` run works on fresh copies of them.
         self.accounts = [self._make_account(i) for i in range(accounts)]
 
     # --- accounts -----------------------------------------------------------------------------
@@ -229,10 +243,9 @@ class Simulator:
         n_users = max(1, round(seats * rng.uniform(*persona.utilization)))
         users = [(f"{account_id}-u{u:03d}", min(1.0, rng.uniform(0.5, 1.4))) for u in range(n_users)]
         features = list(KEY_FEATURES[: persona.features]) + rng.sample(OTHER_FEATURES, 3)
-        signup_date = datetime.fromtimestamp(signed_up_at, UTC).date()
-        renewal = signup_date.replace(year=signup_date.year + 1)
-        while renewal <= datetime.fromtimestamp(self.start, UTC).date():
-            renewal = renewal.replace(year=renewal.year + 1)
+        renewal = _anniversary_after(
+            datetime.fromtimestamp(signed_up_at, UTC).date(), datetime.fromtimestamp(self.start, UTC).date()
+        )
         truth = AccountTruth(
             account_id=account_id,
             name=name,
@@ -243,9 +256,9 @@ class Simulator:
             seats=seats,
             mrr=float(seats * price),
             churns=cancel_day is not None,
+            canceled_at=None if cancel_day is None else datetime.fromtimestamp(_cancel_ts(cancel_day), UTC),
         )
         return _Account(
-            index=i,
             rng=rng,
             truth=truth,
             persona=persona,
@@ -263,19 +276,12 @@ class Simulator:
         )
 
     def truth(self) -> GroundTruth:
-        for a in self.accounts:
-            if a.cancel_day is not None:
-                a.truth.canceled_at = datetime.fromtimestamp(self._cancel_ts(a), UTC)
         return GroundTruth(
             seed=self.seed,
             start=datetime.fromtimestamp(self.start, UTC),
             end=datetime.fromtimestamp(self.end, UTC),
             accounts=[a.truth for a in self.accounts],
         )
-
-    def _cancel_ts(self, a: _Account) -> int:
-        assert a.cancel_day is not None
-        return a.cancel_day * DAY_S + 15 * 3600
 
     # --- behaviour over time --------------------------------------------------------------------
 
@@ -451,7 +457,7 @@ class Simulator:
             yield self._subscription(a, at + 3600, SEGMENTS[a.truth.segment].plans[-1], ev)
         if a.cancel_day == day:
             reason = rng.choice(("budget", "switched to a competitor", "not enough value", "company closed"))
-            yield ev(self._cancel_ts(a), "subscription_canceled", reason=reason)
+            yield ev(_cancel_ts(day), "subscription_canceled", reason=reason)
 
     # --- the stream ---------------------------------------------------------------------------
 
@@ -466,18 +472,20 @@ class Simulator:
         stop = self.end + days_after * DAY_S
         heap: list[tuple[int, int, dict]] = []
         n = 0
-        for day in range(first - 1, last + 1):
-            for a in self.accounts:
-                for ts, event in self._events_for_day(a, day):
-                    n += 1
-                    heapq.heappush(heap, (ts, n, event))
-            # Local days start at most 14 h before the UTC day does.
-            safe = (day + 1) * DAY_S - 14 * 3600
-            while heap and heap[0][0] < safe:
+
+        def release(before: float) -> Iterator[dict]:
+            while heap and heap[0][0] < before:
                 ts, _, event = heapq.heappop(heap)
                 if self.start <= ts < stop:
                     yield event
-        while heap:
-            ts, _, event = heapq.heappop(heap)
-            if self.start <= ts < stop:
-                yield event
+
+        # A run changes its accounts (seats, users, unpaid invoices): it works on fresh ones, so the
+        # same simulator gives the same events every time.
+        accounts = [self._make_account(i) for i in range(self.n_accounts)]
+        for day in range(first - 1, last + 1):
+            for a in accounts:
+                for ts, event in self._events_for_day(a, day):
+                    n += 1
+                    heapq.heappush(heap, (ts, n, event))
+            yield from release((day + 1) * DAY_S - 14 * 3600)  # local days start <= 14 h before UTC's
+        yield from release(math.inf)

@@ -122,6 +122,15 @@ def _pack_ids(ids: array) -> str:
 Ids = Annotated[array, PlainValidator(_to_ids), PlainSerializer(_pack_ids, return_type=str)]
 
 
+def trimmed(bucket: list[int]) -> list[int]:
+    """A day bucket without its trailing zeros (most days only have the usage counters, first)."""
+    # any() runs in C and settles the usual case: nothing past the usage counters.
+    end = len(bucket) if any(bucket[USAGE_COUNTERS:]) else min(len(bucket), USAGE_COUNTERS)
+    while end and not bucket[end - 1]:
+        end -= 1
+    return bucket if end == len(bucket) else bucket[:end]
+
+
 class Profile(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -190,29 +199,14 @@ class AccountState(BaseModel):
 
     @field_serializer("days")
     def _trim_days(self, days: dict[int, list[int]]) -> dict[int, list[int]]:
-        # Most days only have usage counters (the first four): trailing zeros are not written.
-        out = {}
-        for day, bucket in days.items():
-            end = (
-                len(bucket) if any(bucket[USAGE_COUNTERS:]) else min(len(bucket), USAGE_COUNTERS)
-            )  # any() runs in C: the usual case
-            while end and not bucket[end - 1]:
-                end -= 1
-            out[day] = bucket[:end]
-        return out
+        return {day: trimmed(bucket) for day, bucket in days.items()}
 
     @field_validator("days", mode="after")
     @classmethod
     def _fit_days(cls, days: dict[int, list[int]]) -> dict[int, list[int]]:
         # At most one slot per counter (states written before a counter was dropped had more) and,
         # in memory as on disk, no trailing zeros (see aggregate._bucket).
-        for day, bucket in days.items():
-            end = min(len(bucket), N_COUNTERS)
-            while end and not bucket[end - 1]:
-                end -= 1
-            if end != len(bucket):
-                days[day] = bucket[:end]
-        return days
+        return {day: trimmed(bucket[:N_COUNTERS]) for day, bucket in days.items()}
 
     def dumps(self) -> bytes:
         return self.model_dump_json(exclude_defaults=True).encode()

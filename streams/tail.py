@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import BinaryIO
 
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from .settings import Settings
 
@@ -76,31 +76,30 @@ async def tail_topic(
         await consumer.stop()
 
 
-async def read_to_end(s: Settings, topic: str) -> AsyncIterator[bytes]:
-    """Every value of ``topic`` from the beginning up to its end as of now (then stop)."""
+async def read_to_end(s: Settings, *topics: str) -> AsyncIterator[ConsumerRecord]:
+    """Every record of ``topics`` from the beginning up to their ends as of now (then stop)."""
     consumer = AIOKafkaConsumer(
-        topic,
+        *topics,
         bootstrap_servers=s.kafka_bootstrap,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    await consumer.start()  # without a group, subscribing assigns every partition of the topic
+    await consumer.start()  # without a group, subscribing assigns every partition of the topics
     try:
         tps = sorted(consumer.assignment())
-        if not tps:
-            raise ValueError(f"topic {topic} does not exist")
+        missing = set(topics) - {tp.topic for tp in tps}
+        if missing:
+            raise ValueError(f"topic {', '.join(sorted(missing))} does not exist")
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         left = {tp for tp in tps if ends[tp] > 0}
         while left:
-            batch = await consumer.getmany(*left, timeout_ms=1000)
+            batch = await consumer.getmany(*left, timeout_ms=1000, max_records=10_000)
             for tp, records in batch.items():
                 for msg in records:
-                    if msg.offset < ends[tp] and msg.value is not None:
-                        yield msg.value
-                if records and records[-1].offset + 1 >= ends[tp]:
-                    left.discard(tp)
+                    if msg.offset < ends[tp]:
+                        yield msg
             for tp in list(left):
                 if await consumer.position(tp) >= ends[tp]:
                     left.discard(tp)
