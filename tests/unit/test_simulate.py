@@ -132,3 +132,17 @@ def test_nothing_happens_before_an_account_exists(base) -> None:
         if e["type"] == "account":
             born[e["account_id"]] = ts(e)
         assert e["account_id"] in born and ts(e) >= born[e["account_id"]], e
+
+
+def test_a_simulator_gives_the_same_events_every_run() -> None:
+    sim = Simulator(8, 14, 3, END)
+    assert list(sim.events()) == list(sim.events())
+
+
+def test_renewal_is_the_first_anniversary_after_the_start_even_for_29_february() -> None:
+    from datetime import date
+
+    from streams.simulate import _anniversary_after
+
+    assert _anniversary_after(date(2024, 2, 29), date(2026, 1, 1)) == date(2026, 2, 28)
+    assert _anniversary_after(date(2025, 6, 3), date(2026, 6, 3)) == date(2027, 6, 3)
