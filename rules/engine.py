@@ -8,6 +8,7 @@ changelogged state, so a restart neither re-fires nor forgets. Alert ids are der
 from __future__ import annotations
 
 import hashlib
+import string
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -23,8 +24,9 @@ from .model import AlertEvent, Rule, RuleFile
 
 DEFAULT_RULES = Path(__file__).with_name("default")
 
-# Rule state: [status, active_since, fired_at, last_true, resolved_at]
+# Rule state: [status, active_since, fired_at, last_true, resolved_at, episode]
 INACTIVE, PENDING, FIRING = 0, 1, 2
+RULE_STATE_LEN = 6
 STATUS_NAMES = {INACTIVE: "inactive", PENDING: "pending", FIRING: "firing"}
 
 
@@ -66,8 +68,10 @@ def load_rules(path: Path | str | None = None) -> RuleSet:
     return RuleSet(tuple(rules), sources)
 
 
-def alert_id(account_id: str, rule_id: str, active_since: int) -> str:
-    digest = hashlib.sha256(f"{account_id}\x00{rule_id}\x00{active_since}".encode()).hexdigest()
+def alert_id(account_id: str, rule_id: str, active_since: int, episode: int = 0) -> str:
+    """Deterministic per episode: replays and restarts give the same id, a new episode a new one
+    (the episode number separates two episodes that start at one clamped evaluation time)."""
+    digest = hashlib.sha256(f"{account_id}\x00{rule_id}\x00{active_since}\x00{episode}".encode()).hexdigest()
     return digest[:24]
 
 
@@ -75,18 +79,36 @@ def _dt(ts: int) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
+class SummaryFormatter(string.Formatter):
+    """Formats a rule summary whatever the values: a missing value prints "n/a" and a format spec
+    that does not fit the value's type falls back to the plain value, so a summary can never
+    stop an alert from being built (specs are also checked when the rules are loaded)."""
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if value is None:
+            return "n/a"
+        if isinstance(value, float) and not format_spec:
+            value = round(value, 2)
+        try:
+            return super().format_field(value, format_spec)
+        except (ValueError, TypeError):
+            return str(value)
+
+
+SUMMARY = SummaryFormatter()
+
+
 def _summary(rule: Rule, ctx: dict[str, Any], name: str | None) -> str:
     if rule.summary is None:
         return f"{name or ctx.get('account_id', '')}: {rule.description}"
-    values = {k: ("n/a" if v is None else round(v, 2) if isinstance(v, float) else v) for k, v in ctx.items()}
-    return rule.summary.format(account=name or "", **values)
+    return SUMMARY.format(rule.summary, **{**ctx, "account": name or ""})
 
 
 def _alert(
     rule: Rule, snapshot: HealthSnapshot, ctx: dict[str, Any], st: list[int], status: str, t: int
 ) -> AlertEvent:
     return AlertEvent(
-        alert_id=alert_id(snapshot.account_id, rule.id, st[1]),
+        alert_id=alert_id(snapshot.account_id, rule.id, st[1], st[5]),
         rule_id=rule.id,
         account_id=snapshot.account_id,
         status=status,  # type: ignore[arg-type]
@@ -108,14 +130,18 @@ def _alert(
 
 def evaluate(
     ruleset: RuleSet, snapshot: HealthSnapshot, states: dict[str, list[int]], t: int
-) -> list[AlertEvent]:
-    """Advance every rule's state to event time ``t``; returns the firing/resolved alerts to publish."""
+) -> tuple[dict[str, list[int]], list[AlertEvent]]:
+    """Advance every rule's state to event time ``t``.
+
+    Transactional: ``states`` is not touched; the new states come back with the alerts they imply,
+    and the caller keeps both or neither, so a rule is firing only together with its alert."""
     ctx = rule_context(snapshot)
     out: list[AlertEvent] = []
+    new: dict[str, list[int]] = {}
     for rule, condition in zip(ruleset.rules, ruleset.conditions, strict=True):
-        st = states.get(rule.id)
-        if st is None:
-            st = states[rule.id] = [INACTIVE, 0, 0, 0, 0]
+        old = states.get(rule.id)
+        st = [*old, *[0] * (RULE_STATE_LEN - len(old))] if old is not None else [INACTIVE, 0, 0, 0, 0, 0]
+        new[rule.id] = st
         if t < st[3] or t < st[1]:
             continue  # never move a rule back in time (a late evaluation)
         holds = condition(ctx)
@@ -125,7 +151,7 @@ def evaluate(
             if status == INACTIVE:
                 if rule.cooldown and st[4] and t < st[4] + rule.cooldown:
                     continue
-                st[0], st[1] = PENDING, t
+                st[0], st[1], st[5] = PENDING, t, st[5] + 1
                 status = PENDING
             if status == PENDING and t - st[1] >= rule.for_:
                 st[0], st[2] = FIRING, t
@@ -136,9 +162,36 @@ def evaluate(
             st[0], st[4] = INACTIVE, t
             if rule.send_resolved:
                 out.append(_alert(rule, snapshot, ctx, st, "resolved", t))
-    for stale in states.keys() - ruleset.ids:  # a rule removed by a reload: forget its state
-        del states[stale]
-    return out
+    for stale in states.keys() - ruleset.ids:  # a rule removed by a reload: its episode ends
+        st = states[stale]
+        if st[0] == FIRING:
+            out.append(_orphan_resolved(stale, snapshot, st, t))
+    return new, out
+
+
+def _orphan_resolved(rule_id: str, snapshot: HealthSnapshot, st: list[int], t: int) -> AlertEvent:
+    """The resolution of a firing episode whose rule no longer exists (removed by a reload), so
+    that delivery stops re-notifying it."""
+    episode = st[5] if len(st) > 5 else 0
+    return AlertEvent(
+        alert_id=alert_id(snapshot.account_id, rule_id, st[1], episode),
+        rule_id=rule_id,
+        account_id=snapshot.account_id,
+        status="resolved",
+        severity="info",
+        active_since=_dt(st[1]),
+        starts_at=_dt(st[2]),
+        ends_at=_dt(max(t, st[2])),
+        summary=f"{snapshot.account.name or snapshot.account_id}: rule {rule_id} was removed",
+        description=f"The rule {rule_id} was removed from the rule pack; its alert is closed.",
+        action="None: the rule no longer exists.",
+        labels={"severity": "info", "rule": rule_id, "reason": "rule_removed"},
+        values={},
+        score=snapshot.score,
+        band=snapshot.band,
+        drivers=snapshot.drivers,
+        account=snapshot.account,
+    )
 
 
 def next_rule_due(ruleset: RuleSet, states: dict[str, list[int]], t: int) -> int | None:

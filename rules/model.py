@@ -91,9 +91,19 @@ class Rule(BaseModel):
     def _summary_fields(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        for _, name, _, _ in string.Formatter().parse(v):
-            if name is not None and name not in FIELDS and name != "account":
+        for _, name, spec, conversion in string.Formatter().parse(v):
+            if name is None:
+                continue
+            if name not in FIELDS and name != "account":
                 raise ValueError(f"summary placeholder {{{name}}} is not a known field")
+            if conversion not in (None, "", "r", "s", "a"):
+                raise ValueError(f"summary placeholder {{{name}}}: unknown conversion !{conversion}")
+            if spec:
+                if "{" in spec:
+                    raise ValueError(f"summary placeholder {{{name}}}: nested format specs are not allowed")
+                samples: tuple[object, ...] = (1.5, 2, "text") if name != "account" else ("text",)
+                if not any(_formats(sample, spec) for sample in samples):
+                    raise ValueError(f"summary placeholder {{{name}:{spec}}}: invalid format spec")
         return v
 
     def model_post_init(self, _: Any) -> None:
@@ -102,6 +112,14 @@ class Rule(BaseModel):
     @property
     def condition(self) -> Compiled:
         return self._condition
+
+
+def _formats(value: object, spec: str) -> bool:
+    try:
+        format(value, spec)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 class RuleFile(BaseModel):

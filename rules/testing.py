@@ -15,8 +15,9 @@ A test file (YAML)::
           - {rule: no_login_14d, status: firing, at: 19d}
         absent: [nps_detractor]       # and these never alert
 
-Events are processed one at a time, each followed by an evaluation, and due accounts are evaluated
-at their due time, as the worker does.
+The events run through the worker's own partition driver (streams/driver.py): evaluations happen
+where the worker makes them (once per evaluation slot with events, at the latest event's time, and
+at due times), so a rule test shows what production fires.
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from streams.config import load_yaml
+from streams.driver import Output, run_offline
 from streams.engine import Engine
 from streams.events import EVENT_ADAPTER
 from streams.scoring import load_scoring
-from streams.state import AccountState
 
 from .engine import load_rules
-from .model import Duration, format_duration
+from .model import AlertEvent, Duration, format_duration
 
 DEFAULT_START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
 
@@ -125,26 +126,13 @@ def run_test(test: RuleTest, engine: Engine, start: datetime) -> TestResult:
     }
     raw = [profile] + [ev for spec in test.events for ev in _expand(spec, start, account_id, seq)]
     events = sorted((EVENT_ADAPTER.validate_python(e) for e in raw), key=lambda e: e.occurred_at)
-    engine.clocks, engine.schedule = {}, {}
-    state = AccountState(account_id=account_id)
-    alerts = []
+    alerts: list[AlertEvent] = []
 
-    def run_due(until: int) -> None:
-        for _, due in engine.pop_due(0, until):
-            if state.next_due == due:
-                alerts.extend(engine.evaluate(state, due).alerts)
+    def collect(out: Output) -> None:
+        alerts.extend(AlertEvent.model_validate_json(v) for name, _, v, _ in out.records if name == "alerts")
 
-    for ev in events:
-        ts = int(ev.occurred_at.timestamp())
-        if ts > engine.clock(0):
-            run_due(ts)
-            engine.advance(0, ts)
-        if engine.apply(state, ev, 0):
-            alerts.extend(engine.evaluate(state, engine.clock(0)).alerts)
-    if test.until is not None:
-        end = int(start.timestamp()) + test.until
-        run_due(end)
-        engine.advance(0, end)
+    until_ms = None if test.until is None else (int(start.timestamp()) + test.until) * 1000
+    run_offline(events, engine, until_ms=until_ms, on_output=collect)
 
     t0 = int(start.timestamp())
 

@@ -16,7 +16,9 @@ from .state import (
     HORIZON_DAYS,
     MAX_CLOSED_TICKETS,
     MAX_FEATURES,
+    MAX_NPS_ANSWERS,
     MAX_OPEN_TICKETS,
+    MAX_USERS,
     N_COUNTERS,
     NPS_HORIZON_DAYS,
     USAGE_COUNTERS,
@@ -122,7 +124,13 @@ def _account(s: AccountState, e: ev.Account, ts: int, day: int, kf: frozenset[st
 
 
 def _active(s: AccountState, user_id: str, day: int) -> None:
-    s.users[user_id] = bitmap_mark(s.users.get(user_id, 0), day)
+    users = s.users
+    packed = users.get(user_id)
+    if packed is None:
+        packed = 0
+        if len(users) >= MAX_USERS:  # forget the least recently active user (rare: O(users))
+            del users[min(users, key=lambda u: bitmap_last_day(users[u]) or 0)]
+    users[user_id] = bitmap_mark(packed, day)
 
 
 def _login(s: AccountState, e: ev.Login, ts: int, day: int, kf: frozenset[str]) -> None:
@@ -276,6 +284,8 @@ def _canceled(s: AccountState, e: ev.SubscriptionCanceled, ts: int, day: int, kf
 
 def _nps(s: AccountState, e: ev.Nps, ts: int, day: int, kf: frozenset[str]) -> None:
     prev = s.nps.get(e.user_id)
+    if prev is None and len(s.nps) >= MAX_NPS_ANSWERS:
+        del s.nps[min(s.nps, key=lambda u: s.nps[u][0])]
     if prev is None or ts >= prev[0]:
         s.nps[e.user_id] = [ts, e.score]
     if s.nps_latest is None or ts >= s.nps_latest[0]:

@@ -33,6 +33,13 @@ _BITS_MASK = (1 << HORIZON_DAYS) - 1
 MAX_OPEN_TICKETS = 500
 MAX_CLOSED_TICKETS = 100
 MAX_FEATURES = 200
+#: Caps on per-account maps, so that one huge or hostile account cannot grow a state without bound:
+#: past them the least recently active user (or the oldest NPS answer) is forgotten.
+MAX_USERS = 5_000
+MAX_NPS_ANSWERS = 1_000
+#: The input topics in a fixed order: the index of an event's topic in ``AccountState.offsets`` and
+#: the tie-break when two topics hold events with the same time (a profile before the usage it names).
+INPUT_KINDS = ("accounts", "usage", "tickets", "billing", "surveys")
 
 
 class C(IntEnum):
@@ -196,6 +203,12 @@ class AccountState(BaseModel):
     last_eval_at: int | None = None
     #: The input partition this account's events come from (to rebuild the due schedule on recovery).
     partition: int | None = None
+    #: Per input topic (in INPUT_KINDS order), the offset of the last record folded into this state:
+    #: a record redelivered after a crash or a rebalance is skipped exactly, however many there are.
+    offsets: list[int] = Field(default_factory=lambda: [-1] * len(INPUT_KINDS))
+    #: Event time of an evaluation owed for events already folded in (written with the state, so a
+    #: crash between folding and evaluating cannot lose the evaluation).
+    owed: int | None = None
 
     @field_serializer("days")
     def _trim_days(self, days: dict[int, list[int]]) -> dict[int, list[int]]:

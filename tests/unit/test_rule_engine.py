@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from rules.engine import FIRING, INACTIVE, PENDING, RuleSet, alert_id, evaluate, load_rules, next_rule_due
+from rules.engine import FIRING, INACTIVE, PENDING, RuleSet, alert_id, load_rules, next_rule_due
+from rules.engine import evaluate as evaluate_rules
 from rules.model import Rule, parse_duration
 from streams.cli import main
 from streams.config import ConfigError
@@ -40,6 +41,39 @@ def ruleset(**kw) -> RuleSet:
         {"id": "low", "description": "low score", "when": "score < 60", "action": "call", **kw}
     )
     return RuleSet((rule,), {"low": "test"})
+
+
+def evaluate(rs: RuleSet, snapshot: HealthSnapshot, states: dict, t: int) -> list:
+    """Evaluate and commit, as the engine does when the alerts were built."""
+    new, alerts = evaluate_rules(rs, snapshot, states, t)
+    states.clear()
+    states.update(new)
+    return alerts
+
+
+def test_evaluation_is_transactional():
+    states: dict = {}
+    rs = ruleset()
+    new, alerts = evaluate_rules(rs, snap(50), states, 0)
+    assert states == {} and new["low"][0] == FIRING and len(alerts) == 1
+
+
+def test_a_bad_format_spec_is_refused_at_load_and_a_none_value_never_breaks_a_summary():
+    with pytest.raises(ValueError, match="invalid format spec"):
+        ruleset(summary="{score:.2q}")
+    rs = ruleset(summary="{account}: score {score:.1f}")
+    assert evaluate(rs, snap(50), {}, 0)[0].summary == "Acme: score 50.0"
+    nothing = ruleset(when="score is None or score < 60", summary="{score:.1f}")
+    assert evaluate(nothing, snap(None), {}, 0)[0].summary == "n/a"
+
+
+def test_a_new_episode_gets_a_new_id_even_at_the_same_time():
+    states: dict = {}
+    rs = ruleset()
+    fired = evaluate(rs, snap(50), states, 1000)[0]
+    resolved = evaluate(rs, snap(80), states, 1000)[0]
+    again = evaluate(rs, snap(50), states, 1000)[0]
+    assert fired.alert_id == resolved.alert_id != again.alert_id
 
 
 def run(rs: RuleSet, timeline: list[tuple[int, float | None]]) -> list[tuple[str, int]]:
@@ -84,7 +118,7 @@ def test_alert_ids_are_deterministic_per_episode():
     fired = evaluate(rs, snap(50), states, 1000)[0]
     resolved = evaluate(rs, snap(80), states, 2000)[0]
     again = evaluate(rs, snap(50), states, 3000)[0]
-    assert fired.alert_id == resolved.alert_id == alert_id("acme", "low", 1000)
+    assert fired.alert_id == resolved.alert_id == alert_id("acme", "low", 1000, 1)
     assert again.alert_id != fired.alert_id
     assert fired.values == {"score": 50} and fired.account.csm_email == "c@example.com"
 
@@ -109,7 +143,8 @@ def test_a_reload_keeps_state_of_unchanged_ids_and_drops_removed_ones():
     reloaded = RuleSet((*ruleset(description="edited").rules, other), {"low": "x", "other": "x"})
     assert evaluate(reloaded, snap(50), states, H) == []  # still the same firing episode
     assert set(states) == {"low", "other"}
-    assert evaluate(RuleSet((other,), {"other": "x"}), snap(50), states, 2 * H) == []
+    (closed,) = evaluate(RuleSet((other,), {"other": "x"}), snap(50), states, 2 * H)
+    assert (closed.rule_id, closed.status, closed.labels["reason"]) == ("low", "resolved", "rule_removed")
     assert set(states) == {"other"}
 
 

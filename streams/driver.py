@@ -1,0 +1,460 @@
+"""The event-time driver of one input partition: records in; states, outputs and acks out.
+
+Pure and clock-injected (no Kafka, no Redis, no clock reads: ``now`` is passed in). The Faust agent,
+``healthmon rules test`` and offline scoring all run it, so a rule test runs production code.
+
+Why it exists: the five input topics of a partition are fetched side by side, so one can be hours of
+event time ahead of another, and how far depends on fetch timing. The driver merges them into one
+sequence ordered by ``(event time, topic, offset)`` and advances the partition's clock along it:
+
+- A record is taken from the merge only when no topic can still deliver an earlier one: each topic
+  either has a record waiting (its head is later) or is *idle* (read up to its end offset, and the
+  record has waited ``hold_s`` of wall time for stragglers, or in live mode is older than the wall clock
+  minus ``live_lateness_s``). A topic that has unread records but delivers none for ``max_block_s``
+  is treated as idle (``forced_releases`` counts it), so a stuck topic delays, never stalls, the rest.
+- Evaluations happen at times that depend only on the merged sequence: an account is evaluated once
+  per evaluation slot (``slot_s`` of event time) in which it had events, at the time of its latest event
+  there, when the merge passes the slot's end; and at its due times (midnights, rule timers), after
+  every event at or before them. So a replay gives the same alert episodes and snapshots whether it was
+  paced, flat out, produced topic by topic, or interrupted.
+- Each state records the input offset it has folded per topic: a redelivered record is skipped
+  exactly. A record is acked only after the state it changed is handed out for writing.
+
+A record that cannot be parsed, is too large, or lies outside the accepted event-time range becomes a
+dead letter with a reason, in its place in the sequence (so acks stay in offset order).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .engine import Engine
+from .events import BaseEvent, InvalidEvent, parse_event
+from .state import DAY_S, INPUT_KINDS, AccountState
+
+log = logging.getLogger("healthmon.driver")
+
+N_KINDS = len(INPUT_KINDS)
+NEVER = -(1 << 62)
+
+
+@dataclass(frozen=True)
+class DriverConfig:
+    #: Event-time slot (ms) within which an account's events share one evaluation.
+    slot_ms: int = 3_600_000
+    #: Wall time (s) a record waits for stragglers on idle topics before it may be processed.
+    hold_s: float = 2.0
+    #: Live mode, once the stream is within ``live_within_s`` of the wall clock: idle topics release
+    #: event time up to the wall clock minus ``live_lateness_s``, and slots are ``live_slot_ms``.
+    #: A stream further behind (a backlog, a replay of history) runs on event time alone.
+    live: bool = False
+    live_within_s: float = 60.0
+    live_lateness_s: float = 0.05
+    live_slot_ms: int = 50
+    #: A topic with unread records that delivers nothing for this long stops holding time back (s).
+    max_block_s: float = 30.0
+    #: More records than this waiting in a partition: the earliest is released (memory bound).
+    max_buffered: int = 100_000
+    #: Accepted event-time range: not older than this before the wall clock, not further ahead.
+    max_age_s: float = 3650 * DAY_S
+    max_future_s: float = 3600.0
+    #: Records larger than this are dead-lettered unread (a valid event is well under 10 KB).
+    max_record_bytes: int = 256 * 1024
+
+
+@dataclass(slots=True)
+class Record:
+    """One input record as read from Kafka; ``handle`` is the caller's token, returned in acks."""
+
+    kind: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    handle: Any = None
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    record: Record
+    reason: str
+
+
+@dataclass(slots=True)
+class Output:
+    """What one step produced, in the order the caller must make it durable: ``records`` and
+    ``dead_letters`` first (flushed), then ``states`` (flushed), then ``acks``."""
+
+    #: (output name: "health" | "changes" | "alerts" | "errors", key, value, event time ms)
+    records: list[tuple[str, bytes, bytes, int]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    states: dict[str, AccountState] = field(default_factory=dict)
+    acks: list[Any] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.records or self.dead_letters or self.states or self.acks)
+
+
+@dataclass
+class DriverStats:
+    """Counters the caller exports as metrics."""
+
+    processed: int = 0
+    redelivered: int = 0
+    duplicates: int = 0
+    late: int = 0
+    dead_letters: int = 0
+    evaluations: int = 0
+    evaluation_errors: int = 0
+    forced_releases: int = 0
+
+
+class StateStore:
+    """Where account states live: the Faust table's data in the worker, a dict offline."""
+
+    def __init__(self, data: Any = None) -> None:
+        self.data: Any = {} if data is None else data
+
+    def get(self, account_id: str) -> AccountState | None:
+        return self.data.get(account_id)
+
+    def put(self, state: AccountState) -> None:
+        self.data[state.account_id] = state
+
+
+class PartitionDriver:
+    def __init__(
+        self,
+        partition: int,
+        engine: Engine,
+        store: StateStore,
+        config: DriverConfig = DriverConfig(),
+        positions: list[int | None] | None = None,
+    ) -> None:
+        self.partition = partition
+        self.engine = engine
+        self.store = store
+        self.config = config
+        self.stats = DriverStats()
+        self.queues: list[deque[tuple[int, int, BaseEvent | None, Record, str | None]]] = [
+            deque() for _ in range(N_KINDS)
+        ]
+        self.buffered = 0
+        #: Per topic: the next offset to read (None: unknown) and the latest event time offered.
+        self.position: list[int | None] = [None] * N_KINDS
+        self.offered_ts: list[int] = [NEVER] * N_KINDS
+        self.blocked_since: list[float | None] = [None] * N_KINDS
+        #: Event time (ms) up to which the merge has processed the partition.
+        self.clock_ms = NEVER
+        #: Wall-time hold on the latest offered event time: (offered at, event time ms), oldest first.
+        self._held: deque[tuple[float, int]] = deque()
+        self._released = NEVER
+        self._max_offered = NEVER
+        #: Accounts owing an evaluation in the open slot (account -> latest event time, s), and
+        #: the last millisecond of that slot.
+        self._close_at = NEVER
+        self._realtime = False
+        self._dirty: dict[str, int] = {}
+        #: Due schedule: heap of (due, account) with at most one live entry per account.
+        self._due: list[tuple[int, str]] = []
+        self._scheduled: dict[str, int] = {}
+        self._out = Output()
+        if positions is not None:  # where the consumer starts reading (committed offsets)
+            self.position = list(positions)
+        self._rebuild()
+
+    # --- input -------------------------------------------------------------------------------
+
+    def offer(self, record: Record, now: float) -> None:
+        """Queue one record (records of a topic arrive in offset order)."""
+        k = record.kind
+        self.position[k] = record.offset + 1
+        self.blocked_since[k] = None
+        event, reason, ts_ms = self._parse(record, now)
+        if ts_ms is None:
+            # Not an event: it keeps its place in its topic's order but holds no time back.
+            ts_ms = self.offered_ts[k] if self.offered_ts[k] != NEVER else self.clock_ms
+        elif ts_ms > self.offered_ts[k]:
+            self.offered_ts[k] = ts_ms
+            if ts_ms > self._max_offered:
+                self._max_offered = ts_ms
+                self._held.append((now, ts_ms))
+        self.queues[k].append((ts_ms, record.offset, event, record, reason))
+        self.buffered += 1
+
+    def _parse(self, record: Record, now: float) -> tuple[BaseEvent | None, str | None, int | None]:
+        cfg = self.config
+        size = len(record.value or b"")
+        if size > cfg.max_record_bytes:
+            return None, f"record too large: {size} bytes (limit {cfg.max_record_bytes})", None
+        try:
+            event = parse_event(record.value, record.key, INPUT_KINDS[record.kind])
+        except InvalidEvent as exc:
+            return None, exc.reason, None
+        ts = event.occurred_at.timestamp()
+        if ts > now + cfg.max_future_s:
+            return None, f"occurred_at: {event.occurred_at.isoformat()} is in the future", None
+        if ts < now - cfg.max_age_s:
+            return (
+                None,
+                (
+                    f"occurred_at: {event.occurred_at.isoformat()} is older than the accepted range "
+                    f"({cfg.max_age_s / DAY_S:.0f} days)"
+                ),
+                None,
+            )
+        return event, None, int(ts * 1000)
+
+    # --- the merge ---------------------------------------------------------------------------
+
+    def step(self, highwaters: list[int | None], now: float) -> Output:
+        """Process everything the merge allows; ``highwaters`` are the topics' end offsets."""
+        while self._held and self._held[0][0] <= now - self.config.hold_s:
+            self._released = self._held.popleft()[1]
+        idle_bound = self._released
+        cfg = self.config
+        self._realtime = cfg.live and now * 1000 - self._max_offered < cfg.live_within_s * 1000
+        if self._realtime:
+            idle_bound = max(idle_bound, int((now - cfg.live_lateness_s) * 1000))
+        queues = self.queues
+        while True:
+            bounds = self._bounds(highwaters, idle_bound, now)
+            head_k = -1
+            head: tuple[int, int] | None = None
+            for k in range(N_KINDS):
+                q = queues[k]
+                if q and (head is None or (q[0][0], k) < head):
+                    head, head_k = (q[0][0], k), k
+            if head is None:
+                break
+            ok = (
+                all(k == head_k or head < bounds[k] for k in range(N_KINDS))
+                or self.buffered > self.config.max_buffered
+            )
+            if not ok:
+                break
+            self._take(queues[head_k].popleft())
+            self.buffered -= 1
+        # Everything at or before this has been read: run what falls due up to it.
+        safe = min(bounds)[0] - 1
+        if safe > self.clock_ms:
+            self._advance(safe)
+        out, self._out = self._out, Output()
+        return out
+
+    def _bounds(self, highwaters: list[int | None], idle_bound: int, now: float) -> list[tuple[int, int]]:
+        """Per topic, the smallest (event time, topic) it may still deliver."""
+        bounds = []
+        for k in range(N_KINDS):
+            q = self.queues[k]
+            if q:
+                bounds.append((q[0][0], k))
+                continue
+            hw, pos = highwaters[k], self.position[k]
+            caught_up = hw is not None and (hw == 0 or (pos is not None and pos >= hw))
+            if not caught_up:
+                since = self.blocked_since[k]
+                if since is None:
+                    self.blocked_since[k] = now
+                elif now - since >= self.config.max_block_s:
+                    self.stats.forced_releases += 1
+                    self.blocked_since[k] = now  # count once per period, then release again
+                    caught_up = True
+            if caught_up:
+                bounds.append((idle_bound + 1, -1))
+            else:
+                bounds.append((self.offered_ts[k], k))
+        return bounds
+
+    def _take(self, item: tuple[int, int, BaseEvent | None, Record, str | None]) -> None:
+        ts_ms, offset, event, record, reason = item
+        out = self._out
+        if event is None:
+            self.stats.dead_letters += 1
+            out.dead_letters.append(DeadLetter(record, reason or "invalid"))
+            out.acks.append(record.handle)
+            return
+        if ts_ms > self.clock_ms:
+            self._advance(ts_ms - 1)
+            self.clock_ms = ts_ms
+        elif ts_ms < self.clock_ms:
+            self.stats.late += 1
+        account_id = event.account_id
+        state = self.store.get(account_id)
+        if state is None:
+            state = AccountState(account_id=account_id)
+            self.store.put(state)
+        k = record.kind
+        if offset <= state.offsets[k]:
+            self.stats.redelivered += 1  # folded in before a crash or a rebalance
+            out.acks.append(record.handle)
+            return
+        try:
+            changed = self.engine.apply(state, event, self.partition)
+        except Exception as exc:  # a bug costs one event, never the worker
+            log.exception("failed to apply event %s", event.event_id)
+            out.dead_letters.append(DeadLetter(record, f"internal error: {exc!r}"))
+            changed = False
+        state.offsets[k] = offset
+        out.states[account_id] = state
+        out.acks.append(record.handle)
+        self.stats.processed += 1
+        if not changed:
+            self.stats.duplicates += 1
+            return
+        ts = ts_ms // 1000
+        if state.owed is None or ts > state.owed:
+            state.owed = ts
+        if not self._dirty:
+            self._open_slot(max(ts_ms, self.clock_ms))
+        self._dirty[account_id] = state.owed
+
+    def _advance(self, until_ms: int) -> None:
+        """Everything up to ``until_ms`` has been read: close finished slots and run due times, in
+        time order (a slot closes at its last millisecond, a due time ``T`` after second ``T``)."""
+        due = self._due
+        while True:
+            close_at = self._close_at if self._dirty else None
+            due_at = due[0][0] * 1000 + 999 if due else None
+            if close_at is not None and close_at <= until_ms and (due_at is None or close_at <= due_at):
+                self._flush_dirty()
+                continue
+            if due_at is None or due_at > until_ms:
+                break
+            t, account_id = heapq.heappop(due)
+            if self._scheduled.get(account_id) != t:
+                continue  # superseded by a later schedule of the account
+            del self._scheduled[account_id]
+            state = self.store.get(account_id)
+            if state is not None and state.next_due == t:
+                self._evaluate(state, t)
+        if until_ms > self.clock_ms:
+            self.clock_ms = until_ms
+
+    def _open_slot(self, t_ms: int) -> None:
+        slot = self.config.live_slot_ms if self._realtime else self.config.slot_ms
+        self._close_at = (t_ms // slot + 1) * slot - 1
+
+    def _flush_dirty(self) -> None:
+        dirty, self._dirty = self._dirty, {}
+        for account_id, as_of in dirty.items():
+            state = self.store.get(account_id)
+            if state is not None and state.owed is not None:
+                self._evaluate(state, as_of)
+
+    def flush(self) -> Output:
+        """Evaluate every account owing an evaluation now (end of an offline run)."""
+        self._flush_dirty()
+        out, self._out = self._out, Output()
+        return out
+
+    def run_until(self, t_ms: int) -> Output:
+        """Offline: let event time run on to ``t_ms`` with nothing more to read."""
+        self._advance(t_ms)
+        out, self._out = self._out, Output()
+        return out
+
+    # --- evaluation --------------------------------------------------------------------------
+
+    def _evaluate(self, state: AccountState, as_of: int) -> None:
+        account_id = state.account_id
+        out = self._out
+        self._dirty.pop(account_id, None)
+        key = account_id.encode()
+        when = max(as_of, state.last_eval_at or 0) * 1000
+        try:
+            result = self.engine.evaluate(state, as_of)
+        except Exception as exc:  # isolated to this account: reported, retried at its next due time
+            self.stats.evaluation_errors += 1
+            log.exception("evaluation of %s at %s failed", account_id, as_of)
+            state.next_due = (as_of // DAY_S + 1) * DAY_S
+            error = {"account_id": account_id, "as_of": as_of, "error": repr(exc)[:1000]}
+            out.records.append(("errors", key, orjson.dumps(error), when))
+        else:
+            self.stats.evaluations += 1
+            out.records.append(("health", key, result.snapshot.model_dump_json().encode(), when))
+            if result.change is not None:
+                out.records.append(("changes", key, result.change.model_dump_json().encode(), when))
+            for alert in result.alerts:
+                out.records.append(("alerts", key, alert.model_dump_json().encode(), when))
+        state.owed = None
+        out.states[account_id] = state
+        self._schedule(state)
+
+    def _schedule(self, state: AccountState) -> None:
+        t = state.next_due
+        account_id = state.account_id
+        if t is None:
+            self._scheduled.pop(account_id, None)
+            return
+        if self._scheduled.get(account_id) != t:
+            self._scheduled[account_id] = t
+            heapq.heappush(self._due, (t, account_id))
+
+    # --- recovery ----------------------------------------------------------------------------
+
+    def _rebuild(self) -> None:
+        """After a restart or a rebalance: the due schedule and owed evaluations from the states."""
+        for state in list(self._states()):
+            self._schedule(state)
+            if state.owed is not None:
+                self._dirty[state.account_id] = state.owed
+        if self._dirty:  # owed evaluations close with the slot of the latest of them
+            self._open_slot(max(self._dirty.values()) * 1000)
+
+    def _states(self) -> Iterable[AccountState]:
+        for state in self.store.data.values():
+            if isinstance(state, AccountState) and state.partition == self.partition:
+                yield state
+
+    @property
+    def schedule_size(self) -> int:
+        return len(self._due)
+
+
+def run_offline(
+    events: Iterable[BaseEvent],
+    engine: Engine,
+    *,
+    until_ms: int | None = None,
+    store: StateStore | None = None,
+    config: DriverConfig | None = None,
+    on_output: Callable[[Output], None] | None = None,
+) -> StateStore:
+    """Drive one partition over events already in memory (rule tests, offline scoring): the same
+    code the worker runs, with every topic read to its end and no wall-clock hold."""
+    store = store or StateStore()
+    cfg = config or DriverConfig(hold_s=0.0, max_age_s=float("inf"), max_future_s=float("inf"))
+    driver = PartitionDriver(0, engine, store, cfg)
+    done = [0] * N_KINDS
+    for i, event in enumerate(events):
+        kind = INPUT_KINDS.index(_kind_of(event))
+        raw = orjson.dumps(event.model_dump(mode="json", by_alias=True))
+        driver.offer(Record(kind, i, event.account_id.encode(), raw), now=0.0)
+        done[kind] = i + 1
+    # All read; no wall clock: the hold has nothing to wait for.
+    highwaters: list[int | None] = [d if d else 0 for d in done]
+    driver.position = [d if d else None for d in done]
+    out = driver.step(highwaters, now=float("inf"))
+    if on_output:
+        on_output(out)
+    if until_ms is not None:
+        out = driver.run_until(until_ms)
+        if on_output:
+            on_output(out)
+    out = driver.flush()
+    if on_output:
+        on_output(out)
+    return store
+
+
+def _kind_of(event: BaseEvent) -> str:
+    from .events import TYPE_TOPIC
+
+    return TYPE_TOPIC[event.type]  # type: ignore[attr-defined]
