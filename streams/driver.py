@@ -160,6 +160,7 @@ class PartitionDriver:
         #: the last millisecond of that slot.
         self._close_at = NEVER
         self._realtime = False
+        self._previewed: dict[str, int] = {}
         self._dirty: dict[str, int] = {}
         #: Due schedule: heap of (due, account) with at most one live entry per account.
         self._due: list[tuple[int, str]] = []
@@ -174,6 +175,14 @@ class PartitionDriver:
     def offer(self, record: Record, now: float) -> None:
         """Queue one record (records of a topic arrive in offset order)."""
         k = record.kind
+        pos = self.position[k]
+        if pos is not None and record.offset < pos:
+            # A rewind (the consumer sought back to the committed offset after a rebalance): drop
+            # the queued copies from here on; they come again, in order, and are acked then.
+            q = self.queues[k]
+            while q and q[-1][1] >= record.offset:
+                q.pop()
+                self.buffered -= 1
         self.position[k] = record.offset + 1
         self.blocked_since[k] = None
         event, reason, ts_ms = self._parse(record, now)
@@ -245,6 +254,8 @@ class PartitionDriver:
         safe = min(bounds)[0] - 1
         if safe > self.clock_ms:
             self._advance(safe)
+        if self._dirty and not self.buffered and safe >= self._max_offered:
+            self._preview()
         out, self._out = self._out, Output()
         return out
 
@@ -341,8 +352,28 @@ class PartitionDriver:
         slot = self.config.live_slot_ms if self._realtime else self.config.slot_ms
         self._close_at = (t_ms // slot + 1) * slot - 1
 
+    def _preview(self) -> None:
+        """Nothing waits to be read and the latest event is released, yet the open slot has not
+        closed (event time moves only with events): publish what its evaluation would show now, so
+        a quiet stream's last events are visible. Rules and trends wait for the slot to close, so
+        this changes no alert and no later snapshot."""
+        for account_id, owed in self._dirty.items():
+            if self._previewed.get(account_id) == owed:
+                continue
+            state = self.store.get(account_id)
+            if state is None:
+                continue
+            self._previewed[account_id] = owed
+            try:
+                snapshot = self.engine.preview(state, owed)
+            except Exception:
+                continue  # the slot's evaluation reports it
+            key = account_id.encode()
+            self._out.records.append(("health", key, snapshot.model_dump_json().encode(), owed * 1000))
+
     def _flush_dirty(self) -> None:
         dirty, self._dirty = self._dirty, {}
+        self._previewed.clear()
         for account_id, as_of in dirty.items():
             state = self.store.get(account_id)
             if state is not None and state.owed is not None:

@@ -61,6 +61,12 @@ class Engine:
         state.next_due = self.next_due(state, as_of)
         return Evaluation(snapshot, change, alerts)
 
+    def preview(self, state: AccountState, as_of: int) -> HealthSnapshot:
+        """The snapshot an evaluation at ``as_of`` would publish, changing nothing (rules, trends):
+        published while the account's evaluation slot is still open and no input is waiting."""
+        snapshot, _ = assess(state, max(as_of, state.last_eval_at or 0), self.scoring)
+        return snapshot
+
     def next_due(self, state: AccountState, as_of: int) -> int | None:
         rule_due = next_rule_due(self.rules, state.rules, as_of)
         midnight: int | None = (as_of // DAY_S + 1) * DAY_S

@@ -211,7 +211,6 @@ def score_offline(events: Iterable[BaseEvent], engine: Engine) -> History:
                     snap = engine.evaluate(st, d * DAY_S).snapshot
                     if snap.score is not None:
                         history.add(st.account_id, d * DAY_S, snap.score, snap.band or "")
-            engine.schedule.clear()  # nothing runs due times here; do not let the heaps grow
         today = day if today is None else max(today, day)
         state = states.get(ev.account_id)
         if state is None:

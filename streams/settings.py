@@ -66,9 +66,25 @@ class Settings(BaseSettings):
     # Engine time: "live" also moves with the wall clock (silent accounts age in real time);
     # "event" moves only with event time (replaying history fires what live would have fired).
     clock: Literal["live", "event"] = "live"
-    tick_s: float = Field(default=1.0, gt=0)
-    # Due times run only up to event time that has been seen for this long (lets stragglers in).
+    # How often the worker advances time without input (live mode: the wall clock's pace).
+    tick_s: float = Field(default=0.05, gt=0)
+    # Event time is released past an idle topic only after it has been seen for this long
+    # (lets stragglers of a producer writing several topics in); see docs/processing.md.
     watermark_hold_s: float = Field(default=2.0, ge=0)
+    # An account's events within one slot of event time share one evaluation (at the latest).
+    eval_slot_s: float = Field(default=3600.0, gt=0)
+    # Live mode, once the stream is within live_within_s of the wall clock: the slot and the
+    # lateness allowed before the wall clock releases time past idle topics.
+    live_within_s: float = Field(default=60.0, gt=0)
+    live_slot_ms: int = Field(default=50, ge=1)
+    live_lateness_ms: int = Field(default=50, ge=0)
+    # A topic with unread records that delivers none for this long stops holding time back.
+    max_block_s: float = Field(default=30.0, gt=0)
+    # Records waiting in one partition's merge before the earliest is released regardless.
+    max_buffered: int = Field(default=100_000, ge=100)
+    # Accepted event-time range (older events are dead-lettered) and record size.
+    max_event_age_days: float = Field(default=3650.0, gt=0)
+    max_record_bytes: int = Field(default=256 * 1024, ge=1024)
     # Alert delivery (healthmon deliver): routing file, SMTP, metrics.
     routing: Path | None = None
     smtp_host: str = "127.0.0.1"
