@@ -117,6 +117,8 @@ def create_app(
         value_serializer="raw",
         # One slow batch must not get the worker kicked out of the group.
         broker_max_poll_interval=300.0,
+        broker_session_timeout=s.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, s.session_timeout_s / 4),
     )
     kinds = {s.topic(kind): i for i, kind in enumerate(INPUT_KINDS)}
     names = list(kinds)
@@ -204,10 +206,11 @@ def create_app(
         """The partition's driver, made once its table is recovered (never before: a state write
         for a recovering partition would overwrite what the changelog is about to restore)."""
         driver = drivers.get(p)
-        if driver is not None or app.in_recovery or p not in assigned():
+        if driver is not None or not recovered.is_set() or p not in assigned():
             return driver
+        generation = recovered_generation
         positions = await start_positions(p)
-        if p in drivers or app.in_recovery or p not in assigned():
+        if p in drivers or generation != recovered_generation or p not in assigned():
             return drivers.get(p)  # the world moved while we asked
         driver = drivers[p] = PartitionDriver(p, engine, store, config, positions)
         log.info("partition %s ready: %d accounts due", p, driver.schedule_size)
@@ -291,10 +294,24 @@ def create_app(
 
     pipeline.agents["ingest"] = ingest
 
+    #: Set when a rebalance has completed with every table partition recovered; cleared when the
+    #: next one starts. No driver exists while it is clear.
+    recovered = asyncio.Event()
+    recovered_generation = 0
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def on_rebalance_complete(app: faust.App, **kwargs: Any) -> None:
+        nonlocal recovered_generation
+        recovered_generation += 1
+        recovered.set()
+
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: set[TP], **kwargs: Any) -> None:
         """Drop the drivers of every partition we may lose (without waiting for the lock: a batch
         in flight checks its driver before it writes, and writes nothing for a dropped one)."""
+        nonlocal recovered_generation
+        recovered.clear()
+        recovered_generation += 1
         for tp in revoked:
             if tp.topic in kinds:
                 drivers.pop(tp.partition, None)

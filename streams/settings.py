@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     # ~20 us per 7 KB state and stores it in ~4 KB; zstd ~50 us for ~2.6 KB (see the benchmark).
     compression: Literal["none", "gzip", "lz4", "zstd"] = "lz4"
     data_dir: str = ".local/faust"
+    # A worker that dies without leaving the group holds its partitions this long (Kafka's
+    # session timeout; at least the broker's group.min.session.timeout.ms, 6 s by default).
+    session_timeout_s: float = Field(default=30.0, ge=6.0)
     web_enabled: bool = False
     web_port: int = 6066
     log_level: str = "info"

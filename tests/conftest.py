@@ -39,6 +39,7 @@ def settings(tmp_path: Path) -> Settings:
         data_dir=str(tmp_path / "faust"),
         batch_wait_s=0.02,
         clock="event",  # test streams are historical: only event time may move the clock
+        session_timeout_s=8.0,  # a SIGKILLed worker's partitions move on within seconds
     )
 
 
@@ -54,7 +55,7 @@ class WorkerProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 60) -> WorkerProcess:
+    def start(self, timeout: float = 90) -> WorkerProcess:
         self._log = self.log_path.open("ab")
         self._log_start = self.log_path.stat().st_size
         self.proc = subprocess.Popen(

@@ -1,0 +1,234 @@
+"""Engine integrity through the real broker: the same input gives the same per-account event counts,
+final snapshots and alert episodes whatever happens to the workers on the way.
+
+Every scenario is compared with one uninterrupted single-worker run of a flat-out backlog (the
+reference, run once per session). The end of a run is a positive signal: a marker event per
+partition, dated after the whole history, whose snapshot shows that the partition's merge has passed
+everything before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from streams.events import TYPE_TOPIC
+from streams.settings import Settings
+from streams.simulate import Simulator
+from streams.tail import read_to_end
+from tests.conftest import WorkerProcess
+from tests.helpers import collect, produce, setup_topics
+
+pytestmark = pytest.mark.kafka
+
+END = datetime(2026, 6, 1, tzinfo=UTC)
+MARK_AT = END + timedelta(days=3)
+HISTORY = list(Simulator(accounts=16, days=30, seed=11, end=END).events())
+
+
+def records(s: Settings, events: list[dict]) -> list[tuple[str, bytes, bytes]]:
+    return [(s.topic(TYPE_TOPIC[e["type"]]), e["account_id"].encode(), orjson.dumps(e)) for e in events]
+
+
+async def send_markers(s: Settings) -> None:
+    """One login per partition, after the whole history, on the partition it names."""
+    producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for p in range(s.partitions):
+            ev = {
+                "event_id": f"marker-{p}",
+                "account_id": f"marker-{p}",
+                "type": "login",
+                "user_id": "m",
+                "occurred_at": MARK_AT.isoformat(),
+            }
+            await producer.send_and_wait(
+                s.topic("usage"), orjson.dumps(ev), key=ev["account_id"].encode(), partition=p
+            )
+    finally:
+        await producer.stop()
+
+
+async def outcome(s: Settings, timeout: float = 240) -> dict:
+    """Wait for every marker, then read the outputs to their end."""
+
+    def markers_in(rs: list) -> bool:
+        return {r.key for r in rs} >= {f"marker-{p}".encode() for p in range(s.partitions)}
+
+    await collect(s, "health", markers_in, timeout=timeout)
+    finals: dict[str, dict] = {}
+    episodes: set[tuple] = set()
+    async for r in read_to_end(s, s.topic("health"), s.topic("alerts")):
+        doc = orjson.loads(r.value)
+        if r.key.startswith(b"marker-"):
+            continue
+        if r.topic == s.topic("health"):
+            finals[r.key.decode()] = doc
+        else:
+            episodes.add((doc["alert_id"], doc["status"], doc["starts_at"], doc["ends_at"]))
+    counts = {a: snap["event_counts"] for a, snap in finals.items()}
+    return {"finals": finals, "episodes": episodes, "counts": counts}
+
+
+def assert_same(got: dict, want: dict) -> None:
+    assert got["counts"] == want["counts"]
+    assert got["episodes"] == want["episodes"], (
+        f"missing {sorted(want['episodes'] - got['episodes'])[:5]}, "
+        f"extra {sorted(got['episodes'] - want['episodes'])[:5]}"
+    )
+    differing = [a for a in want["finals"] if got["finals"].get(a) != want["finals"][a]]
+    assert not differing, f"final snapshots differ for {differing}"
+
+
+_reference: dict = {}
+
+
+async def reference(settings: Settings, tmp_path: Path) -> dict:
+    """The uninterrupted run: the whole history in Kafka first, then one worker."""
+    if not _reference:
+        tag = "ref" + settings.app_id
+        s = settings.model_copy(
+            update={"app_id": tag, "topic_prefix": f"{tag}.", "data_dir": str(tmp_path / "ref")}
+        )
+        await setup_topics(s)
+        await produce(s, records(s, HISTORY))
+        await send_markers(s)
+        w = WorkerProcess(s, tmp_path / "reference.log").start()
+        try:
+            _reference.update(await outcome(s))
+        finally:
+            w.stop()
+        assert _reference["episodes"], "the history must fire alerts for the comparison to mean something"
+    return _reference
+
+
+async def while_producing(s: Settings, rate: float, action: Callable[[], Awaitable[None]]) -> None:
+    """Produce the history at ``rate`` events/s while ``action`` runs, then the markers."""
+    producing = asyncio.create_task(_paced(s, rate))
+    try:
+        await action()
+        await producing
+    finally:
+        producing.cancel()
+    await send_markers(s)
+
+
+async def _paced(s: Settings, rate: float) -> None:
+    from streams.producer import produce_events
+
+    await produce_events(s, records(s, HISTORY), rate=rate)
+
+
+async def test_sigkill_at_random_points(kafka_settings, tmp_path):
+    want = await reference(kafka_settings, tmp_path)
+    s = kafka_settings
+    await setup_topics(s)
+    rng = random.Random(5)
+    w = WorkerProcess(s, tmp_path / "worker.log").start()
+
+    async def kill_five_times() -> None:
+        nonlocal w
+        for _ in range(5):
+            await asyncio.sleep(rng.uniform(1.0, 3.0))  # a random point, not a wait for a condition
+            assert w.proc is not None
+            w.proc.kill()
+            w.proc.wait()
+            w.stop()
+            w = WorkerProcess(s, tmp_path / "worker.log").start()
+
+    try:
+        await while_producing(s, rate=len(HISTORY) / 20, action=kill_five_times)
+        got = await outcome(s)
+    finally:
+        w.stop()
+    assert_same(got, want)
+
+
+async def test_a_worker_joins_then_one_is_sigkilled(kafka_settings, tmp_path):
+    want = await reference(kafka_settings, tmp_path)
+    s = kafka_settings
+    await setup_topics(s)
+    first = WorkerProcess(s, tmp_path / "first.log").start()
+    second = WorkerProcess(s, tmp_path / "second.log")
+
+    async def join_then_kill() -> None:
+        await asyncio.sleep(4)
+        second.start()
+        await asyncio.sleep(5)
+        assert first.proc is not None
+        first.proc.kill()
+        first.proc.wait()
+
+    try:
+        await while_producing(s, rate=len(HISTORY) / 20, action=join_then_kill)
+        got = await outcome(s)
+    finally:
+        first.stop()
+        second.stop()
+    assert_same(got, want)
+
+
+async def test_paced_and_topic_by_topic_equal_the_backlog(kafka_settings, tmp_path):
+    want = await reference(kafka_settings, tmp_path)
+    s = kafka_settings
+    await setup_topics(s)
+    w = WorkerProcess(s, tmp_path / "paced.log").start()
+    try:
+        await while_producing(s, rate=len(HISTORY) / 10, action=lambda: asyncio.sleep(0))
+        assert_same(await outcome(s), want)
+    finally:
+        w.stop()
+
+    tag = "tbt" + s.app_id
+    t = s.model_copy(update={"app_id": tag, "topic_prefix": f"{tag}.", "data_dir": str(tmp_path / "tbt")})
+    await setup_topics(t)
+    for kind in ("surveys", "billing", "tickets", "usage", "accounts"):  # worst order first
+        await produce(t, [r for r in records(t, HISTORY) if r[0] == t.topic(kind)])
+    await send_markers(t)
+    w = WorkerProcess(t, tmp_path / "tbt.log").start()
+    try:
+        assert_same(await outcome(t), want)
+    finally:
+        w.stop()
+
+
+async def test_hostile_but_valid_events(kafka_settings, tmp_path):
+    want = await reference(kafka_settings, tmp_path)
+    s = kafka_settings
+    await setup_topics(s)
+    victim = HISTORY[0]["account_id"]
+    base = {"account_id": victim, "type": "login", "user_id": "h"}
+    hostile = [
+        {**base, "event_id": "h-1970", "occurred_at": "1970-01-01T00:00:00Z"},
+        {**base, "event_id": "h-0001", "occurred_at": "0001-01-01T00:00:00Z"},
+        {**base, "event_id": "h-future", "occurred_at": "2999-01-01T00:00:00Z"},
+        {**base, "event_id": "h-big", "occurred_at": END.isoformat(), "blob": "x" * 1_030_000},
+        {**base, "event_id": "h-field", "occurred_at": END.isoformat(), "note": "y" * 999_000},
+    ]
+    mixed = list(HISTORY)
+    for i, ev in enumerate(hostile):  # spread through the history
+        mixed.insert((i + 1) * len(mixed) // (len(hostile) + 1), ev)
+    await produce(s, records(s, mixed))
+    await send_markers(s)
+    w = WorkerProcess(s, tmp_path / "worker.log").start()
+    try:
+        got = await outcome(s)
+        dead = await collect(s, "deadletter", lambda rs: len(rs) >= len(hostile))
+        assert w.alive(), w.log_tail()
+    finally:
+        w.stop()
+    assert_same(got, want)
+    reasons = sorted(dict(r.headers)["healthmon.reason"].decode() for r in dead)
+    assert len(reasons) == len(hostile), reasons
+    assert sum("older than the accepted range" in r for r in reasons) == 2
+    assert sum("in the future" in r for r in reasons) == 1
+    assert sum("record too large" in r for r in reasons) == 2
+    assert all(len(r.value or b"") <= 64 * 1024 for r in dead)
