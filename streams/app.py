@@ -118,6 +118,9 @@ def create_app(
         # One slow batch must not get the worker kicked out of the group.
         broker_max_poll_interval=300.0,
         broker_session_timeout=s.session_timeout_s,
+        # Records wait in the drivers until event time lets them through, unacked: a rebalance must
+        # not wait for them (they are redone by the next owner from the committed offsets).
+        stream_wait_empty=False,
         broker_heartbeat_interval=min(3.0, s.session_timeout_s / 4),
     )
     kinds = {s.topic(kind): i for i, kind in enumerate(INPUT_KINDS)}
@@ -243,8 +246,9 @@ def create_app(
         headers = dead_letter_headers(names[rec.kind], p, rec.offset, dl.reason, time.time(), len(value))
         await send(deadletter, rec.key, value[:DEAD_LETTER_MAX_BYTES], None, headers)
 
-    async def make_durable(p: int, driver: PartitionDriver, out: Output) -> None:
-        """Outputs first, then states, then acks: each step waits for the one before it."""
+    async def make_durable(p: int, out: Output) -> None:
+        """Outputs first, then states, then acks: each waits for the one before it. Runs under
+        the lock, which a revocation takes before it drops a driver, so it always completes."""
         for name, key, value, ts_ms in out.records:
             headers = OUTPUT_HEADERS
             if name == "errors":
@@ -254,14 +258,10 @@ def create_app(
             await send_dead_letter(p, dl)
         if out.records or out.dead_letters:
             await app.producer.flush()
-        if drivers.get(p) is not driver:
-            return  # revoked meanwhile: the new owner redoes this from the committed offsets
         for account_id, state in out.states.items():
             accounts.send_changelog(p, account_id, state)
         if out.states:
             await app.producer.flush()
-        if drivers.get(p) is not driver:
-            return
         for handle in out.acks:
             if handle is not None:
                 handle.ack()
@@ -269,7 +269,7 @@ def create_app(
     async def step(p: int, driver: PartitionDriver) -> None:
         out = driver.step(highwaters(p), time.time())
         if out:
-            await make_durable(p, driver, out)
+            await make_durable(p, out)
 
     @app.agent(inputs, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
@@ -304,20 +304,24 @@ def create_app(
         nonlocal recovered_generation
         recovered_generation += 1
         recovered.set()
+        mine = assigned()
+        for p in [p for p in waiting if p not in mine]:
+            del waiting[p]
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: set[TP], **kwargs: Any) -> None:
-        """Drop the drivers of every partition we may lose (without waiting for the lock: a batch
-        in flight checks its driver before it writes, and writes nothing for a dropped one)."""
+        """Drop the drivers of every partition we may lose, once the step in flight is durable:
+        the states a driver changes live in the table, so a step must never stop half-way."""
         nonlocal recovered_generation
         recovered.clear()
         recovered_generation += 1
-        for tp in revoked:
-            if tp.topic in kinds:
-                drivers.pop(tp.partition, None)
-                waiting.pop(tp.partition, None)
-                for k in range(len(names)):
-                    end_offsets.pop((k, tp.partition), None)
+        async with lock:
+            for tp in revoked:
+                if tp.topic in kinds:
+                    drivers.pop(tp.partition, None)
+                    waiting.pop(tp.partition, None)
+                    for k in range(len(names)):
+                        end_offsets.pop((k, tp.partition), None)
 
     rules_stamp = _rules_stamp(rules_path)
     last_rules_check = time.monotonic()
