@@ -53,7 +53,7 @@ run: install stack
 	@mkdir -p $(RUN_DIR)
 	$(BIN)/healthmon topics create
 	@$(MAKE) --no-print-directory _start NAME=mail CMD="$(PY) -m aiosmtpd -n -c aiosmtpd.handlers.Debugging -l 127.0.0.1:$(DEMO_SMTP_PORT)"
-	@HEALTHMON_CLOCK=event HEALTHMON_READMODEL_ENABLED=false $(MAKE) --no-print-directory _start NAME=worker CMD="$(BIN)/healthmon worker -l info"
+	@HEALTHMON_CLOCK=live HEALTHMON_READMODEL_ENABLED=false $(MAKE) --no-print-directory _start NAME=worker CMD="$(BIN)/healthmon worker -l info"
 	@$(MAKE) --no-print-directory _start NAME=readmodel CMD="$(BIN)/healthmon readmodel"
 	@HEALTHMON_SMTP_PORT=$(DEMO_SMTP_PORT) $(MAKE) --no-print-directory _start NAME=deliver CMD="$(BIN)/healthmon deliver"
 	@for i in $$(seq 1 60); do grep -q "Worker ready" $(RUN_DIR)/worker.log 2>/dev/null && break; sleep 1; done

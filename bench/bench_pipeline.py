@@ -152,7 +152,7 @@ def worker_env(s: Settings, extra: dict[str, str]) -> dict[str, str]:
     # As make run deploys it: the Redis read model runs in its own process (healthmon readmodel), so
     # the worker measured here does validate, aggregate, score, rules and emit.
     env.update(
-        HEALTHMON_CLOCK="event",
+        HEALTHMON_CLOCK="live",  # a replay of history runs on event time; the live load in real time
         HEALTHMON_LOG_LEVEL="warning",
         HEALTHMON_READMODEL_ENABLED="false",
         PYTHONUNBUFFERED="1",

@@ -95,6 +95,11 @@ def create_app(
     settings: Settings | None = None, scoring: ScoringConfig | None = None, ruleset: RuleSet | None = None
 ) -> Pipeline:
     s = settings or get_settings()
+    if s.processing_guarantee != "at_least_once":
+        raise ConfigError(
+            "HEALTHMON_PROCESSING_GUARANTEE: only at_least_once is supported; the engine skips "
+            "redelivered records per account state (effectively once), see docs/processing.md"
+        )
     # Bad configuration fails here, naming file, line and field, before anything is consumed.
     scoring = scoring or load_scoring(s.scorecard)
     rules_path = s.rules or DEFAULT_RULES
@@ -133,6 +138,8 @@ def create_app(
     alerts = app.topic(s.topic("alerts"), partitions=s.partitions, key_type=bytes, value_type=bytes)
     deadletter = app.topic(s.topic("deadletter"), key_type=bytes, value_type=bytes)
     outputs = {"health": health, "changes": changes, "alerts": alerts, "errors": deadletter}
+    output_names = {name: topic.get_topic_name() for name, topic in outputs.items()}
+    deadletter_name = deadletter.get_topic_name()
 
     # Any: the serializer attributes set below are the Collection's, not in Faust's TableT interface.
     accounts: Any = app.Table("accounts", partitions=s.partitions, key_type=str)
@@ -150,7 +157,6 @@ def create_app(
     )
     drivers = pipeline.drivers
     store = StateStore(accounts.data)
-    exactly_once = s.processing_guarantee == "exactly_once"
     lock = asyncio.Lock()  # the ingest batches and the timer take turns on the drivers
     waiting: dict[int, list[EventT]] = {}  # records of a partition whose driver is not ready yet
     end_offsets: dict[tuple[int, int], int] = {}  # (kind, partition) -> end offset, asked once
@@ -226,42 +232,61 @@ def create_app(
         msg = event.message
         return Record(kinds[msg.topic], msg.offset, msg.key, msg.value, event)
 
-    async def send(
-        topic: Any, key: bytes | None, value: bytes | None, ts_ms: int | None, headers: list
-    ) -> None:
-        """Send one output record without waiting for its ack (flushed before states are written).
+    #: (topic, key, value, partition, timestamp in s, headers)
+    Out = tuple[str, bytes | None, bytes | None, int | None, float | None, list[tuple[str, bytes]]]
 
-        At least once, straight to the producer: Faust's ``Topic.send`` wrapping costs more than
-        the send itself, once per snapshot. Exactly once needs Faust's transactional path."""
-        timestamp = ts_ms / 1000 if ts_ms is not None and ts_ms > 0 else None
-        if exactly_once:
-            await topic.send(key=key, value=value, timestamp=timestamp, headers=headers)
-        else:
-            await app.producer.send(topic.get_topic_name(), key, value, None, timestamp, headers)
+    async def deliver(pending: list[Out]) -> None:
+        """Send records and wait until every one is acknowledged, resending what failed.
 
-    async def send_dead_letter(p: int, dl: DeadLetter) -> None:
+        A send does not raise when the broker is away: its future fails after the producer gives
+        up on the batch. Each future is checked, and the step does not go on (so nothing is acked)
+        until all its records are in Kafka: during an outage the worker waits, it loses nothing."""
+        attempt = 0
+        while pending:
+            sent = [(rec, await app.producer.send(*rec)) for rec in pending]
+            await app.producer.flush()
+            failed: list[Out] = []
+            error: BaseException | None = None
+            for rec, fut in sent:
+                try:
+                    await fut
+                except Exception as exc:
+                    failed.append(rec)
+                    error = exc
+            if failed:
+                delay = min(5.0, 0.2 * 2**attempt)
+                log.warning(
+                    "%d records not acknowledged (%r); sending them again in %.1f s",
+                    len(failed),
+                    error,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                attempt += 1
+            pending = failed
+
+    def dead_letter(p: int, dl: DeadLetter) -> Out:
         rec = dl.record
         value = rec.value or b""
         log.warning("dead-lettered %s[%s]@%s: %s", names[rec.kind], p, rec.offset, dl.reason[:300])
         headers = dead_letter_headers(names[rec.kind], p, rec.offset, dl.reason, time.time(), len(value))
-        await send(deadletter, rec.key, value[:DEAD_LETTER_MAX_BYTES], None, headers)
+        return (deadletter_name, rec.key, value[:DEAD_LETTER_MAX_BYTES], None, None, headers)
 
     async def make_durable(p: int, out: Output) -> None:
         """Outputs first, then states, then acks: each waits for the one before it. Runs under
         the lock, which a revocation takes before it drops a driver, so it always completes."""
+        records: list[Out] = []
         for name, key, value, ts_ms in out.records:
             headers = OUTPUT_HEADERS
             if name == "errors":
                 headers = [("healthmon.reason", b"evaluation failed"), *OUTPUT_HEADERS]
-            await send(outputs[name], key, value, ts_ms, headers)
-        for dl in out.dead_letters:
-            await send_dead_letter(p, dl)
-        if out.records or out.dead_letters:
-            await app.producer.flush()
-        for account_id, state in out.states.items():
-            accounts.send_changelog(p, account_id, state)
-        if out.states:
-            await app.producer.flush()
+            records.append(
+                (output_names[name], key, value, None, ts_ms / 1000 if ts_ms > 0 else None, headers)
+            )
+        records.extend(dead_letter(p, dl) for dl in out.dead_letters)
+        await deliver(records)
+        changelog = accounts.changelog_topic.get_topic_name()
+        await deliver([(changelog, a.encode(), st.dumps(), p, None, []) for a, st in out.states.items()])
         for handle in out.acks:
             if handle is not None:
                 handle.ack()

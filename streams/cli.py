@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 import time
 from datetime import UTC, datetime
@@ -29,13 +30,20 @@ def worker(loglevel: str | None) -> None:
 
     from .app import create_app
     from .config import ConfigError
+    from .logs import rate_limit_handlers
 
     s = get_settings()
     try:
         pipeline = create_app(s)
     except ConfigError as exc:
         raise click.ClickException(f"invalid configuration:\n{exc}") from None
-    faust.Worker(pipeline.app, loglevel=loglevel or s.log_level).execute_from_commandline()
+
+    class Worker(faust.Worker):
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            super().on_setup_root_logger(logger, level)
+            rate_limit_handlers(logger)  # an outage logs a few lines, not thousands a second
+
+    Worker(pipeline.app, loglevel=loglevel or s.log_level).execute_from_commandline()
 
 
 @main.group()

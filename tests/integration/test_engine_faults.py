@@ -10,7 +10,12 @@ everything before it.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
+import socket
+import subprocess
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -232,3 +237,74 @@ async def test_hostile_but_valid_events(kafka_settings, tmp_path):
     assert sum("in the future" in r for r in reasons) == 1
     assert sum("record too large" in r for r in reasons) == 2
     assert all(len(r.value or b"") <= 64 * 1024 for r in dead)
+
+
+class Broker:
+    """The test stack's Kafka process, stopped and started again as an operator would."""
+
+    def __init__(self) -> None:
+        stack = os.environ.get("HEALTHMON_STACK_DIR")
+        if not stack:
+            pytest.fail("HEALTHMON_STACK_DIR is not set: run the suite with `make test`")
+        self.pid_file = Path(stack) / "kafka" / "pid"
+        pid = int(self.pid_file.read_text())
+        self.cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
+        self.cwd = os.readlink(f"/proc/{pid}/cwd")
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        self.env = dict(e.decode().split("=", 1) for e in env if b"=" in e)
+        self.pid = pid
+
+    def stop(self) -> None:
+        os.kill(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and Path(f"/proc/{self.pid}").exists():
+            if Path(f"/proc/{self.pid}/stat").read_text().split(") ")[1].startswith("Z"):
+                break
+            time.sleep(0.1)
+
+    def start(self, port: int) -> None:
+        log = (self.pid_file.parent / "restart.log").open("ab")
+        proc = subprocess.Popen(
+            self.cmdline,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.pid = proc.pid
+        self.pid_file.write_text(str(proc.pid))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.2)
+        raise RuntimeError("the broker did not come back")
+
+
+async def test_broker_stop_and_start_mid_replay(kafka_settings, tmp_path):
+    want = await reference(kafka_settings, tmp_path)
+    s = kafka_settings
+    await setup_topics(s)
+    port = int(s.kafka_bootstrap.rsplit(":", 1)[1])
+    w = WorkerProcess(s, tmp_path / "worker.log").start()
+    broker = Broker()
+    half = len(HISTORY) // 2
+    try:
+        await produce(s, records(s, HISTORY[:half]))
+        await collect(s, "health", lambda rs: len(rs) > 50, timeout=60)  # the worker is busy
+        await asyncio.to_thread(broker.stop)
+        down_log = len(w.log())
+        await asyncio.sleep(5)  # an outage of a few seconds, not a wait for a condition
+        await asyncio.to_thread(broker.start, port)
+        await produce(s, records(s, HISTORY[half:]))
+        await send_markers(s)
+        got = await outcome(s)
+        assert w.alive(), w.log_tail()
+    finally:
+        w.stop()
+    assert_same(got, want)
+    # Quiet outage: the worker logged a handful of lines per second, not thousands.
+    outage = w.log()[down_log:].count(b"\n")
+    assert outage < 2000, outage
