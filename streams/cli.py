@@ -430,7 +430,9 @@ def rules_test(files: tuple[Path, ...]) -> None:
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["events", "health", "health-changes", "alerts"]), default="events")
+@click.argument(
+    "kind", type=click.Choice(["events", "health", "health-changes", "alerts", "portfolio"]), default="events"
+)
 @click.option("--write", is_flag=True, help="Write all schemas into streams/schema/ (for maintainers).")
 def schema(kind: str, write: bool) -> None:
     """Print the JSON Schema of the input contract (events) or of an output topic."""
