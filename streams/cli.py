@@ -286,15 +286,18 @@ def deliver(loglevel: str) -> None:
 
 @main.command()
 @click.option("--loglevel", "-l", default="info")
-def readmodel(loglevel: str) -> None:
-    """Keep the Redis read model (dashboards) up to date from cs.health, in its own process."""
+@click.option(
+    "--rebuild", is_flag=True, help="Delete the read model in Redis and rebuild it from the topics."
+)
+def readmodel(loglevel: str, rebuild: bool) -> None:
+    """Keep the Redis read model (dashboards, portfolio, cs.portfolio) up to date from cs.health."""
     import logging
     import signal
 
     from .readmodel import ReadModelWorker
 
     logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] [%(levelname)s] %(name)s: %(message)s")
-    worker = ReadModelWorker(get_settings())
+    worker = ReadModelWorker(get_settings(), rebuild=rebuild)
 
     async def main_loop() -> None:
         loop = asyncio.get_running_loop()
