@@ -309,6 +309,30 @@ def readmodel(loglevel: str, rebuild: bool) -> None:
     asyncio.run(main_loop())
 
 
+@main.command()
+@click.option("--loglevel", "-l", default="info")
+def serve(loglevel: str) -> None:
+    """The HTTP API and the dashboard page (HEALTHMON_SERVE_HOST/PORT, HEALTHMON_API_TOKEN)."""
+    import logging
+    import signal
+
+    from .web.server import serve as run_server
+
+    logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] [%(levelname)s] %(name)s: %(message)s")
+
+    async def main_loop() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await run_server(get_settings(), stopping)
+
+    try:
+        asyncio.run(main_loop())
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @main.group()
 def silence() -> None:
     """Snooze alerts for an account, a rule or a CSM: they are recorded, not sent."""

@@ -6,6 +6,7 @@ Key layout (``{p}`` is ``HEALTHMON_REDIS_PREFIX``, default ``healthmon:``):
 
 - ``{p}account:{account_id}``  hash: score, band, confidence, as_of, name, segment, csm, csm_name,
   mrr, canceled, days_to_renewal, renewal_date, snapshot (the whole snapshot JSON)
+- ``{p}accounts``              set of every account_id
 - ``{p}scores``                sorted set: account_id by score (accounts without a score are absent)
 - ``{p}band:{red|yellow|green}``  set of account_ids
 - ``{p}csm:{csm_email}``       set of account_ids the CSM owns
@@ -46,6 +47,7 @@ ALERTS_PER_ACCOUNT = 100
 #: delivery log under the same prefix are left alone).
 OWNED_PATTERNS = (
     "account:*",
+    "accounts",
     "scores",
     "band:*",
     "csm:*",
@@ -176,6 +178,7 @@ async def write_snapshots(
                 "snapshot": orjson.dumps(snap),
             }
             pipe.hset(f"{prefix}account:{aid}", mapping=fields)
+            pipe.sadd(f"{prefix}accounts", aid)
             if snap.get("score") is None:
                 pipe.zrem(f"{prefix}scores", aid)
             else:
