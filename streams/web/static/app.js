@@ -7,6 +7,7 @@ const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "
 const num = (v, d = 0) => (v === null || v === undefined ? "–" : Number(v).toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d }));
 const pct = (v) => (v === null || v === undefined ? "–" : `${num(v, 1)}%`);
 const money = (v) => (v === null || v === undefined ? "–" : num(v, 0));
+const plural = (n, word) => `${num(n)} ${word}${n === 1 ? "" : "s"}`;
 const band = (b) => `<span class="band ${esc(b || "none")}">${esc(b || "n/a")}</span>`;
 
 async function api(path) {
@@ -67,36 +68,36 @@ function accountLink(a) {
 function atRisk(fig) {
   if (!fig.at_risk.length) return `<p class="muted">No account in the red band.</p>`;
   const rows = fig.at_risk.map((a) => `<tr data-account="${esc(a.account_id)}"><td>${accountLink(a)}</td><td class="num">${money(a.mrr)}</td><td class="num">${num(a.score, 1)}</td><td>${esc(a.csm_name || a.csm)}</td><td><ul class="drivers">${a.drivers.map((d) => `<li>${esc(d)}</li>`).join("")}</ul></td></tr>`).join("");
-  return `<table id="at-risk"><caption>At risk: ${num(fig.at_risk_accounts)} accounts, ${money(fig.at_risk_mrr)} MRR</caption><thead><tr><th>Account</th><th class="num">MRR</th><th class="num">Score</th><th>CSM</th><th>Why</th></tr></thead><tbody>${rows}</tbody></table>`;
+  return `<table id="at-risk"><caption>At risk: ${plural(fig.at_risk_accounts, "account")}, ${money(fig.at_risk_mrr)} MRR</caption><thead><tr><th>Account</th><th class="num">MRR</th><th class="num">Score</th><th>CSM</th><th>Why</th></tr></thead><tbody>${rows}</tbody></table>`;
 }
 
 function renewals(fig) {
   if (!fig.renewals_90d.length) return `<p class="muted">No renewal in the next 90 days.</p>`;
   const rows = fig.renewals_90d.map((a) => `<tr data-account="${esc(a.account_id)}"><td>${accountLink(a)}</td><td>${esc(a.renewal_date)}</td><td class="num">${money(a.mrr)}</td><td>${band(a.band)} ${num(a.score, 1)}</td><td>${esc(a.csm_name || a.csm)}</td></tr>`).join("");
-  return `<table id="renewals"><caption>Renewals in the next 90 days: ${num(fig.renewals_90d_accounts)} accounts, ${money(fig.renewals_90d_mrr)} MRR</caption><thead><tr><th>Account</th><th>Renews</th><th class="num">MRR</th><th>Health</th><th>CSM</th></tr></thead><tbody>${rows}</tbody></table>`;
+  return `<table id="renewals"><caption>Renewals in the next 90 days: ${plural(fig.renewals_90d_accounts, "account")}, ${money(fig.renewals_90d_mrr)} MRR</caption><thead><tr><th>Account</th><th>Renews</th><th class="num">MRR</th><th>Health</th><th>CSM</th></tr></thead><tbody>${rows}</tbody></table>`;
 }
 
 function bridge(fig) {
   const rows = [
-    ["Starting MRR", money(fig.starting_mrr), `${num(fig.starting_accounts)} accounts`],
+    ["Starting MRR", money(fig.starting_mrr), plural(fig.starting_accounts, "account")],
     ["+ Expansion", money(fig.expansion_mrr), pct(fig.expansion_rate)],
     ["− Contraction", money(fig.contraction_mrr), ""],
-    ["− Churned", money(fig.churned_mrr), `${num(fig.churned_accounts)} accounts`],
-    ["New (not in NRR)", money(fig.new_mrr), `${num(fig.new_accounts)} accounts`],
+    ["− Churned", money(fig.churned_mrr), plural(fig.churned_accounts, "account")],
+    ["New (not in NRR)", money(fig.new_mrr), plural(fig.new_accounts, "account")],
     ["Ending MRR", money(fig.ending_mrr), `${num(fig.active_accounts)} active`],
-    ["NPS", num(fig.nps, 1), `${num(fig.nps_responses)} answers`],
-    ["CSAT", pct(fig.csat), `${num(fig.csat_responses)} answers`],
-    ["CES", num(fig.ces, 2), `${num(fig.ces_responses)} answers`],
+    ["NPS", num(fig.nps, 1), plural(fig.nps_responses, "answer")],
+    ["CSAT", pct(fig.csat), plural(fig.csat_responses, "answer")],
+    ["CES", num(fig.ces, 2), plural(fig.ces_responses, "answer")],
   ];
   return `<table id="bridge"><caption>MRR bridge and satisfaction</caption><tbody>${rows.map(([k, v, n]) => `<tr><th scope="row">${k}</th><td class="num">${v}</td><td class="muted">${n}</td></tr>`).join("")}</tbody></table>`;
 }
 
-const state = { period: null, group: "all" };
+const state = { period: null, pinned: false, group: "all" }; // pinned: the user chose a period
 
 async function loadFilters() {
   const info = await api("/api/portfolio/periods");
   const sel = $("#period");
-  const cur = state.period || info.latest_month;
+  const cur = state.pinned && state.period ? state.period : info.latest_month; // else follow the latest
   sel.innerHTML = info.periods.slice().reverse().map((p) => `<option ${p === cur ? "selected" : ""}>${esc(p)}</option>`).join("");
   state.period = cur;
   const g = $("#group");
@@ -202,7 +203,7 @@ function connect() {
 
 window.addEventListener("hashchange", () => { render(); $("#view").focus(); });
 document.addEventListener("DOMContentLoaded", () => {
-  $("#period").addEventListener("change", (e) => { state.period = e.target.value; render(); });
+  $("#period").addEventListener("change", (e) => { state.period = e.target.value; state.pinned = true; render(); });
   $("#group").addEventListener("change", (e) => { state.group = e.target.value; render(); });
   render();
   connect();
