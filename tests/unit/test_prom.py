@@ -36,3 +36,25 @@ def test_metrics_are_exported() -> None:
     assert 'healthmon_dead_letters_total{reason="invalid"} 1.0' in body
     assert 'healthmon_evaluation_seconds_bucket{le="0.002"} 1.0' in body
     assert 'healthmon_worker_state{healthmon_worker_state="recovering"} 1.0' in body
+
+
+def test_grafana_dashboard_draws_only_metrics_that_exist() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    from alerts.worker import DeliveryMetrics
+
+    dash = json.loads((Path(__file__).resolve().parents[2] / "grafana" / "healthmon.json").read_text())
+    exported = {
+        s.name
+        for reg in (WorkerMetrics().registry, DeliveryMetrics().registry)
+        for metric in reg.collect()
+        for s in metric.samples
+    } | {m.name for reg in (WorkerMetrics().registry, DeliveryMetrics().registry) for m in reg.collect()}
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    used = {name for e in exprs for name in re.findall(r"\bhealthmon_[a-z_]+", e)}
+    # counters and histograms export their series with suffixes
+    series = exported | {f"{n}_total" for n in exported} | {f"{n}_bucket" for n in exported}
+    assert used and used <= series, used - series
+    assert {p["title"] for p in dash["panels"]} >= {"Consumer lag (messages)", "Accounts per band"}
