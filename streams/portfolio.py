@@ -256,10 +256,10 @@ class PortfolioBook:
             if end is None:
                 continue
             ends.append(end.as_of)
-            targets = [
-                groups.setdefault(g, _Acc()) for g in ("all", f"segment:{end.segment}", f"csm:{end.csm}")
-            ]
-            for acc in targets:
+            for g in ("all", f"segment:{end.segment}", f"csm:{end.csm}"):
+                acc = groups.get(g)
+                if acc is None:
+                    acc = groups[g] = _Acc()
                 _add(acc, aid, start, end)
         ref = max(ends, default=None)
         return {g: _finish(period, g, acc, ref) for g, acc in sorted(groups.items())}

@@ -368,7 +368,7 @@ class ReadModelWorker:
                 if alerts_raw:
                     accounts += await _retry(write_alerts, redis, p, alerts_raw)
                 periods: list[str] = []
-                if self.dirty_months and time.monotonic() - self.last_compute >= s.portfolio_interval_s:
+                if self.dirty_months and time.monotonic() - self.last_compute >= self.compute_interval():
                     periods = await self.publish_portfolio(redis, producer)
                 if accounts or periods:
                     note = orjson.dumps({"accounts": sorted(set(accounts)), "periods": periods})
@@ -384,6 +384,11 @@ class ReadModelWorker:
             await consumer.stop()
             await producer.stop()
             await redis.aclose()
+
+    def compute_interval(self) -> float:
+        """The configured interval, stretched so that portfolio passes take at most a fifth of the time
+        (a pass over 10,000 accounts costs ~0.15-0.3 s per period on a laptop core)."""
+        return max(self.settings.portfolio_interval_s, 5 * self.compute_seconds)
 
     async def _caught_up(self) -> bool:
         consumer = self.consumer
