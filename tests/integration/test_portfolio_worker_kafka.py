@@ -54,9 +54,9 @@ async def test_worker_snapshots_give_the_hand_computed_month(kafka_settings, wor
         async def february() -> dict:
             raw = await redis.hget(f"{s.redis_prefix}portfolio:2026-02", "all")
             figures = orjson.loads(raw) if raw else {}
-            return (
-                figures if figures.get("new_accounts") == 1 and figures.get("churned_accounts") == 1 else {}
-            )
+            # partitions are processed independently: wait until every account's last event is in
+            done = (figures.get("new_mrr"), figures.get("churned_accounts"), figures.get("contraction_mrr"))
+            return figures if done == (300, 1, 500) and figures.get("expansion_mrr") == 200 else {}
 
         feb = await wait_for(february, 60)
         # start 1,000 + 500 + 3,000 = 4,500; +200 expansion, -500 contraction, -500 churned
