@@ -149,7 +149,7 @@ async function showAccount(id) {
   const s = a.snapshot, acc = s.account || {}, m = s.metrics || {};
   const comps = (s.components || []).map((c) => `<tr><td>${esc(c.label || c.name)}</td><td class="num">${num(c.score, 1)}</td><td class="num">${num(c.weight, 0)}</td><td class="num">${num(c.contribution, 1)}</td></tr>`).join("");
   const drivers = (s.drivers || []).map((d) => `<li>${esc(d.text)} <span class="muted">(−${num(d.points_lost, 1)} points)</span></li>`).join("");
-  const alerts = a.alerts.map((x) => `<tr><td>${esc(x.status)}</td><td>${esc(x.severity)}</td><td>${esc(x.summary || x.rule_id)}</td><td>${esc(x.starts_at || "")}</td><td>${esc(x.action || "")}</td></tr>`).join("");
+  const alerts = a.alerts.slice(0, 20).map((x) => `<tr><td>${esc(x.status)}</td><td>${esc(x.severity)}</td><td>${esc(x.summary || x.rule_id)}</td><td>${esc(x.starts_at || "")}</td><td>${esc(x.action || "")}</td></tr>`).join("");
   const silences = a.silences.map((x) => `<li>${esc(JSON.stringify(x.matchers))} until ${esc(new Date(x.ends_at * 1000).toISOString())} ${esc(x.comment)}</li>`).join("");
   $("#asof").textContent = s.as_of;
   $("#view").innerHTML = `
@@ -168,7 +168,7 @@ async function showAccount(id) {
       <section><h2>Components</h2><div class="panel"><table id="components"><thead><tr><th>Component</th><th class="num">Score</th><th class="num">Weight</th><th class="num">Points</th></tr></thead><tbody>${comps}</tbody></table></div></section>
       <section><h2>Why</h2><div class="panel">${drivers ? `<ul class="drivers" id="drivers">${drivers}</ul>` : `<p class="muted">Nothing costs points.</p>`}</div></section>
     </div>
-    <section><h2>Alerts</h2><div class="panel">${alerts ? `<table id="alerts"><thead><tr><th>Status</th><th>Severity</th><th>What</th><th>Since</th><th>Next step</th></tr></thead><tbody>${alerts}</tbody></table>` : `<p class="muted">No alerts.</p>`}</div></section>
+    <section><h2>Alerts</h2><div class="panel">${alerts ? `<table id="alerts"><thead><tr><th>Status</th><th>Severity</th><th>What</th><th>Since</th><th>Next step</th></tr></thead><tbody>${alerts}</tbody></table>${a.alerts.length > 20 ? `<p class="muted">The latest 20 of ${a.alerts.length}: <a href="/api/alerts?account=${encodeURIComponent(s.account_id)}">all as JSON</a>.</p>` : ""}` : `<p class="muted">No alerts.</p>`}</div></section>
     <section><h2>Silences</h2><div class="panel">${silences ? `<ul>${silences}</ul>` : `<p class="muted">None.</p>`}</div></section>`;
 }
 
