@@ -320,6 +320,10 @@ class ReadModelWorker:
         self.published: dict[tuple[str, str], bytes] = {}
         self.last_compute = 0.0
         self.compute_seconds = 0.0  # the last portfolio pass, for logs and the benchmark
+        #: How often a running read model checks that Redis still holds it (a restarted Redis without
+        #: persistence comes back empty: the read model then rebuilds itself from the topics).
+        self.empty_check_s = 5.0
+        self.last_empty_check = time.monotonic()
 
     async def run(self) -> None:
         s = self.settings
@@ -375,6 +379,10 @@ class ReadModelWorker:
                     await _retry(redis.publish, f"{p}updates", note)
                 if batch:
                     await consumer.commit()
+                if not self.rebuilding and time.monotonic() - self.last_empty_check >= self.empty_check_s:
+                    self.last_empty_check = time.monotonic()
+                    if await _retry(is_empty, redis, p):
+                        await self._restart_rebuild()
                 if self.rebuilding and await self._caught_up():
                     await self.publish_portfolio(redis, producer)
                     await _retry(redis.set, f"{p}readmodel:built", datetime.now(UTC).isoformat())
@@ -384,6 +392,22 @@ class ReadModelWorker:
             await consumer.stop()
             await producer.stop()
             await redis.aclose()
+
+    async def _restart_rebuild(self) -> None:
+        """Redis lost the read model while this process ran: forget it and read the topics again."""
+        consumer = self.consumer
+        assert consumer is not None
+        log.warning("the read model is gone from Redis (restarted or flushed?): rebuilding from the topics")
+        self.book = PortfolioBook()
+        self.published.clear()
+        self.dirty_months.clear()
+        self.rebuilding = True
+        assigned = list(consumer.assignment())
+        if assigned:
+            await consumer.seek_to_beginning(*assigned)
+            self.rebuild_targets = await consumer.end_offsets(assigned)
+        else:
+            self.rebuild_targets = {}
 
     def compute_interval(self) -> float:
         """The configured interval, stretched so that portfolio passes take at most a fifth of the time

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from streams.readmodel import ReadModelWorker, read_history
 from tests.helpers import collect, produce, setup_topics
@@ -137,3 +140,83 @@ async def test_portfolio_history_alerts_and_rebuild(kafka_settings) -> None:
         assert await redis.llen(f"{p}alerts") == 1
     finally:
         await redis.aclose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def redis_server(port: int, workdir) -> subprocess.Popen:
+    """A private redis-server without persistence: a restart comes back empty."""
+    return subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def test_a_redis_restart_mid_run_is_rebuilt_to_the_same_figures(kafka_settings, tmp_path) -> None:
+    port = free_port()
+    s = kafka_settings.model_copy(
+        update={"redis_url": f"redis://127.0.0.1:{port}/0", "portfolio_interval_s": 0.05}
+    )
+    p = s.redis_prefix
+    await setup_topics(s)
+    first, second = doc_snapshots()[:6], doc_snapshots()[6:]
+    await produce(s, ((s.topic("health"), x["account_id"].encode(), orjson.dumps(x)) for x in first))
+    server = redis_server(port, tmp_path)
+    redis = Redis.from_url(s.redis_url)
+    rm = ReadModelWorker(s)
+    rm.empty_check_s = 0.2
+    task = None
+    try:
+        await wait_for(lambda: _pings(redis))
+        task = asyncio.create_task(rm.run())
+        await wait_for(lambda: redis.exists(f"{p}readmodel:built"))
+        # Redis dies and comes back empty while the read model runs; more snapshots arrive meanwhile
+        server.terminate()
+        server.wait(10)
+        await produce(s, ((s.topic("health"), x["account_id"].encode(), orjson.dumps(x)) for x in second))
+        server = redis_server(port, tmp_path)
+
+        async def rebuilt() -> bool:
+            try:
+                figures = await november(redis, p)
+                return figures.get("nrr") == 95.93 and bool(await redis.exists(f"{p}readmodel:built"))
+            except (OSError, RedisError):
+                return False  # the new server is not up yet
+
+        await wait_for(rebuilt)
+        # equal to an uninterrupted run: the golden figures, every account, both months' points
+        figures = await november(redis, p)
+        assert (figures["grr"], figures["at_risk_mrr"], figures["renewals_90d_mrr"]) == (90.24, 2100, 6500)
+        assert await redis.scard(f"{p}accounts") == 7
+        assert await redis.hkeys(f"{p}months:a1") in ([b"2026-10", b"2026-11"], [b"2026-11", b"2026-10"])
+    finally:
+        rm.stopping.set()
+        if task is not None:
+            await task
+        await redis.aclose()
+        server.terminate()
+        server.wait(10)
+
+
+async def _pings(redis: Redis) -> bool:
+    try:
+        return bool(await redis.ping())
+    except (OSError, RedisError):
+        return False
