@@ -334,6 +334,8 @@ class ReadModelWorker:
             log.info("rebuild: deleted %d read model keys under %r", n, p)
         self.rebuilding = await _retry(is_empty, redis, p)
         if self.rebuilding:
+            # whatever is left without the marker (an interrupted rebuild) is replaced, not appended to
+            await _retry(clear, redis, p)
             log.info("read model empty: rebuilding from the beginning of %s", s.topic("health"))
         else:
             self.book = await _retry(load_book, redis, p)
@@ -382,7 +384,7 @@ class ReadModelWorker:
                 if not self.rebuilding and time.monotonic() - self.last_empty_check >= self.empty_check_s:
                     self.last_empty_check = time.monotonic()
                     if await _retry(is_empty, redis, p):
-                        await self._restart_rebuild()
+                        await self._restart_rebuild(redis)
                 if self.rebuilding and await self._caught_up():
                     await self.publish_portfolio(redis, producer)
                     await _retry(redis.set, f"{p}readmodel:built", datetime.now(UTC).isoformat())
@@ -393,7 +395,7 @@ class ReadModelWorker:
             await producer.stop()
             await redis.aclose()
 
-    async def _restart_rebuild(self) -> None:
+    async def _restart_rebuild(self, redis: Redis) -> None:
         """Redis lost the read model while this process ran: forget it and read the topics again."""
         consumer = self.consumer
         assert consumer is not None
@@ -402,6 +404,7 @@ class ReadModelWorker:
         self.published.clear()
         self.dirty_months.clear()
         self.rebuilding = True
+        await _retry(clear, redis, self.settings.redis_prefix)  # what was written since it came back
         assigned = list(consumer.assignment())
         if assigned:
             await consumer.seek_to_beginning(*assigned)
