@@ -41,7 +41,7 @@ stack-stop:
 
 status:
 	@.ci/stack.sh status || true
-	@for n in simulator worker readmodel deliver mail; do \
+	@for n in simulator worker readmodel serve deliver mail; do \
 	  if [ -f $(RUN_DIR)/$$n.pid ] && kill -0 $$(cat $(RUN_DIR)/$$n.pid) 2>/dev/null; then \
 	    echo "$$n: running, pid $$(cat $(RUN_DIR)/$$n.pid), log $(RUN_DIR)/$$n.log"; else echo "$$n: stopped"; fi; \
 	done
@@ -55,11 +55,13 @@ run: install stack
 	@$(MAKE) --no-print-directory _start NAME=mail CMD="$(PY) -m aiosmtpd -n -c aiosmtpd.handlers.Debugging -l 127.0.0.1:$(DEMO_SMTP_PORT)"
 	@HEALTHMON_CLOCK=live HEALTHMON_READMODEL_ENABLED=false $(MAKE) --no-print-directory _start NAME=worker CMD="$(BIN)/healthmon worker -l info"
 	@$(MAKE) --no-print-directory _start NAME=readmodel CMD="$(BIN)/healthmon readmodel"
+	@$(MAKE) --no-print-directory _start NAME=serve CMD="$(BIN)/healthmon serve"
 	@HEALTHMON_SMTP_PORT=$(DEMO_SMTP_PORT) $(MAKE) --no-print-directory _start NAME=deliver CMD="$(BIN)/healthmon deliver"
 	@for i in $$(seq 1 60); do grep -q "Worker ready" $(RUN_DIR)/worker.log 2>/dev/null && break; sleep 1; done
 	@$(MAKE) --no-print-directory _start NAME=simulator CMD="$(BIN)/healthmon simulate --accounts $(DEMO_ACCOUNTS) --days $(DEMO_DAYS) --seed 7 --truth $(RUN_DIR)/truth.json --produce --rate $(DEMO_RATE) --follow"
 	@echo
 	@echo "healthmon is running: $(DEMO_ACCOUNTS) simulated accounts, $(DEMO_DAYS) days of history replaying (a few minutes), then live."
+	@echo "Dashboard (portfolio, at-risk accounts, renewals; live): http://$${HEALTHMON_SERVE_HOST:-127.0.0.1}:$${HEALTHMON_SERVE_PORT:-8080}/"
 	@echo "Where to look:"
 	@echo "  $(BIN)/healthmon tail cs.health.changes --from-end   # accounts moving between bands, with the why"
 	@echo "  $(BIN)/healthmon tail cs.alerts --from-end           # alerts firing / resolving, with the playbook step"
@@ -79,7 +81,7 @@ _start:
 	fi
 
 stop:
-	@for n in simulator deliver readmodel worker mail; do \
+	@for n in simulator deliver serve readmodel worker mail; do \
 	  if [ -f $(RUN_DIR)/$$n.pid ]; then kill $$(cat $(RUN_DIR)/$$n.pid) 2>/dev/null || true; rm -f $(RUN_DIR)/$$n.pid; echo "$$n stopped"; fi; \
 	done
 	@.ci/stack.sh down

@@ -294,15 +294,18 @@ def deliver(loglevel: str) -> None:
 
 @main.command()
 @click.option("--loglevel", "-l", default="info")
-def readmodel(loglevel: str) -> None:
-    """Keep the Redis read model (dashboards) up to date from cs.health, in its own process."""
+@click.option(
+    "--rebuild", is_flag=True, help="Delete the read model in Redis and rebuild it from the topics."
+)
+def readmodel(loglevel: str, rebuild: bool) -> None:
+    """Keep the Redis read model (dashboards, portfolio, cs.portfolio) up to date from cs.health."""
     import logging
     import signal
 
     from .readmodel import ReadModelWorker
 
     logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] [%(levelname)s] %(name)s: %(message)s")
-    worker = ReadModelWorker(get_settings())
+    worker = ReadModelWorker(get_settings(), rebuild=rebuild)
 
     async def main_loop() -> None:
         loop = asyncio.get_running_loop()
@@ -312,6 +315,30 @@ def readmodel(loglevel: str) -> None:
         await worker.run()
 
     asyncio.run(main_loop())
+
+
+@main.command()
+@click.option("--loglevel", "-l", default="info")
+def serve(loglevel: str) -> None:
+    """The HTTP API and the dashboard page (HEALTHMON_SERVE_HOST/PORT, HEALTHMON_API_TOKEN)."""
+    import logging
+    import signal
+
+    from .web.server import serve as run_server
+
+    logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] [%(levelname)s] %(name)s: %(message)s")
+
+    async def main_loop() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await run_server(get_settings(), stopping)
+
+    try:
+        asyncio.run(main_loop())
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.group()
@@ -438,7 +465,9 @@ def rules_test(files: tuple[Path, ...]) -> None:
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["events", "health", "health-changes", "alerts"]), default="events")
+@click.argument(
+    "kind", type=click.Choice(["events", "health", "health-changes", "alerts", "portfolio"]), default="events"
+)
 @click.option("--write", is_flag=True, help="Write all schemas into streams/schema/ (for maintainers).")
 def schema(kind: str, write: bool) -> None:
     """Print the JSON Schema of the input contract (events) or of an output topic."""

@@ -26,6 +26,7 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
     compact = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
     specs = [TopicSpec(name, s.partitions, keep) for name in s.input_topics]
     specs.append(TopicSpec(s.topic("health"), s.partitions, compact))
+    specs.append(TopicSpec(s.topic("portfolio"), 1, compact))  # small; key "period|group"
     specs += [
         TopicSpec(s.topic(n), s.partitions, keep)
         for n in ("health_changes", "alerts", "deadletter", "alerts_deadletter")

@@ -58,6 +58,7 @@ class AccountMetrics(BaseModel):
     sentiment_mean_30d: float | None = None
     negative_sentiment_share_30d: float | None = None
     csat_90d: float | None = None  # % of CSAT answers that are 4 or 5
+    csat_responses_90d: int = 0  # answers behind csat_90d (portfolio CSAT weighs accounts by it)
     ticket_spike_ratio: float | None = None  # tickets last 7 d / weekly mean of the 4 weeks before
     ticket_spike: bool = False
     has_tickets: bool = False
@@ -69,6 +70,7 @@ class AccountMetrics(BaseModel):
     csat_latest_score: int | None = None
     csat_latest_days_ago: int | None = None
     ces_mean_90d: float | None = None
+    ces_responses_90d: int = 0  # answers behind ces_mean_90d
     # --- financial
     mrr: Decimal | None = None
     mrr_30d_ago: Decimal | None = None
@@ -194,6 +196,7 @@ def compute_metrics(state: AccountState, as_of: int, cfg: MetricsConfig) -> Acco
         m.negative_sentiment_share_30d = w30[C.SENTIMENT_NEGATIVE] / w30[C.SENTIMENT_N]
     if w90[C.CSAT_N]:
         m.csat_90d = w90[C.CSAT_SATISFIED] / w90[C.CSAT_N] * 100
+        m.csat_responses_90d = w90[C.CSAT_N]
     prior_mean = prior_4w_tickets / 4
     m.ticket_spike_ratio = ratio(m.tickets_opened_7d, prior_mean)
     m.ticket_spike = m.tickets_opened_7d >= cfg.spike_min_tickets and (
@@ -216,6 +219,7 @@ def compute_metrics(state: AccountState, as_of: int, cfg: MetricsConfig) -> Acco
         m.csat_latest_days_ago = today - state.csat_latest[0] // DAY_S
     if w90[C.CES_N]:
         m.ces_mean_90d = w90[C.CES_SUM] / w90[C.CES_N]
+        m.ces_responses_90d = w90[C.CES_N]
 
     # --- financial (from the MRR history, so late billing events and cancellations count)
     if state.mrr_history:

@@ -22,6 +22,7 @@ def all_schemas() -> dict[str, dict]:
     from rules.model import AlertEvent
 
     from .events import EVENT_ADAPTER
+    from .portfolio import PortfolioMetrics
     from .snapshot import HealthChange, HealthSnapshot
 
     return {
@@ -36,6 +37,12 @@ def all_schemas() -> dict[str, dict]:
             "serialization",
         ),
         "alerts": _schema(TypeAdapter(AlertEvent), "alerts", "healthmon alert (cs.alerts)", "serialization"),
+        "portfolio": _schema(
+            TypeAdapter(PortfolioMetrics),
+            "portfolio",
+            "healthmon portfolio metrics (cs.portfolio)",
+            "serialization",
+        ),
     }
 
 

@@ -24,6 +24,7 @@ class TopicNames(BaseModel):
     alerts: str = "cs.alerts"
     deadletter: str = "cs.deadletter"
     alerts_deadletter: str = "cs.alerts.deadletter"
+    portfolio: str = "cs.portfolio"
 
 
 ENV_PREFIX = "HEALTHMON_"
@@ -102,6 +103,15 @@ class Settings(BaseSettings):
     # readmodel_enabled also runs it inside each worker (one-process setups; costs scoring latency).
     redis_prefix: str = "healthmon:"
     readmodel_enabled: bool = True
+    # Portfolio figures (cs.portfolio, Redis) are recomputed at most this often while snapshots arrive.
+    portfolio_interval_s: float = Field(default=1.0, gt=0)
+    # Days of daily score history per account kept in the read model (the dashboard's trend).
+    history_days: int = Field(default=120, ge=90)
+    # `healthmon serve`: the HTTP API and dashboard. Every route but /healthz and /readyz needs
+    # `Authorization: Bearer <api_token>` (or ?token= for the page and its event stream) when a token is set.
+    serve_host: str = "127.0.0.1"
+    serve_port: int = Field(default=8080, ge=0, le=65535)
+    api_token: SecretStr | None = None
 
     def process_env(self, base: Mapping[str, str]) -> dict[str, str]:
         """The environment for another healthmon process with exactly these settings: ``base``

@@ -1,0 +1,1 @@
+"""``healthmon serve``: the HTTP API and the dashboard page, reading the Redis read model."""

@@ -1,0 +1,196 @@
+"""The OpenAPI 3.1 document of ``healthmon serve`` (``GET /api/openapi.json``); bodies from the models."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel
+
+from ..portfolio import PortfolioMetrics
+from ..snapshot import HealthSnapshot
+
+
+def _params(model: type[BaseModel]) -> list[dict]:
+    schema = model.model_json_schema()
+    props = schema.get("properties", {})
+    return [
+        {"name": name, "in": "query", "required": False, "schema": prop, "description": prop.get("title", "")}
+        for name, prop in props.items()
+    ]
+
+
+def _json(ref: str | dict) -> dict:
+    schema = {"$ref": f"#/components/schemas/{ref}"} if isinstance(ref, str) else ref
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _ok(description: str, schema: str | dict) -> dict:
+    return {
+        "200": {"description": description, **_json(schema)},
+        "400": {"description": "invalid request", **_json("Error")},
+        "401": {"description": "no or wrong bearer token", **_json("Error")},
+    }
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict[str, Any]:
+    from .queries import AccountQuery
+    from .server import AlertsQuery, PortfolioQuery, SilenceRequest, TrendQuery
+
+    comps: dict[str, Any] = {
+        "Error": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {"status": {"type": "integer"}, "message": {"type": "string"}},
+                    "required": ["status", "message"],
+                }
+            },
+        },
+        "AccountRow": {
+            "type": "object",
+            "properties": {
+                k: {"type": t}
+                for k, t in {
+                    "account_id": "string",
+                    "name": "string",
+                    "segment": ["string", "null"],
+                    "csm": ["string", "null"],
+                    "csm_name": ["string", "null"],
+                    "score": ["number", "null"],
+                    "band": ["string", "null"],
+                    "mrr": "number",
+                    "canceled": "boolean",
+                    "renewal_date": ["string", "null"],
+                    "as_of": ["string", "null"],
+                }.items()
+            },
+        },
+        "AccountPage": {
+            "type": "object",
+            "properties": {
+                "total": {"type": "integer"},
+                "limit": {"type": "integer"},
+                "offset": {"type": "integer"},
+                "items": {"type": "array", "items": {"$ref": "#/components/schemas/AccountRow"}},
+            },
+        },
+        "AccountDetail": {
+            "type": "object",
+            "properties": {
+                "snapshot": {"$ref": "#/components/schemas/HealthSnapshot"},
+                "history": {"type": "array", "items": {"type": "object"}},
+                "alerts": {"type": "array", "items": {"type": "object"}},
+                "firing": {"type": "array", "items": {"type": "object"}},
+                "silences": {"type": "array", "items": {"type": "object"}},
+            },
+        },
+    }
+    for model in (PortfolioMetrics, HealthSnapshot, SilenceRequest):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        comps.update(schema.pop("$defs", {}))
+        comps[model.__name__] = schema
+    anyobj: dict = {"type": "object"}
+    paths = {
+        "/healthz": {
+            "get": {
+                "summary": "The process is up (no token needed)",
+                "responses": {"200": {"description": "ok"}},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Redis answers and the read model is built (no token needed)",
+                "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
+            }
+        },
+        "/api/accounts": {
+            "get": {
+                "summary": "Accounts, filtered, sorted and paged",
+                "parameters": _params(AccountQuery),
+                "responses": _ok("a page of accounts", "AccountPage"),
+            }
+        },
+        "/api/accounts/{account_id}": {
+            "get": {
+                "summary": "One account: snapshot (components, drivers), daily history, alerts, silences",
+                "parameters": [
+                    {"name": "account_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    **_ok("the account", "AccountDetail"),
+                    "404": {"description": "unknown", **_json("Error")},
+                },
+            }
+        },
+        "/api/portfolio": {
+            "get": {
+                "summary": "Portfolio figures of a period (YYYY-MM or YYYY-Qn; default the latest month) for a "
+                "group (all, segment:<name>, csm:<email>)",
+                "parameters": _params(PortfolioQuery),
+                "responses": {
+                    **_ok("the figures", "PortfolioMetrics"),
+                    "404": {"description": "none", **_json("Error")},
+                },
+            }
+        },
+        "/api/portfolio/periods": {
+            "get": {"summary": "Periods and the latest month's groups", "responses": _ok("periods", anyobj)}
+        },
+        "/api/portfolio/trend": {
+            "get": {
+                "summary": "A group's monthly headline figures, oldest first",
+                "parameters": _params(TrendQuery),
+                "responses": _ok("the trend", {"type": "array", "items": anyobj}),
+            }
+        },
+        "/api/alerts": {
+            "get": {
+                "summary": "The alerts feed, newest first (cs.alerts events)",
+                "parameters": _params(AlertsQuery),
+                "responses": _ok("alerts", anyobj),
+            }
+        },
+        "/api/silences": {
+            "get": {"summary": "Active silences", "responses": _ok("silences", anyobj)},
+            "post": {
+                "summary": "Add a silence (as `healthmon silence add`)",
+                "requestBody": {"required": True, **_json("SilenceRequest")},
+                "responses": {"201": {"description": "added", **_json(anyobj)}, **_ok("", "Error")},
+            },
+        },
+        "/api/silences/{silence_id}": {
+            "delete": {
+                "summary": "Remove a silence",
+                "parameters": [
+                    {"name": "silence_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "204": {"description": "removed"},
+                    "404": {"description": "unknown", **_json("Error")},
+                },
+            }
+        },
+        "/api/events": {
+            "get": {
+                "summary": "Server-sent events: `update` with {accounts, periods} as the read model changes",
+                "responses": {"200": {"description": "text/event-stream"}},
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "healthmon",
+            "version": "1",
+            "description": "Customer health: the read model's API.",
+        },
+        "components": {
+            "schemas": comps,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+    }
