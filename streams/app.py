@@ -30,6 +30,7 @@ from .codecs import STATE_CODEC
 from .config import ConfigError
 from .driver import DeadLetter, DriverConfig, Output, PartitionDriver, Record, StateStore
 from .engine import Engine
+from .prom import WorkerMetrics, start_exporter
 from .readmodel import write_with_retry
 from .scoring import ScoringConfig, load_scoring
 from .settings import Settings, get_settings
@@ -53,6 +54,7 @@ class Pipeline:
     accounts: Any
     drivers: dict[int, PartitionDriver] = field(default_factory=dict)
     agents: dict[str, Any] = field(default_factory=dict)
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
 
 
 def dead_letter_headers(
@@ -156,6 +158,8 @@ def create_app(
         accounts,
     )
     drivers = pipeline.drivers
+    metrics = pipeline.metrics
+    exported: dict[tuple[int, str, object], int] = {}  # per driver: counter values already exported
     store = StateStore(accounts.data)
     lock = asyncio.Lock()  # the ingest batches and the timer take turns on the drivers
     waiting: dict[int, list[EventT]] = {}  # records of a partition whose driver is not ready yet
@@ -292,9 +296,27 @@ def create_app(
                 handle.ack()
 
     async def step(p: int, driver: PartitionDriver) -> None:
+        started = time.perf_counter()
+        evaluations = driver.stats.evaluations
         out = driver.step(highwaters(p), time.time())
         if out:
+            n = driver.stats.evaluations - evaluations
+            if n:  # the step's evaluation time, per evaluation (the driver reads no clock)
+                metrics.evaluation_seconds.observe((time.perf_counter() - started) / n)
             await make_durable(p, out)
+            export_counts(p, driver)
+
+    def export_counts(p: int, driver: PartitionDriver) -> None:
+        for (topic, type_), n in driver.stats.by_type.items():
+            key: tuple[int, str, object] = (id(driver), "e", (topic, type_))
+            if n != exported.get(key, 0):
+                metrics.event(topic, type_, n - exported.get(key, 0))
+                exported[key] = n
+        for reason, n in driver.stats.dead_by_reason.items():
+            key = (id(driver), "d", reason)
+            if n != exported.get(key, 0):
+                metrics.dead_letters.labels(reason=reason).inc(n - exported.get(key, 0))
+                exported[key] = n
 
     @app.agent(inputs, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
@@ -329,6 +351,7 @@ def create_app(
         nonlocal recovered_generation
         recovered_generation += 1
         recovered.set()
+        metrics.set_state("running")
         mine = assigned()
         for p in [p for p in waiting if p not in mine]:
             del waiting[p]
@@ -340,6 +363,7 @@ def create_app(
         nonlocal recovered_generation
         recovered.clear()
         recovered_generation += 1
+        metrics.set_state("recovering")
         async with lock:
             for tp in revoked:
                 if tp.topic in kinds:
@@ -369,6 +393,32 @@ def create_app(
                 driver = drivers.get(p) or await ensure_driver(p)
                 if driver is not None:
                     await step(p, driver)
+
+    @app.timer(10.0)
+    async def gauges() -> None:
+        """Consumer lag and accounts per band (a pass over the owned states every 10 s)."""
+        mine = assigned()
+        for p in mine:
+            for k, name in enumerate(names):
+                hw = app.consumer.highwater(TP(name, p))
+                driver = drivers.get(p)
+                pos = driver.position[k] if driver is not None else None
+                if hw is not None and pos is not None:
+                    metrics.consumer_lag.labels(topic=name, partition=str(p)).set(max(0, hw - pos))
+        bands = dict.fromkeys(("red", "yellow", "green", "none"), 0)
+        for state in list(accounts.data.values()):
+            if getattr(state, "partition", None) in mine:
+                band = state.last_change_band
+                bands[band if band in bands else "none"] += 1
+        for band, n in bands.items():
+            metrics.accounts.labels(band=band).set(n)
+
+    if s.metrics_port:
+
+        @app.task
+        async def serve_metrics() -> None:
+            start_exporter(s.metrics_port, metrics, s.metrics_host)
+            log.info("metrics on http://%s:%s/metrics", s.metrics_host, s.metrics_port)
 
     if s.readmodel_enabled:
         from redis.asyncio import Redis

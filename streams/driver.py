@@ -113,6 +113,9 @@ class DriverStats:
     evaluations: int = 0
     evaluation_errors: int = 0
     forced_releases: int = 0
+    #: Events processed by (topic kind, event type), and dead letters by reason class.
+    by_type: dict[tuple[str, str], int] = field(default_factory=dict)
+    dead_by_reason: dict[str, int] = field(default_factory=dict)
 
 
 class StateStore:
@@ -287,8 +290,7 @@ class PartitionDriver:
         ts_ms, offset, event, record, reason = item
         out = self._out
         if event is None:
-            self.stats.dead_letters += 1
-            out.dead_letters.append(DeadLetter(record, reason or "invalid"))
+            self._dead(record, reason or "invalid")
             out.acks.append(record.handle)
             return
         if ts_ms > self.clock_ms:
@@ -310,12 +312,15 @@ class PartitionDriver:
             changed = self.engine.apply(state, event, self.partition)
         except Exception as exc:  # a bug costs one event, never the worker
             log.exception("failed to apply event %s", event.event_id)
-            out.dead_letters.append(DeadLetter(record, f"internal error: {exc!r}"))
+            self._dead(record, f"internal error: {exc!r}")
             changed = False
         state.offsets[k] = offset
         out.states[account_id] = state
         out.acks.append(record.handle)
         self.stats.processed += 1
+        by_type = self.stats.by_type
+        key = (INPUT_KINDS[k], event.type)  # type: ignore[attr-defined]
+        by_type[key] = by_type.get(key, 0) + 1
         if not changed:
             self.stats.duplicates += 1
             return
@@ -325,6 +330,12 @@ class PartitionDriver:
         if not self._dirty:
             self._open_slot(max(ts_ms, self.clock_ms))
         self._dirty[account_id] = state.owed
+
+    def _dead(self, record: Record, reason: str) -> None:
+        self.stats.dead_letters += 1
+        kind = reason.split(":", 1)[0][:40]  # "occurred_at", "record too large", "Invalid JSON", ...
+        self.stats.dead_by_reason[kind] = self.stats.dead_by_reason.get(kind, 0) + 1
+        self._out.dead_letters.append(DeadLetter(record, reason))
 
     def _advance(self, until_ms: int) -> None:
         """Everything up to ``until_ms`` has been read: close finished slots and run due times, in

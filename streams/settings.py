@@ -98,6 +98,7 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no /metrics endpoint
+    metrics_host: str = "127.0.0.1"  # loopback unless an operator opens it
     retry_max_delay_s: float = Field(default=300.0, gt=0)
     # The Redis read model for dashboards. `healthmon readmodel` keeps it in a process of its own;
     # readmodel_enabled also runs it inside each worker (one-process setups; costs scoring latency).
