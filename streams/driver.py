@@ -245,12 +245,10 @@ class PartitionDriver:
                     head, head_k = (q[0][0], k), k
             if head is None:
                 break
-            ok = (
-                all(k == head_k or head < bounds[k] for k in range(N_KINDS))
-                or self.buffered > self.config.max_buffered
-            )
-            if not ok:
-                break
+            if not all(k == head_k or head < bounds[k] for k in range(N_KINDS)):
+                if self.buffered <= self.config.max_buffered:
+                    break
+                self.stats.forced_releases += 1  # memory bound: the earliest goes through
             self._take(queues[head_k].popleft())
             self.buffered -= 1
         # Everything at or before this has been read: run what falls due up to it.
