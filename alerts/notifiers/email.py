@@ -70,7 +70,7 @@ def build_message(
     if n.resolved:
         subject += f", {len(n.resolved)} resolved"
     if names:
-        subject += ": " + ", ".join(names[:3]) + (" and more" if len(names) > 3 else "")
+        subject += ": " + ", ".join(names[:2]) + (f" and {len(names) - 2} more" if len(names) > 2 else "")
     msg["Subject"] = one_line(subject, 200)
     msg["From"] = formataddr(("healthmon", config.sender))
     msg["To"] = ", ".join(to)

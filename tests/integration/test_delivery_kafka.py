@@ -193,10 +193,16 @@ async def test_a_storm_of_200_alerts_becomes_one_email_and_one_slack_message(kaf
         assert len(mailbox.messages) == 1 and len(http.bodies("slack")) == 1
         rcpts, msg = mailbox.messages[0]
         assert rcpts == ["ana@example.com"] and msg["Bcc"] is None
-        assert msg["Subject"].startswith("[healthmon] 200 firing") and "\n" not in msg["Subject"]
+        assert (
+            msg["Subject"].strip().startswith("[healthmon] 200 firing (200 new)")
+            and "\n" not in msg["Subject"]
+        )
         html = msg.get_body(("html",)).get_content()
         text = msg.get_body(("plain",)).get_content()
-        assert "200 alerts firing" in text and "Next step: Send the re-engagement email" in text
+        assert (
+            "200 accounts need attention (200 new)" in text
+            and "Next step: Send the re-engagement email" in text
+        )
         assert "&lt;!channel&gt;" in html and "<!channel>" not in html
         slack = http.bodies("slack")[0]
         raw = orjson.dumps(slack)
