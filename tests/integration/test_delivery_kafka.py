@@ -335,7 +335,8 @@ class DeliveryProcess(WorkerProcess):
         return self
 
 
-def test_silence_cli_adds_lists_and_removes(kafka_settings, monkeypatch):
+def test_silence_cli_validates_and_lists_in_human_time(kafka_settings, monkeypatch):
+    import redis
     from click.testing import CliRunner
 
     from streams.cli import main
@@ -343,15 +344,33 @@ def test_silence_cli_adds_lists_and_removes(kafka_settings, monkeypatch):
 
     monkeypatch.setenv("HEALTHMON_REDIS_URL", kafka_settings.redis_url)
     monkeypatch.setenv("HEALTHMON_REDIS_PREFIX", kafka_settings.redis_prefix)
+    r = redis.Redis.from_url(kafka_settings.redis_url)
+    r.hset(f"{kafka_settings.redis_prefix}account:acme", mapping={"name": "Acme Corp", "csm": "ana@x.com"})
+    r.close()
     get_settings.cache_clear()
     try:
         runner = CliRunner()
         added = runner.invoke(main, ["silence", "add", "--account", "acme", "--for", "2d", "--by", "ana"])
         assert added.exit_code == 0, added.output
         silence_id = added.output.split()[1].rstrip(":")
+        assert "account=acme until 20" in added.output and " UTC (2d)" in added.output
         listed = runner.invoke(main, ["silence", "list"])
-        assert '"account":"acme"' in listed.output and silence_id in listed.output
-        assert runner.invoke(main, ["silence", "add", "--for", "2d"]).exit_code == 1
+        assert listed.output.startswith(f"{silence_id}  account=acme  until 20")
+        assert "(1d23h59m left) by ana" in listed.output or "(2d left) by ana" in listed.output
+        assert '"account":"acme"' in runner.invoke(main, ["silence", "list", "--json"]).output
+        for bad, why in [
+            (["--for", "2d"], "give at least one of"),
+            (["--account", "Acme Corp", "--for", "2d"], "is not a known account id"),
+            (["--rule", "no_such_rule", "--for", "2d"], "is not a rule; known rules: "),
+            (["--csm", "ana", "--for", "2d"], "is not an email address"),
+            (["--account", "acme", "--for", "soon"], "is not a duration"),
+        ]:
+            out = runner.invoke(main, ["silence", "add", *bad])
+            assert out.exit_code == 1 and why in out.output, (bad, out.output)
+        ok = runner.invoke(
+            main, ["silence", "add", "--rule", "band_red", "--csm", "b@example.com", "--for", "1h"]
+        )
+        assert ok.exit_code == 0, ok.output
         assert runner.invoke(main, ["silence", "remove", silence_id]).exit_code == 0
         assert silence_id not in runner.invoke(main, ["silence", "list"]).output
     finally:
