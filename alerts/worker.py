@@ -363,6 +363,7 @@ class DeliveryWorker:
             n = f.notification()
             await gate.wait_stage(self.clock)
             await gate.rate_stage()
+            await gate.wait_stage(self.clock)  # a 429 may have paused the receiver while we queued
             retry_at = await retry_stage(
                 gate, self.notifiers[receiver.name], n, self.clock, g.attempts, self.s.retry_max_delay_s
             )
