@@ -66,13 +66,13 @@ def alerts_for(sim: Simulator, rules_path: Path | None) -> list[AlertEvent]:
         day = t // DAY_S
         if today is not None and day > today:
             for d in range(today + 1, day + 1):
-                for st in states.values():
-                    out += engine.evaluate(st, d * DAY_S).alerts
+                for each in states.values():
+                    out += engine.evaluate(each, d * DAY_S).alerts
             engine.schedule.clear()
         today = day if today is None else max(today, day)
-        st = states.get(ev.account_id)
-        if st is None:
-            st = states[ev.account_id] = AccountState(account_id=ev.account_id)
+        st = states.get(ev.account_id) or states.setdefault(
+            ev.account_id, AccountState(account_id=ev.account_id)
+        )
         engine.apply(st, ev, 0)
         out += engine.evaluate(st, t).alerts
     return out
