@@ -126,7 +126,7 @@ class DeliveryWorker:
 
     def notifier_for(self, receiver: Receiver) -> Notifier:
         if receiver.slack is not None:
-            return SlackNotifier(receiver.slack, self.http)
+            return SlackNotifier(receiver.slack, self.http, self.routing.link_base_url)
         if receiver.webhook is not None:
             return WebhookNotifier(receiver.webhook, self.http)
         if receiver.alertmanager is not None:

@@ -208,7 +208,7 @@ async def test_a_storm_of_200_alerts_becomes_one_email_and_one_slack_message(kaf
         raw = orjson.dumps(slack)
         assert b"<!channel>" not in raw and b"@here" not in raw
         assert slack["blocks"][0]["text"]["text"] == "healthmon: 200 firing"
-        assert "and 185 more alerts" in slack["blocks"][-1]["elements"][0]["text"]
+        assert "and 185 more accounts" in slack["blocks"][-1]["elements"][0]["text"]
         assert (
             worker.metrics.value("healthmon_notifications_sent", channel="email", receiver="csm-email") == 1
         )

@@ -81,7 +81,20 @@ def test_slack_message_has_score_drivers_action_and_csm():
     )["blocks"]
     text = blocks[1]["text"]["text"]
     assert "Health *42* (yellow)" in text and "no login for 15 days" in text
+    assert text.count("acme Inc") == 1
     assert "Next step:* Send the re-engagement email" in text and "CSM: Ana" in text
+
+
+def test_slack_shows_each_account_once_with_its_alerts():
+    two = [make_alert(), make_alert(rule="nps_detractor", episode=1_770_086_400), make_alert(account="b")]
+    n = Notification(
+        receiver="r", group_key="g", group_labels={}, firing=two, resolved=[], new=[two[1].alert_id]
+    )
+    blocks = render(n, "https://cs.example.com")["blocks"]
+    assert len(blocks) == 3  # header + one block per account
+    first = blocks[1]["text"]["text"]
+    assert first.startswith(":large_orange_circle: *NEW* *acme Inc*") and first.count("• ") == 2
+    assert "https://cs.example.com/accounts/acme" in first
 
 
 def test_email_is_multipart_and_safe_against_header_injection():
