@@ -125,7 +125,10 @@ redis_up() {
   ensure_redis_server
   mkdir -p "$REDIS_DIR"
   say "starting redis on 127.0.0.1:$REDIS_PORT"
-  nohup redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$REDIS_DIR" --save "" --appendonly no \
+  # Append-only persistence (fsync every second, no RDB snapshots): silences, the notification log and
+  # the read model survive a Redis restart.
+  nohup redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$REDIS_DIR" --save "" --appendonly yes \
+    --appendfsync everysec \
     --daemonize no --logfile "$REDIS_DIR/redis.log" >/dev/null 2>&1 &
   echo $! >"$REDIS_DIR/pid"
   for _ in $(seq 1 50); do

@@ -79,23 +79,36 @@ class WebhookConfig(_Strict):
         return self
 
 
+class AlertmanagerConfig(_Strict):
+    """A Prometheus Alertmanager (its v2 API) for teams that already route alerts there."""
+
+    url: str = Field(pattern=r"^https?://")
+    #: Alertmanager resolves an alert it has not heard about for this long; a still-firing group is
+    #: re-posted every repeat_interval, so keep this longer than that.
+    ends_after: Duration = 86400
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
 class Receiver(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     slack: SlackConfig | None = None
     email: EmailConfig | None = None
     webhook: WebhookConfig | None = None
+    alertmanager: AlertmanagerConfig | None = None
     #: At most this many notifications a second to this receiver (Slack allows about one).
     rate_per_s: float = Field(default=1.0, gt=0)
     send_resolved: bool = True
 
     @model_validator(mode="after")
     def _one_channel(self) -> Receiver:
-        if sum(x is not None for x in (self.slack, self.email, self.webhook)) != 1:
-            raise ValueError("a receiver has exactly one of slack, email, webhook")
+        if sum(x is not None for x in (self.slack, self.email, self.webhook, self.alertmanager)) != 1:
+            raise ValueError("a receiver has exactly one of slack, email, webhook, alertmanager")
         return self
 
     @property
     def channel(self) -> str:
+        if self.alertmanager:
+            return "alertmanager"
         return "slack" if self.slack else "email" if self.email else "webhook"
 
 
@@ -125,6 +138,14 @@ class Route(_Strict):
 class RoutingConfig(_Strict):
     receivers: list[Receiver] = Field(min_length=1)
     route: Route
+    #: An alert whose account has no known CSM waits this long for the profile (looked up in the read
+    #: model) before it goes to ``fallback_receiver`` (or, without one, is routed as it is).
+    profile_wait: Duration = 15 * 60
+    fallback_receiver: str | None = None
+    #: A firing alert nothing refreshed or resolved for this long is forgotten (a rule removed).
+    firing_ttl: Duration = 7 * 86400
+    #: Links in notifications: ``{link_base_url}/accounts/{account_id}``; empty for none.
+    link_base_url: str = Field(default="", pattern=r"^(https?://\S+)?$")
 
     @model_validator(mode="after")
     def _receivers_exist(self) -> RoutingConfig:
@@ -141,6 +162,8 @@ class RoutingConfig(_Strict):
                 walk(child)
 
         walk(self.route)
+        if self.fallback_receiver is not None and self.fallback_receiver not in names:
+            raise ValueError(f"fallback_receiver {self.fallback_receiver!r} is not defined")
         return self
 
     def receiver(self, name: str) -> Receiver:

@@ -1,6 +1,11 @@
 """Aggregation groups and their timers (group_wait, group_interval, repeat_interval). Pure: ``now`` is
-passed in. Which Kafka offsets a group still holds is tracked here too, so the worker commits only
-what has been delivered (or deliberately dropped): a restart re-reads the rest."""
+passed in.
+
+Like Alertmanager's dispatcher, a flush works on a *snapshot* of its group and, once delivered, releases
+only what that snapshot held (its ``DeleteIfNotModified``): an alert added or updated while the message
+was being sent stays in the group, with its Kafka offset held, for the next flush. The worker commits an
+offset only when no group holds it any more, so a restart re-reads exactly what was not yet delivered.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,24 @@ from dataclasses import dataclass, field
 
 from rules.model import AlertEvent
 
-from .config import Receiver
-from .model import Notification
 from .routing import RouteMatch
 
 Position = tuple[int, int]  # (partition, offset)
+
+
+@dataclass
+class Entry:
+    """One alert episode in one group: its latest event, and the records not yet released."""
+
+    alert: AlertEvent
+    version: int
+    positions: set[Position] = field(default_factory=set)
+    #: The episode's firing went out in this group (so its resolution may be sent too).
+    notified: bool = False
+    #: Held back by a silence until then (snoozed, not dropped).
+    silenced_until: float | None = None
+    #: When the entry last changed (wall clock): firing alerts nobody refreshes expire.
+    updated: float = 0.0
 
 
 @dataclass
@@ -21,23 +39,56 @@ class Group:
     match: RouteMatch
     labels: dict[str, str]
     created: float
-    alerts: dict[str, AlertEvent] = field(default_factory=dict)
-    positions: set[Position] = field(default_factory=set)
+    entries: dict[str, Entry] = field(default_factory=dict)
     last_flush: float | None = None
-    changed: bool = True
+    #: Bumped on every change; a flush that delivered version v leaves the group changed if it moved on.
+    version: int = 0
+    flushed_version: int = -1
     next_attempt: float = 0.0
     attempts: int = 0
     inflight: bool = False
 
+    @property
+    def alerts(self) -> dict[str, AlertEvent]:
+        return {k: e.alert for k, e in self.entries.items()}
+
+    @property
+    def changed(self) -> bool:
+        return self.version != self.flushed_version
+
+    def snooze_due(self, now: float) -> bool:
+        """A silence ended while its alert still fires: notify now (the alert was snoozed, not dropped)."""
+        return any(
+            e.silenced_until is not None and now >= e.silenced_until and e.alert.status == "firing"
+            for e in self.entries.values()
+        )
+
     def due(self, now: float) -> bool:
-        if self.inflight or now < self.next_attempt or not self.alerts:
+        if self.inflight or now < self.next_attempt or not self.entries:
             return False
         if self.last_flush is None:
             return now >= self.created + self.match.group_wait
-        if self.changed:
+        if self.changed or self.snooze_due(now):
             return now >= self.last_flush + self.match.group_interval
         firing = any(a.status == "firing" for a in self.alerts.values())
         return firing and now >= self.last_flush + self.match.repeat_interval
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one flush of a group sends: entry versions and the positions it may release."""
+
+    group: Group
+    version: int
+    entries: dict[str, tuple[int, AlertEvent, frozenset[Position]]]
+
+    @property
+    def firing(self) -> list[AlertEvent]:
+        return [a for _, a, _ in self.entries.values() if a.status == "firing"]
+
+    @property
+    def resolved(self) -> list[AlertEvent]:
+        return [a for _, a, _ in self.entries.values() if a.status == "resolved"]
 
 
 @dataclass
@@ -45,6 +96,21 @@ class Dispatcher:
     groups: dict[str, Group] = field(default_factory=dict)
     #: position -> how many groups still hold it
     holds: dict[Position, int] = field(default_factory=dict)
+    #: alert_id -> (the id this process delivers it under, last status). A firing that follows a
+    #: resolution of the same id is a new episode (Kafka keeps an account's events in order), even if
+    #: the rule engine reused the id: it gets a fresh id, so it is neither dropped nor deduplicated.
+    episodes: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def episode(self, alert: AlertEvent, pos: Position) -> AlertEvent:
+        known = self.episodes.get(alert.alert_id)
+        if known is None:
+            key = alert.alert_id
+        elif alert.status == "firing" and known[1] == "resolved":
+            key = f"{alert.alert_id}.{pos[0]}-{pos[1]}"
+        else:
+            key = known[0]
+        self.episodes[alert.alert_id] = (key, alert.status)
+        return alert if key == alert.alert_id else alert.model_copy(update={"alert_id": key})
 
     def add(
         self,
@@ -54,18 +120,21 @@ class Dispatcher:
         now: float,
     ) -> None:
         """File an alert into its groups; with no match (or no alert) the position is done at once."""
+        if alert is not None and matches:
+            alert = self.episode(alert, pos)
+            self.account_partition[alert.account_id] = pos[0]
         for match, key, labels in matches:
             assert alert is not None
             g = self.groups.get(key)
             if g is None:
                 g = self.groups[key] = Group(key, match, labels, created=now)
-            known = g.alerts.get(alert.alert_id)
-            if known is not None and known.status == "resolved" and alert.status == "firing":
-                continue  # a replayed firing after its resolution: the resolution stands
-            g.alerts[alert.alert_id] = alert
-            g.changed = True
-            if pos not in g.positions:
-                g.positions.add(pos)
+            g.version += 1
+            entry = g.entries.get(alert.alert_id)
+            if entry is None:
+                entry = g.entries[alert.alert_id] = Entry(alert, g.version)
+            entry.alert, entry.version, entry.updated = alert, g.version, now
+            if pos not in entry.positions:
+                entry.positions.add(pos)
                 self.holds[pos] = self.holds.get(pos, 0) + 1
         if not matches:
             self.holds.setdefault(pos, 0)
@@ -73,33 +142,110 @@ class Dispatcher:
     def due(self, now: float) -> list[Group]:
         return [g for g in self.groups.values() if g.due(now)]
 
-    def notification(self, g: Group, receiver: Receiver) -> Notification:
-        firing = [a for a in g.alerts.values() if a.status == "firing"]
-        resolved = [a for a in g.alerts.values() if a.status == "resolved"] if receiver.send_resolved else []
-        return Notification(
-            receiver=receiver.name, group_key=g.key, group_labels=g.labels, firing=firing, resolved=resolved
+    def snapshot(self, g: Group) -> Snapshot:
+        return Snapshot(
+            g, g.version, {k: (e.version, e.alert, frozenset(e.positions)) for k, e in g.entries.items()}
         )
 
-    def done(self, g: Group, now: float) -> None:
-        """The group's current content is delivered (or dropped on purpose): release what it holds."""
+    def release(self, g: Group, key: str, positions: frozenset[Position] | set[Position]) -> None:
+        entry = g.entries.get(key)
+        if entry is None:
+            return
+        for pos in positions & entry.positions:
+            entry.positions.discard(pos)
+            self.holds[pos] -= 1
+
+    def drop(self, g: Group, key: str) -> None:
+        """Forget an entry (delivered resolution, expired, orphaned), releasing all it holds."""
+        entry = g.entries.get(key)
+        if entry is None:
+            return
+        self.release(g, key, set(entry.positions))
+        del g.entries[key]
+        alert_id = entry.alert.alert_id.split(".", 1)[0]
+        if not any(
+            e.alert.alert_id == entry.alert.alert_id
+            for gr in self.groups.values()
+            for e in gr.entries.values()
+        ):
+            self.episodes.pop(alert_id, None)
+
+    def done(
+        self,
+        snap: Snapshot,
+        now: float,
+        sent: set[str],
+        held: set[str] = frozenset(),  # type: ignore[assignment]
+        once: set[str] = frozenset(),  # type: ignore[assignment]
+    ) -> None:
+        """The snapshot is delivered (or deliberately not sent): release what it held and nothing more.
+
+        ``sent``: keys whose event went out; ``held``: firing keys kept back (silenced) that keep their
+        offsets until delivered; ``once``: firing keys not to repeat (the rule never resolves them)."""
+        g = snap.group
         g.last_flush = now
-        g.changed = False
         g.attempts = 0
         g.next_attempt = 0.0
-        for alert_id in [i for i, a in g.alerts.items() if a.status == "resolved"]:
-            del g.alerts[alert_id]
-        for pos in g.positions:
-            self.holds[pos] -= 1
-        g.positions.clear()
-        if not g.alerts:
+        g.flushed_version = snap.version  # changed again only if something arrived since the snapshot
+        for key, (version, alert, positions) in snap.entries.items():
+            entry = g.entries.get(key)
+            if entry is None:
+                continue
+            if key in sent and alert.status == "firing":
+                entry.notified = True
+                entry.silenced_until = None
+            if key not in held:
+                self.release(g, key, positions)
+            if entry.version != version:
+                continue  # modified since the snapshot: the next flush handles it
+            if alert.status == "resolved" or key in once:
+                self.drop(g, key)
+        if not g.entries and self.groups.get(g.key) is g:
             del self.groups[g.key]
+
+    def failed(self, g: Group, retry_at: float) -> None:
+        g.attempts += 1
+        g.next_attempt = retry_at
+
+    def expire(self, now: float, ttl: float) -> int:
+        """Drop firing entries nobody refreshed for ``ttl`` seconds (a rule removed, never resolved)."""
+        n = 0
+        for g in list(self.groups.values()):
+            if g.inflight:
+                continue
+            for key, e in list(g.entries.items()):
+                if e.alert.status == "firing" and now - e.updated >= ttl and not e.positions:
+                    self.drop(g, key)
+                    n += 1
+            if not g.entries:
+                del self.groups[g.key]
+        return n
+
+    def revoke(self, partitions: set[int]) -> None:
+        """Partitions moved to another consumer: forget their alerts (the new owner re-reads them)."""
+        for g in list(self.groups.values()):
+            for key, e in list(g.entries.items()):
+                if any(p in partitions for p, _ in e.positions) or (
+                    not e.positions and e.alert.account_id in self._accounts_of(partitions)
+                ):
+                    self.drop(g, key)
+            if not g.entries and not g.inflight:
+                del self.groups[g.key]
+        for pos in [p for p in self.holds if p[0] in partitions]:
+            del self.holds[pos]
+
+    #: account -> partition, learned from positions (an account's alerts share a partition)
+    account_partition: dict[str, int] = field(default_factory=dict)
+
+    def _accounts_of(self, partitions: set[int]) -> set[str]:
+        return {a for a, p in self.account_partition.items() if p in partitions}
 
     def committable(self, consumed: dict[int, int]) -> dict[int, int]:
         """Per partition, the offset to commit: the oldest still held, else one past the last consumed."""
         for pos in [p for p, n in self.holds.items() if n <= 0]:
             del self.holds[pos]
-        out = {}
-        for partition, last in consumed.items():
-            held = [off for (p, off) in self.holds if p == partition]
-            out[partition] = min(held) if held else last + 1
-        return out
+        oldest: dict[int, int] = {}
+        for p, off in self.holds:
+            if off < oldest.get(p, off + 1):
+                oldest[p] = off
+        return {partition: oldest.get(partition, last + 1) for partition, last in consumed.items()}

@@ -15,6 +15,10 @@ class Notification(BaseModel):
     group_labels: dict[str, str]
     firing: list[AlertEvent]
     resolved: list[AlertEvent]
+    #: Ids of firing alerts this receiver hears about for the first time (shown first, marked NEW).
+    new: list[str] = []
+    #: Latest figures per account from the read model (score, band, mrr, ...), when available.
+    accounts: dict[str, dict[str, str]] = {}
 
     @property
     def fingerprint(self) -> str:

@@ -1,14 +1,17 @@
 """What delivery keeps in Redis: the notification log (dedupe across restarts) and silences.
 
 Keys (``{p}`` = HEALTHMON_REDIS_PREFIX): ``{p}nflog:{group_key}`` (JSON: the firing and resolved alert
-ids last notified, and when), ``{p}silences`` (hash id -> silence JSON), ``{p}silenced`` (a capped list of
-what silences held back).
+ids last notified, and when), ``{p}notified:{group_key}`` (hash: alert id -> when its firing went out, so
+a resolution is sent only for what was notified, also after a restart), ``{p}silences`` (hash id ->
+silence JSON), ``{p}silenced`` (a capped list of what silences held back). Redis runs with append-only
+persistence (.ci/stack.sh, docker-compose.yml), so silences and the log survive its restart.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime, timedelta
 
 import orjson
 from pydantic import BaseModel, Field
@@ -48,13 +51,62 @@ class DeliveryStore:
             return True
         return bool(firing) and now >= entry["at"] + repeat_interval
 
-    async def log(self, n: Notification, now: float) -> None:
+    async def last_firing(self, group_key: str) -> set[str]:
+        raw = await self.redis.get(f"{self.p}nflog:{group_key}")
+        return set() if raw is None else set(orjson.loads(raw)["firing"])
+
+    async def account_figures(self, account_ids: list[str]) -> dict[str, dict[str, str]]:
+        """The latest figures per account from the read model (``{p}account:{id}``), for digests."""
+        fields = ["score", "band", "mrr", "name", "as_of", "snapshot"]
+        out: dict[str, dict[str, str]] = {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for aid in account_ids:
+                pipe.hmget(f"{self.p}account:{aid}", fields)
+            rows = await pipe.execute()
+        for aid, row in zip(account_ids, rows, strict=True):
+            got = {k: v.decode() for k, v in zip(fields, row, strict=True) if v is not None}
+            snap = got.pop("snapshot", None)
+            if snap:
+                metrics = orjson.loads(snap).get("metrics", {})
+                days = metrics.get("days_to_renewal")
+                if days is not None and got.get("as_of"):
+                    as_of = datetime.fromisoformat(got["as_of"].replace("Z", "+00:00"))
+                    got["renewal"] = (as_of + timedelta(days=int(days))).date().isoformat()
+                if metrics.get("canceled"):
+                    got["canceled"] = "1"
+            if got:
+                out[aid] = got
+        return out
+
+    async def log(self, n: Notification, now: float, sent: bool = True) -> None:
+        """Record what the group's receiver now knows. ``sent=False``: nothing went out (only
+        resolutions nobody was told about), but the firing set moved on, keep the last send time."""
+        key = f"{self.p}nflog:{n.group_key}"
+        at = now
+        if not sent:
+            raw = await self.redis.get(key)
+            at = orjson.loads(raw)["at"] if raw is not None else 0.0
         entry = {
             "firing": [a.alert_id for a in n.firing],
             "resolved": [a.alert_id for a in n.resolved],
-            "at": now,
+            "at": at,
         }
-        await self.redis.set(f"{self.p}nflog:{n.group_key}", orjson.dumps(entry), ex=NFLOG_TTL_S)
+        notified = f"{self.p}notified:{n.group_key}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(key, orjson.dumps(entry), ex=NFLOG_TTL_S)
+            if sent and n.firing:
+                pipe.hset(notified, mapping={a.alert_id: now for a in n.firing})
+            if n.resolved:
+                pipe.hdel(notified, *[a.alert_id for a in n.resolved])
+            pipe.expire(notified, NFLOG_TTL_S)
+            await pipe.execute()
+
+    async def notified(self, group_key: str, alert_ids: list[str]) -> set[str]:
+        """Which of these alerts had their firing notified to this group (for resolved-only filtering)."""
+        if not alert_ids:
+            return set()
+        got = await self.redis.hmget(f"{self.p}notified:{group_key}", alert_ids)
+        return {i for i, v in zip(alert_ids, got, strict=True) if v is not None}
 
     async def add_silence(self, silence: Silence) -> Silence:
         await self.redis.hset(f"{self.p}silences", silence.id, silence.model_dump_json())

@@ -1,7 +1,9 @@
-"""``healthmon deliver``: cs.alerts -> routing -> groups -> silences -> dedupe -> retry -> channels.
+"""``healthmon deliver``: cs.alerts -> routing -> groups -> silence -> dedupe -> wait -> rate -> retry -> send.
 
-Its own consumer group, so a slow or broken channel never stalls scoring. At-least-once: offsets are
-committed only up to the oldest alert not yet delivered (or deliberately dropped), so a restart re-reads
+Its own consumer group, so a slow or broken channel never stalls scoring, and any number of ``deliver``
+processes share it: a rebalance listener lets each commit only the partitions it owns, after the flushes
+in flight for a partition it loses have finished. At-least-once: an offset is committed only once every
+notification that needs its record has been delivered (or deliberately dropped), so a restart re-reads
 what was pending; the notification log in Redis keeps that from sending anything twice.
 """
 
@@ -9,30 +11,43 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import time
 from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from rules.engine import load_rules
 from rules.model import AlertEvent
+from streams.config import ConfigError
 from streams.settings import Settings
 
 from .config import Receiver, RoutingConfig, load_routing
-from .dispatch import Dispatcher, Group
-from .notifiers import Notifier, PermanentError, RetryableError
+from .dispatch import Dispatcher, Group, Position
+from .notifiers import Notifier, PermanentError
+from .notifiers.alertmanager import AlertmanagerNotifier
 from .notifiers.email import EmailNotifier, SmtpSettings
 from .notifiers.slack import SlackNotifier
 from .notifiers.webhook import WebhookNotifier
-from .routing import alert_labels, group_key, route_alert
+from .pipeline import (
+    Clock,
+    Flush,
+    LoopClock,
+    ReceiverGate,
+    backoff,
+    dedupe_stage,
+    retry_stage,
+    silence_stage,
+)
+from .routing import RouteMatch, alert_labels, group_key, route_alert
 from .store import DeliveryStore
 
 log = logging.getLogger("healthmon.delivery")
+PROFILE_POLL_S = 1.0
 
 
 @dataclass
@@ -58,37 +73,69 @@ class DeliveryMetrics:
         self.silenced = Counter(
             "healthmon_alerts_silenced", "Alerts held back by a silence", ["receiver"], registry=r
         )
+        self.fallback = Counter(
+            "healthmon_alerts_fallback", "Alerts sent to the fallback receiver: no CSM known", registry=r
+        )
+        self.expired = Counter("healthmon_alerts_expired", "Firing alerts forgotten unresolved", registry=r)
 
     def value(self, name: str, **labels: str) -> float:
         return self.registry.get_sample_value(f"{name}_total", labels) or 0.0
 
 
-def backoff(attempt: int, cap: float, base: float = 1.0) -> float:
-    """Exponential backoff with full jitter."""
-    return random.uniform(0, min(cap, base * 2**attempt))
+@dataclass
+class Waiting:
+    """An alert held until its account's CSM is known (bounded by ``profile_wait``)."""
+
+    alert: AlertEvent
+    pos: Position
+    deadline: float
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, worker: DeliveryWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.worker.revoked({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("delivery owns partitions %s", sorted(tp.partition for tp in assigned))
 
 
 class DeliveryWorker:
-    def __init__(self, settings: Settings, routing: RoutingConfig | None = None) -> None:
+    def __init__(
+        self, settings: Settings, routing: RoutingConfig | None = None, clock: Clock | None = None
+    ) -> None:
         self.s = settings
         self.routing = routing or load_routing(settings.routing)
+        self.clock: Clock = clock or LoopClock()
+        try:
+            ruleset = load_rules(settings.rules)
+            self.rules = {r.id: r for r in ruleset.rules}
+        except ConfigError as exc:
+            log.warning("rules not loaded (%s): every rule is treated as sending resolutions", exc)
+            self.rules = {}
         self.metrics = DeliveryMetrics()
         self.dispatcher = Dispatcher()
         self.consumed: dict[int, int] = {}
-        self.next_send: dict[str, float] = {}
-        self.tasks: set[asyncio.Task] = set()
+        self.waiting: list[Waiting] = []
+        self.gates: dict[str, ReceiverGate] = {}
+        self.tasks: dict[asyncio.Task, set[int]] = {}
         self._stop = asyncio.Event()
+        self._next_profile_poll = 0.0
 
     def notifier_for(self, receiver: Receiver) -> Notifier:
         if receiver.slack is not None:
-            return SlackNotifier(receiver.slack, self.http)
+            return SlackNotifier(receiver.slack, self.http, self.routing.link_base_url)
         if receiver.webhook is not None:
             return WebhookNotifier(receiver.webhook, self.http)
+        if receiver.alertmanager is not None:
+            return AlertmanagerNotifier(receiver.alertmanager, self.http, self.routing.link_base_url)
         assert receiver.email is not None
         s = self.s
         password = s.smtp_password.get_secret_value() if s.smtp_password else None
         smtp = SmtpSettings(s.smtp_host, s.smtp_port, s.smtp_starttls, s.smtp_tls, s.smtp_username, password)
-        return EmailNotifier(receiver.email, smtp)
+        return EmailNotifier(receiver.email, smtp, self.routing.link_base_url)
 
     async def start(self) -> None:
         s = self.s
@@ -96,13 +143,14 @@ class DeliveryWorker:
         self.redis = Redis.from_url(s.redis_url)
         self.store = DeliveryStore(self.redis, s.redis_prefix)
         self.notifiers = {r.name: self.notifier_for(r) for r in self.routing.receivers}
+        self.gates = {r.name: ReceiverGate.for_rate(r.rate_per_s) for r in self.routing.receivers}
         self.consumer = AIOKafkaConsumer(
-            s.topic("alerts"),
             bootstrap_servers=s.kafka_bootstrap,
             group_id=f"{s.app_id}-delivery",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
+        self.consumer.subscribe([s.topic("alerts")], listener=_Rebalance(self))
         self.producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
         await self.consumer.start()
         await self.producer.start()
@@ -111,6 +159,9 @@ class DeliveryWorker:
 
     async def stop(self) -> None:
         self._stop.set()
+        # let in-flight sends finish (bounded) so what they delivered is committed, not re-sent
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=10)
         for t in list(self.tasks):
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -130,19 +181,32 @@ class DeliveryWorker:
 
     async def step(self, timeout_ms: int = 200) -> None:
         batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=1000)
-        now = time.time()
+        now = self.clock.time()
         for tp, records in batch.items():
             for rec in records:
                 await self.accept(tp.partition, rec.offset, rec.value, now)
                 self.consumed[tp.partition] = rec.offset
-        for g in self.dispatcher.due(time.time()):
+        await self.poll_profiles(self.clock.time())
+        expired = self.dispatcher.expire(self.clock.time(), self.routing.firing_ttl)
+        if expired:
+            self.metrics.expired.inc(expired)
+        for g in self.dispatcher.due(self.clock.time()):
             g.inflight = True
+            parts = {p for e in g.entries.values() for p, _ in e.positions}
             task = asyncio.create_task(self.flush(g))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self.tasks[task] = parts
+            task.add_done_callback(lambda t: self.tasks.pop(t, None))
         await self.commit()
 
+    def matches(self, alert: AlertEvent) -> list[tuple[RouteMatch, str, dict[str, str]]]:
+        labels = alert_labels(alert)
+        return [
+            (m, group_key(m, labels), {k: labels.get(k, "") for k in m.group_by})
+            for m in route_alert(self.routing, labels)
+        ]
+
     async def accept(self, partition: int, offset: int, value: bytes | None, now: float) -> None:
+        pos = (partition, offset)
         try:
             alert = AlertEvent.model_validate_json(value or b"")
         except ValidationError as exc:
@@ -150,77 +214,186 @@ class DeliveryWorker:
                 {"raw": (value or b"")[:10000].decode(errors="replace")},
                 f"not an alert: {exc.error_count()} errors",
             )
-            self.dispatcher.add(None, [], (partition, offset), now)
+            self.dispatcher.add(None, [], pos, now)
             return
-        labels = alert_labels(alert)
-        matches = [
-            (m, group_key(m, labels), {k: labels.get(k, "") for k in m.group_by})
-            for m in route_alert(self.routing, labels)
-        ]
-        self.dispatcher.add(alert, matches, (partition, offset), now)
+        behind = any(w.alert.account_id == alert.account_id for w in self.waiting)
+        if (not alert.account.csm_email or behind) and self.routing.profile_wait > 0:
+            # the account's profile may not have arrived yet: hold the alert (and its offset) a while;
+            # later alerts of the account queue behind it, so its events keep their order
+            self.dispatcher.holds[pos] = self.dispatcher.holds.get(pos, 0) + 1
+            self.waiting.append(Waiting(alert, pos, now + self.routing.profile_wait))
+            self._next_profile_poll = 0.0
+            return
+        self.dispatcher.add(alert, self.matches(alert), pos, now)
 
-    async def commit(self) -> None:
+    async def poll_profiles(self, now: float) -> None:
+        """Route waiting alerts whose account's CSM is now known (read model); past the deadline, to
+        the fallback receiver."""
+        if not self.waiting or now < self._next_profile_poll:
+            return
+        self._next_profile_poll = now + PROFILE_POLL_S
+        accounts = list(
+            dict.fromkeys(w.alert.account_id for w in self.waiting if not w.alert.account.csm_email)
+        )
+        profiles: dict[str, tuple[str, str]] = {}
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for aid in accounts:
+                    pipe.hmget(f"{self.s.redis_prefix}account:{aid}", ["csm", "csm_name"])
+                got = await pipe.execute()
+            for aid, (csm, name) in zip(accounts, got, strict=True):
+                if csm:
+                    profiles[aid] = (csm.decode(), (name or b"").decode())
+        except Exception as exc:  # Redis down: keep waiting, the deadline still applies
+            log.warning("profile lookup failed: %s", exc)
+        keep: list[Waiting] = []
+        blocked: set[str] = set()
+        for w in self.waiting:
+            aid = w.alert.account_id
+            alert = w.alert
+            if not alert.account.csm_email and aid in profiles:
+                csm, csm_name = profiles[aid]
+                account = alert.account.model_copy(update={"csm_email": csm, "csm_name": csm_name or None})
+                alert = alert.model_copy(update={"account": account})
+            if aid in blocked or (not alert.account.csm_email and now < w.deadline):
+                w.alert = alert
+                keep.append(w)
+                blocked.add(aid)
+                continue
+            if alert.account.csm_email:
+                matches = self.matches(alert)
+            else:
+                matches = self.fallback_matches(alert)
+            self.dispatcher.add(alert, matches, w.pos, now)
+            self.dispatcher.holds[w.pos] -= 1
+        self.waiting = keep
+
+    def fallback_matches(self, alert: AlertEvent) -> list[tuple[RouteMatch, str, dict[str, str]]]:
+        name = self.routing.fallback_receiver
+        if name is None:
+            return self.matches(alert)
+        self.metrics.fallback.inc()
+        root = self.routing.route
+        m = RouteMatch(
+            receiver=name,
+            group_by=("account",),
+            group_wait=root.group_wait if root.group_wait is not None else 30,
+            group_interval=root.group_interval if root.group_interval is not None else 300,
+            repeat_interval=root.repeat_interval if root.repeat_interval is not None else 4 * 3600,
+        )
+        return [(m, group_key(m, alert_labels(alert)), {"account": alert.account_id})]
+
+    async def revoked(self, partitions: set[int]) -> None:
+        """Before partitions move: finish their flushes in flight, commit them, then forget them."""
+        busy = [t for t, parts in self.tasks.items() if parts & partitions]
+        if busy:
+            await asyncio.wait(busy, timeout=15)
+        await self.commit(only=partitions)
+        self.dispatcher.revoke(partitions)
+        self.waiting = [w for w in self.waiting if w.pos[0] not in partitions]
+        for p in partitions:
+            self.consumed.pop(p, None)
+        log.info("delivery released partitions %s", sorted(partitions))
+
+    async def commit(self, only: set[int] | None = None) -> None:
         offsets = self.dispatcher.committable(self.consumed)
-        if offsets:
-            topic = self.s.topic("alerts")
-            await self.consumer.commit({TopicPartition(topic, p): off for p, off in offsets.items()})
+        owned = {tp.partition for tp in self.consumer.assignment()}
+        topic = self.s.topic("alerts")
+        todo = {
+            TopicPartition(topic, p): off
+            for p, off in offsets.items()
+            if p in owned and (only is None or p in only)
+        }
+        if not todo:
+            return
+        try:
+            await self.consumer.commit(todo)
+        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+            # a rebalance is under way: what was not committed is re-read by the next owner
+            log.warning("commit skipped: %s", exc)
 
     async def dead_letter(self, body: dict, reason: str) -> None:
         await self.producer.send_and_wait(
             self.s.topic("alerts_deadletter"),
-            value=orjson.dumps({**body, "reason": reason, "failed_at": time.time()}),
+            value=orjson.dumps({**body, "reason": reason, "failed_at": self.clock.time()}),
         )
 
+    def once_keys(self, alerts: list[AlertEvent]) -> set[str]:
+        """Firing alerts the rule engine will never resolve: notify once, do not repeat forever."""
+        out = set()
+        for a in alerts:
+            rule = self.rules.get(a.rule_id)
+            if self.rules and (rule is None or not rule.send_resolved):
+                out.add(a.alert_id)
+        return out
+
     async def flush(self, g: Group) -> None:
+        try:
+            await self._flush(g)
+        finally:
+            g.inflight = False
+
+    async def _flush(self, g: Group) -> None:
         receiver = self.routing.receiver(g.match.receiver)
         channel = receiver.channel
         labels = {"channel": channel, "receiver": receiver.name}
+        snap = self.dispatcher.snapshot(g)
+        f = Flush(snap, receiver, snap.firing, snap.resolved)
+        once = self.once_keys(snap.firing)
+        gate = self.gates[receiver.name]
         try:
-            now = time.time()
-            silences = await self.store.silences(now)
-            for alert_id, alert in list(g.alerts.items()):
-                hit = next((s for s in silences if s.matches(alert_labels(alert), now)), None)
-                if hit is not None:
-                    del g.alerts[alert_id]
-                    await self.store.record_silenced(alert_id, hit.id, now)
-                    self.metrics.silenced.labels(receiver=receiver.name).inc()
-            n = self.dispatcher.notification(g, receiver)
-            if not n.alerts:
-                self.dispatcher.done(g, now)
+            now = self.clock.time()
+            for alert_id, silence_id in await silence_stage(f, await self.store.silences(now), now):
+                await self.store.record_silenced(alert_id, silence_id, now)
+                self.metrics.silenced.labels(receiver=receiver.name).inc()
+            for key, until in f.silenced.items():
+                if key in g.entries:
+                    g.entries[key].silenced_until = until
+            held = set(f.silenced)
+            if not await dedupe_stage(f, self.store, g.match.repeat_interval, now):
+                if f.firing or f.resolved:
+                    self.metrics.deduplicated.labels(**labels).inc()
+                await self.store.log(f.notification(), now, sent=False)
+                self.dispatcher.done(snap, now, sent=set(), held=held, once=once - held)
                 return
-            if not await self.store.needs_update(n, g.match.repeat_interval, now):
-                self.metrics.deduplicated.labels(**labels).inc()
-                self.dispatcher.done(g, now)
-                return
-            wait = self.next_send.get(receiver.name, 0) - time.monotonic()
-            if wait > 0:  # the receiver's rate limit
-                await asyncio.sleep(wait)
-            self.next_send[receiver.name] = time.monotonic() + 1 / receiver.rate_per_s
-            await self.notifiers[receiver.name].notify(n)
-        except RetryableError as exc:
-            g.attempts += 1
-            delay = (
-                exc.retry_after
-                if exc.retry_after is not None
-                else backoff(g.attempts, self.s.retry_max_delay_s)
+            try:
+                f.accounts = await self.store.account_figures(list({a.account_id for a in f.firing}))
+            except Exception as exc:  # the digest falls back to the alerts' own figures
+                log.warning("account figures not read: %s", exc)
+            n = f.notification()
+            await gate.wait_stage(self.clock)
+            await gate.rate_stage()
+            await gate.wait_stage(self.clock)  # a 429 may have paused the receiver while we queued
+            retry_at = await retry_stage(
+                gate, self.notifiers[receiver.name], n, self.clock, g.attempts, self.s.retry_max_delay_s
             )
-            g.next_attempt = time.time() + min(delay, self.s.retry_max_delay_s)
-            self.metrics.failed.labels(**labels).inc()
-            self.metrics.retried.labels(**labels).inc()
-            log.warning("%s delivery to %s failed (%s); retry in %.1fs", channel, receiver.name, exc, delay)
+            if retry_at is not None:
+                self.dispatcher.failed(g, retry_at)
+                self.metrics.failed.labels(**labels).inc()
+                self.metrics.retried.labels(**labels).inc()
+                log.warning(
+                    "%s delivery to %s failed; retry in %.1fs", channel, receiver.name, retry_at - now
+                )
+                return
         except PermanentError as exc:
             self.metrics.failed.labels(**labels).inc()
             self.metrics.dead_lettered.labels(**labels).inc()
             log.error("%s delivery to %s failed for good: %s", channel, receiver.name, exc)
-            await self.dead_letter({"notification": orjson.loads(n.model_dump_json())}, str(exc))
-            self.dispatcher.done(g, time.time())
-        except Exception:  # a bug must not lose the group: it is retried
+            await self.dead_letter(
+                {"notification": orjson.loads(f.notification().model_dump_json())}, str(exc)
+            )
+            self.dispatcher.done(snap, self.clock.time(), sent=set(), once=once)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug or Redis down must not lose the group: it is retried
             log.exception("delivery to %s crashed; will retry", receiver.name)
-            g.attempts += 1
-            g.next_attempt = time.time() + backoff(g.attempts, self.s.retry_max_delay_s)
-        else:
-            await self.store.log(n, time.time())
-            self.metrics.sent.labels(**labels).inc()
-            self.dispatcher.done(g, time.time())
-        finally:
-            g.inflight = False
+            self.dispatcher.failed(g, self.clock.time() + backoff(g.attempts + 1, self.s.retry_max_delay_s))
+            return
+        sent = {a.alert_id for a in n.alerts}
+        try:
+            await self.store.log(n, self.clock.time())
+        except Exception as exc:  # delivered all the same: release it (a restart may repeat it once)
+            log.warning("notification log not written: %s", exc)
+        self.metrics.sent.labels(**labels).inc()
+        self.dispatcher.done(snap, self.clock.time(), sent=sent, held=held, once=once - held)

@@ -364,17 +364,23 @@ def _with_store(action):
 
 
 @silence.command("add")
-@click.option("--account", default=None)
-@click.option("--rule", default=None)
+@click.option("--account", default=None, help="The account id (as in cs.accounts).")
+@click.option("--rule", default=None, help="A rule id of the loaded rule pack.")
 @click.option("--csm", default=None, help="The CSM's email.")
 @click.option("--for", "duration", required=True, help="How long, e.g. 2d, 12h.")
 @click.option("--by", "created_by", default="", help="Who snoozes.")
 @click.option("--comment", default="")
-def silence_add(account, rule, csm, duration, created_by, comment) -> None:
+@click.option("--force", is_flag=True, help="Accept an account id the read model does not know (yet).")
+def silence_add(account, rule, csm, duration, created_by, comment, force) -> None:
+    """Snooze matching alerts; when the silence ends and they still fire, they are notified."""
     import time
 
+    from alerts.config import EMAIL_RE
     from alerts.store import Silence
+    from rules.engine import load_rules
     from rules.model import parse_duration
+
+    from .config import ConfigError
 
     matchers = {k: v for k, v in {"account": account, "rule": rule, "csm": csm}.items() if v}
     if not matchers:
@@ -383,18 +389,59 @@ def silence_add(account, rule, csm, duration, created_by, comment) -> None:
         seconds = parse_duration(duration)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    if seconds <= 0:
+        raise click.ClickException("--for must be longer than 0")
+    if csm is not None and not EMAIL_RE.match(csm):
+        raise click.ClickException(f"--csm {csm!r} is not an email address")
+    if rule is not None:
+        try:
+            known = sorted(load_rules(get_settings().rules).ids)
+        except ConfigError as exc:
+            raise click.ClickException(f"cannot check --rule: {exc}") from None
+        if rule not in known:
+            raise click.ClickException(f"--rule {rule!r} is not a rule; known rules: {', '.join(known)}")
     silence = Silence(
         matchers=matchers, ends_at=time.time() + seconds, created_by=created_by, comment=comment
     )
 
-    added = _with_store(lambda st: st.add_silence(silence))
-    click.echo(f"silence {added.id}: {matchers} for {duration}")
+    async def add(st):
+        if account is not None and not force and not await st.redis.exists(f"{st.p}account:{account}"):
+            raise click.ClickException(
+                f"--account {account!r} is not a known account id (give the id, not the name; "
+                "--force accepts it anyway)"
+            )
+        return await st.add_silence(silence)
+
+    added = _with_store(add)
+    click.echo(f"silence {added.id}: {_matchers(matchers)} until {_when(added.ends_at)} ({duration})")
+
+
+def _when(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _matchers(m: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in m.items())
 
 
 @silence.command("list")
-def silence_list() -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line (epoch times).")
+def silence_list(as_json: bool) -> None:
+    import time
+
+    from rules.model import format_duration
+
+    now = time.time()
     for sil in _with_store(lambda st: st.silences()):
-        click.echo(orjson.dumps(sil.model_dump()).decode())
+        if as_json:
+            click.echo(orjson.dumps(sil.model_dump()).decode())
+            continue
+        left = format_duration(max(0, int(sil.ends_at - now)) // 60 * 60) or "0"
+        by = f" by {sil.created_by}" if sil.created_by else ""
+        note = f": {sil.comment}" if sil.comment else ""
+        click.echo(f"{sil.id}  {_matchers(sil.matchers)}  until {_when(sil.ends_at)} ({left} left){by}{note}")
 
 
 @silence.command("remove")

@@ -11,6 +11,7 @@ import aiosmtplib
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from alerts.config import EMAIL_RE, EmailConfig
+from alerts.digest import rows
 from alerts.model import Notification
 from alerts.text import one_line
 
@@ -56,20 +57,31 @@ def recipients(config: EmailConfig, n: Notification) -> list[str]:
     return valid
 
 
-def build_message(config: EmailConfig, n: Notification, to: list[str]) -> EmailMessage:
+def build_message(
+    config: EmailConfig, n: Notification, to: list[str], link_base_url: str = ""
+) -> EmailMessage:
     msg = EmailMessage(policy=default_policy)  # the default policy refuses CR/LF in header values
-    names = sorted({one_line(a.account.name or a.account_id, 60) for a in n.firing})
+    new = set(n.new)
+    fresh = [a for a in n.firing if a.alert_id in new] or n.firing
+    names = list(dict.fromkeys(one_line(a.account.name or a.account_id, 60) for a in fresh))
     subject = f"[healthmon] {len(n.firing)} firing"
+    if n.new:
+        subject += f" ({len(n.new)} new)"
     if n.resolved:
         subject += f", {len(n.resolved)} resolved"
     if names:
-        subject += ": " + ", ".join(names[:3]) + (" and more" if len(names) > 3 else "")
+        subject += ": " + ", ".join(names[:2]) + (f" and {len(names) - 2} more" if len(names) > 2 else "")
     msg["Subject"] = one_line(subject, 200)
     msg["From"] = formataddr(("healthmon", config.sender))
     msg["To"] = ", ".join(to)
     msg["Message-ID"] = make_msgid(domain="healthmon")
     msg["X-Healthmon-Group"] = one_line(n.fingerprint)
-    ctx = {"firing": n.firing, "resolved": n.resolved}
+    firing_rows = rows(n, n.firing, link_base_url)
+    ctx = {
+        "firing_rows": firing_rows,
+        "resolved_rows": rows(n, n.resolved, ""),
+        "new_count": sum(r.new for r in firing_rows),
+    }
     msg.set_content(_env.get_template("email.txt.j2").render(**ctx))
     msg.add_alternative(_env.get_template("email.html.j2").render(**ctx), subtype="html")
     return msg
@@ -78,15 +90,16 @@ def build_message(config: EmailConfig, n: Notification, to: list[str]) -> EmailM
 class EmailNotifier:
     channel = "email"
 
-    def __init__(self, config: EmailConfig, smtp: SmtpSettings) -> None:
+    def __init__(self, config: EmailConfig, smtp: SmtpSettings, link_base_url: str = "") -> None:
         self.config = config
         self.smtp = smtp
+        self.link_base_url = link_base_url
 
     async def notify(self, n: Notification) -> None:
         to = recipients(self.config, n)
         if not to:
             raise PermanentError("email: no valid recipient")
-        msg = build_message(self.config, n, to)
+        msg = build_message(self.config, n, to, self.link_base_url)
         try:
             await aiosmtplib.send(
                 msg,

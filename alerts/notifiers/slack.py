@@ -6,58 +6,74 @@ import aiohttp
 import orjson
 
 from alerts.config import SlackConfig
+from alerts.digest import Row, rows
 from alerts.model import Notification
 from alerts.text import one_line, slack_escape
 from rules.model import AlertEvent
 
 from . import PermanentError, post_json
 
-MAX_ALERTS = 15  # Slack allows 50 blocks a message; each alert is one or two
+MAX_ACCOUNTS = 15  # Slack allows 50 blocks a message: one per account, plus header and footers
 
 
-def _alert_block(a: AlertEvent) -> dict:
-    name = slack_escape(one_line(a.account.name or a.account_id, 120))
-    score = "n/a" if a.score is None else f"{a.score:.0f}"
-    band = a.band or "unknown"
-    icon = {"critical": ":red_circle:", "warning": ":large_orange_circle:"}.get(
-        a.severity, ":information_source:"
-    )
-    if a.status == "resolved":
-        icon = ":white_check_mark:"
-    drivers = "; ".join(slack_escape(one_line(d.text, 160)) for d in a.drivers[:3])
-    lines = [
-        f"{icon} *{name}* · {slack_escape(one_line(a.description, 200))}",
-        f"Health *{score}* ({band})" + (f" · why: {drivers}" if drivers else ""),
-    ]
-    if a.status == "firing":
-        lines.append(f"*Next step:* {slack_escape(one_line(a.action, 300))}")
-    csm = slack_escape(one_line(a.account.csm_name or a.account.csm_email, 120))
+def _account_block(r: Row, alerts: list[AlertEvent]) -> dict:
+    """One block per account: its latest figures once, then each alert with its next step."""
+    latest = max(alerts, key=lambda a: a.starts_at)
+    icon = ":red_circle:" if any(a.severity == "critical" for a in alerts) else ":large_orange_circle:"
+    new = "*NEW* " if r.new else ""
+    name = slack_escape(r.name)
+    head = f"{icon} {new}*{name}* · Health *{r.score}* ({r.band}) · MRR {r.mrr} · renews {r.renewal}"
+    if r.canceled:
+        head += " · canceled"
+    lines = [head]
+    drivers = "; ".join(slack_escape(one_line(d.text, 160)) for d in latest.drivers[:3])
+    if drivers:
+        lines.append(f"why: {drivers}")
+    for item in r.items:
+        mark = "*NEW* " if item.new and not r.new else ""
+        lines.append(f"• {mark}{slack_escape(item.description)} (since {item.since})")
+        lines.append(f"   *Next step:* {slack_escape(item.action)}")
+    csm = slack_escape(one_line(latest.account.csm_name or latest.account.csm_email, 120))
     if csm:
         lines.append(f"CSM: {csm}")
-    return {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}}
+    if r.link:
+        lines.append(r.link)
+    return {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:2900]}}
 
 
-def render(n: Notification) -> dict:
+def render(n: Notification, link_base_url: str = "") -> dict:
     title = f"healthmon: {len(n.firing)} firing" + (f", {len(n.resolved)} resolved" if n.resolved else "")
     blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": title[:150]}}]
-    shown = n.alerts[:MAX_ALERTS]
-    for a in shown:
-        blocks.append(_alert_block(a))
-    if len(n.alerts) > len(shown):
-        rest = len(n.alerts) - len(shown)
+    by_account: dict[str, list[AlertEvent]] = {}
+    for a in n.firing:
+        by_account.setdefault(a.account_id, []).append(a)
+    accounts = rows(n, n.firing, link_base_url)
+    for r in accounts[:MAX_ACCOUNTS]:
+        blocks.append(_account_block(r, by_account[r.account_id]))
+    rest = len(accounts) - MAX_ACCOUNTS
+    if rest > 0:
         blocks.append(
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"…and {rest} more alerts"}]}
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"…and {rest} more accounts"}]}
         )
-    fallback = "; ".join(slack_escape(one_line(a.summary, 120)) for a in shown[:5])
+    if n.resolved:
+        done = "; ".join(
+            f"{slack_escape(r.name)}: " + ", ".join(slack_escape(i.description) for i in r.items)
+            for r in rows(n, n.resolved, "")[:MAX_ACCOUNTS]
+        )
+        blocks.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f":white_check_mark: {done}"[:2900]}]}
+        )
+    fallback = "; ".join(slack_escape(one_line(a.summary, 120)) for a in n.alerts[:5])
     return {"text": f"{title}: {fallback}"[:3000], "blocks": blocks}
 
 
 class SlackNotifier:
     channel = "slack"
 
-    def __init__(self, config: SlackConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(self, config: SlackConfig, session: aiohttp.ClientSession, link_base_url: str = "") -> None:
         self.config = config
         self.session = session
+        self.link_base_url = link_base_url
 
     def _url(self, n: Notification) -> str:
         channels = {a.account.slack_channel for a in n.alerts if a.account.slack_channel}
@@ -71,5 +87,10 @@ class SlackNotifier:
 
     async def notify(self, n: Notification) -> None:
         await post_json(
-            self.session, self._url(n), orjson.dumps(render(n)), {}, self.config.timeout_s, "slack"
+            self.session,
+            self._url(n),
+            orjson.dumps(render(n, self.link_base_url)),
+            {},
+            self.config.timeout_s,
+            "slack",
         )

@@ -193,16 +193,22 @@ async def test_a_storm_of_200_alerts_becomes_one_email_and_one_slack_message(kaf
         assert len(mailbox.messages) == 1 and len(http.bodies("slack")) == 1
         rcpts, msg = mailbox.messages[0]
         assert rcpts == ["ana@example.com"] and msg["Bcc"] is None
-        assert msg["Subject"].startswith("[healthmon] 200 firing") and "\n" not in msg["Subject"]
+        assert (
+            msg["Subject"].strip().startswith("[healthmon] 200 firing (200 new)")
+            and "\n" not in msg["Subject"]
+        )
         html = msg.get_body(("html",)).get_content()
         text = msg.get_body(("plain",)).get_content()
-        assert "200 alerts firing" in text and "Next step: Send the re-engagement email" in text
+        assert (
+            "200 accounts need attention (200 new)" in text
+            and "Next step: Send the re-engagement email" in text
+        )
         assert "&lt;!channel&gt;" in html and "<!channel>" not in html
         slack = http.bodies("slack")[0]
         raw = orjson.dumps(slack)
         assert b"<!channel>" not in raw and b"@here" not in raw
         assert slack["blocks"][0]["text"]["text"] == "healthmon: 200 firing"
-        assert "and 185 more alerts" in slack["blocks"][-1]["elements"][0]["text"]
+        assert "and 185 more accounts" in slack["blocks"][-1]["elements"][0]["text"]
         assert (
             worker.metrics.value("healthmon_notifications_sent", channel="email", receiver="csm-email") == 1
         )
@@ -329,7 +335,8 @@ class DeliveryProcess(WorkerProcess):
         return self
 
 
-def test_silence_cli_adds_lists_and_removes(kafka_settings, monkeypatch):
+def test_silence_cli_validates_and_lists_in_human_time(kafka_settings, monkeypatch):
+    import redis
     from click.testing import CliRunner
 
     from streams.cli import main
@@ -337,15 +344,33 @@ def test_silence_cli_adds_lists_and_removes(kafka_settings, monkeypatch):
 
     monkeypatch.setenv("HEALTHMON_REDIS_URL", kafka_settings.redis_url)
     monkeypatch.setenv("HEALTHMON_REDIS_PREFIX", kafka_settings.redis_prefix)
+    r = redis.Redis.from_url(kafka_settings.redis_url)
+    r.hset(f"{kafka_settings.redis_prefix}account:acme", mapping={"name": "Acme Corp", "csm": "ana@x.com"})
+    r.close()
     get_settings.cache_clear()
     try:
         runner = CliRunner()
         added = runner.invoke(main, ["silence", "add", "--account", "acme", "--for", "2d", "--by", "ana"])
         assert added.exit_code == 0, added.output
         silence_id = added.output.split()[1].rstrip(":")
+        assert "account=acme until 20" in added.output and " UTC (2d)" in added.output
         listed = runner.invoke(main, ["silence", "list"])
-        assert '"account":"acme"' in listed.output and silence_id in listed.output
-        assert runner.invoke(main, ["silence", "add", "--for", "2d"]).exit_code == 1
+        assert listed.output.startswith(f"{silence_id}  account=acme  until 20")
+        assert "(1d23h59m left) by ana" in listed.output or "(2d left) by ana" in listed.output
+        assert '"account":"acme"' in runner.invoke(main, ["silence", "list", "--json"]).output
+        for bad, why in [
+            (["--for", "2d"], "give at least one of"),
+            (["--account", "Acme Corp", "--for", "2d"], "is not a known account id"),
+            (["--rule", "no_such_rule", "--for", "2d"], "is not a rule; known rules: "),
+            (["--csm", "ana", "--for", "2d"], "is not an email address"),
+            (["--account", "acme", "--for", "soon"], "is not a duration"),
+        ]:
+            out = runner.invoke(main, ["silence", "add", *bad])
+            assert out.exit_code == 1 and why in out.output, (bad, out.output)
+        ok = runner.invoke(
+            main, ["silence", "add", "--rule", "band_red", "--csm", "b@example.com", "--for", "1h"]
+        )
+        assert ok.exit_code == 0, ok.output
         assert runner.invoke(main, ["silence", "remove", silence_id]).exit_code == 0
         assert silence_id not in runner.invoke(main, ["silence", "list"]).output
     finally:

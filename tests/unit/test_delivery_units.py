@@ -81,7 +81,20 @@ def test_slack_message_has_score_drivers_action_and_csm():
     )["blocks"]
     text = blocks[1]["text"]["text"]
     assert "Health *42* (yellow)" in text and "no login for 15 days" in text
+    assert text.count("acme Inc") == 1
     assert "Next step:* Send the re-engagement email" in text and "CSM: Ana" in text
+
+
+def test_slack_shows_each_account_once_with_its_alerts():
+    two = [make_alert(), make_alert(rule="nps_detractor", episode=1_770_086_400), make_alert(account="b")]
+    n = Notification(
+        receiver="r", group_key="g", group_labels={}, firing=two, resolved=[], new=[two[1].alert_id]
+    )
+    blocks = render(n, "https://cs.example.com")["blocks"]
+    assert len(blocks) == 3  # header + one block per account
+    first = blocks[1]["text"]["text"]
+    assert first.startswith(":large_orange_circle: *NEW* *acme Inc*") and first.count("• ") == 2
+    assert "https://cs.example.com/accounts/acme" in first
 
 
 def test_email_is_multipart_and_safe_against_header_injection():
@@ -135,8 +148,83 @@ def test_group_timers_and_committed_offsets():
     assert d.committable({0: 6}) == {0: 5}
     assert d.due(29) == [] and len(d.due(30)) == 1
     g = d.due(30)[0]
-    d.done(g, 30)
+    d.done(d.snapshot(g), 30, sent=set(g.entries))
     assert d.committable({0: 6}) == {0: 7}
     assert d.due(300) == [] and d.due(3630) == [g]  # nothing new: only the repeat
     d.add(make_alert(status="resolved"), [(m, key, {})], (0, 7), now=100)
     assert d.due(329) == [] and d.due(330) == [g]  # a change: after group_interval
+
+
+M = RouteMatch("r", ("csm",), group_wait=1, group_interval=2, repeat_interval=3600)
+
+
+def _add(d: Dispatcher, alert, offset: int, now: float = 0, partition: int = 0):
+    key = group_key(M, alert_labels(alert))
+    d.add(alert, [(M, key, {"csm": alert.account.csm_email or ""})], (partition, offset), now)
+    return d.groups[key]
+
+
+def test_a_flush_releases_only_what_its_snapshot_held():
+    """Alertmanager's DeleteIfNotModified: what arrives while a message is being sent stays, held."""
+    d = Dispatcher()
+    g = _add(d, make_alert(account="a"), 0)
+    _add(d, make_alert(account="a", status="resolved"), 1)
+    snap = d.snapshot(g)
+    _add(d, make_alert(account="b"), 2, now=1)  # arrives mid-flush
+    resolved_b = make_alert(account="c")
+    _add(d, resolved_b, 3, now=1)
+    d.done(snap, 1.5, sent={a.alert_id for a in snap.resolved})
+    assert sorted(e.alert.account_id for e in g.entries.values()) == ["b", "c"]
+    assert d.committable({0: 3}) == {0: 2}  # b and c not delivered: their offsets are held
+    assert g.changed and d.due(1.5 + 2) == [g]
+    snap2 = d.snapshot(g)
+    _add(d, make_alert(account="b", status="resolved"), 4, now=3.6)  # b updated mid-flush
+    d.done(snap2, 3.7, sent={a.alert_id for a in snap2.firing})
+    assert d.committable({0: 4}) == {0: 4}  # b's resolution still to send
+    assert g.entries[make_alert(account="b").alert_id].alert.status == "resolved"
+
+
+def test_a_firing_after_its_resolution_is_a_new_episode_even_with_the_same_id():
+    d = Dispatcher()
+    g = _add(d, make_alert(), 0)
+    _add(d, make_alert(status="resolved"), 1)
+    _add(d, make_alert(), 2)  # the engine reused the id: true -> false -> true
+    snap = d.snapshot(g)
+    assert [a.status for a in snap.resolved] == ["resolved"] and len(snap.firing) == 1
+    assert snap.firing[0].alert_id != snap.resolved[0].alert_id
+    _add(d, make_alert(status="resolved"), 3)  # the second episode's resolution finds it
+    assert [e.alert.status for e in g.entries.values()] == ["resolved", "resolved"]
+
+
+def test_silenced_firing_keeps_its_offset_and_is_due_when_the_silence_ends():
+    d = Dispatcher()
+    a = make_alert()
+    g = _add(d, a, 0)
+    snap = d.snapshot(g)
+    g.entries[a.alert_id].silenced_until = 100
+    d.done(snap, 1, sent=set(), held={a.alert_id})
+    assert d.committable({0: 0}) == {0: 0}
+    assert d.due(50) == [] and d.due(100) == [g]
+    d.done(d.snapshot(g), 100, sent={a.alert_id})
+    assert d.committable({0: 0}) == {0: 1} and g.entries[a.alert_id].silenced_until is None
+
+
+def test_an_alert_that_never_resolves_is_notified_once_and_firing_alerts_expire():
+    d = Dispatcher()
+    a = make_alert(rule="gone")
+    g = _add(d, a, 0)
+    d.done(d.snapshot(g), 1, sent={a.alert_id}, once={a.alert_id})
+    assert d.groups == {} and d.committable({0: 0}) == {0: 1}
+    b = make_alert(account="b")
+    g = _add(d, b, 1)
+    d.done(d.snapshot(g), 1, sent={b.alert_id})
+    assert d.expire(3599, ttl=3600) == 0 and d.expire(3600, ttl=3600) == 1 and d.groups == {}
+
+
+def test_revoked_partitions_are_forgotten():
+    d = Dispatcher()
+    _add(d, make_alert(account="a"), 0, partition=0)
+    _add(d, make_alert(account="b"), 0, partition=1)
+    d.revoke({1})
+    assert [e.alert.account_id for g in d.groups.values() for e in g.entries.values()] == ["a"]
+    assert d.committable({0: 0}) == {0: 0}
