@@ -86,7 +86,16 @@ async def outcome(s: Settings, timeout: float = 240) -> dict:
         if r.topic == s.topic("health"):
             finals[r.key.decode()] = doc
         else:
-            episodes.add((doc["alert_id"], doc["status"], doc["starts_at"], doc["ends_at"]))
+            episodes.add(
+                (
+                    doc["account_id"],
+                    doc["rule_id"],
+                    doc["status"],
+                    doc["starts_at"],
+                    doc["ends_at"],
+                    doc["alert_id"],
+                )
+            )
     counts = {a: snap["event_counts"] for a, snap in finals.items()}
     return {"finals": finals, "episodes": episodes, "counts": counts}
 
@@ -94,8 +103,8 @@ async def outcome(s: Settings, timeout: float = 240) -> dict:
 def assert_same(got: dict, want: dict) -> None:
     assert got["counts"] == want["counts"]
     assert got["episodes"] == want["episodes"], (
-        f"missing {sorted(want['episodes'] - got['episodes'])[:5]}, "
-        f"extra {sorted(got['episodes'] - want['episodes'])[:5]}"
+        f"missing {sorted(want['episodes'] - got['episodes'])[:8]}, "
+        f"extra {sorted(got['episodes'] - want['episodes'])[:8]}"
     )
     differing = [a for a in want["finals"] if got["finals"].get(a) != want["finals"][a]]
     assert not differing, f"final snapshots differ for {differing}"
