@@ -23,11 +23,11 @@ from pathlib import Path
 
 from rules.engine import load_rules
 from rules.model import AlertEvent
+from streams.driver import Output, run_offline
 from streams.engine import Engine
 from streams.events import EVENT_ADAPTER
 from streams.scoring import load_scoring
 from streams.simulate import Simulator
-from streams.state import AccountState
 
 DAY_S = 86400
 GROUP_WAIT, GROUP_INTERVAL = 30, 300
@@ -56,25 +56,16 @@ class Budget:
 
 
 def alerts_for(sim: Simulator, rules_path: Path | None) -> list[AlertEvent]:
+    """The alerts the worker would fire on the simulated history: the production partition driver,
+    run offline (streams/driver.py)."""
     engine = Engine(load_scoring(None), load_rules(rules_path))
-    states: dict[str, AccountState] = {}
     out: list[AlertEvent] = []
-    today: int | None = None
-    for raw in sim.events():
-        ev = EVENT_ADAPTER.validate_python(raw)
-        t = int(ev.occurred_at.timestamp())
-        day = t // DAY_S
-        if today is not None and day > today:
-            for d in range(today + 1, day + 1):
-                for each in states.values():
-                    out += engine.evaluate(each, d * DAY_S).alerts
-            engine.schedule.clear()
-        today = day if today is None else max(today, day)
-        st = states.get(ev.account_id) or states.setdefault(
-            ev.account_id, AccountState(account_id=ev.account_id)
-        )
-        engine.apply(st, ev, 0)
-        out += engine.evaluate(st, t).alerts
+
+    def collect(o: Output) -> None:
+        out.extend(AlertEvent.model_validate_json(v) for name, _, v, _ in o.records if name == "alerts")
+
+    events = [EVENT_ADAPTER.validate_python(raw) for raw in sim.events()]
+    run_offline(events, engine, on_output=collect)
     return out
 
 
