@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
-from .metrics import AccountMetrics, compute_metrics
+from .metrics import AccountMetrics, Portfolio, compute_metrics, with_portfolio
 from .scoring import (
     Band,
     ComponentScore,
@@ -88,10 +88,22 @@ def account_info(state: AccountState) -> AccountInfo:
 
 
 def assess(
-    state: AccountState, as_of: int, config: ScoringConfig
+    state: AccountState,
+    as_of: int,
+    config: ScoringConfig,
+    portfolio: Portfolio | None = None,
+    metrics: AccountMetrics | None = None,
 ) -> tuple[HealthSnapshot, HealthChange | None]:
-    """The account's snapshot at event time ``as_of``, and a change event if one is due."""
-    metrics = compute_metrics(state, as_of, config.metrics)
+    """The account's snapshot at event time ``as_of``, and a change event if one is due.
+
+    ``portfolio`` (cross-account context) fills the portfolio-relative measures; without it they are null
+    and the scorecard shares their weight out. ``metrics``: the account's raw metrics at ``as_of`` when
+    the caller has them already.
+    """
+    if metrics is None:
+        metrics = compute_metrics(state, as_of, config.metrics)
+    if portfolio is not None:
+        metrics = with_portfolio(metrics, portfolio, as_of)
     info = account_info(state)
     health = score_account(metrics, config, info.segment)
     when = datetime.fromtimestamp(as_of, UTC)
