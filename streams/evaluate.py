@@ -246,3 +246,65 @@ def score_offline(events: Iterable[BaseEvent], engine: Engine, portfolio: bool =
             state = states[ev.account_id] = AccountState(account_id=ev.account_id)
         engine.apply(state, ev, 0)
     return history.finish()
+
+
+def first_red(history: History) -> dict[str, int]:
+    """Each account's first moment in the red band."""
+    out: dict[str, int] = {}
+    for account, pts in history.points.items():
+        for at, _, band in pts:
+            if band == "red":
+                out[account] = at
+                break
+    return out
+
+
+def red_differences(old: History, new: History) -> dict[str, list[tuple[str, int | None, int | None]]]:
+    """What would fire differently under a new scorecard: accounts whose red band starts only under one
+    of them, earlier or later. Each entry: (account, first red under old, first red under new)."""
+    a, b = first_red(old), first_red(new)
+    out: dict[str, list[tuple[str, int | None, int | None]]] = {
+        "only_new": [],
+        "only_old": [],
+        "earlier": [],
+        "later": [],
+    }
+    for acc in sorted(set(a) | set(b)):
+        ta, tb = a.get(acc), b.get(acc)
+        if ta is None:
+            out["only_new"].append((acc, None, tb))
+        elif tb is None:
+            out["only_old"].append((acc, ta, None))
+        elif tb < ta:
+            out["earlier"].append((acc, ta, tb))
+        elif tb > ta:
+            out["later"].append((acc, ta, tb))
+    return out
+
+
+def render_side_by_side(reports: dict[str, Report]) -> str:
+    def f(v: float | None, pct: bool = False) -> str:
+        return "n/a" if v is None else (f"{v:.1%}" if pct else f"{v:.3f}")
+
+    names = list(reports)
+    first = reports[names[0]]
+    rows = [
+        ("scored / churners", lambda r: f"{r.scored} / {r.churners}"),
+        ("AUC", lambda r: f(r.auc)),
+        ("red precision", lambda r: f(r.red_precision, True)),
+        ("red recall", lambda r: f(r.red_recall, True)),
+        ("red+yellow precision", lambda r: f(r.at_risk_precision, True)),
+        ("red+yellow recall", lambda r: f(r.at_risk_recall, True)),
+        (
+            "bottom-decile lift",
+            lambda r: "n/a" if r.bottom_decile_lift is None else f"{r.bottom_decile_lift:.2f}x",
+        ),
+    ]
+    lines = [
+        f"score as of {first.days_before} days before cancellation",
+        "| | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
+    for label, fn in rows:
+        lines.append(f"| {label} | " + " | ".join(fn(reports[n]) for n in names) + " |")
+    return "\n".join(lines)

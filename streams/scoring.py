@@ -91,12 +91,42 @@ class ScoreCard(_Strict):
     bands: Bands = Bands()
 
 
+class Stability(_Strict):
+    """How far the published score may move: evidence moves it, one ordinary event does not swing it.
+
+    Between two evaluations the score moves at most ``max_step`` points plus ``per_day`` points per day
+    elapsed since the previous one (the raw score is always in the snapshot); a hard signal -- a
+    cancellation, an unpaid invoice -- lets it fall at once. An account healthmon has seen for fewer than
+    ``min_history_days`` days has no score: its status is "insufficient_data", not red.
+    """
+
+    max_step: float = Field(default=5, gt=0)
+    per_day: float = Field(default=25, ge=0)
+    min_history_days: int = Field(default=7, ge=0)
+
+
+def stabilise(
+    raw: float,
+    prev: float | None,
+    prev_at: int | None,
+    as_of: int,
+    hard_signal: bool,
+    stability: Stability,
+) -> float:
+    """The published score: ``raw`` moved toward from ``prev`` by no more than the allowed step."""
+    if prev is None or prev_at is None or (hard_signal and raw < prev):
+        return raw
+    limit = stability.max_step + stability.per_day * max(0, as_of - prev_at) / 86_400
+    return round(prev + max(-limit, min(limit, raw - prev)), 1)
+
+
 class ScoringConfig(_Strict):
     version: Literal[1] = 1
     metrics: MetricsConfig = MetricsConfig()
     #: A change event is published when the band changes or the score moved this much since the last one.
     change_threshold: float = Field(default=5, gt=0)
     top_drivers: int = Field(default=3, ge=0, le=20)
+    stability: Stability = Stability()
     default: ScoreCard
     segments: dict[Literal["smb", "mid_market", "enterprise"], ScoreCard] = Field(default_factory=dict)
 

@@ -196,6 +196,9 @@ class AccountState(BaseModel):
     last_eval_at: int | None = None
     #: The input partition this account's events come from (to rebuild the due schedule on recovery).
     partition: int | None = None
+    #: The last published (stabilised) score and its event time (scoring.stabilise).
+    score_published: float | None = None
+    score_published_at: int | None = None
 
     @field_serializer("days")
     def _trim_days(self, days: dict[int, list[int]]) -> dict[int, list[int]]:
