@@ -267,7 +267,8 @@ def choose_bands(
     total_churn = sum(c for _, c in pairs)
 
     def best(min_precision: float) -> float | None:
-        chosen = None
+        # Most churners caught at that precision; of equal recall, the lowest threshold (fewest flagged).
+        chosen, chosen_hits = None, 0
         hits = 0
         for i, (s, c) in enumerate(pairs):
             hits += c
@@ -275,8 +276,8 @@ def choose_bands(
             nxt = pairs[i + 1][0] if i + 1 < len(pairs) else s + 1
             if nxt == s:
                 continue
-            if total_churn and hits / (i + 1) >= min_precision:
-                chosen = round((s + nxt) / 2, 1)
+            if total_churn and hits / (i + 1) >= min_precision and hits > chosen_hits:
+                chosen, chosen_hits = round((s + nxt) / 2, 1), hits
         return chosen
 
     red = best(red_precision)
