@@ -18,7 +18,11 @@ def synthetic(n: int, seed: int = 1) -> list[Observation]:
     rnd = random.Random(seed)
     out = []
     for i in range(n):
-        x = {"logins_30d": rnd.uniform(0, 100), "active_days_30d": rnd.uniform(0, 30), "nps": rnd.uniform(-100, 100)}
+        x = {
+            "logins_30d": rnd.uniform(0, 100),
+            "active_days_30d": rnd.uniform(0, 30),
+            "nps": rnd.uniform(-100, 100),
+        }
         noise = rnd.randint(0, 20)
         score = (
             TRUE["logins_30d"] * ramp(x["logins_30d"], 5, 95)
@@ -32,18 +36,23 @@ def synthetic(n: int, seed: int = 1) -> list[Observation]:
             nps=x["nps"],
             tickets_opened_30d=noise,
         )
-        out.append(Observation(account_id=f"a{i % 400}", at=i // 400, churns=rnd.random() < p_churn, metrics=m))
+        out.append(
+            Observation(account_id=f"a{i % 400}", at=i // 400, churns=rnd.random() < p_churn, metrics=m)
+        )
     return out
 
 
 def test_calibration_recovers_known_weights():
-    config, kept, dropped = fit(synthetic(8000), BASE)
+    config, kept, _ = fit(synthetic(8000), BASE)
     got = {k.metric: k.weight / 100 for k in kept}
     for metric, w in TRUE.items():
         assert got.get(metric, 0) == pytest.approx(w, abs=0.08), (metric, got)
     assert got.get("tickets_opened_30d", 0) < 0.03  # noise earns (almost) nothing
     by_metric = {k.metric: k for k in kept}
-    assert by_metric["logins_30d"].higher_is_better and by_metric["logins_30d"].bad < by_metric["logins_30d"].good
+    assert (
+        by_metric["logins_30d"].higher_is_better
+        and by_metric["logins_30d"].bad < by_metric["logins_30d"].good
+    )
     # the result is an ordinary scorecard: components add up, the weights sum to 100
     assert sum(c.weight for c in config.default.components.values()) == pytest.approx(100, abs=0.1)
 
@@ -68,7 +77,9 @@ def test_overfitting_is_reported_not_silent():
             account_id=f"a{i}",
             at=i // 50,
             churns=rnd.random() < 0.3,
-            metrics=AccountMetrics(**{m: rnd.random() for m in ("dau_mau", "adoption_rate", "feature_breadth")}),
+            metrics=AccountMetrics(
+                **{m: rnd.random() for m in ("dau_mau", "adoption_rate", "feature_breadth")}
+            ),
         )
         for i in range(600)
     ]

@@ -32,7 +32,13 @@ def test_conversion_by_hand():
             (datetime(2023, 1, 11, 11), 1, 1, None),
         ],
     )
-    sim = SimResult(model="crm5", start=date(2023, 1, 1), end=date(2023, 6, 1), behaviors=["search", "meet"], customers=[c])
+    sim = SimResult(
+        model="crm5",
+        start=date(2023, 1, 1),
+        end=date(2023, 6, 1),
+        behaviors=["search", "meet"],
+        customers=[c],
+    )
     evs = list(convert(sim))
     kinds = [e["type"] for e in evs]
     assert kinds[0] == "account" and kinds.count("subscription") == 2 and kinds.count("invoice_paid") == 2
@@ -73,7 +79,20 @@ def test_calibrate_command_on_simulated_history(tmp_path):
     runner = CliRunner()
     events = tmp_path / "sim.jsonl"
     r = runner.invoke(
-        main, ["simulate", "--accounts", "40", "--days", "80", "--seed", "4", "--end", "2026-06-30T00:00:00Z", "--out", str(events)]
+        main,
+        [
+            "simulate",
+            "--accounts",
+            "40",
+            "--days",
+            "80",
+            "--seed",
+            "4",
+            "--end",
+            "2026-06-30T00:00:00Z",
+            "--out",
+            str(events),
+        ],
     )
     assert r.exit_code == 0, r.output
     out = tmp_path / "calibrated.yaml"
@@ -88,5 +107,5 @@ def test_calibrate_command_on_simulated_history(tmp_path):
 def test_bad_event_file_names_the_line(tmp_path):
     p = tmp_path / "bad.jsonl"
     p.write_bytes(b'{"type": "login"}\n')
-    with pytest.raises(ValueError, match="bad.jsonl:1"):
+    with pytest.raises(ValueError, match=r"bad\.jsonl:1"):
         list(read_events(p))
