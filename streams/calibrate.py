@@ -63,6 +63,7 @@ CANDIDATES: dict[str, str] = {
     "csat_90d": "support",
     "nps": "outcomes",
     "ces_mean_90d": "outcomes",
+    "csm_sentiment": "outcomes",
     "mrr": "financial",
     "mrr_change_30d_pct": "financial",
     "days_past_due": "financial",

@@ -34,6 +34,9 @@ class MetricsConfig(BaseModel):
     #: A ticket spike: at least this many tickets in 7 days and this many times the prior weekly mean.
     spike_min_tickets: int = Field(default=3, ge=1)
     spike_factor: float = Field(default=2.0, gt=1)
+    #: The CSM's read counts half as much after this many days, and not at all after csm_sentiment_max_days.
+    csm_sentiment_half_life_days: float = Field(default=30, gt=0)
+    csm_sentiment_max_days: int = Field(default=180, ge=1)
 
 
 class AccountMetrics(BaseModel):
@@ -86,6 +89,8 @@ class AccountMetrics(BaseModel):
     csat_latest_score: int | None = None
     csat_latest_days_ago: int | None = None
     ces_mean_90d: float | None = None
+    csm_sentiment: float | None = None  # the CSM's latest read (-1..1) x 0.5 ** (age days / half-life)
+    csm_sentiment_days_ago: int | None = None
     # --- financial
     mrr: Decimal | None = None
     mrr_30d_ago: Decimal | None = None
@@ -251,6 +256,11 @@ def compute_metrics(state: AccountState, as_of: int, cfg: MetricsConfig) -> Acco
         m.csat_latest_days_ago = today - state.csat_latest[0] // DAY_S
     if w90[C.CES_N]:
         m.ces_mean_90d = w90[C.CES_SUM] / w90[C.CES_N]
+    if state.csm_sentiment is not None and state.csm_sentiment[0] <= as_of:
+        age = (as_of - state.csm_sentiment[0]) / DAY_S
+        if age < cfg.csm_sentiment_max_days:
+            m.csm_sentiment = state.csm_sentiment[1] * 0.5 ** (age / cfg.csm_sentiment_half_life_days)
+            m.csm_sentiment_days_ago = int(age)
 
     # --- financial (from the MRR history, so late billing events and cancellations count)
     if state.mrr_history:

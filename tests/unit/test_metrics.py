@@ -250,3 +250,25 @@ def test_percentile_matches_a_plain_count(values, probe):
     below = sum(v < probe for v in values)
     equal = sum(v == probe for v in values)
     assert p.rank(probe) == pytest.approx((below + equal / 2) / len(values))
+
+
+# --- the CSM's own read --------------------------------------------------------------------------
+
+
+def test_csm_sentiment_decays_and_the_latest_read_wins():
+    s = fold(event("csm_sentiment", "a", at(0), score=0.8))
+    assert metrics(s, 0).csm_sentiment == pytest.approx(0.8)
+    assert metrics(s, 30).csm_sentiment == pytest.approx(0.4)  # half-life 30 days
+    assert metrics(s, 60).csm_sentiment == pytest.approx(0.2) and metrics(s, 60).csm_sentiment_days_ago == 60
+    assert metrics(s, 180).csm_sentiment is None  # too old to count
+    # A 1-5 rating: 1 is -1. A re-sent older read (a nightly import) does not overwrite a newer one.
+    fold(event("csm_sentiment", "a", at(10), score=1, scale="1-5"), state=s)
+    fold(event("csm_sentiment", "a", at(5), score=5, scale="1-5"), state=s)
+    assert metrics(s, 10).csm_sentiment == pytest.approx(-1.0)
+
+
+def test_csm_sentiment_outside_its_scale_is_rejected():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="outside the -1..1 scale"):
+        EVENT_ADAPTER.validate_python(event("csm_sentiment", "a", at(0), score=4))

@@ -40,6 +40,7 @@ def healthy(**over) -> AccountMetrics:
         fcr_rate_90d=0.9,
         nps=60.0,
         ces_mean_90d=6.5,
+        csm_sentiment=0.8,
         days_past_due=0,
         mrr=Decimal(100),
         mrr_change_30d_pct=0.0,
@@ -69,7 +70,7 @@ def test_a_healthy_account_is_green_with_full_confidence():
 
 
 def test_missing_data_is_dropped_and_lowers_confidence():
-    h = score_account(healthy(nps=None, ces_mean_90d=None), CONFIG, None)
+    h = score_account(healthy(nps=None, ces_mean_90d=None, csm_sentiment=None), CONFIG, None)
     outcomes = next(c for c in h.components if c.name == "outcomes")
     assert outcomes.score is None and outcomes.effective_weight == 0
     assert h.score == 100  # the other components carry the weight
