@@ -270,5 +270,5 @@ def test_csm_sentiment_decays_and_the_latest_read_wins():
 def test_csm_sentiment_outside_its_scale_is_rejected():
     from pydantic import ValidationError
 
-    with pytest.raises(ValidationError, match="outside the -1..1 scale"):
+    with pytest.raises(ValidationError, match=r"outside the -1\.\.1 scale"):
         EVENT_ADAPTER.validate_python(event("csm_sentiment", "a", at(0), score=4))
