@@ -330,6 +330,10 @@ PERCENTILE_OF = {
 }
 
 
+#: The metrics only a portfolio can give (null where none is passed in).
+PORTFOLIO_METRICS = frozenset([*PERCENTILE_OF.values(), "feature_breadth_catalog"])
+
+
 @dataclass
 class Portfolio:
     """Cross-account context for the portfolio-relative measures.

@@ -195,19 +195,28 @@ def ramp(value: float, bad: float, good: float) -> float:
     return 100.0 * (0.0 if t < 0 else 1.0 if t > 1 else t)
 
 
-def score_account(metrics: AccountMetrics, config: ScoringConfig, segment: str | None) -> HealthScore:
+def score_account(
+    metrics: AccountMetrics,
+    config: ScoringConfig,
+    segment: str | None,
+    unavailable: frozenset[str] = frozenset(),
+) -> HealthScore:
+    """``unavailable``: metrics that cannot have data here (the portfolio ones where no portfolio is
+    kept); their measures count neither in the score nor against ``confidence``."""
     # Runs on every evaluation: results are collected as plain dicts and validated into the models
     # in one call (one pass in pydantic-core instead of ~25 model constructors), and driver texts
     # are formatted only for the drivers shown.
     card_name, card = config.scorecard_for(segment)
-    total_weight = sum(c.weight for c in card.components.values())
     present_weight = 0.0  # configured weight (flattened to measures) that had data
+    possible_weight = 0.0  # configured weight that could have had data here
     partial: list[
         tuple[str, Component, float | None, list[tuple[str, Measure, float | None, float | None]], float]
     ] = []
     for cname, comp in card.components.items():
         rows: list[tuple[str, Measure, float | None, float | None]] = []
         m_total = sum(m.weight for m in comp.measures.values())
+        m_possible = sum(m.weight for m in comp.measures.values() if m.metric not in unavailable)
+        possible_weight += comp.weight * m_possible / m_total
         got = 0.0
         acc = 0.0
         for mname, meas in comp.measures.items():
@@ -275,7 +284,7 @@ def score_account(metrics: AccountMetrics, config: ScoringConfig, segment: str |
     return HealthScore(
         score=score,
         band=card.bands.of(score) if score is not None else None,
-        confidence=round(present_weight / total_weight, 3),
+        confidence=round(present_weight / possible_weight, 3) if possible_weight else 0.0,
         scorecard=card_name,
         components=components,
         drivers=drivers,

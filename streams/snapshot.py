@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from .metrics import AccountMetrics, Portfolio, compute_metrics, with_portfolio
+from .metrics import PORTFOLIO_METRICS, AccountMetrics, Portfolio, compute_metrics, with_portfolio
 from .scoring import (
     Band,
     ComponentScore,
@@ -111,7 +111,9 @@ def assess(
     if portfolio is not None:
         metrics = with_portfolio(metrics, portfolio, as_of)
     info = account_info(state)
-    health = score_account(metrics, config, info.segment)
+    health = score_account(
+        metrics, config, info.segment, frozenset() if portfolio is not None else PORTFOLIO_METRICS
+    )
     when = datetime.fromtimestamp(as_of, UTC)
     raw = health.score
     status: Literal["scored", "insufficient_data"] = "scored"
