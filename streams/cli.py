@@ -348,6 +348,12 @@ def calibrate(
     )
     if report.overfit_warning:
         click.echo(f"WARNING: {report.overfit_warning}", err=True)
+    if report.red_below == 0:
+        click.echo(
+            f"WARNING: no score threshold reaches {red_precision:.0%} precision on the training data, so the "
+            "red band never fires; lower --red-precision or set the bands by hand",
+            err=True,
+        )
 
 
 @main.command()
