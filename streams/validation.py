@@ -194,6 +194,8 @@ def calibrated_scores(
     for f in sorted(set(fold)):
         train = [o for o, g in zip(obs, fold, strict=True) if g != f]
         test_idx = [j for j, g in enumerate(fold) if g == f]
+        if all(o.churns for o in train) or not any(o.churns for o in train):
+            continue  # nothing to learn from in this fold: its observations stay unscored
         config, _, _ = fit(train, base)
         for j, s in zip(test_idx, score_observations([obs[j] for j in test_idx], config), strict=True):
             out[j] = s
@@ -253,7 +255,10 @@ def compare(
                 None,
             )
         )
-        _, calib = calibrate(obs, default)
+        try:
+            _, calib = calibrate(obs, default)
+        except ValueError:  # e.g. no cancellation before the time split
+            calib = None
     return Comparison(
         observations=len(obs),
         churn_observations=sum(o.churns for o in obs),

@@ -109,3 +109,44 @@ def test_bad_event_file_names_the_line(tmp_path):
     p.write_bytes(b'{"type": "login"}\n')
     with pytest.raises(ValueError, match=r"bad\.jsonl:1"):
         list(read_events(p))
+
+
+def test_validate_command_on_the_fixture():
+    r = CliRunner().invoke(main, ["validate", str(FIXTURE), "--folds", "2"])
+    assert r.exit_code == 0, r.output
+    assert "| healthmon default scorecard |" in r.output and "peer: log + z-scored" in r.output
+
+
+def test_evaluate_compares_scorecards_side_by_side(tmp_path):
+    runner = CliRunner()
+    events = tmp_path / "sim.jsonl"
+    r = runner.invoke(
+        main,
+        [
+            "simulate",
+            "--accounts",
+            "30",
+            "--days",
+            "60",
+            "--seed",
+            "6",
+            "--end",
+            "2026-06-30T00:00:00Z",
+            "--out",
+            str(events),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    strict = tmp_path / "strict.yaml"  # the default card with red below 80: more accounts turn red
+    strict.write_text(
+        (Path(__file__).parents[2] / "streams" / "scorecard.default.yaml")
+        .read_text()
+        .replace("bands: {red_below: 60, yellow_below: 75}", "bands: {red_below: 80, yellow_below: 90}")
+    )
+    truth = tmp_path / "sim.truth.json"
+    r = runner.invoke(main, ["evaluate", str(truth), "--events", str(events), "--scorecard", str(strict)])
+    assert r.exit_code == 0, r.output
+    assert "| | current | strict.yaml |" in r.output and "| red recall |" in r.output
+    assert "strict.yaml: " in r.output and "would turn red that do not now" in r.output
+    n_new = int(r.output.split("strict.yaml: ")[1].split(" accounts")[0])
+    assert n_new > 0
