@@ -386,14 +386,17 @@ class Simulator:
             if crng.random() < 1 / 22:
                 t = int(day_start + crng.uniform(10, 17) * 3600)
                 read = max(-1.0, min(1.0, crng.gauss(0.4 - 1.2 * unhappy * p.warning, 0.35)))
-                yield t, {
-                    "event_id": f"{aid}-csm-{day}",
-                    "account_id": aid,
-                    "type": "csm_sentiment",
-                    "occurred_at": _fmt(t, a.tz),
-                    "score": round(read, 2),
-                    "csm_email": a.truth.csm_email,
-                }
+                yield (
+                    t,
+                    {
+                        "event_id": f"{aid}-csm-{day}",
+                        "account_id": aid,
+                        "type": "csm_sentiment",
+                        "occurred_at": _fmt(t, a.tz),
+                        "score": round(read, 2),
+                        "csm_email": a.truth.csm_email,
+                    },
+                )
 
         yield from self._billing(a, day, day_start, mood, ev)
 
