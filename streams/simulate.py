@@ -379,25 +379,6 @@ class Simulator:
                     score=max(0, min(10, score)),
                 )
 
-        # The CSM's own read, about once a month on a weekday: warier as the account sours. It has a
-        # random stream and event ids of its own, so every other event is the same with or without it.
-        if weekday < 5:
-            crng = random.Random(f"{self.seed}:{aid}:csm:{day}")
-            if crng.random() < 1 / 22:
-                t = int(day_start + crng.uniform(10, 17) * 3600)
-                read = max(-1.0, min(1.0, crng.gauss(0.4 - 1.2 * unhappy * p.warning, 0.35)))
-                yield (
-                    t,
-                    {
-                        "event_id": f"{aid}-csm-{day}",
-                        "account_id": aid,
-                        "type": "csm_sentiment",
-                        "occurred_at": _fmt(t, a.tz),
-                        "score": round(read, 2),
-                        "csm_email": a.truth.csm_email,
-                    },
-                )
-
         yield from self._billing(a, day, day_start, mood, ev)
 
     def _subscription(self, a: _Account, at: float, plan: str, ev: Emit) -> tuple[int, dict]:
