@@ -150,3 +150,15 @@ def test_evaluate_compares_scorecards_side_by_side(tmp_path):
     assert "strict.yaml: " in r.output and "would turn red that do not now" in r.output
     n_new = int(r.output.split("strict.yaml: ")[1].split(" accounts")[0])
     assert n_new > 0
+
+
+def test_the_fixture_regenerates_byte_for_byte(tmp_path):
+    """Needs the optional fightchurn package (pip install -e '.[validation]'): skipped without it."""
+    import gzip
+
+    pytest.importorskip("fightchurn")
+    from streams.external.fightchurn import simulate, write_jsonl
+
+    out = tmp_path / "again.jsonl.gz"
+    write_jsonl(simulate("crm5", 6, "2023-01-01", "2023-04-01", seed=5, growth_rate=0), out)
+    assert gzip.decompress(out.read_bytes()) == gzip.decompress(FIXTURE.read_bytes())
