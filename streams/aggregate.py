@@ -299,6 +299,12 @@ def _ces(s: AccountState, e: ev.Ces, ts: int, day: int, kf: frozenset[str]) -> N
     bucket[C.CES_SUM] += e.score
 
 
+def _csm_sentiment(s: AccountState, e: ev.CsmSentiment, ts: int, day: int, kf: frozenset[str]) -> None:
+    # The latest read by event time wins; a re-sent older read (a nightly import) does not overwrite it.
+    if s.csm_sentiment is None or ts >= s.csm_sentiment[0]:
+        s.csm_sentiment = (ts, e.normalised())
+
+
 _HANDLERS: dict[str, Callable[..., None]] = {
     "account": _account,
     "login": _login,
@@ -315,5 +321,6 @@ _HANDLERS: dict[str, Callable[..., None]] = {
     "subscription_canceled": _canceled,
     "nps": _nps,
     "ces": _ces,
+    "csm_sentiment": _csm_sentiment,
 }
 assert set(_HANDLERS) == set(ev.TYPE_TOPIC), "every contract type needs a handler"

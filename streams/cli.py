@@ -199,8 +199,21 @@ def simulate(accounts, days, seed, end, out, truth, produce, rate, follow) -> No
 @click.option(
     "--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the report here."
 )
+@click.option(
+    "--scorecard",
+    "scorecards",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --events: also score with this scorecard and show the reports side by side, with the "
+    "accounts whose red band would start differently (repeatable).",
+)
 def evaluate(
-    truth: Path, snapshots: Path | None, events: Path | None, days_before: int, json_out: Path | None
+    truth: Path,
+    snapshots: Path | None,
+    events: Path | None,
+    days_before: int,
+    json_out: Path | None,
+    scorecards: tuple[Path, ...] = (),
 ) -> None:
     """How well the score separated churners from the rest: AUC, red-band precision/recall, lift.
 
@@ -226,10 +239,31 @@ def evaluate(
         from .producer import read_lines
         from .scoring import load_scoring
 
-        engine = Engine(load_scoring(s.scorecard), load_rules(s.rules or DEFAULT_RULES))
+        ruleset = load_rules(s.rules or DEFAULT_RULES)
+        engine = Engine(load_scoring(s.scorecard), ruleset)
         history = score_offline(
             (EVENT_ADAPTER.validate_python(obj) for _, _, obj in read_lines(events)), engine
         )
+        if scorecards:
+            from .evaluate import red_differences, render_side_by_side
+
+            reports = {"current": run_evaluation(gt, history, days_before)[0]}
+            for card in scorecards:
+                other = score_offline(
+                    (EVENT_ADAPTER.validate_python(obj) for _, _, obj in read_lines(events)),
+                    Engine(load_scoring(card), ruleset),
+                )
+                reports[card.name] = run_evaluation(gt, other, days_before)[0]
+                diff = red_differences(history, other)
+                click.echo(
+                    f"{card.name}: {len(diff['only_new'])} accounts would turn red that do not now, "
+                    f"{len(diff['only_old'])} would no longer; {len(diff['earlier'])} earlier, "
+                    f"{len(diff['later'])} later"
+                )
+            click.echo(render_side_by_side(reports))
+            return
+    elif scorecards:
+        raise click.UsageError("--scorecard needs --events (offline scoring)")
     else:
         from .tail import read_to_end
 
@@ -257,6 +291,102 @@ def evaluate(
         raise click.ClickException(
             "no account had a score at its evaluation time: were the snapshots from this run?"
         )
+
+
+@main.command()
+@click.argument("events", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Write the calibrated scorecard YAML here (its validation report next to it, .report.json).",
+)
+@click.option(
+    "--base", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Scorecard to start from."
+)
+@click.option("--test-share", type=click.FloatRange(0, 0.9), default=0.3, show_default=True)
+@click.option("--every-days", type=click.IntRange(1), default=7, show_default=True)
+@click.option("--horizon-days", type=click.IntRange(1), default=30, show_default=True)
+@click.option("--red-precision", type=click.FloatRange(0.05, 1), default=0.6, show_default=True)
+def calibrate(
+    events: Path,
+    out: Path,
+    base: Path | None,
+    test_share: float,
+    every_days: int,
+    horizon_days: int,
+    red_precision: float,
+) -> None:
+    """Learn measure weights, thresholds and bands from history (a JSONL or .jsonl.gz event file).
+
+    Observations every --every-days days, labelled "cancels within --horizon-days"; fitted on the
+    earlier part of the timeline and validated on the latest --test-share (train vs test AUC). A
+    train AUC well above the test AUC is reported as a warning.
+    """
+    from .calibrate import calibrate as run_calibration
+    from .calibrate import to_yaml
+    from .scoring import load_scoring
+    from .validation import observe, read_events
+
+    cfg = load_scoring(base or get_settings().scorecard)
+    try:
+        obs = observe(
+            read_events(events), cfg, every_days=every_days, horizon_days=horizon_days, peer_features=False
+        )
+        config, report = run_calibration(
+            obs.observations, cfg, test_share=test_share, red_precision=red_precision
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    out.write_text(to_yaml(config, report))
+    rep = out.with_name(out.name.removesuffix(".yaml").removesuffix(".yml") + ".report.json")
+    rep.write_bytes(orjson.dumps(report.model_dump(mode="json"), option=orjson.OPT_INDENT_2))
+
+    def f(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    click.echo(
+        f"{len(obs.observations)} observations of {obs.accounts} accounts ({obs.cancellations} cancel)\n"
+        f"  train AUC {f(report.train_auc)} (default {f(report.default_train_auc)}), "
+        f"{report.train_observations} observations\n"
+        f"  test  AUC {f(report.test_auc)} (default {f(report.default_test_auc)}), "
+        f"{report.test_observations} observations\n"
+        f"  {len(report.measures)} measures kept; bands red < {report.red_below}, yellow < {report.yellow_below}\n"
+        f"wrote {out} and {rep}"
+    )
+    if report.overfit_warning:
+        click.echo(f"WARNING: {report.overfit_warning}", err=True)
+    if report.red_below == 0:
+        click.echo(
+            f"WARNING: no score threshold reaches {red_precision:.0%} precision on the training data, so the "
+            "red band never fires; lower --red-precision or set the bands by hand",
+            err=True,
+        )
+
+
+@main.command()
+@click.argument("events", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--scorecard",
+    "scorecards",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Also score with this scorecard (repeatable).",
+)
+@click.option("--every-days", type=click.IntRange(1), default=7, show_default=True)
+@click.option("--folds", type=click.IntRange(2), default=5, show_default=True)
+def validate(events: Path, scorecards: tuple[Path, ...], every_days: int, folds: int) -> None:
+    """Scores vs the peer's regression on the same observation points (docs/validation.md).
+
+    Needs scikit-learn (pip install -e '.[dev]'). Prints a Markdown table: AUC of "cancels within 30 days".
+    """
+    from .scoring import load_scoring
+    from .validation import compare, observe, read_events, render
+
+    default = load_scoring(get_settings().scorecard)
+    obs = observe(read_events(events), default, every_days=every_days)
+    others = {f"scorecard {p.name}": load_scoring(p) for p in scorecards}
+    click.echo(render(compare(obs.observations, default, others, k=folds)))
 
 
 @main.command()

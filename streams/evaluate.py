@@ -23,8 +23,9 @@ from pydantic import BaseModel
 
 from .engine import Engine
 from .events import BaseEvent
-from .metrics import ratio
+from .metrics import Portfolio, compute_metrics, ratio
 from .simulate import GroundTruth
+from .snapshot import assess, remember
 from .state import DAY_S, AccountState
 
 
@@ -113,7 +114,16 @@ def evaluate(truth: GroundTruth, history: History, days_before: int = 30) -> tup
     if not moments:  # nobody churned: score everyone N days before the end
         moments = [int(truth.end.timestamp()) - days_before * DAY_S]
     plan = list(zip(churners, moments, strict=True))
-    plan += [(a, moments[i % len(moments)]) for i, a in enumerate(stayers)]
+    for i, a in enumerate(stayers):
+        # Round-robin over the churners' moments, skipping those before the account had a score
+        # (it had not signed up yet): every stayer is compared at a moment it existed.
+        pick = moments[i % len(moments)]
+        for k in range(len(moments)):
+            t = moments[(i + k) % len(moments)]
+            if history.at(a.account_id, t) is not None:
+                pick = t
+                break
+        plan.append((a, pick))
     scored: list[Scored] = []
     for a, t in plan:
         got = history.at(a.account_id, t)
@@ -196,24 +206,104 @@ def render(report: Report) -> str:
     return "\n".join(lines)
 
 
-def score_offline(events: Iterable[BaseEvent], engine: Engine) -> History:
+def score_offline(events: Iterable[BaseEvent], engine: Engine, portfolio: bool = True) -> History:
     """Score an event stream without Kafka: fold events in order, evaluate every account at each
     UTC midnight (when its windows move). For trying a scorecard on simulated data in seconds; a
-    run's own snapshots (``--snapshots``/``--topic``) are the real measure."""
+    run's own snapshots (``--snapshots``/``--topic``) are the real measure.
+
+    With ``portfolio`` the portfolio-relative measures are filled from every account's metrics at the
+    same midnight (the stream engine does not keep that cross-account state yet: live they are null).
+    """
     states: dict[str, AccountState] = {}
     history = History()
     today: int | None = None
+    cfg = engine.scoring
     for ev in events:
         day = int(ev.occurred_at.timestamp()) // DAY_S
         if today is not None and day > today:
             for d in range(today + 1, day + 1):
+                t = d * DAY_S
+                if portfolio:
+                    port = Portfolio()
+                    raw = {}
+                    for st in states.values():
+                        raw[st.account_id] = m = compute_metrics(st, t, cfg.metrics)
+                        port.observe(st.account_id, m, st)
+                    for st in states.values():
+                        snap, change = assess(st, t, cfg, port, raw[st.account_id])
+                        remember(st, snap, change)
+                        if snap.score is not None:
+                            history.add(st.account_id, t, snap.score, snap.band or "")
+                    continue
                 for st in states.values():
-                    snap = engine.evaluate(st, d * DAY_S).snapshot
+                    snap = engine.evaluate(st, t).snapshot
                     if snap.score is not None:
-                        history.add(st.account_id, d * DAY_S, snap.score, snap.band or "")
+                        history.add(st.account_id, t, snap.score, snap.band or "")
         today = day if today is None else max(today, day)
         state = states.get(ev.account_id)
         if state is None:
             state = states[ev.account_id] = AccountState(account_id=ev.account_id)
         engine.apply(state, ev, 0)
     return history.finish()
+
+
+def first_red(history: History) -> dict[str, int]:
+    """Each account's first moment in the red band."""
+    out: dict[str, int] = {}
+    for account, pts in history.points.items():
+        for at, _, band in pts:
+            if band == "red":
+                out[account] = at
+                break
+    return out
+
+
+def red_differences(old: History, new: History) -> dict[str, list[tuple[str, int | None, int | None]]]:
+    """What would fire differently under a new scorecard: accounts whose red band starts only under one
+    of them, earlier or later. Each entry: (account, first red under old, first red under new)."""
+    a, b = first_red(old), first_red(new)
+    out: dict[str, list[tuple[str, int | None, int | None]]] = {
+        "only_new": [],
+        "only_old": [],
+        "earlier": [],
+        "later": [],
+    }
+    for acc in sorted(set(a) | set(b)):
+        ta, tb = a.get(acc), b.get(acc)
+        if ta is None:
+            out["only_new"].append((acc, None, tb))
+        elif tb is None:
+            out["only_old"].append((acc, ta, None))
+        elif tb < ta:
+            out["earlier"].append((acc, ta, tb))
+        elif tb > ta:
+            out["later"].append((acc, ta, tb))
+    return out
+
+
+def render_side_by_side(reports: dict[str, Report]) -> str:
+    def f(v: float | None, pct: bool = False) -> str:
+        return "n/a" if v is None else (f"{v:.1%}" if pct else f"{v:.3f}")
+
+    names = list(reports)
+    first = reports[names[0]]
+    rows = [
+        ("scored / churners", lambda r: f"{r.scored} / {r.churners}"),
+        ("AUC", lambda r: f(r.auc)),
+        ("red precision", lambda r: f(r.red_precision, True)),
+        ("red recall", lambda r: f(r.red_recall, True)),
+        ("red+yellow precision", lambda r: f(r.at_risk_precision, True)),
+        ("red+yellow recall", lambda r: f(r.at_risk_recall, True)),
+        (
+            "bottom-decile lift",
+            lambda r: "n/a" if r.bottom_decile_lift is None else f"{r.bottom_decile_lift:.2f}x",
+        ),
+    ]
+    lines = [
+        f"score as of {first.days_before} days before cancellation",
+        "| | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
+    for label, fn in rows:
+        lines.append(f"| {label} | " + " | ".join(fn(reports[n]) for n in names) + " |")
+    return "\n".join(lines)

@@ -19,6 +19,7 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
 
 CONTRACT_VERSION = 1
@@ -151,6 +152,31 @@ class Ces(BaseEvent):
     score: Annotated[int, Field(ge=1, le=7, strict=True)]
 
 
+class CsmSentiment(BaseEvent):
+    """The CSM's own read of the account: -1..1 (``scale: "-1..1"``, the default) or a 1-5 rating.
+
+    The latest read by ``occurred_at`` wins: a nightly import that re-sends older reads never replaces a
+    newer one. Its weight in the score decays with age (``metrics.csm_sentiment_half_life_days``).
+    """
+
+    type: Literal["csm_sentiment"]
+    score: Annotated[float, Field(ge=-1.0, le=5.0)]
+    scale: Literal["-1..1", "1-5"] = "-1..1"
+    csm_email: Annotated[str, StringConstraints(max_length=254)] | None = None
+    note: Text | None = None
+
+    @model_validator(mode="after")
+    def _in_scale(self) -> CsmSentiment:
+        lo, hi = (-1.0, 1.0) if self.scale == "-1..1" else (1.0, 5.0)
+        if not lo <= self.score <= hi:
+            raise ValueError(f"score {self.score} is outside the {self.scale} scale")
+        return self
+
+    def normalised(self) -> float:
+        """-1..1 whatever the scale (a 1-5 rating: 1 -> -1, 3 -> 0, 5 -> 1)."""
+        return self.score if self.scale == "-1..1" else (self.score - 3.0) / 2.0
+
+
 Event = Annotated[
     Account
     | Login
@@ -166,7 +192,8 @@ Event = Annotated[
     | PaymentFailed
     | SubscriptionCanceled
     | Nps
-    | Ces,
+    | Ces
+    | CsmSentiment,
     Field(discriminator="type"),
 ]
 
@@ -176,7 +203,7 @@ TOPIC_TYPES: dict[str, frozenset[str]] = {
     "usage": frozenset({"login", "feature_used", "session"}),
     "tickets": frozenset({"ticket_opened", "ticket_replied", "ticket_resolved", "ticket_reopened", "csat"}),
     "billing": frozenset({"subscription", "invoice_paid", "payment_failed", "subscription_canceled"}),
-    "surveys": frozenset({"nps", "ces"}),
+    "surveys": frozenset({"nps", "ces", "csm_sentiment"}),
 }
 TYPE_TOPIC: dict[str, str] = {t: topic for topic, types in TOPIC_TYPES.items() for t in types}
 

@@ -7,6 +7,8 @@ written next to its field (and in docs/metrics.md). ``None`` means "no data", ne
 
 from __future__ import annotations
 
+import bisect
+from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import zip_longest
 from types import SimpleNamespace
@@ -14,7 +16,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .state import DAY_S, NPS_HORIZON_DAYS, AccountState, C, bitmap_window
+from .state import DAY_S, HORIZON_DAYS, NPS_HORIZON_DAYS, AccountState, C, bitmap_window
+
+#: The baseline of ``usage_vs_baseline_pct``: the days before the last 7, at most 28, at least 7.
+BASELINE_MAX_DAYS = 28
+BASELINE_MIN_DAYS = 7
 
 
 class MetricsConfig(BaseModel):
@@ -28,6 +34,9 @@ class MetricsConfig(BaseModel):
     #: A ticket spike: at least this many tickets in 7 days and this many times the prior weekly mean.
     spike_min_tickets: int = Field(default=3, ge=1)
     spike_factor: float = Field(default=2.0, gt=1)
+    #: The CSM's read counts half as much after this many days, and not at all after csm_sentiment_max_days.
+    csm_sentiment_half_life_days: float = Field(default=30, gt=0)
+    csm_sentiment_max_days: int = Field(default=180, ge=1)
 
 
 class AccountMetrics(BaseModel):
@@ -47,6 +56,17 @@ class AccountMetrics(BaseModel):
     days_since_last_login: int | None = None
     daily_login_lapsed: bool = False  # logged in daily, then silent for silent_after_days
     ttfv_days: float | None = None  # sign-up to first key-feature use
+    # --- usage measures that carry signal in any product (docs/metrics.md, "Product-neutral measures")
+    tenure_days: int | None = None  # days since sign-up (or since the first event without a profile)
+    active_days_30d: int = 0  # days in the last 30 with any usage event
+    active_user_days_30d: int = 0  # sum over users of their active days in 30 d
+    usage_vs_baseline_pct: float | None = None  # last 7 d vs the account's own daily rate before them
+    features_used_30d: int = 0  # distinct features used in 30 d
+    feature_breadth_own: float | None = None  # features used in 30 d / features the account used in 90 d
+    feature_breadth_catalog: float | None = None  # features used in 30 d / features seen in the portfolio
+    usage_percentile: float | None = None  # active user-days 30 d, percentile within the portfolio (0-1)
+    logins_percentile: float | None = None  # logins 30 d, percentile within the portfolio (0-1)
+    breadth_percentile: float | None = None  # features used 30 d, percentile within the portfolio (0-1)
     # --- support
     tickets_opened_7d: int = 0
     tickets_opened_30d: int = 0
@@ -71,6 +91,8 @@ class AccountMetrics(BaseModel):
     csat_latest_days_ago: int | None = None
     ces_mean_90d: float | None = None
     ces_responses_90d: int = 0  # answers behind ces_mean_90d
+    csm_sentiment: float | None = None  # the CSM's latest read (-1..1) x 0.5 ** (age days / half-life)
+    csm_sentiment_days_ago: int | None = None
     # --- financial
     mrr: Decimal | None = None
     mrr_30d_ago: Decimal | None = None
@@ -167,6 +189,24 @@ def compute_metrics(state: AccountState, as_of: int, cfg: MetricsConfig) -> Acco
         m.usage_trend_7d_pct = _pct_change(user_days_7, user_days_prev_7)
     if known_since <= today - 59:
         m.usage_trend_30d_pct = _pct_change(user_days_30, user_days_prev_30)
+    # Against the account's own baseline: the 7 days before this week, up to 28, as far as history goes.
+    base_days = min(BASELINE_MAX_DAYS, today - 6 - known_since)
+    if base_days >= BASELINE_MIN_DAYS:
+        base = sum(bitmap_window(p, today, base_days, offset=7).bit_count() for p in state.users.values())
+        if base:
+            m.usage_vs_baseline_pct = ((user_days_7 / 7) / (base / base_days) - 1) * 100
+    m.active_user_days_30d = user_days_30
+    any_day = 0
+    for packed in state.users.values():
+        any_day |= bitmap_window(packed, today, 30)
+    m.active_days_30d = any_day.bit_count()
+    signed_up = state.profile.signed_up_at if state.profile is not None else state.first_event_at
+    if signed_up is not None and signed_up <= as_of:
+        m.tenure_days = today - signed_up // DAY_S
+    m.features_used_30d = sum(1 for d in state.features.values() if 0 <= today - d < 30)
+    own = sum(1 for d in state.features.values() if 0 <= today - d < HORIZON_DAYS)
+    if own:
+        m.feature_breadth_own = m.features_used_30d / own
     last_login_day = _last_active_day(state.login_days, today)
     if last_login_day is not None:
         # Calendar days, so that the value (and every rule on it) changes only at UTC midnight.
@@ -220,6 +260,11 @@ def compute_metrics(state: AccountState, as_of: int, cfg: MetricsConfig) -> Acco
     if w90[C.CES_N]:
         m.ces_mean_90d = w90[C.CES_SUM] / w90[C.CES_N]
         m.ces_responses_90d = w90[C.CES_N]
+    if state.csm_sentiment is not None and state.csm_sentiment[0] <= as_of:
+        age = (as_of - state.csm_sentiment[0]) / DAY_S
+        if age < cfg.csm_sentiment_max_days:
+            m.csm_sentiment = state.csm_sentiment[1] * 0.5 ** (age / cfg.csm_sentiment_half_life_days)
+            m.csm_sentiment_days_ago = int(age)
 
     # --- financial (from the MRR history, so late billing events and cancellations count)
     if state.mrr_history:
@@ -242,3 +287,87 @@ def compute_metrics(state: AccountState, as_of: int, cfg: MetricsConfig) -> Acco
     m.canceled = state.canceled_at is not None and state.canceled_at <= as_of
     m.has_billing = bool(state.mrr_history or state.unpaid_invoices or state.canceled_at is not None)
     return AccountMetrics(**vars(m))
+
+
+# --- the portfolio: where an account stands among the others -------------------------------------
+
+
+class Percentiles:
+    """Each account's latest value of one metric, kept sorted: an account's rank among all of them.
+
+    Updating one account costs a bisect and a list insert/delete (O(n) memory moves, about a microsecond
+    per thousand accounts), so it can be kept live. Pure: the caller owns it and passes it in.
+    """
+
+    def __init__(self) -> None:
+        self._by_account: dict[str, float] = {}
+        self._sorted: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self._sorted)
+
+    def update(self, account_id: str, value: float | None) -> None:
+        old = self._by_account.pop(account_id, None)
+        if old is not None:
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+        if value is not None:
+            self._by_account[account_id] = value
+            bisect.insort(self._sorted, value)
+
+    def rank(self, value: float) -> float | None:
+        """Share of the accounts below ``value``, ties counting half: 0 = lowest, 1 = highest."""
+        n = len(self._sorted)
+        if n < PORTFOLIO_MIN_ACCOUNTS:
+            return None
+        lo = bisect.bisect_left(self._sorted, value)
+        hi = bisect.bisect_right(self._sorted, value)
+        return (lo + 0.5 * (hi - lo)) / n
+
+
+#: Below this many accounts a percentile says little: it stays null.
+PORTFOLIO_MIN_ACCOUNTS = 10
+#: metric in AccountMetrics -> the percentile field it feeds.
+PERCENTILE_OF = {
+    "active_user_days_30d": "usage_percentile",
+    "logins_30d": "logins_percentile",
+    "features_used_30d": "breadth_percentile",
+}
+
+
+#: The metrics only a portfolio can give (null where none is passed in).
+PORTFOLIO_METRICS = frozenset([*PERCENTILE_OF.values(), "feature_breadth_catalog"])
+
+
+@dataclass
+class Portfolio:
+    """Cross-account context for the portfolio-relative measures.
+
+    ``features``: every feature seen in the portfolio and the last day it was used (the product's feature
+    catalogue, learned from the stream); ``stats``: one :class:`Percentiles` per metric in PERCENTILE_OF.
+    """
+
+    features: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, Percentiles] = field(default_factory=lambda: {k: Percentiles() for k in PERCENTILE_OF})
+
+    def observe(self, account_id: str, metrics: AccountMetrics, state: AccountState) -> None:
+        """Take in an account's latest raw metrics and the features it uses."""
+        for name, stats in self.stats.items():
+            stats.update(account_id, float(getattr(metrics, name)) if metrics.active_days_30d else None)
+        for f, d in state.features.items():
+            if d > self.features.get(f, -1):
+                self.features[f] = d
+
+    def catalog_size(self, today: int) -> int:
+        return sum(1 for d in self.features.values() if 0 <= today - d < HORIZON_DAYS)
+
+
+def with_portfolio(m: AccountMetrics, portfolio: Portfolio, as_of: int) -> AccountMetrics:
+    """The portfolio-relative measures of ``m`` (a copy); the rest unchanged."""
+    update: dict[str, Any] = {}
+    if m.active_days_30d:
+        for name, target in PERCENTILE_OF.items():
+            update[target] = portfolio.stats[name].rank(float(getattr(m, name)))
+    catalog = portfolio.catalog_size(as_of // DAY_S)
+    if catalog and (m.features_used_30d or m.active_days_30d):
+        update["feature_breadth_catalog"] = min(1.0, m.features_used_30d / catalog)
+    return m.model_copy(update=update)

@@ -91,12 +91,42 @@ class ScoreCard(_Strict):
     bands: Bands = Bands()
 
 
+class Stability(_Strict):
+    """How far the published score may move: evidence moves it, one ordinary event does not swing it.
+
+    Between two evaluations the score moves at most ``max_step`` points plus ``per_day`` points per day
+    elapsed since the previous one (the raw score is always in the snapshot); a hard signal -- a
+    cancellation, an unpaid invoice -- lets it fall at once. An account healthmon has seen for fewer than
+    ``min_history_days`` days has no score: its status is "insufficient_data", not red.
+    """
+
+    max_step: float = Field(default=5, gt=0)
+    per_day: float = Field(default=25, ge=0)
+    min_history_days: int = Field(default=7, ge=0)
+
+
+def stabilise(
+    raw: float,
+    prev: float | None,
+    prev_at: int | None,
+    as_of: int,
+    hard_signal: bool,
+    stability: Stability,
+) -> float:
+    """The published score: ``raw`` moved toward from ``prev`` by no more than the allowed step."""
+    if prev is None or prev_at is None or (hard_signal and raw < prev):
+        return raw
+    limit = stability.max_step + stability.per_day * max(0, as_of - prev_at) / 86_400
+    return round(prev + max(-limit, min(limit, raw - prev)), 1)
+
+
 class ScoringConfig(_Strict):
     version: Literal[1] = 1
     metrics: MetricsConfig = MetricsConfig()
     #: A change event is published when the band changes or the score moved this much since the last one.
     change_threshold: float = Field(default=5, gt=0)
     top_drivers: int = Field(default=3, ge=0, le=20)
+    stability: Stability = Stability()
     default: ScoreCard
     segments: dict[Literal["smb", "mid_market", "enterprise"], ScoreCard] = Field(default_factory=dict)
 
@@ -165,19 +195,28 @@ def ramp(value: float, bad: float, good: float) -> float:
     return 100.0 * (0.0 if t < 0 else 1.0 if t > 1 else t)
 
 
-def score_account(metrics: AccountMetrics, config: ScoringConfig, segment: str | None) -> HealthScore:
+def score_account(
+    metrics: AccountMetrics,
+    config: ScoringConfig,
+    segment: str | None,
+    unavailable: frozenset[str] = frozenset(),
+) -> HealthScore:
+    """``unavailable``: metrics that cannot have data here (the portfolio ones where no portfolio is
+    kept); their measures count neither in the score nor against ``confidence``."""
     # Runs on every evaluation: results are collected as plain dicts and validated into the models
     # in one call (one pass in pydantic-core instead of ~25 model constructors), and driver texts
     # are formatted only for the drivers shown.
     card_name, card = config.scorecard_for(segment)
-    total_weight = sum(c.weight for c in card.components.values())
     present_weight = 0.0  # configured weight (flattened to measures) that had data
+    possible_weight = 0.0  # configured weight that could have had data here
     partial: list[
         tuple[str, Component, float | None, list[tuple[str, Measure, float | None, float | None]], float]
     ] = []
     for cname, comp in card.components.items():
         rows: list[tuple[str, Measure, float | None, float | None]] = []
         m_total = sum(m.weight for m in comp.measures.values())
+        m_possible = sum(m.weight for m in comp.measures.values() if m.metric not in unavailable)
+        possible_weight += comp.weight * m_possible / m_total
         got = 0.0
         acc = 0.0
         for mname, meas in comp.measures.items():
@@ -245,7 +284,7 @@ def score_account(metrics: AccountMetrics, config: ScoringConfig, segment: str |
     return HealthScore(
         score=score,
         band=card.bands.of(score) if score is not None else None,
-        confidence=round(present_weight / total_weight, 3),
+        confidence=round(present_weight / possible_weight, 3) if possible_weight else 0.0,
         scorecard=card_name,
         components=components,
         drivers=drivers,

@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Literal
 
 from pydantic import BaseModel
 
-from .metrics import AccountMetrics, compute_metrics
+from .metrics import PORTFOLIO_METRICS, AccountMetrics, Portfolio, compute_metrics, with_portfolio
 from .scoring import (
     Band,
     ComponentScore,
@@ -18,6 +19,7 @@ from .scoring import (
     is_health_change,
     score_account,
     score_deltas,
+    stabilise,
 )
 from .state import DAY_S, AccountState
 
@@ -56,6 +58,10 @@ class HealthSnapshot(BaseModel):
     last_seen: dict[str, datetime]
     first_event_at: datetime | None = None
     last_event_at: datetime | None = None
+    #: "insufficient_data": healthmon has seen the account too briefly to score it (score and band null).
+    status: Literal["scored", "insufficient_data"] = "scored"
+    #: The scorecard's score before stabilisation (``score`` moves toward it; components add up to it).
+    raw_score: float | None = None
 
 
 class HealthChange(BaseModel):
@@ -88,22 +94,52 @@ def account_info(state: AccountState) -> AccountInfo:
 
 
 def assess(
-    state: AccountState, as_of: int, config: ScoringConfig
+    state: AccountState,
+    as_of: int,
+    config: ScoringConfig,
+    portfolio: Portfolio | None = None,
+    metrics: AccountMetrics | None = None,
 ) -> tuple[HealthSnapshot, HealthChange | None]:
-    """The account's snapshot at event time ``as_of``, and a change event if one is due."""
-    metrics = compute_metrics(state, as_of, config.metrics)
+    """The account's snapshot at event time ``as_of``, and a change event if one is due.
+
+    ``portfolio`` (cross-account context) fills the portfolio-relative measures; without it they are null
+    and the scorecard shares their weight out. ``metrics``: the account's raw metrics at ``as_of`` when
+    the caller has them already.
+    """
+    if metrics is None:
+        metrics = compute_metrics(state, as_of, config.metrics)
+    if portfolio is not None:
+        metrics = with_portfolio(metrics, portfolio, as_of)
     info = account_info(state)
-    health = score_account(metrics, config, info.segment)
+    health = score_account(
+        metrics, config, info.segment, frozenset() if portfolio is not None else PORTFOLIO_METRICS
+    )
     when = datetime.fromtimestamp(as_of, UTC)
+    raw = health.score
+    status: Literal["scored", "insufficient_data"] = "scored"
+    score, band = raw, health.band
+    known_days = None if state.first_event_at is None else (as_of - state.first_event_at) // DAY_S
+    hard = metrics.canceled or metrics.unpaid_invoices > 0
+    if (
+        raw is not None
+        and known_days is not None
+        and known_days < config.stability.min_history_days
+        and not hard
+    ):
+        status, score, band = "insufficient_data", None, None
+    elif raw is not None:
+        score = stabilise(raw, state.score_published, state.score_published_at, as_of, hard, config.stability)
+        _, card = config.scorecard_for(info.segment)
+        band = card.bands.of(score)
     snapshot = HealthSnapshot(
         account_id=state.account_id,
         as_of=when,
         account=info,
-        score=health.score,
-        band=health.band,
+        score=score,
+        band=band,
         confidence=health.confidence,
         scorecard=health.scorecard,
-        deltas=score_deltas(state.score_history, as_of // DAY_S, health.score),
+        deltas=score_deltas(state.score_history, as_of // DAY_S, score),
         components=health.components,
         drivers=health.drivers,
         metrics=metrics,
@@ -111,23 +147,23 @@ def assess(
         last_seen={k: datetime.fromtimestamp(v, UTC) for k, v in state.last_seen.items()},
         first_event_at=iso(state.first_event_at),
         last_event_at=iso(state.last_event_at),
+        status=status,
+        raw_score=raw,
     )
     change = None
     if is_health_change(
-        state.last_change_score, state.last_change_band, health.score, health.band, config.change_threshold
+        state.last_change_score, state.last_change_band, score, band, config.change_threshold
     ):
-        assert health.score is not None and health.band is not None
+        assert score is not None and band is not None
         change = HealthChange(
             account_id=state.account_id,
             as_of=when,
             account=info,
             previous_score=state.last_change_score,
             previous_band=state.last_change_band,  # type: ignore[arg-type]
-            score=health.score,
-            band=health.band,
-            delta=None
-            if state.last_change_score is None
-            else round(health.score - state.last_change_score, 1),
+            score=score,
+            band=band,
+            delta=None if state.last_change_score is None else round(score - state.last_change_score, 1),
             drivers=health.drivers,
         )
     return snapshot, change
@@ -136,6 +172,8 @@ def assess(
 def remember(state: AccountState, snapshot: HealthSnapshot, change: HealthChange | None) -> None:
     """Keep what trends and change detection need: the day's score and the last change event."""
     if snapshot.score is not None:
-        state.score_history[int(snapshot.as_of.timestamp()) // DAY_S] = round(snapshot.score * 10)
+        at = int(snapshot.as_of.timestamp())
+        state.score_history[at // DAY_S] = round(snapshot.score * 10)
+        state.score_published, state.score_published_at = snapshot.score, at
     if change is not None:
         state.last_change_score, state.last_change_band = change.score, change.band

@@ -209,6 +209,11 @@ class AccountState(BaseModel):
     #: Event time of an evaluation owed for events already folded in (written with the state, so a
     #: crash between folding and evaluating cannot lose the evaluation).
     owed: int | None = None
+    #: The last published (stabilised) score and its event time (scoring.stabilise).
+    score_published: float | None = None
+    score_published_at: int | None = None
+    #: The CSM's latest read of the account: (event time, -1..1).
+    csm_sentiment: tuple[int, float] | None = None
 
     @field_serializer("days")
     def _trim_days(self, days: dict[int, list[int]]) -> dict[int, list[int]]:

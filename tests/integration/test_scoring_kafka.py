@@ -68,7 +68,7 @@ async def test_account_moves_from_green_to_red_everywhere(kafka_settings, worker
     health = await collect(s, "health", lambda rs: snapshot_total(rs, "acc-g") == len(month) + len(down))
     red = latest_snapshots(health)["acc-g"]
     assert red["band"] == "red", red
-    assert red["score"] < 40
+    assert red["score"] < 60  # red_below (bands chosen for lead time)
     assert red["metrics"]["days_since_last_login"] >= 30  # aged by event time, not by new logins
     texts = " | ".join(d["text"] for d in red["drivers"])
     assert "no login for" in texts or "seats active" in texts
@@ -84,7 +84,7 @@ async def test_account_moves_from_green_to_red_everywhere(kafka_settings, worker
     assert bodies[0]["previous_band"] is None  # the first score of an account is a change
     assert any(b["band"] == "green" for b in bodies)
     to_red = next(b for b in bodies if turned_red(b))
-    assert to_red["score"] < 40 and to_red["drivers"] and to_red["delta"] < 0
+    assert to_red["score"] < 60 and to_red["drivers"] and to_red["delta"] < 0
     assert all(r.key == b"acc-g" for r in changes)
 
     redis = Redis.from_url(s.redis_url)

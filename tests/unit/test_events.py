@@ -24,6 +24,7 @@ VALID = [
     event("subscription_canceled", "a", reason="budget"),
     event("nps", "a", user_id="u", score=0, comment="meh"),
     event("ces", "a", user_id="u", score=7),
+    event("csm_sentiment", "a", score=-0.4, note="champion left"),
 ]
 
 

@@ -183,3 +183,92 @@ def test_a_late_event_inside_the_window_counts(evs, late_day):
     before = metrics(base, 85).logins_30d
     s = fold(event("login", "a", at(late_day), user_id="late"), state=base)
     assert metrics(s, 85).logins_30d == before + 1
+
+
+# --- product-neutral measures (docs/metrics.md) --------------------------------------------------
+
+
+def test_usage_against_the_accounts_own_baseline_covers_a_young_account():
+    # Day 0-13: 4 users a day; days 14-20: 1 user a day. At day 20 (3 weeks old) the 30-over-30 trend
+    # cannot exist yet, but the week against its own 14-day baseline can: (1/day) / (4/day) - 1 = -75 %.
+    evs = [event("login", "a", at(d), user_id=f"u{u}") for d in range(14) for u in range(4)]
+    evs += [event("login", "a", at(d), user_id="u0") for d in range(14, 21)]
+    m = metrics(fold(*evs), 20, 12)
+    assert m.usage_trend_30d_pct is None
+    assert m.usage_vs_baseline_pct == pytest.approx(-75.0)
+    assert m.active_days_30d == 21 and m.active_user_days_30d == 14 * 4 + 7
+    assert m.tenure_days == 20  # no profile: from the first event
+
+
+def test_baseline_needs_a_week_before_this_one():
+    evs = [event("login", "a", at(d), user_id="u0") for d in range(10)]
+    assert metrics(fold(*evs), 9, 12).usage_vs_baseline_pct is None  # 3 days of baseline
+    assert metrics(fold(*evs), 13, 12).usage_vs_baseline_pct == pytest.approx((3 / 7) / (7 / 7) * 100 - 100)
+
+
+def test_breadth_over_the_features_the_product_has():
+    from streams.metrics import Portfolio, with_portfolio
+
+    # Account a used 4 features in 90 days, 2 of them in the last 30; b used 6 other ones recently.
+    a = fold(
+        *(event("feature_used", "a", at(0), user_id="u", feature=f) for f in ("f1", "f2")),
+        *(event("feature_used", "a", at(60), user_id="u", feature=f) for f in ("f3", "f4")),
+    )
+    b = fold(*(event("feature_used", "b", at(60), user_id="u", feature=f"g{i}") for i in range(6)))
+    ma = metrics(a, 61)
+    assert ma.features_used_30d == 2 and ma.feature_breadth_own == pytest.approx(0.5)
+    port = Portfolio()
+    port.observe("a", ma, a)
+    port.observe("b", metrics(b, 61), b)
+    # The catalogue learned from the stream: f3, f4 and g0-g5 in the last 90 days, f1/f2 too (day 0).
+    assert port.catalog_size(ts(61) // 86400) == 10
+    assert with_portfolio(ma, port, ts(61)).feature_breadth_catalog == pytest.approx(0.2)
+
+
+def test_percentiles_rank_among_the_portfolio_ties_half():
+    from streams.metrics import Percentiles
+
+    p = Percentiles()
+    for i, v in enumerate([1, 2, 2, 3, 4, 5, 6, 7, 8, 9]):
+        p.update(f"a{i}", v)
+    assert p.rank(2) == pytest.approx(0.2)  # one below, two tied: (1 + 1) / 10
+    assert p.rank(0) == 0 and p.rank(100) == 1
+    p.update("a0", 10)  # an account's new value replaces its old one
+    assert len(p) == 10 and p.rank(1.5) == 0
+    p.update("a0", None)
+    assert len(p) == 9 and p.rank(5) is None  # below 10 accounts a percentile says little
+
+
+@given(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=10, max_size=60), st.floats(-1e6, 1e6))
+@settings(max_examples=50, deadline=None)
+def test_percentile_matches_a_plain_count(values, probe):
+    from streams.metrics import Percentiles
+
+    p = Percentiles()
+    for i, v in enumerate(values):
+        p.update(f"a{i}", v)
+    below = sum(v < probe for v in values)
+    equal = sum(v == probe for v in values)
+    assert p.rank(probe) == pytest.approx((below + equal / 2) / len(values))
+
+
+# --- the CSM's own read --------------------------------------------------------------------------
+
+
+def test_csm_sentiment_decays_and_the_latest_read_wins():
+    s = fold(event("csm_sentiment", "a", at(0), score=0.8))
+    assert metrics(s, 0).csm_sentiment == pytest.approx(0.8)
+    assert metrics(s, 30).csm_sentiment == pytest.approx(0.4)  # half-life 30 days
+    assert metrics(s, 60).csm_sentiment == pytest.approx(0.2) and metrics(s, 60).csm_sentiment_days_ago == 60
+    assert metrics(s, 180).csm_sentiment is None  # too old to count
+    # A 1-5 rating: 1 is -1. A re-sent older read (a nightly import) does not overwrite a newer one.
+    fold(event("csm_sentiment", "a", at(10), score=1, scale="1-5"), state=s)
+    fold(event("csm_sentiment", "a", at(5), score=5, scale="1-5"), state=s)
+    assert metrics(s, 10).csm_sentiment == pytest.approx(-1.0)
+
+
+def test_csm_sentiment_outside_its_scale_is_rejected():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"outside the -1\.\.1 scale"):
+        EVENT_ADAPTER.validate_python(event("csm_sentiment", "a", at(0), score=4))
