@@ -17,11 +17,13 @@ DEMO_DAYS ?= 60
 DEMO_RATE ?= 1500
 
 .PHONY: help install run _start stop status stack stack-stop test lint format bench clean
+.PHONY: test-kafka4
 
 help:
 	@echo "make run    start Kafka + Redis + a worker and feed a simulated customer base"
 	@echo "make stop   stop the worker and the local stack that make run started"
 	@echo "make test   install, start the test stack, run the whole suite, stop it"
+	@echo "make test-kafka4  the integration suite on Kafka 4.x (CI runs it after make test)"
 	@echo "make lint   ruff check + format check + mypy"
 	@echo "make bench  benchmarks on the local stack (results in bench/results/)"
 
@@ -86,6 +88,15 @@ stop:
 
 test: install
 	@.ci/test.sh
+
+# The integration suite again on Kafka 4.x (KRaft only, KIP-896 removed old protocol versions), on a
+# stack of its own (ports 19192/16479 unless HEALTHMON_TEST_KAFKA4_PORT / _REDIS4_PORT say otherwise).
+KAFKA4_VERSION ?= 4.4.0
+test-kafka4: install
+	@HEALTHMON_KAFKA_VERSION=$(KAFKA4_VERSION) HEALTHMON_TEST_LINT=0 \
+	  HEALTHMON_TEST_KAFKA_PORT=$${HEALTHMON_TEST_KAFKA4_PORT:-19192} \
+	  HEALTHMON_TEST_REDIS_PORT=$${HEALTHMON_TEST_REDIS4_PORT:-16479} \
+	  HEALTHMON_TEST_STACK_DIR=$(CURDIR)/.local/test-stack-kafka4 .ci/test.sh tests/integration
 
 # The end-to-end benchmark (raw Kafka vs pipeline, latency, memory) on the local stack; see bench/.
 bench: install stack

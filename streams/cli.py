@@ -13,10 +13,11 @@ from pathlib import Path
 import click
 import orjson
 
+from .cli_errors import HealthmonGroup
 from .settings import get_settings
 
 
-@click.group()
+@click.group(cls=HealthmonGroup)
 def main() -> None:
     """healthmon: real-time customer health for Customer Success teams."""
 
@@ -29,12 +30,18 @@ def worker(loglevel: str | None) -> None:
 
     from .app import create_app
     from .config import ConfigError
+    from .kafka_admin import preflight
+    from .kafka_clients import faust_app_kwargs
 
     s = get_settings()
     try:
         pipeline = create_app(s)
     except ConfigError as exc:
         raise click.ClickException(f"invalid configuration:\n{exc}") from None
+    # Faust logs a broker it cannot reach as a long traceback; ask once, plainly, before starting it.
+    asyncio.run(preflight(s))
+    for name, value in faust_app_kwargs(s).items():  # security and bind address (see kafka_clients)
+        setattr(pipeline.app.conf, name, value)
     faust.Worker(pipeline.app, loglevel=loglevel or s.log_level).execute_from_commandline()
 
 

@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
+from . import kafka_clients
 from .events import TYPE_TOPIC
 from .settings import Settings
 
@@ -55,8 +55,8 @@ async def produce_events(
 ) -> int:
     """Send (topic, key, value) records in order, at most ``rate`` per second when given, and none
     before the wall-clock time ``not_before(record)`` says (live simulation)."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=s.kafka_bootstrap,
+    producer = kafka_clients.producer(
+        s,
         client_id=f"{s.app_id}-replay",
         linger_ms=5,
         max_batch_size=256 * 1024,

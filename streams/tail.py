@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 from typing import BinaryIO
 
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import ConsumerRecord
 
+from . import kafka_clients
 from .settings import Settings
 
 
@@ -46,9 +47,9 @@ def render(msg) -> bytes:
 async def tail_topic(
     s: Settings, topic: str, from_beginning: bool, max_messages: int, idle: float, out: BinaryIO
 ) -> int:
-    consumer = AIOKafkaConsumer(
+    consumer = kafka_clients.consumer(
+        s,
         topic,
-        bootstrap_servers=s.kafka_bootstrap,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
@@ -78,9 +79,9 @@ async def tail_topic(
 
 async def read_to_end(s: Settings, *topics: str) -> AsyncIterator[ConsumerRecord]:
     """Every record of ``topics`` from the beginning up to their ends as of now (then stop)."""
-    consumer = AIOKafkaConsumer(
+    consumer = kafka_clients.consumer(
+        s,
         *topics,
-        bootstrap_servers=s.kafka_bootstrap,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
