@@ -41,7 +41,7 @@ class TopicMismatch(RuntimeError):
 async def create_topics(s: Settings) -> list[tuple[str, str]]:
     """Create missing topics; report existing ones; refuse a partition count that breaks co-partitioning."""
     admin = kafka_clients.admin(s, client_id=f"{s.app_id}-admin")
-    await admin.start()
+    await kafka_clients.started(admin)
     try:
         specs = topic_specs(s)
         existing = set(await admin.list_topics())

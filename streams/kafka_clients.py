@@ -86,3 +86,14 @@ def faust_credentials(s: Settings) -> Any:
 def faust_app_kwargs(s: Settings) -> dict[str, Any]:
     """Security-related ``faust.App`` arguments: credentials and the web server's bind address."""
     return {"broker_credentials": faust_credentials(s), "web_bind": s.web_bind}
+
+
+async def started(client: Any) -> Any:
+    """``await client.start()``, stopping it again if that fails (else aiokafka warns of an unclosed
+    client under the one-line error)."""
+    try:
+        await client.start()
+    except BaseException:
+        await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+        raise
+    return client

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator
 from typing import BinaryIO
 
 import orjson
@@ -45,8 +46,19 @@ def render(msg) -> bytes:
 
 
 async def tail_topic(
-    s: Settings, topic: str, from_beginning: bool, max_messages: int, idle: float, out: BinaryIO
+    s: Settings,
+    topic: str,
+    from_beginning: bool,
+    max_messages: int,
+    idle: float,
+    out: BinaryIO,
+    follow: bool = True,
+    latest: bool = False,
 ) -> int:
+    """Print ``topic`` as JSON lines. Without ``follow``: from the beginning up to the end as of now,
+    then return. ``latest``: only the last record per key (a tombstone removes the key), at the end."""
+    if latest or not follow:
+        return await _to_end(s, topic, max_messages, out, latest)
     consumer = kafka_clients.consumer(
         s,
         topic,
@@ -54,7 +66,7 @@ async def tail_topic(
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
     )
-    await consumer.start()
+    await kafka_clients.started(consumer)
     seen = 0
     try:
         while True:
@@ -77,7 +89,31 @@ async def tail_topic(
         await consumer.stop()
 
 
-async def read_to_end(s: Settings, *topics: str) -> AsyncIterator[ConsumerRecord]:
+async def _to_end(s: Settings, topic: str, max_messages: int, out: BinaryIO, latest: bool) -> int:
+    seen = 0
+    last: dict[bytes | None, ConsumerRecord] = {}
+    async with contextlib.aclosing(read_to_end(s, topic)) as records:
+        async for msg in records:
+            if latest:
+                if msg.value is None:
+                    last.pop(msg.key, None)
+                else:
+                    last[msg.key] = msg
+                continue
+            out.write(render(msg) + b"\n")
+            seen += 1
+            if max_messages and seen >= max_messages:
+                break
+    for key in sorted(last, key=lambda k: k or b""):
+        out.write(render(last[key]) + b"\n")
+        seen += 1
+        if max_messages and seen >= max_messages:
+            break
+    out.flush()
+    return seen
+
+
+async def read_to_end(s: Settings, *topics: str) -> AsyncGenerator[ConsumerRecord, None]:
     """Every record of ``topics`` from the beginning up to their ends as of now (then stop)."""
     consumer = kafka_clients.consumer(
         s,
@@ -86,7 +122,9 @@ async def read_to_end(s: Settings, *topics: str) -> AsyncIterator[ConsumerRecord
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    await consumer.start()  # without a group, subscribing assigns every partition of the topics
+    await kafka_clients.started(
+        consumer
+    )  # without a group, subscribing assigns every partition of the topics
     try:
         tps = sorted(consumer.assignment())
         missing = set(topics) - {tp.topic for tp in tps}
