@@ -468,9 +468,11 @@ def rules_check(paths: tuple[Path, ...], strict: bool) -> None:
             click.echo(f"error: {line}", err=True)
     for w in warnings:
         click.echo(f"warning: {w}", err=True)
-    summary = f"{sum(len(s.rules) for s in sets)} rules OK in {len(sets)} file(s)"
+    n_rules = sum(len(s.rules) for s in sets)
     if errors:
-        summary += f", {len(errors)} file error(s)"
+        summary = f"{len(errors)} error(s); {n_rules} rules loaded from {len(sets)} file(s)"
+    else:
+        summary = f"{n_rules} rules OK in {len(sets)} file(s)"
     if warnings:
         summary += f", {len(warnings)} warnings"
     click.echo(summary)

@@ -90,6 +90,11 @@ def explain(exc: BaseException) -> str | None:
         )
     if isinstance(exc, redis_errors.ResponseError) and "NOAUTH" in str(exc):
         return f"Redis at {_redis_where()} needs a password: {exc}\nhint: redis://:PASSWORD@host:6379/0"
+    if isinstance(exc, kafka_errors.UnknownTopicOrPartitionError):
+        return (
+            f"a topic does not exist on {_kafka_where()}: {exc}\n"
+            "hint: `healthmon topics create` creates them; `healthmon topics list` shows the configured names"
+        )
     if isinstance(exc, kafka_errors.KafkaError | ConnectionError):
         kind = type(exc).__name__
         text = str(exc) or kind

@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator
 from typing import BinaryIO
 
 import orjson
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from . import kafka_clients
 from .settings import Settings
@@ -59,14 +59,7 @@ async def tail_topic(
     then return. ``latest``: only the last record per key (a tombstone removes the key), at the end."""
     if latest or not follow:
         return await _to_end(s, topic, max_messages, out, latest)
-    consumer = kafka_clients.consumer(
-        s,
-        topic,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest" if from_beginning else "latest",
-    )
-    await kafka_clients.started(consumer)
+    consumer = await assigned_consumer(s, [topic], "earliest" if from_beginning else "latest")
     seen = 0
     try:
         while True:
@@ -113,23 +106,33 @@ async def _to_end(s: Settings, topic: str, max_messages: int, out: BinaryIO, lat
     return seen
 
 
+async def assigned_consumer(s: Settings, topics: list[str], reset: str) -> AIOKafkaConsumer:
+    """A started consumer without a group, assigned every partition of ``topics``; a missing topic is
+    a ``ValueError`` at once (subscribing to it would wait out the request timeout)."""
+    consumer = await kafka_clients.started(
+        kafka_clients.consumer(s, group_id=None, enable_auto_commit=False, auto_offset_reset=reset)
+    )
+    try:
+        # One metadata request answers both questions (consumer.topics() does not fill the cache
+        # partitions_for_topic() reads).
+        cluster = await consumer._client.fetch_all_metadata()
+        missing = sorted(set(topics) - cluster.topics())
+        if missing:
+            raise ValueError(f"topic {', '.join(missing)} does not exist")
+        consumer.assign(
+            [TopicPartition(t, p) for t in topics for p in sorted(cluster.partitions_for_topic(t) or ())]
+        )
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer
+
+
 async def read_to_end(s: Settings, *topics: str) -> AsyncGenerator[ConsumerRecord, None]:
     """Every record of ``topics`` from the beginning up to their ends as of now (then stop)."""
-    consumer = kafka_clients.consumer(
-        s,
-        *topics,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await kafka_clients.started(
-        consumer
-    )  # without a group, subscribing assigns every partition of the topics
+    consumer = await assigned_consumer(s, list(topics), "earliest")
     try:
         tps = sorted(consumer.assignment())
-        missing = set(topics) - {tp.topic for tp in tps}
-        if missing:
-            raise ValueError(f"topic {', '.join(sorted(missing))} does not exist")
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         left = {tp for tp in tps if ends[tp] > 0}
