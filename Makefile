@@ -66,7 +66,7 @@ run: install _demo_reset stack
 	@echo "Where to look:"
 	@echo "  $(BIN)/healthmon tail cs.health.changes --from-end   # accounts moving between bands, with the why"
 	@echo "  $(BIN)/healthmon tail cs.alerts --from-end           # alerts firing / resolving, with the playbook step"
-	@echo "  $(BIN)/healthmon tail cs.health                      # full snapshots: score, band, drivers, metrics"
+	@echo "  $(BIN)/healthmon tail cs.health --latest             # latest snapshot per account: score, band, drivers"
 	@echo "  $(BIN)/healthmon tail cs.deadletter                  # rejected events with the reason"
 	@echo "  redis-cli -p $(HEALTHMON_REDIS_PORT) zrange healthmon:scores 0 9 withscores   # the ten least healthy (read model)"
 	@echo "  less $(RUN_DIR)/mail.log                             # the CSMs' alert emails (after group_wait, 30 s)"
