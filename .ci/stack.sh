@@ -7,7 +7,9 @@
 #   HEALTHMON_KAFKA_SASL=1   `up` also starts a second broker with a SASL_PLAINTEXT listener on
 #                            HEALTHMON_KAFKA_SASL_PORT (default: Kafka port + 2, controller + 3) that
 #                            accepts PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for user healthmon /
-#                            HEALTHMON_STACK_SASL_PASSWORD (default healthmon-secret): for the SASL tests.
+#                            HEALTHMON_STACK_SASL_PASSWORD (default healthmon-secret), and a SASL_SSL
+#                            listener on the SASL port + 2 (certificates in STACK_DIR/kafka-sasl/tls):
+#                            for the security tests.
 set -euo pipefail
 
 KAFKA_VERSION="${HEALTHMON_KAFKA_VERSION:-3.9.1}"
@@ -110,38 +112,74 @@ POM
   rm -rf "$LIBS" && mv "$LIBS.tmp" "$LIBS" && touch "$LIBS/.complete"
 }
 
+# make_tls DIR: a private CA, a server certificate for 127.0.0.1/localhost (server.pem: key + chain, the
+# PEM keystore Kafka reads) and a client certificate (client.pem, client.key), for the TLS tests.
+make_tls() {
+  local d=$1
+  [ -f "$d/client.pem" ] && return 0
+  command -v openssl >/dev/null || die "openssl not found (Debian: apt-get install openssl)"
+  mkdir -p "$d"
+  (
+    cd "$d"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 30 -subj "/CN=healthmon test CA"
+    openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=localhost"
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.crt -days 30 -extfile server.ext
+    cat server.key server.crt ca.pem >server.pem
+    openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj "/CN=healthmon"
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 30
+  ) >"$d/openssl.log" 2>&1 || { cat "$d/openssl.log" >&2; die "could not make the test certificates"; }
+}
+
 # broker_up NAME DIR PORT CONTROLLER_PORT HEAP SASL(0|1): one KRaft node (broker + controller).
 broker_up() {
   local name=$1 dir=$2 port=$3 cport=$4 heap=$5 sasl=$6
   if alive "$dir/pid"; then say "$name already running on 127.0.0.1:$port (pid $(cat "$dir/pid"))"; return 0; fi
   port_open "$port" && die "port $port is taken by another process: set HEALTHMON_KAFKA_PORT"
   port_open "$cport" && die "port $cport (controller) is taken by another process"
+  [ "$sasl" = 1 ] && port_open "$((port + 2))" && die "port $((port + 2)) (SASL_SSL) is taken by another process"
   fetch_kafka
   mkdir -p "$dir/data"
   if [ -f "$dir/version" ] && [ "$(cat "$dir/version")" != "$KAFKA_VERSION" ]; then
     die "$dir holds Kafka $(cat "$dir/version") data, not $KAFKA_VERSION: use another HEALTHMON_STACK_DIR or '$0 clean'"
   fi
-  local listener="PLAINTEXT" extra="" scram=()
+  local listener="PLAINTEXT" extra="" scram=() listeners advertised
+  listeners="PLAINTEXT://127.0.0.1:$port"
   if [ "$sasl" = 1 ]; then
     listener="SASL_PLAINTEXT"
-    # PLAIN users live in the JAAS line; SCRAM credentials are written into the metadata log at format.
+    # A SASL_PLAINTEXT listener on PORT and a SASL_SSL one on PORT + 2 (a private CA's certificate for
+    # 127.0.0.1, client certificates required). PLAIN users live in the JAAS lines; SCRAM credentials
+    # are written into the metadata log at format.
+    make_tls "$dir/tls"
+    listeners="SASL_PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$((port + 2))"
+    local l jaas=""
+    for l in sasl_plaintext sasl_ssl; do
+      jaas+="listener.name.$l.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"$SASL_USER\" password=\"$SASL_PASSWORD\" user_$SASL_USER=\"$SASL_PASSWORD\";
+listener.name.$l.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.$l.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+"
+    done
     extra="sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=PLAIN
-listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"$SASL_USER\" password=\"$SASL_PASSWORD\" user_$SASL_USER=\"$SASL_PASSWORD\";
-listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
-listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
+$jaas
+ssl.keystore.type=PEM
+ssl.keystore.location=$dir/tls/server.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$dir/tls/ca.pem
+listener.name.sasl_ssl.ssl.client.auth=required"
     scram=(--add-scram "SCRAM-SHA-256=[name=$SASL_USER,password=$SASL_PASSWORD]"
            --add-scram "SCRAM-SHA-512=[name=$SASL_USER,password=$SASL_PASSWORD]")
   fi
+  advertised="$listeners"
   cat >"$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
-listeners=$listener://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=$listener://127.0.0.1:$port
+listeners=$listeners,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=$advertised
 inter.broker.listener.name=$listener
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
 log.dirs=$dir/data
 num.partitions=1
 offsets.topic.replication.factor=1

@@ -102,6 +102,13 @@ def explain(exc: BaseException) -> str | None:
             text += f" (last error: {_last_kafka_error.message})"
         if "auth" in text.lower() or "sasl" in text.lower() or "Authentication" in kind:
             hint = "check HEALTHMON_KAFKA_SASL_USERNAME / _PASSWORD / _MECHANISM"
+        elif "SSL" in text or "certificate" in text.lower():
+            hint = "check HEALTHMON_KAFKA_SSL_CAFILE (the CA that signed the brokers' certificates)"
+        elif _kafka_where().endswith("SSL)"):
+            hint = (
+                "is the broker up? a broker that requires a client certificate closes the connection "
+                "without one: check HEALTHMON_KAFKA_SSL_CERTFILE / _KEYFILE"
+            )
         else:
             hint = (
                 "is the broker up (make stack)? check HEALTHMON_BROKER and, for a secured cluster, "

@@ -1,5 +1,7 @@
-"""A SASL-only broker (started by .ci/stack.sh with HEALTHMON_KAFKA_SASL=1): the project's clients and a
-Faust worker get through it with the right credentials, and are refused with a wrong password."""
+"""A secured broker (started by .ci/stack.sh with HEALTHMON_KAFKA_SASL=1: SASL_PLAINTEXT, and SASL_SSL
+with a private CA and required client certificates): the project's clients and a Faust worker get
+through with the right credentials, and are refused with a wrong password, without the CA or without a
+client certificate."""
 
 from __future__ import annotations
 
@@ -103,3 +105,44 @@ async def test_worker_scores_over_scram(sasl_settings: Settings, tmp_path: Path)
         assert snaps[-1]["account_id"] == "acc-1"
     finally:
         worker.stop()
+
+
+@pytest.fixture
+def tls_settings(sasl_settings: Settings) -> Settings:
+    broker = os.environ.get("HEALTHMON_TEST_SASL_SSL_BROKER")
+    tls = os.environ.get("HEALTHMON_TEST_TLS_DIR")
+    if not broker or not tls:
+        pytest.fail("HEALTHMON_TEST_SASL_SSL_BROKER is not set: run the suite with .ci/test.sh")
+    return sasl_settings.model_copy(
+        update={
+            "broker": broker,
+            "kafka_security_protocol": "SASL_SSL",
+            "kafka_sasl_mechanism": "SCRAM-SHA-256",
+            "kafka_ssl_cafile": Path(tls) / "ca.pem",
+            "kafka_ssl_certfile": Path(tls) / "client.pem",
+            "kafka_ssl_keyfile": Path(tls) / "client.key",
+        }
+    )
+
+
+async def test_clients_over_sasl_ssl_with_a_private_ca_and_client_certificate(tls_settings: Settings) -> None:
+    s = tls_settings
+    await create_topics(s)
+    sent = [event("login", f"acc-{i}", user_id="u1") for i in range(5)]
+    assert await produce_events(s, _records(s, sent)) == 5
+    got = [orjson.loads(m.value) async for m in read_to_end(s, s.topic("usage"))]
+    assert sorted(e["event_id"] for e in got) == sorted(e["event_id"] for e in sent)
+
+
+@pytest.mark.parametrize("without", ["ca", "client certificate"])
+async def test_tls_is_refused_without_the_ca_or_the_client_certificate(
+    tls_settings: Settings, without: str
+) -> None:
+    if without == "ca":  # the system's CAs do not know the broker's
+        s = tls_settings.model_copy(update={"kafka_ssl_cafile": None})
+    else:
+        s = tls_settings.model_copy(update={"kafka_ssl_certfile": None, "kafka_ssl_keyfile": None})
+    admin = kafka_clients.admin(s, request_timeout_ms=5000)
+    with pytest.raises(KafkaError):
+        await admin.start()
+    await admin.close()
