@@ -167,7 +167,13 @@ def _parse_end(value: str | None) -> datetime:
 @click.option(
     "--follow", is_flag=True, help="With --produce: after the history, go on live (events at their time)."
 )
-def simulate(accounts, days, seed, end, out, truth, produce, rate, follow) -> None:
+@click.option(
+    "--only-if-empty",
+    is_flag=True,
+    help="With --produce: do nothing if the input topics already hold events (a restarted demo would "
+    "replay its history onto the kept state and count it twice).",
+)
+def simulate(accounts, days, seed, end, out, truth, produce, rate, follow, only_if_empty) -> None:
     """Generate a synthetic customer base: contract-v1 events for every topic, in event-time order.
 
     Deterministic for the same options (give --end; it defaults to now). The ground truth (each
@@ -177,8 +183,8 @@ def simulate(accounts, days, seed, end, out, truth, produce, rate, follow) -> No
 
     if not out and not produce:
         raise click.UsageError("give --out FILE (or '-') and/or --produce")
-    if follow and not produce:
-        raise click.UsageError("--follow needs --produce")
+    if (follow or only_if_empty) and not produce:
+        raise click.UsageError("--follow and --only-if-empty need --produce")
     sim = Simulator(accounts, days, seed, _parse_end(end))
     if truth is None and out and str(out) != "-":
         truth = out.with_name(out.name.removesuffix(".jsonl") + ".truth.json")
@@ -202,6 +208,17 @@ def simulate(accounts, days, seed, end, out, truth, produce, rate, follow) -> No
         s = get_settings()
         from .progress import bar
 
+        if only_if_empty:
+            from .tail import count_records
+
+            held = asyncio.run(count_records(s, *s.input_topics))
+            if held:
+                click.echo(
+                    f"the input topics already hold {held} events: not replaying the history onto them "
+                    "(reset the state first, e.g. `docker compose --profile demo down -v`)",
+                    err=True,
+                )
+                return
         records = event_records(s, sim.events(days_after=3650 if follow else 0))
         live = False
         progress = bar("history", total=None)

@@ -147,3 +147,15 @@ async def read_to_end(s: Settings, *topics: str) -> AsyncGenerator[ConsumerRecor
                     left.discard(tp)
     finally:
         await consumer.stop()
+
+
+async def count_records(s: Settings, *topics: str) -> int:
+    """How many records ``topics`` hold now (end minus beginning offsets, all partitions)."""
+    consumer = await assigned_consumer(s, list(topics), "earliest")
+    try:
+        tps = sorted(consumer.assignment())
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+        return sum(ends[tp] - starts[tp] for tp in tps)
+    finally:
+        await consumer.stop()

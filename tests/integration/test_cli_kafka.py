@@ -122,3 +122,27 @@ def test_unreachable_redis_is_one_line_with_a_hint(settings: Settings) -> None:
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "cannot reach Redis at redis://:***@127.0.0.1:1/0" in done.stderr
     assert "s3cret" not in done.stderr and "hint:" in done.stderr
+
+
+async def test_a_restarted_demo_simulator_does_not_replay_its_history(kafka_settings: Settings) -> None:
+    s = kafka_settings
+    await setup_topics(s)
+    args = [
+        "simulate",
+        "--accounts",
+        "3",
+        "--days",
+        "7",
+        "--end",
+        "2026-11-01",
+        "--produce",
+        "--only-if-empty",
+    ]
+    first = cli(s, *args)
+    assert first.returncode == 0, first.stderr
+    produced = await count(s, "accounts", "usage", "tickets", "billing", "surveys")
+    assert produced > 0 and f"produced {produced} events" in first.stderr
+    again = cli(s, *args)  # e.g. `docker compose up` again with the volumes kept
+    assert again.returncode == 0, again.stderr
+    assert f"already hold {produced} events" in again.stderr
+    assert await count(s, "accounts", "usage", "tickets", "billing", "surveys") == produced

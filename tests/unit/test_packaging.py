@@ -138,6 +138,7 @@ def test_the_demo_is_the_one_make_run_runs() -> None:
     params = resolve(cmd[1:]).make_context("simulate", cmd[2:]).params  # type: ignore[union-attr]
     assert params["accounts"] == int(demo["DEMO_ACCOUNTS"]) and params["days"] == int(demo["DEMO_DAYS"])
     assert params["rate"] == float(demo["DEMO_RATE"]) and params["produce"] and params["follow"]
+    assert params["only_if_empty"]  # a second `up` with kept volumes must not replay the history again
     assert env_of(SERVICES["worker"])["HEALTHMON_READMODEL_ENABLED"] == "false"  # own readmodel service
     assert env_of(SERVICES["worker"])["HEALTHMON_CLOCK"] == "event"  # as make run's worker
     assert env_of(SERVICES["deliver"])["HEALTHMON_SMTP_HOST"] == "mailpit"
