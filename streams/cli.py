@@ -119,15 +119,14 @@ def replay(file: Path, rate: float | None, skip_invalid: bool) -> None:
     Every line is validated first (the worker's contract): with an invalid line nothing is sent,
     unless --skip-invalid.
     """
-    from .producer import ReplayError, replay_file
+    from .producer import ReplayError, scan_file, send_file
     from .progress import bar
 
     s = get_settings()
-    with bar(f"replay {file.name}") as progress:
+    report = scan_file(s, file)  # every line checked before anything is sent
+    with bar(f"replay {file.name}", total=report.valid) as progress:
         try:
-            report = asyncio.run(
-                replay_file(s, file, rate, skip_invalid, on_sent=lambda _: progress.update())
-            )
+            asyncio.run(send_file(s, file, report, rate, skip_invalid, on_sent=lambda _: progress.update()))
         except ReplayError as exc:
             raise click.ClickException(str(exc)) from None
     total = sum(report.sent.values())
