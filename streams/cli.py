@@ -203,10 +203,9 @@ def simulate(accounts, days, seed, end, out, truth, produce, rate, follow, only_
         click.echo(f"wrote {n} events to {out}", err=True)
     if produce:
         from .producer import event_records, produce_events
-
-        s = get_settings()
         from .progress import bar
 
+        s = get_settings()
         if only_if_empty:
             from .tail import count_records
 
@@ -278,11 +277,17 @@ def evaluate(
     Scores come from the run's snapshots: the cs.health topic read to its end (default; read it before
     compaction keeps only the latest per account), a --snapshots file, or --events scored offline.
     """
+    from pydantic import ValidationError
+
+    from .cli_errors import compact
     from .evaluate import History, history_from_snapshots, render, score_offline
     from .evaluate import evaluate as run_evaluation
     from .simulate import GroundTruth
 
-    gt = GroundTruth.model_validate_json(truth.read_bytes())
+    try:
+        gt = GroundTruth.model_validate_json(truth.read_bytes())
+    except ValidationError as exc:
+        raise click.ClickException(f"{truth}: not a ground-truth file: {compact(exc)}") from None
     s = get_settings()
     if snapshots and events:
         raise click.UsageError("give --snapshots or --events, not both")
@@ -302,8 +307,8 @@ def evaluate(
         with bar(f"score {events.name}") as progress:
             history = score_offline(
                 (
-                    EVENT_ADAPTER.validate_python(obj)
-                    for _, _, obj in progress_iter(read_lines(events), progress)
+                    _validated(EVENT_ADAPTER, obj, f"{events}:{lineno}")
+                    for lineno, _, obj in progress_iter(read_lines(events), progress)
                 ),
                 engine,
             )
@@ -338,6 +343,17 @@ def evaluate(
         raise click.ClickException(
             "no account had a score at its evaluation time: were the snapshots from this run?"
         )
+
+
+def _validated(adapter, obj, where: str):
+    from pydantic import ValidationError
+
+    from .cli_errors import compact
+
+    try:
+        return adapter.validate_python(obj)
+    except ValidationError as exc:
+        raise click.ClickException(f"{where}: {compact(exc)}") from None
 
 
 def progress_iter(items, progress):

@@ -30,6 +30,13 @@ def _settings_problem(exc: ValidationError) -> str:
     return "bad setting: " + "; ".join(lines)
 
 
+def compact(exc: ValidationError) -> str:
+    """A validation error on one line: ``field: problem; ...`` (the first five)."""
+    errs = exc.errors(include_url=False)
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in errs[:5]]
+    return "; ".join(parts) + (f"; ... and {len(errs) - 5} more" if len(errs) > 5 else "")
+
+
 def _kafka_where() -> str:
     try:
         from .settings import get_settings
@@ -77,6 +84,12 @@ def explain(exc: BaseException) -> str | None:
         return str(exc)
     if isinstance(exc, ValidationError) and exc.title == "Settings":
         return _settings_problem(exc)
+    if isinstance(exc, ValidationError):  # an input file (events, truth) that breaks its contract
+        return f"invalid input: {compact(exc)}"
+    from .producer import ReplayError
+
+    if isinstance(exc, ReplayError):
+        return str(exc)
     if isinstance(exc, redis_errors.AuthenticationError | redis_errors.AuthenticationWrongNumberOfArgsError):
         return (
             f"Redis at {_redis_where()} refused the credentials: {exc}\n"

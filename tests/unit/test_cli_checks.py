@@ -77,3 +77,29 @@ def test_rules_check_reports_every_bad_file(tmp_path: Path) -> None:
     assert done.stdout.startswith("7 error(s); ")  # the two bad files + the 5 ids defined twice
     good = cli("rules", "check")
     assert good.returncode == 0 and "rules OK" in good.stdout
+
+
+def test_evaluate_names_the_bad_line_of_an_input_file(tmp_path: Path) -> None:
+    events = tmp_path / "base.jsonl"
+    assert (
+        cli(
+            "simulate", "--accounts", "2", "--days", "7", "--end", "2026-11-01", "--out", str(events)
+        ).returncode
+        == 0
+    )
+    truth = tmp_path / "base.truth.json"
+    bad_events = tmp_path / "bad.jsonl"
+    bad_events.write_text(events.read_text().splitlines()[0] + '\n{"type": "login"}\n')
+    done = cli("evaluate", str(truth), "--events", str(bad_events))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"Error: {bad_events}:2: login.event_id: Field required" in done.stderr
+    not_json = tmp_path / "not.jsonl"
+    not_json.write_text("nope\n")
+    done = cli("evaluate", str(truth), "--events", str(not_json))
+    assert done.returncode == 1 and f"{not_json}:1: not JSON" in done.stderr
+    bad_truth = tmp_path / "truth.json"
+    bad_truth.write_text("{}")
+    done = cli("evaluate", str(bad_truth), "--events", str(events))
+    assert (
+        done.returncode == 1 and f"{bad_truth}: not a ground-truth file: seed: Field required" in done.stderr
+    )
