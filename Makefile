@@ -17,11 +17,14 @@ DEMO_DAYS ?= 60
 DEMO_RATE ?= 1500
 
 .PHONY: help install run _start stop status stack stack-stop test lint format bench clean
+.PHONY: test-kafka4 _demo_reset
 
 help:
 	@echo "make run    start Kafka + Redis + a worker and feed a simulated customer base"
 	@echo "make stop   stop the worker and the local stack that make run started"
+	@echo "make clean  stop, then delete all local state (.local: topics, tables) and the venv"
 	@echo "make test   install, start the test stack, run the whole suite, stop it"
+	@echo "make test-kafka4  the integration suite on Kafka 4.x (CI runs it after make test)"
 	@echo "make lint   ruff check + format check + mypy"
 	@echo "make bench  benchmarks on the local stack (results in bench/results/)"
 
@@ -49,7 +52,7 @@ status:
 # The demo simulates a customer base (personas drifting towards churn, payment trouble, growth):
 # DEMO_DAYS of history up to now are replayed at DEMO_RATE events/s on event time, then the simulator
 # goes on live. Alerts are delivered by email to a local SMTP sink that writes .local/run/mail.log.
-run: install stack
+run: install _demo_reset stack
 	@mkdir -p $(RUN_DIR)
 	$(BIN)/healthmon topics create
 	@$(MAKE) --no-print-directory _start NAME=mail CMD="$(PY) -m aiosmtpd -n -c aiosmtpd.handlers.Debugging -l 127.0.0.1:$(DEMO_SMTP_PORT)"
@@ -65,12 +68,25 @@ run: install stack
 	@echo "Where to look:"
 	@echo "  $(BIN)/healthmon tail cs.health.changes --from-end   # accounts moving between bands, with the why"
 	@echo "  $(BIN)/healthmon tail cs.alerts --from-end           # alerts firing / resolving, with the playbook step"
-	@echo "  $(BIN)/healthmon tail cs.health                      # full snapshots: score, band, drivers, metrics"
+	@echo "  $(BIN)/healthmon tail cs.health --latest             # latest snapshot per account: score, band, drivers"
 	@echo "  $(BIN)/healthmon tail cs.deadletter                  # rejected events with the reason"
 	@echo "  redis-cli -p $(HEALTHMON_REDIS_PORT) zrange healthmon:scores 0 9 withscores   # the ten least healthy (read model)"
 	@echo "  less $(RUN_DIR)/mail.log                             # the CSMs' alert emails (after group_wait, 30 s)"
 	@echo "  $(BIN)/healthmon evaluate $(RUN_DIR)/truth.json      # once the history is in: does the score predict churn?"
 	@echo "  tail -f $(RUN_DIR)/worker.log $(RUN_DIR)/simulator.log; make status; make stop"
+
+# `make run` starts the demo from scratch: the simulator replays DEMO_DAYS of history, and replaying it
+# onto the state a previous run left (`make stop` keeps it) would count that history twice. So when a
+# previous demo's state is there and its simulator is not running, it is reset first (topics, tables,
+# read model, mail log). `make clean` deletes all local state and the venv.
+_demo_reset:
+	@if [ -f $(RUN_DIR)/demo.state ] && ! { [ -f $(RUN_DIR)/simulator.pid ] && kill -0 $$(cat $(RUN_DIR)/simulator.pid) 2>/dev/null; }; then \
+	  echo "resetting the previous demo's state (topics, tables, read model): its history is replayed from scratch"; \
+	  $(MAKE) --no-print-directory stop >/dev/null; \
+	  .ci/stack.sh clean; \
+	  rm -rf $(HEALTHMON_DATA_DIR) $(RUN_DIR)/truth.json $(RUN_DIR)/mail.log $(RUN_DIR)/*.log; \
+	fi
+	@mkdir -p $(RUN_DIR) && touch $(RUN_DIR)/demo.state
 
 _start:
 	@if [ -f $(RUN_DIR)/$(NAME).pid ] && kill -0 $$(cat $(RUN_DIR)/$(NAME).pid) 2>/dev/null; then \
@@ -88,6 +104,15 @@ stop:
 
 test: install
 	@.ci/test.sh
+
+# The integration suite again on Kafka 4.x (KRaft only, KIP-896 removed old protocol versions), on a
+# stack of its own (ports 19192/16479 unless HEALTHMON_TEST_KAFKA4_PORT / _REDIS4_PORT say otherwise).
+KAFKA4_VERSION ?= 4.4.0
+test-kafka4: install
+	@HEALTHMON_KAFKA_VERSION=$(KAFKA4_VERSION) HEALTHMON_TEST_LINT=0 \
+	  HEALTHMON_TEST_KAFKA_PORT=$${HEALTHMON_TEST_KAFKA4_PORT:-19192} \
+	  HEALTHMON_TEST_REDIS_PORT=$${HEALTHMON_TEST_REDIS4_PORT:-16479} \
+	  HEALTHMON_TEST_STACK_DIR=$(CURDIR)/.local/test-stack-kafka4 .ci/test.sh tests/integration
 
 # The end-to-end benchmark (raw Kafka vs pipeline, latency, memory) on the local stack; see bench/.
 bench: install stack

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 from pydantic import ValidationError
@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from rules.engine import load_rules
 from rules.model import AlertEvent
+from streams import kafka_clients
 from streams.config import ConfigError
 from streams.settings import Settings
 
@@ -144,18 +145,15 @@ class DeliveryWorker:
         self.store = DeliveryStore(self.redis, s.redis_prefix)
         self.notifiers = {r.name: self.notifier_for(r) for r in self.routing.receivers}
         self.gates = {r.name: ReceiverGate.for_rate(r.rate_per_s) for r in self.routing.receivers}
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
-            group_id=f"{s.app_id}-delivery",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+        self.consumer = kafka_clients.consumer(
+            s, group_id=f"{s.app_id}-delivery", enable_auto_commit=False, auto_offset_reset="earliest"
         )
         self.consumer.subscribe([s.topic("alerts")], listener=_Rebalance(self))
-        self.producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
+        self.producer = kafka_clients.producer(s, acks="all")
         await self.consumer.start()
         await self.producer.start()
         if s.metrics_port:
-            start_http_server(s.metrics_port, registry=self.metrics.registry)
+            start_http_server(s.metrics_port, addr=s.metrics_bind, registry=self.metrics.registry)
 
     async def stop(self) -> None:
         self._stop.set()

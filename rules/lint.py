@@ -5,9 +5,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from streams.config import ConfigError
 from streams.state import HORIZON_DAYS
 
-from .engine import RuleSet, load_rules
+from .engine import RuleSet, load_rules, rule_files
 from .model import Rule, format_duration
 
 DAY = 86_400
@@ -54,14 +55,31 @@ def lint(ruleset: RuleSet) -> list[str]:
     return warnings
 
 
-def check(paths: list[Path]) -> tuple[list[RuleSet], list[str]]:
-    sets = [load_rules(p) for p in paths]
-    seen: dict[str, str] = {}
-    problems = []
-    for rs in sets:
-        for rule in rs.rules:
-            if rule.id in seen and seen[rule.id] != rs.sources[rule.id]:
-                problems.append(f"duplicate rule id {rule.id!r} in {rs.sources[rule.id]} and {seen[rule.id]}")
-            seen[rule.id] = rs.sources[rule.id]
-        problems += lint(rs)
-    return sets, problems
+def check(paths: list[Path]) -> tuple[list[RuleSet], list[str], list[str]]:
+    """Load every rule file under ``paths`` on its own, so that every bad file is reported, not only
+    the first: (rule sets that loaded, warnings, errors). An id defined twice under one path is an
+    error (the worker refuses to load that folder); across the paths given, a warning."""
+    sets: list[RuleSet] = []
+    errors: list[str] = []
+    warnings: list[str] = []
+    seen: dict[str, tuple[int, str]] = {}
+    for index, path in enumerate(paths):
+        if not path.exists():
+            errors.append(f"{path}: no such rule file or folder")
+            continue
+        for file in rule_files(path):
+            try:
+                rs = load_rules(file)
+            except ConfigError as exc:
+                errors.append(str(exc))
+                continue
+            sets.append(rs)
+            for rule in rs.rules:
+                if rule.id in seen:
+                    other_index, other = seen[rule.id]
+                    problem = f"{file}: rule id {rule.id!r} is already defined in {other}"
+                    (errors if other_index == index else warnings).append(problem)
+                else:
+                    seen[rule.id] = (index, str(file))
+            warnings += lint(rs)
+    return sets, warnings, errors

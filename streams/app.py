@@ -30,6 +30,9 @@ from .codecs import STATE_CODEC
 from .config import ConfigError
 from .driver import DeadLetter, DriverConfig, Output, PartitionDriver, Record, StateStore
 from .engine import Engine
+from .headers import OutputKind, output_headers
+from .kafka_clients import consumer as kafka_consumer
+from .kafka_clients import faust_app_kwargs, started
 from .prom import WorkerMetrics, start_exporter
 from .readmodel import write_with_retry
 from .scoring import ScoringConfig, load_scoring
@@ -40,7 +43,7 @@ log = logging.getLogger("healthmon.ingest")
 
 #: A dead-lettered record keeps at most this much of its value (the reason says how big it was).
 DEAD_LETTER_MAX_BYTES = 64 * 1024
-OUTPUT_HEADERS = [("healthmon.schema_version", b"1"), ("content-type", b"application/json")]
+OUTPUT_KINDS: dict[str, OutputKind] = {"health": "health", "changes": "health-changes", "alerts": "alerts"}
 
 
 @dataclass
@@ -129,6 +132,7 @@ def create_app(
         # not wait for them (they are redone by the next owner from the committed offsets).
         stream_wait_empty=False,
         broker_heartbeat_interval=min(3.0, s.session_timeout_s / 4),
+        **faust_app_kwargs(s),  # SASL/TLS credentials and the web server's bind address
     )
     kinds = {s.topic(kind): i for i, kind in enumerate(INPUT_KINDS)}
     names = list(kinds)
@@ -172,13 +176,10 @@ def create_app(
         inside an agent can deadlock it)."""
         nonlocal client
         if client is None:
-            client = AIOKafkaConsumer(
-                bootstrap_servers=s.kafka_bootstrap,
-                group_id=s.app_id,
-                client_id=f"{s.app_id}-offsets",
-                enable_auto_commit=False,
+            fresh = kafka_consumer(
+                s, group_id=s.app_id, client_id=f"{s.app_id}-offsets", enable_auto_commit=False
             )
-            await client.start()
+            client = await started(fresh)  # assigned only once started: a failed start is asked again
         return client
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's signal type wants a signal= kwarg
@@ -281,9 +282,10 @@ def create_app(
         the lock, which a revocation takes before it drops a driver, so it always completes."""
         records: list[Out] = []
         for name, key, value, ts_ms in out.records:
-            headers = OUTPUT_HEADERS
             if name == "errors":
-                headers = [("healthmon.reason", b"evaluation failed"), *OUTPUT_HEADERS]
+                headers = [("healthmon.reason", b"evaluation failed"), ("content-type", b"application/json")]
+            else:
+                headers = output_headers(OUTPUT_KINDS[name])  # the header contract: streams/headers.py
             records.append(
                 (output_names[name], key, value, None, ts_ms / 1000 if ts_ms > 0 else None, headers)
             )
@@ -417,8 +419,8 @@ def create_app(
 
         @app.task
         async def serve_metrics() -> None:
-            start_exporter(s.metrics_port, metrics, s.metrics_host)
-            log.info("metrics on http://%s:%s/metrics", s.metrics_host, s.metrics_port)
+            start_exporter(s.metrics_port, metrics, s.metrics_bind)
+            log.info("metrics on http://%s:%s/metrics", s.metrics_bind, s.metrics_port)
 
     if s.readmodel_enabled:
         from redis.asyncio import Redis

@@ -10,14 +10,16 @@ import time
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
 
+from .cli_errors import HealthmonGroup
 from .settings import get_settings
 
 
-@click.group()
+@click.group(cls=HealthmonGroup)
 def main() -> None:
     """healthmon: real-time customer health for Customer Success teams."""
 
@@ -30,6 +32,8 @@ def worker(loglevel: str | None) -> None:
 
     from .app import create_app
     from .config import ConfigError
+    from .kafka_admin import preflight
+    from .kafka_clients import faust_app_kwargs
     from .logs import rate_limit_handlers
 
     s = get_settings()
@@ -37,6 +41,10 @@ def worker(loglevel: str | None) -> None:
         pipeline = create_app(s)
     except ConfigError as exc:
         raise click.ClickException(f"invalid configuration:\n{exc}") from None
+    # Faust logs a broker it cannot reach as a long traceback; ask once, plainly, before starting it.
+    asyncio.run(preflight(s))
+    for name, value in faust_app_kwargs(s).items():  # security and bind address (see kafka_clients)
+        setattr(pipeline.app.conf, name, value)
 
     class Worker(faust.Worker):
         def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
@@ -74,33 +82,70 @@ def topics_list() -> None:
 
 @main.command()
 @click.argument("topic")
-@click.option("--from-beginning/--from-end", default=True, show_default=True)
+@click.option(
+    "--from-beginning/--from-end", default=True, show_default=True, help="--from-end implies --follow."
+)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new messages (default: stop at the end).")
+@click.option("--latest", is_flag=True, help="Only the latest message per key (e.g. per account), then stop.")
 @click.option("--max", "max_messages", type=int, default=0, help="Stop after this many messages.")
-@click.option("--idle", type=float, default=0, help="Stop after this many seconds without a message.")
-def tail(topic: str, from_beginning: bool, max_messages: int, idle: float) -> None:
-    """Print a topic as JSON lines (e.g. cs.health, cs.health.changes, cs.alerts, cs.deadletter)."""
+@click.option(
+    "--idle", type=float, default=0, help="With --follow: stop after this many seconds without one."
+)
+def tail(
+    topic: str, from_beginning: bool, follow: bool, latest: bool, max_messages: int, idle: float
+) -> None:
+    """Print a topic as JSON lines: cs.health, cs.health.changes, cs.alerts, cs.deadletter, ...
+
+    Reads from the beginning to the end as of now and stops; --follow (or --from-end) keeps going.
+    """
     from .tail import tail_topic
 
+    if latest and (follow or not from_beginning):
+        raise click.UsageError("--latest reads the whole topic and stops: not with --follow or --from-end")
+    follow = follow or not from_beginning or idle > 0
     s = get_settings()
     name = topic if topic.startswith(s.topic_prefix) else s.topic_prefix + topic
     try:
-        asyncio.run(tail_topic(s, name, from_beginning, max_messages, idle, sys.stdout.buffer))
+        asyncio.run(
+            tail_topic(s, name, from_beginning, max_messages, idle, sys.stdout.buffer, follow, latest)
+        )
     except KeyboardInterrupt:
         pass
+    except ValueError as exc:  # the topic does not exist
+        raise click.ClickException(
+            f"{exc}\nhint: `healthmon topics list` shows the configured names"
+        ) from None
 
 
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--rate", type=float, default=None, help="Events per second (default: as fast as possible).")
-def replay(file: Path, rate: float | None) -> None:
-    """Produce a JSON-lines event file to the input topics in order, keyed by account_id."""
-    from .producer import ReplayError, replay_file
+@click.option("--skip-invalid", is_flag=True, help="Send the valid lines and count the invalid ones.")
+def replay(file: Path, rate: float | None, skip_invalid: bool) -> None:
+    """Produce a JSON-lines event file to the input topics in order, keyed by account_id.
 
-    try:
-        n = asyncio.run(replay_file(get_settings(), file, rate))
-    except ReplayError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"produced {n} events from {file}")
+    Every line is validated first (the worker's contract): with an invalid line nothing is sent,
+    unless --skip-invalid.
+    """
+    from .producer import ReplayError, scan_file, send_file
+    from .progress import bar
+
+    s = get_settings()
+    report = scan_file(s, file)  # every line checked before anything is sent
+    with bar(f"replay {file.name}", total=report.valid) as progress:
+        try:
+            asyncio.run(send_file(s, file, report, rate, skip_invalid, on_sent=lambda _: progress.update()))
+        except ReplayError as exc:
+            raise click.ClickException(str(exc)) from None
+    total = sum(report.sent.values())
+    by_topic = ", ".join(f"{topic} {n}" for topic, n in sorted(report.sent.items()))
+    click.echo(f"produced {total} events from {file}" + (f" ({by_topic})" if by_topic else ""))
+    if report.invalid:
+        click.echo(f"skipped {report.invalid} invalid line(s):", err=True)
+        for problem in report.problems:
+            click.echo(f"  {problem}", err=True)
+        if report.invalid > len(report.problems):
+            click.echo(f"  ... and {report.invalid - len(report.problems)} more", err=True)
 
 
 def _parse_end(value: str | None) -> datetime:
@@ -129,7 +174,13 @@ def _parse_end(value: str | None) -> datetime:
 @click.option(
     "--follow", is_flag=True, help="With --produce: after the history, go on live (events at their time)."
 )
-def simulate(accounts, days, seed, end, out, truth, produce, rate, follow) -> None:
+@click.option(
+    "--only-if-empty",
+    is_flag=True,
+    help="With --produce: do nothing if the input topics already hold events (a restarted demo would "
+    "replay its history onto the kept state and count it twice).",
+)
+def simulate(accounts, days, seed, end, out, truth, produce, rate, follow, only_if_empty) -> None:
     """Generate a synthetic customer base: contract-v1 events for every topic, in event-time order.
 
     Deterministic for the same options (give --end; it defaults to now). The ground truth (each
@@ -139,8 +190,8 @@ def simulate(accounts, days, seed, end, out, truth, produce, rate, follow) -> No
 
     if not out and not produce:
         raise click.UsageError("give --out FILE (or '-') and/or --produce")
-    if follow and not produce:
-        raise click.UsageError("--follow needs --produce")
+    if (follow or only_if_empty) and not produce:
+        raise click.UsageError("--follow and --only-if-empty need --produce")
     sim = Simulator(accounts, days, seed, _parse_end(end))
     if truth is None and out and str(out) != "-":
         truth = out.with_name(out.name.removesuffix(".jsonl") + ".truth.json")
@@ -148,32 +199,59 @@ def simulate(accounts, days, seed, end, out, truth, produce, rate, follow) -> No
         truth.write_bytes(orjson.dumps(sim.truth().model_dump(mode="json"), option=orjson.OPT_INDENT_2))
         click.echo(f"ground truth: {truth}", err=True)
     if out:
+        from .progress import bar
+
         n = 0
-        with contextlib.ExitStack() as stack:
+        with contextlib.ExitStack() as stack, bar(f"simulate -> {out}") as progress:
             fh = sys.stdout.buffer if str(out) == "-" else stack.enter_context(out.open("wb"))
             for e in sim.events():
                 fh.write(orjson.dumps(e) + b"\n")
                 n += 1
+                progress.update()
         click.echo(f"wrote {n} events to {out}", err=True)
     if produce:
         from .producer import event_records, produce_events
+        from .progress import bar
 
         s = get_settings()
+        if only_if_empty:
+            from .tail import count_records
+
+            held = asyncio.run(count_records(s, *s.input_topics))
+            if held:
+                click.echo(
+                    f"the input topics already hold {held} events: not replaying the history onto them "
+                    "(reset the state first, e.g. `docker compose --profile demo down -v`)",
+                    err=True,
+                )
+                return
         records = event_records(s, sim.events(days_after=3650 if follow else 0))
         live = False
+        progress = bar("history", total=None)
 
         def when(record: tuple) -> float:
             nonlocal live
             at = datetime.fromisoformat(orjson.loads(record[2])["occurred_at"]).timestamp()
             if not live and at > time.time():
                 live = True
+                progress.close()
                 click.echo("history produced; now live: each event is sent when its time comes", err=True)
             return at
 
+        def sent(record: tuple) -> None:
+            if not live:
+                progress.update()
+                if progress.n % 5000 == 0:  # how far the history has come (it ends at --end)
+                    progress.set_postfix_str(orjson.loads(record[2])["occurred_at"][:10], refresh=False)
+
         try:
-            n = asyncio.run(produce_events(s, records, rate, not_before=when if follow else None))
+            n = asyncio.run(
+                produce_events(s, records, rate, not_before=when if follow else None, on_sent=sent)
+            )
         except KeyboardInterrupt:
             return
+        finally:
+            progress.close()
         click.echo(f"produced {n} events", err=True)
 
 
@@ -220,11 +298,17 @@ def evaluate(
     Scores come from the run's snapshots: the cs.health topic read to its end (default; read it before
     compaction keeps only the latest per account), a --snapshots file, or --events scored offline.
     """
+    from pydantic import ValidationError
+
+    from .cli_errors import compact
     from .evaluate import History, history_from_snapshots, render, score_offline
     from .evaluate import evaluate as run_evaluation
     from .simulate import GroundTruth
 
-    gt = GroundTruth.model_validate_json(truth.read_bytes())
+    try:
+        gt = GroundTruth.model_validate_json(truth.read_bytes())
+    except ValidationError as exc:
+        raise click.ClickException(f"{truth}: not a ground-truth file: {compact(exc)}") from None
     s = get_settings()
     if snapshots and events:
         raise click.UsageError("give --snapshots or --events, not both")
@@ -237,13 +321,19 @@ def evaluate(
         from .engine import Engine
         from .events import EVENT_ADAPTER
         from .producer import read_lines
+        from .progress import bar
         from .scoring import load_scoring
 
         ruleset = load_rules(s.rules or DEFAULT_RULES)
         engine = Engine(load_scoring(s.scorecard), ruleset)
-        history = score_offline(
-            (EVENT_ADAPTER.validate_python(obj) for _, _, obj in read_lines(events)), engine
-        )
+        with bar(f"score {events.name}") as progress:
+            history = score_offline(
+                (
+                    _validated(EVENT_ADAPTER, obj, f"{events}:{lineno}")
+                    for lineno, _, obj in progress_iter(read_lines(events), progress)
+                ),
+                engine,
+            )
         if scorecards:
             from .evaluate import red_differences, render_side_by_side
 
@@ -268,10 +358,14 @@ def evaluate(
         from .tail import read_to_end
 
         async def from_topic() -> History:
+            from .progress import bar
+
             h = History()
-            async for msg in read_to_end(s, s.topic("health")):
-                if msg.value is not None:
-                    h.add_snapshot(msg.value)
+            with bar(f"read {s.topic('health')}", unit="snapshots") as progress:
+                async for msg in read_to_end(s, s.topic("health")):
+                    progress.update()
+                    if msg.value is not None:
+                        h.add_snapshot(msg.value)
             return h.finish()
 
         try:
@@ -291,6 +385,23 @@ def evaluate(
         raise click.ClickException(
             "no account had a score at its evaluation time: were the snapshots from this run?"
         )
+
+
+def _validated(adapter, obj, where: str):
+    from pydantic import ValidationError
+
+    from .cli_errors import compact
+
+    try:
+        return adapter.validate_python(obj)
+    except ValidationError as exc:
+        raise click.ClickException(f"{where}: {compact(exc)}") from None
+
+
+def progress_iter(items, progress):
+    for item in items:
+        progress.update()
+        yield item
 
 
 @main.command()
@@ -595,18 +706,21 @@ def rules_check(paths: tuple[Path, ...], strict: bool) -> None:
     from rules.engine import DEFAULT_RULES
     from rules.lint import check
 
-    from .config import ConfigError
-
-    try:
-        sets, warnings = check(list(paths) or [DEFAULT_RULES])
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    sets, warnings, errors = check(list(paths) or [DEFAULT_RULES])
+    for e in errors:
+        for line in e.splitlines():
+            click.echo(f"error: {line}", err=True)
     for w in warnings:
         click.echo(f"warning: {w}", err=True)
-    click.echo(
-        f"{sum(len(s.rules) for s in sets)} rules OK" + (f", {len(warnings)} warnings" if warnings else "")
-    )
-    if strict and warnings:
+    n_rules = sum(len(s.rules) for s in sets)
+    if errors:
+        summary = f"{len(errors)} error(s); {n_rules} rules loaded from {len(sets)} file(s)"
+    else:
+        summary = f"{n_rules} rules OK in {len(sets)} file(s)"
+    if warnings:
+        summary += f", {len(warnings)} warnings"
+    click.echo(summary)
+    if errors or (strict and warnings):
         sys.exit(1)
 
 
@@ -639,6 +753,27 @@ def rules_test(files: tuple[Path, ...]) -> None:
     click.echo(f"rules: {passed} passed, {failed} failed")
     if failed:
         sys.exit(1)
+
+
+@main.group()
+def scorecard() -> None:
+    """The health scorecard (metrics, weights, thresholds, segments)."""
+
+
+@scorecard.command("check")
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def scorecard_check(file: Path | None) -> None:
+    """Validate a scorecard YAML (default: HEALTHMON_SCORECARD, else the shipped one), naming file,
+    line and field of every problem, as the worker would at start-up."""
+    from .scoring import DEFAULT_SCORECARD, load_scoring
+
+    path = file or get_settings().scorecard or DEFAULT_SCORECARD
+    cfg = load_scoring(path)  # a ConfigError becomes "invalid configuration: file:line: field: ..."
+    cards: dict[str, Any] = {"default": cfg.default}
+    cards.update({str(name): card for name, card in cfg.segments.items()})
+    for name, card in cards.items():
+        click.echo(f"  {name}: components {', '.join(card.components)}")
+    click.echo(f"{path}: OK ({len(cards)} scorecard(s))")
 
 
 @main.command()

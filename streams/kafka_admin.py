@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin import NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
+from . import kafka_clients
 from .settings import Settings
 
 WEEK_MS = 7 * 24 * 3600 * 1000
@@ -40,8 +41,8 @@ class TopicMismatch(RuntimeError):
 
 async def create_topics(s: Settings) -> list[tuple[str, str]]:
     """Create missing topics; report existing ones; refuse a partition count that breaks co-partitioning."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, client_id=f"{s.app_id}-admin")
-    await admin.start()
+    admin = kafka_clients.admin(s, client_id=f"{s.app_id}-admin")
+    await kafka_clients.started(admin)
     try:
         specs = topic_specs(s)
         existing = set(await admin.list_topics())
@@ -74,3 +75,25 @@ async def create_topics(s: Settings) -> list[tuple[str, str]]:
         return results
     finally:
         await admin.close()
+
+
+class TopicsMissing(RuntimeError):
+    pass
+
+
+async def preflight(s: Settings, timeout: float = 20.0) -> None:
+    """Fail fast, in one line, when the broker cannot be reached or the input topics are missing."""
+    admin = kafka_clients.admin(s, client_id=f"{s.app_id}-preflight", request_timeout_ms=int(timeout * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout)
+        existing = set(await asyncio.wait_for(admin.list_topics(), timeout))
+    except TimeoutError:
+        raise KafkaConnectionError(f"no answer from {s.kafka_bootstrap} within {timeout:g} s") from None
+    finally:
+        await admin.close()
+    missing = [t for t in s.input_topics if t not in existing]
+    if missing:
+        raise TopicsMissing(
+            f"input topics missing on {s.kafka_bootstrap}: {', '.join(missing)}\n"
+            "hint: create them with `healthmon topics create` (same HEALTHMON_ settings)"
+        )

@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from . import kafka_clients
 from .portfolio import PortfolioBook, affected_periods, point_from_snapshot
 from .settings import Settings
 
@@ -339,15 +340,15 @@ class ReadModelWorker:
             log.info("read model empty: rebuilding from the beginning of %s", s.topic("health"))
         else:
             self.book = await _retry(load_book, redis, p)
-        self.consumer = consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
+        self.consumer = consumer = kafka_clients.consumer(
+            s,
             group_id=f"{s.app_id}-readmodel",
             client_id=f"{s.app_id}-readmodel",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap,
+        producer = kafka_clients.producer(
+            s,
             client_id=f"{s.app_id}-portfolio",
             compression_type=s.compression_type,
             acks="all",

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -53,6 +53,22 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(default=30.0, ge=6.0)
     web_enabled: bool = False
     web_port: int = 6066
+    # Faust's web server and the /metrics endpoint listen on loopback unless told otherwise
+    # (0.0.0.0 in a container, behind the container's own port mapping).
+    web_bind: str = "127.0.0.1"
+    metrics_bind: str = "127.0.0.1"
+    # Kafka security, for Faust and every aiokafka client alike (streams/kafka_clients.py).
+    # Redis takes its password and TLS in redis_url: redis://:PASSWORD@host:6379/0, or
+    # rediss://:PASSWORD@host:6380/0?ssl_ca_certs=/path/ca.pem for TLS.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None  # default: the system's trusted CAs
+    kafka_ssl_certfile: Path | None = None  # client certificate (mutual TLS)
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = True
     log_level: str = "info"
     # Ingest batching: at most this many events, or whatever arrived within batch_wait_s.
     batch_max: int = Field(default=500, ge=1)
@@ -98,7 +114,6 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no /metrics endpoint
-    metrics_host: str = "127.0.0.1"  # loopback unless an operator opens it
     retry_max_delay_s: float = Field(default=300.0, gt=0)
     # The Redis read model for dashboards. `healthmon readmodel` keeps it in a process of its own;
     # readmodel_enabled also runs it inside each worker (one-process setups; costs scoring latency).
@@ -113,6 +128,18 @@ class Settings(BaseSettings):
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(default=8080, ge=0, le=65535)
     api_token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _kafka_security_is_complete(self) -> Settings:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(
+                f"kafka_security_protocol {self.kafka_security_protocol} needs HEALTHMON_KAFKA_SASL_USERNAME "
+                "and HEALTHMON_KAFKA_SASL_PASSWORD"
+            )
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together (client certificate)")
+        return self
 
     def process_env(self, base: Mapping[str, str]) -> dict[str, str]:
         """The environment for another healthmon process with exactly these settings: ``base``

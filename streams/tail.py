@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator
 from typing import BinaryIO
 
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from . import kafka_clients
 from .settings import Settings
 
 
@@ -44,16 +46,20 @@ def render(msg) -> bytes:
 
 
 async def tail_topic(
-    s: Settings, topic: str, from_beginning: bool, max_messages: int, idle: float, out: BinaryIO
+    s: Settings,
+    topic: str,
+    from_beginning: bool,
+    max_messages: int,
+    idle: float,
+    out: BinaryIO,
+    follow: bool = True,
+    latest: bool = False,
 ) -> int:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=s.kafka_bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest" if from_beginning else "latest",
-    )
-    await consumer.start()
+    """Print ``topic`` as JSON lines. Without ``follow``: from the beginning up to the end as of now,
+    then return. ``latest``: only the last record per key (a tombstone removes the key), at the end."""
+    if latest or not follow:
+        return await _to_end(s, topic, max_messages, out, latest)
+    consumer = await assigned_consumer(s, [topic], "earliest" if from_beginning else "latest")
     seen = 0
     try:
         while True:
@@ -76,21 +82,57 @@ async def tail_topic(
         await consumer.stop()
 
 
-async def read_to_end(s: Settings, *topics: str) -> AsyncIterator[ConsumerRecord]:
-    """Every record of ``topics`` from the beginning up to their ends as of now (then stop)."""
-    consumer = AIOKafkaConsumer(
-        *topics,
-        bootstrap_servers=s.kafka_bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
+async def _to_end(s: Settings, topic: str, max_messages: int, out: BinaryIO, latest: bool) -> int:
+    seen = 0
+    last: dict[bytes | None, ConsumerRecord] = {}
+    async with contextlib.aclosing(read_to_end(s, topic)) as records:
+        async for msg in records:
+            if latest:
+                if msg.value is None:
+                    last.pop(msg.key, None)
+                else:
+                    last[msg.key] = msg
+                continue
+            out.write(render(msg) + b"\n")
+            seen += 1
+            if max_messages and seen >= max_messages:
+                break
+    for key in sorted(last, key=lambda k: k or b""):
+        out.write(render(last[key]) + b"\n")
+        seen += 1
+        if max_messages and seen >= max_messages:
+            break
+    out.flush()
+    return seen
+
+
+async def assigned_consumer(s: Settings, topics: list[str], reset: str) -> AIOKafkaConsumer:
+    """A started consumer without a group, assigned every partition of ``topics``; a missing topic is
+    a ``ValueError`` at once (subscribing to it would wait out the request timeout)."""
+    consumer = await kafka_clients.started(
+        kafka_clients.consumer(s, group_id=None, enable_auto_commit=False, auto_offset_reset=reset)
     )
-    await consumer.start()  # without a group, subscribing assigns every partition of the topics
+    try:
+        # One metadata request answers both questions (consumer.topics() does not fill the cache
+        # partitions_for_topic() reads).
+        cluster = await consumer._client.fetch_all_metadata()
+        missing = sorted(set(topics) - cluster.topics())
+        if missing:
+            raise ValueError(f"topic {', '.join(missing)} does not exist")
+        consumer.assign(
+            [TopicPartition(t, p) for t in topics for p in sorted(cluster.partitions_for_topic(t) or ())]
+        )
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer
+
+
+async def read_to_end(s: Settings, *topics: str) -> AsyncGenerator[ConsumerRecord, None]:
+    """Every record of ``topics`` from the beginning up to their ends as of now (then stop)."""
+    consumer = await assigned_consumer(s, list(topics), "earliest")
     try:
         tps = sorted(consumer.assignment())
-        missing = set(topics) - {tp.topic for tp in tps}
-        if missing:
-            raise ValueError(f"topic {', '.join(sorted(missing))} does not exist")
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         left = {tp for tp in tps if ends[tp] > 0}
@@ -103,5 +145,17 @@ async def read_to_end(s: Settings, *topics: str) -> AsyncIterator[ConsumerRecord
             for tp in list(left):
                 if await consumer.position(tp) >= ends[tp]:
                     left.discard(tp)
+    finally:
+        await consumer.stop()
+
+
+async def count_records(s: Settings, *topics: str) -> int:
+    """How many records ``topics`` hold now (end minus beginning offsets, all partitions)."""
+    consumer = await assigned_consumer(s, list(topics), "earliest")
+    try:
+        tps = sorted(consumer.assignment())
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+        return sum(ends[tp] - starts[tp] for tp in tps)
     finally:
         await consumer.stop()
