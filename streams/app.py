@@ -314,6 +314,17 @@ def create_app(
             if n != exported.get(key, 0):
                 metrics.event(topic, type_, n - exported.get(key, 0))
                 exported[key] = n
+        st = driver.stats
+        for what, n in (
+            ("redelivered", st.redelivered),
+            ("late", st.late),
+            ("forced_releases", st.forced_releases),
+            ("evaluation_errors", st.evaluation_errors),
+        ):
+            key = (id(driver), "x", what)
+            if n != exported.get(key, 0):
+                metrics.engine.labels(what=what).inc(n - exported.get(key, 0))
+                exported[key] = n
         for reason, n in driver.stats.dead_by_reason.items():
             key = (id(driver), "d", reason)
             if n != exported.get(key, 0):

@@ -64,6 +64,14 @@ class WorkerMetrics:
             states=RECOVERY_STATES,
             registry=r,
         )
+        self.engine = Counter(
+            "healthmon_engine",
+            "Partition driver counters: redelivered (records skipped as already folded in), late "
+            "(read after the watermark passed their time), forced_releases (a silent topic or a full "
+            "buffer stopped holding time back), evaluation_errors",
+            ["what"],
+            registry=r,
+        )
         self.recovery_remaining = Gauge(
             "healthmon_recovery_remaining",
             "Changelog messages still to restore before the worker processes events",

@@ -49,5 +49,6 @@ async def test_worker_exports_its_metrics(kafka_settings, tmp_path):
         assert any(k.startswith("healthmon_dead_letters_total") and v == 1 for k, v in m.items())
         assert m['healthmon_worker_state{healthmon_worker_state="running"}'] == 1
         assert m["healthmon_evaluation_seconds_count"] >= 1
+        assert m.get('healthmon_engine_total{what="late"}', 0) == 0
     finally:
         w.stop()
