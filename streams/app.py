@@ -230,8 +230,16 @@ def create_app(
         log.info("partition %s ready: %d accounts due", p, driver.schedule_size)
         now = time.time()
         for event in waiting.pop(p, []):
-            driver.offer(to_record(event), now)
+            if current(event):
+                driver.offer(to_record(event), now)
         return driver
+
+    def current(event: EventT) -> bool:
+        """Whether the record was fetched in this generation of the group. One fetched before a
+        rebalance may still sit in a batch; it is neither processed nor acked (acking it could let
+        the commit jump the records the seek to the committed offset delivers again before it)."""
+        generation = event.message.generation_id
+        return generation is None or generation == app.consumer_generation_id
 
     def to_record(event: EventT) -> Record:
         msg = event.message
@@ -340,6 +348,8 @@ def create_app(
             async with lock:
                 now = time.time()
                 for event in batch:
+                    if not current(event):
+                        continue  # fetched before a rebalance: the seek delivers it again, in order
                     p = event.message.partition
                     driver = drivers.get(p) or await ensure_driver(p)
                     if driver is None:
