@@ -30,7 +30,7 @@ from .codecs import STATE_CODEC
 from .config import ConfigError
 from .driver import DeadLetter, DriverConfig, Output, PartitionDriver, Record, StateStore
 from .engine import Engine
-from .headers import OutputKind, output_headers
+from .headers import OutputKind, event_time_header, output_headers
 from .kafka_clients import consumer as kafka_consumer
 from .kafka_clients import faust_app_kwargs, started
 from .prom import WorkerMetrics, start_exporter
@@ -294,9 +294,10 @@ def create_app(
                 headers = [("healthmon.reason", b"evaluation failed"), ("content-type", b"application/json")]
             else:
                 headers = output_headers(OUTPUT_KINDS[name])  # the header contract: streams/headers.py
-            records.append(
-                (output_names[name], key, value, None, ts_ms / 1000 if ts_ms > 0 else None, headers)
-            )
+                headers.append(event_time_header(ts_ms))
+            # The Kafka timestamp stays the produce time: an event-time one would let time-based
+            # retention delete a replay's outputs at once (docs/deploy.md).
+            records.append((output_names[name], key, value, None, None, headers))
         records.extend(dead_letter(p, dl) for dl in out.dead_letters)
         await deliver(records)
         changelog = accounts.changelog_topic.get_topic_name()

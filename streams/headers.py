@@ -12,11 +12,10 @@ decode it without parsing the value first:
 ``healthmon.producer``     ``healthmon/<package version>`` (which build wrote it)
 =========================  ==================================================================
 
-The record's **timestamp** is the event time the value describes, not the time it was produced: for a
-snapshot or a health change, the ``occurred_at`` of the event that produced it (``as_of``); for an
-alert, the time its state changed (``fired_at`` / ``resolved_at``). Replaying history therefore yields
-records whose timestamps match the history, and time-based retention and ``offsets_for_times`` work on
-event time. Pass it as ``timestamp_ms`` when producing.
+``healthmon.event-time`` is the event time the value describes, in ms since the epoch: for a snapshot or a
+health change its ``as_of``; for an alert, the time its state changed. The record's Kafka timestamp stays
+the time it was produced: with the event time there, time-based retention deletes a replay's outputs
+(weeks old in event time) at the next retention check (docs/deploy.md).
 
 Dead letters (cs.deadletter, cs.alerts.deadletter) keep their own ``healthmon.reason`` / ``.topic`` /
 ``.partition`` / ``.offset`` headers (streams/app.py) and the original bytes.
@@ -63,6 +62,10 @@ def _headers(kind: OutputKind, schema_version: int) -> tuple[tuple[str, bytes], 
 def output_headers(kind: OutputKind, schema_version: int = 1) -> Headers:
     """The headers for one output record of ``kind`` (a fresh list: the producer may keep it)."""
     return list(_headers(kind, schema_version))
+
+
+def event_time_header(ms: int) -> tuple[str, bytes]:
+    return ("healthmon.event-time", str(ms).encode())
 
 
 def timestamp_ms(event_time: datetime | float) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import orjson
 import pytest
 
@@ -86,6 +88,11 @@ async def test_snapshot_and_dead_letters(kafka_settings, worker):
 
     health = await collect(s, "health", lambda rs: snapshot_total(rs, "acme") == 5)
     snap = latest_snapshots(health)["acme"]
+    # The output header contract (streams/headers.py), with the event time the record describes.
+    last = headers(health[-1])
+    assert last["content-type"] == "application/json" and last["healthmon.kind"] == "health"
+    as_of = orjson.loads(health[-1].value)["as_of"]
+    assert int(last["healthmon.event-time"]) == int(datetime.fromisoformat(as_of).timestamp() * 1000)
     assert snap["account"]["name"] == "acme Inc"
     assert snap["account"]["segment"] == "mid_market"
     m = snap["metrics"]
