@@ -350,7 +350,14 @@ def create_app(
                 now = time.time()
                 for event in batch:
                     if not current(event):
-                        continue  # fetched before a rebalance: the seek delivers it again, in order
+                        # fetched before a rebalance: the seek delivers it again, in order
+                        log.info(
+                            "skipped %s[%s]@%s of an earlier generation",
+                            event.message.topic,
+                            event.message.partition,
+                            event.message.offset,
+                        )
+                        continue
                     p = event.message.partition
                     driver = drivers.get(p) or await ensure_driver(p)
                     if driver is None:
@@ -418,6 +425,8 @@ def create_app(
                 if driver is not None:
                     await step(p, driver)
 
+    last_seen: dict[int, tuple[int, int]] = {}
+
     @app.timer(10.0)
     async def gauges() -> None:
         """Consumer lag and accounts per band (a pass over the owned states every 10 s)."""
@@ -429,6 +438,16 @@ def create_app(
                 pos = driver.position[k] if driver is not None else None
                 if hw is not None and pos is not None:
                     metrics.consumer_lag.labels(topic=name, partition=str(p)).set(max(0, hw - pos))
+        for p, driver in list(drivers.items()):
+            st = driver.stats
+            if st.late or st.forced_releases:
+                log.info(
+                    "partition %s: %d late records, %d forced releases so far", p, st.late, st.forced_releases
+                )
+            moved = (driver.clock_ms, driver.stats.processed)
+            if driver.buffered and last_seen.get(p) == moved:
+                log.warning("partition %s has not moved for 10 s: %s", p, driver.describe(highwaters(p)))
+            last_seen[p] = moved
         bands = dict.fromkeys(("red", "yellow", "green", "none"), 0)
         for state in list(accounts.data.values()):
             if getattr(state, "partition", None) in mine:

@@ -453,6 +453,14 @@ class PartitionDriver:
             if isinstance(state, AccountState) and state.partition == self.partition:
                 yield state
 
+    def describe(self, highwaters: list[int | None]) -> str:
+        """Why the partition waits, for the log: per topic, records queued, next offset, end offset."""
+        parts = []
+        for k, kind in enumerate(INPUT_KINDS):
+            q = self.queues[k]
+            parts.append(f"{kind}: {len(q)} queued, at {self.position[k]} of {highwaters[k]}")
+        return f"clock {self.clock_ms}, released {self._released}; " + "; ".join(parts)
+
     @property
     def schedule_size(self) -> int:
         return len(self._due)
