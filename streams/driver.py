@@ -255,8 +255,8 @@ class PartitionDriver:
         safe = min(bounds)[0] - 1
         if safe > self.clock_ms:
             self._advance(safe)
-        if self._dirty and not self.buffered and safe >= self._max_offered:
-            self._preview()
+        if self._dirty and not self.buffered and safe >= self._max_offered and not self._realtime:
+            self._preview()  # in live mode the slot closes within milliseconds: no preview needed
         out, self._out = self._out, Output()
         return out
 
@@ -325,8 +325,7 @@ class PartitionDriver:
         ts = ts_ms // 1000
         if state.owed is None or ts > state.owed:
             state.owed = ts
-        if not self._dirty:
-            self._open_slot(max(ts_ms, self.clock_ms))
+        self._open_slot(max(ts_ms, self.clock_ms))
         self._dirty[account_id] = state.owed
 
     def _dead(self, record: Record, reason: str) -> None:
@@ -358,8 +357,13 @@ class PartitionDriver:
             self.clock_ms = until_ms
 
     def _open_slot(self, t_ms: int) -> None:
+        """The open slot closes at its last millisecond; a live (shorter) slot opened while an
+        event-time one is still open closes it sooner (a stream that caught up with the wall clock
+        must not wait for the end of the hour its replay ended in)."""
         slot = self.config.live_slot_ms if self._realtime else self.config.slot_ms
-        self._close_at = (t_ms // slot + 1) * slot - 1
+        close_at = (t_ms // slot + 1) * slot - 1
+        if not self._dirty or close_at < self._close_at:
+            self._close_at = close_at
 
     def _preview(self) -> None:
         """Nothing waits to be read and the latest event is released, yet the open slot has not
@@ -441,12 +445,14 @@ class PartitionDriver:
 
     def _rebuild(self) -> None:
         """After a restart or a rebalance: the due schedule and owed evaluations from the states."""
+        owed: dict[str, int] = {}
         for state in list(self._states()):
             self._schedule(state)
             if state.owed is not None:
-                self._dirty[state.account_id] = state.owed
-        if self._dirty:  # owed evaluations close with the slot of the latest of them
-            self._open_slot(max(self._dirty.values()) * 1000)
+                owed[state.account_id] = state.owed
+        if owed:  # owed evaluations close with the slot of the latest of them
+            self._open_slot(max(owed.values()) * 1000)
+            self._dirty = owed
 
     def _states(self) -> Iterable[AccountState]:
         for state in self.store.data.values():
