@@ -424,6 +424,26 @@ def create_app(
                 driver = drivers.get(p) or await ensure_driver(p)
                 if driver is not None:
                     await step(p, driver)
+                    nudge(p, driver)
+
+    nudged: dict[tuple[int, int], float] = {}
+
+    def nudge(p: int, driver: PartitionDriver) -> None:
+        """A topic with unread records that delivers nothing for seconds while the driver holds
+        others back: Faust's flow control can leave a partition out of its fetches after its stream
+        buffer was full (seen in the SIGKILL fault test: one topic stuck while another's records
+        waited in the driver). Put it back; harmless when it was not left out."""
+        now = time.time()
+        for k, since in enumerate(driver.blocked_since):
+            if since is None or now - since < 2.0 or now - nudged.get((k, p), 0.0) < 2.0:
+                continue
+            nudged[(k, p)] = now
+            tp = TP(names[k], p)
+            app.consumer.on_buffer_drop(tp)
+            app.consumer.resume_partitions([tp])
+            log.info(
+                "%s[%s] has unread records but delivers none: asked the consumer to fetch it", names[k], p
+            )
 
     last_seen: dict[int, tuple[int, int]] = {}
 

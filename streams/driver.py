@@ -153,6 +153,7 @@ class PartitionDriver:
         self.position: list[int | None] = [None] * N_KINDS
         self.offered_ts: list[int] = [NEVER] * N_KINDS
         self.blocked_since: list[float | None] = [None] * N_KINDS
+        self.forced: list[bool] = [False] * N_KINDS
         #: Event time (ms) up to which the merge has processed the partition.
         self.clock_ms = NEVER
         #: Wall-time hold on the latest offered event time: (offered at, event time ms), oldest first.
@@ -188,6 +189,7 @@ class PartitionDriver:
                 self.buffered -= 1
         self.position[k] = record.offset + 1
         self.blocked_since[k] = None
+        self.forced[k] = False
         event, reason, ts_ms = self._parse(record, now)
         if ts_ms is None:
             # Not an event: it keeps its place in its topic's order but holds no time back.
@@ -270,13 +272,19 @@ class PartitionDriver:
                 continue
             hw, pos = highwaters[k], self.position[k]
             caught_up = hw is not None and (hw == 0 or (pos is not None and pos >= hw))
-            if not caught_up:
+            if caught_up:
+                self.blocked_since[k] = None
+                self.forced[k] = False
+            else:
                 since = self.blocked_since[k]
                 if since is None:
                     self.blocked_since[k] = now
                 elif now - since >= self.config.max_block_s:
-                    self.stats.forced_releases += 1
-                    self.blocked_since[k] = now  # count once per period, then release again
+                    # It stops holding time back until it delivers a record again (offer clears
+                    # blocked_since), so a stuck topic delays the rest once, not per record.
+                    if not self.forced[k]:
+                        self.stats.forced_releases += 1
+                        self.forced[k] = True
                     caught_up = True
             if caught_up:
                 bounds.append((idle_bound + 1, -1))
