@@ -16,7 +16,7 @@ DEMO_ACCOUNTS ?= 100
 DEMO_DAYS ?= 60
 DEMO_RATE ?= 1500
 
-.PHONY: help install run _start stop status stack stack-stop test lint format bench clean
+.PHONY: help install run _start stop status stack stack-stop test test-faults lint format bench clean
 .PHONY: test-kafka4 _demo_reset
 
 help:
@@ -108,6 +108,10 @@ test: install
 # The integration suite again on Kafka 4.x (KRaft only, KIP-896 removed old protocol versions), on a
 # stack of its own (ports 19192/16479 unless HEALTHMON_TEST_KAFKA4_PORT / _REDIS4_PORT say otherwise).
 KAFKA4_VERSION ?= 4.4.0
+# The engine's SIGKILL and join/kill scenarios: known to differ in some runs (issue 10 is open).
+test-faults: install
+	@.ci/test.sh -m engine_crash tests/integration/test_engine_faults.py
+
 test-kafka4: install
 	@HEALTHMON_KAFKA_VERSION=$(KAFKA4_VERSION) HEALTHMON_TEST_LINT=0 \
 	  HEALTHMON_TEST_KAFKA_PORT=$${HEALTHMON_TEST_KAFKA4_PORT:-19192} \
