@@ -163,7 +163,7 @@ def create_app(
     )
     drivers = pipeline.drivers
     metrics = pipeline.metrics
-    exported: dict[tuple[int, str, object], int] = {}  # per driver: counter values already exported
+    exported: dict[tuple[object, ...], int] = {}  # per driver: counter values already exported
     store = StateStore(accounts.data)
     lock = asyncio.Lock()  # the ingest batches and the timer take turns on the drivers
     waiting: dict[int, list[EventT]] = {}  # records of a partition whose driver is not ready yet
@@ -318,27 +318,23 @@ def create_app(
             export_counts(p, driver)
 
     def export_counts(p: int, driver: PartitionDriver) -> None:
-        for (topic, type_), n in driver.stats.by_type.items():
-            key: tuple[int, str, object] = (id(driver), "e", (topic, type_))
-            if n != exported.get(key, 0):
-                metrics.event(topic, type_, n - exported.get(key, 0))
-                exported[key] = n
+        """The driver's counters only grow; Prometheus gets what each grew by since the last step."""
         st = driver.stats
-        for what, n in (
-            ("redelivered", st.redelivered),
-            ("late", st.late),
-            ("forced_releases", st.forced_releases),
-            ("evaluation_errors", st.evaluation_errors),
-        ):
-            key = (id(driver), "x", what)
-            if n != exported.get(key, 0):
-                metrics.engine.labels(what=what).inc(n - exported.get(key, 0))
-                exported[key] = n
-        for reason, n in driver.stats.dead_by_reason.items():
-            key = (id(driver), "d", reason)
-            if n != exported.get(key, 0):
-                metrics.dead_letters.labels(reason=reason).inc(n - exported.get(key, 0))
-                exported[key] = n
+
+        def grown(key: tuple[str, object], n: int) -> int:
+            full = (id(driver), *key)
+            before, exported[full] = exported.get(full, 0), n
+            return n - before
+
+        for (topic, type_), n in st.by_type.items():
+            if d := grown(("e", (topic, type_)), n):
+                metrics.event(topic, type_, d)
+        for what in ("redelivered", "late", "forced_releases", "evaluation_errors"):
+            if d := grown(("x", what), getattr(st, what)):
+                metrics.engine.labels(what=what).inc(d)
+        for reason, n in st.dead_by_reason.items():
+            if d := grown(("d", reason), n):
+                metrics.dead_letters.labels(reason=reason).inc(d)
 
     @app.agent(inputs, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
@@ -402,6 +398,9 @@ def create_app(
                     waiting.pop(tp.partition, None)
                     for k in range(len(names)):
                         end_offsets.pop((k, tp.partition), None)
+            live = {id(d) for d in drivers.values()}
+            for key in [k for k in exported if k[0] not in live]:
+                del exported[key]  # counters of dropped drivers
 
     rules_stamp = _rules_stamp(rules_path)
     last_rules_check = time.monotonic()
