@@ -113,6 +113,10 @@ class DriverStats:
     evaluations: int = 0
     evaluation_errors: int = 0
     forced_releases: int = 0
+    #: Records that arrived after a hole in their topic's offsets and were set aside (they come
+    #: again once the caller has re-read the hole), and holes found.
+    gap_discarded: int = 0
+    gaps: int = 0
     #: Events processed by (topic kind, event type), and dead letters by reason class.
     by_type: dict[tuple[str, str], int] = field(default_factory=dict)
     dead_by_reason: dict[str, int] = field(default_factory=dict)
@@ -170,6 +174,8 @@ class PartitionDriver:
         self._due: list[tuple[int, str]] = []
         self._scheduled: dict[str, int] = {}
         self._out = Output()
+        #: Per topic with a hole in its offsets: (next offset expected, offset that came instead).
+        self.gaps: dict[int, tuple[int, int]] = {}
         if positions is not None:  # where the consumer starts reading (committed offsets)
             self.position = list(positions)
         self._rebuild()
@@ -180,6 +186,17 @@ class PartitionDriver:
         """Queue one record (records of a topic arrive in offset order)."""
         k = record.kind
         pos = self.position[k]
+        if pos is not None and record.offset > pos:
+            # A hole: records pos..offset-1 never reached us (the client skipped them). Folding
+            # this one would mark them as applied in the account's offsets, and a later
+            # redelivery would be skipped: the record is set aside until the caller has read
+            # the hole again (``gaps``, then ``skip_to`` if the broker has nothing there).
+            if k not in self.gaps:
+                self.gaps[k] = (pos, record.offset)
+                self.stats.gaps += 1
+            self.stats.gap_discarded += 1
+            return
+        self.gaps.pop(k, None)
         if pos is not None and record.offset < pos:
             # A rewind (the consumer sought back to the committed offset after a rebalance): drop
             # the queued copies from here on; they come again, in order, and are acked then.
@@ -472,8 +489,17 @@ class PartitionDriver:
         parts = []
         for k, kind in enumerate(INPUT_KINDS):
             q = self.queues[k]
-            parts.append(f"{kind}: {len(q)} queued, at {self.position[k]} of {highwaters[k]}")
+            gap = f", hole before {self.gaps[k][1]}" if k in self.gaps else ""
+            parts.append(f"{kind}: {len(q)} queued, at {self.position[k]} of {highwaters[k]}{gap}")
         return f"clock {self.clock_ms}, released {self._released}; " + "; ".join(parts)
+
+    def skip_to(self, kind: int, offset: int) -> None:
+        """The broker holds nothing before ``offset`` past where the topic stopped (transaction
+        markers, compaction): accept ``offset`` as the next record."""
+        pos = self.position[kind]
+        if pos is None or offset > pos:
+            self.position[kind] = offset
+        self.gaps.pop(kind, None)
 
     @property
     def schedule_size(self) -> int:

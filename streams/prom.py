@@ -68,7 +68,8 @@ class WorkerMetrics:
             "healthmon_engine",
             "Partition driver counters: redelivered (records skipped as already folded in), late "
             "(read after the watermark passed their time), forced_releases (a silent topic or a full "
-            "buffer stopped holding time back), evaluation_errors",
+            "buffer stopped holding time back), evaluation_errors, gaps (holes in a topic's offsets read "
+            "again)",
             ["what"],
             registry=r,
         )
