@@ -7,16 +7,20 @@ import contextlib
 import logging
 import sys
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
 
 from .cli_errors import HealthmonGroup
 from .settings import get_settings
+
+if TYPE_CHECKING:
+    from .events import BaseEvent
 
 
 @click.group(cls=HealthmonGroup)
@@ -479,7 +483,12 @@ def shadow(
 
 
 @main.command()
-@click.argument("events", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("events", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--from-kafka",
+    is_flag=True,
+    help="Read the history from the input topics to their end (the default when no EVENTS file is given).",
+)
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -494,7 +503,8 @@ def shadow(
 @click.option("--horizon-days", type=click.IntRange(1), default=30, show_default=True)
 @click.option("--red-precision", type=click.FloatRange(0.05, 1), default=0.6, show_default=True)
 def calibrate(
-    events: Path,
+    events: Path | None,
+    from_kafka: bool,
     out: Path,
     base: Path | None,
     test_share: float,
@@ -502,7 +512,8 @@ def calibrate(
     horizon_days: int,
     red_precision: float,
 ) -> None:
-    """Learn measure weights, thresholds and bands from history (a JSONL or .jsonl.gz event file).
+    """Learn measure weights, thresholds and bands from history: a JSONL or .jsonl.gz event file, or
+    the input topics read to their end (--from-kafka, or no file given; invalid records left out).
 
     Observations every --every-days days, labelled "cancels within --horizon-days"; fitted on the
     earlier part of the timeline and validated on the latest --test-share (train vs test AUC). A
@@ -513,11 +524,26 @@ def calibrate(
     from .scoring import load_scoring
     from .validation import observe, read_events
 
-    cfg = load_scoring(base or get_settings().scorecard)
-    try:
-        obs = observe(
-            read_events(events), cfg, every_days=every_days, horizon_days=horizon_days, peer_features=False
+    if events is not None and from_kafka:
+        raise click.UsageError("give an EVENTS file or --from-kafka, not both")
+    s = get_settings()
+    cfg = load_scoring(base or s.scorecard)
+    if events is None:
+        from .history import read_input_history
+
+        try:
+            hist = asyncio.run(read_input_history(s))
+        except ValueError as exc:  # an input topic does not exist
+            raise click.ClickException(str(exc)) from None
+        click.echo(
+            f"read {hist.read} records from the input topics ({hist.invalid_total} invalid left out)",
+            err=True,
         )
+        history: Iterable[BaseEvent] = hist.events
+    else:
+        history = read_events(events)
+    try:
+        obs = observe(history, cfg, every_days=every_days, horizon_days=horizon_days, peer_features=False)
         config, report = run_calibration(
             obs.observations, cfg, test_share=test_share, red_precision=red_precision
         )
