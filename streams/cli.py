@@ -7,16 +7,20 @@ import contextlib
 import logging
 import sys
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
 
 from .cli_errors import HealthmonGroup
 from .settings import get_settings
+
+if TYPE_CHECKING:
+    from .events import BaseEvent
 
 
 @click.group(cls=HealthmonGroup)
@@ -405,7 +409,86 @@ def progress_iter(items, progress):
 
 
 @main.command()
-@click.argument("events", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--scorecard",
+    "card",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The scorecard to try (default: the current one, e.g. to try only --rules).",
+)
+@click.option(
+    "--rules",
+    "rules_path",
+    type=click.Path(exists=True, path_type=Path),
+    help="A rule file or folder to try (default: the current rules).",
+)
+@click.option(
+    "--until",
+    default=None,
+    help="Let event time run on to this date or RFC 3339 time (default: the last event).",
+)
+@click.option(
+    "--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the report here."
+)
+@click.option("--no-write", is_flag=True, help="Only report: write no snapshots to the shadow topic.")
+def shadow(
+    card: Path | None, rules_path: Path | None, until: str | None, json_out: Path | None, no_write: bool
+) -> None:
+    """Re-score the input topics' history with a new scorecard (or rules) without sending alerts.
+
+    The history is read from Kafka to its end and scored twice by the production partition driver,
+    offline: with the current HEALTHMON_SCORECARD / HEALTHMON_RULES and with the new ones. The new
+    snapshots go to cs.health.shadow (never cs.health, never cs.alerts); the report says, per rule, which
+    alert episodes only one of them has, and which accounts end in another band.
+    """
+    from rules.engine import DEFAULT_RULES, load_rules
+
+    from .engine import Engine
+    from .history import read_input_history
+    from .scoring import load_scoring
+    from .shadow import ShadowReport, diff, publish, render, rescore
+
+    if card is None and rules_path is None:
+        raise click.UsageError("give --scorecard and/or --rules to try")
+    s = get_settings()
+    current_rules = load_rules(s.rules or DEFAULT_RULES)
+    current = Engine(load_scoring(s.scorecard), current_rules)
+    candidate = Engine(
+        load_scoring(card or s.scorecard), load_rules(rules_path) if rules_path else current_rules
+    )
+    until_ms = None if until is None else int(_parse_end(until).timestamp() * 1000)
+    try:
+        hist = asyncio.run(read_input_history(s))
+    except ValueError as exc:  # an input topic does not exist
+        raise click.ClickException(str(exc)) from None
+    if not hist.events:
+        raise click.ClickException(f"the input topics hold no valid events ({hist.read} records read)")
+    before = rescore(hist.events, current, until_ms)
+    after = rescore(hist.events, candidate, until_ms)
+    label = " + ".join(str(p) for p in (card, rules_path) if p is not None)
+    topic, written = (None, 0) if no_write else asyncio.run(publish(s, after.snapshots, label))
+    rules_diff, bands, red = diff(before, after)
+    report = ShadowReport(
+        events=len(hist.events),
+        invalid=hist.invalid_total,
+        snapshots=written,
+        shadow_topic=topic,
+        rules=rules_diff,
+        band_changes=bands,
+        red=red,
+    )
+    click.echo(render(report, label))
+    if json_out:
+        json_out.write_bytes(orjson.dumps(report.model_dump(mode="json"), option=orjson.OPT_INDENT_2))
+        click.echo(f"wrote {json_out}")
+
+
+@main.command()
+@click.argument("events", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--from-kafka",
+    is_flag=True,
+    help="Read the history from the input topics to their end (the default when no EVENTS file is given).",
+)
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -420,7 +503,8 @@ def progress_iter(items, progress):
 @click.option("--horizon-days", type=click.IntRange(1), default=30, show_default=True)
 @click.option("--red-precision", type=click.FloatRange(0.05, 1), default=0.6, show_default=True)
 def calibrate(
-    events: Path,
+    events: Path | None,
+    from_kafka: bool,
     out: Path,
     base: Path | None,
     test_share: float,
@@ -428,7 +512,8 @@ def calibrate(
     horizon_days: int,
     red_precision: float,
 ) -> None:
-    """Learn measure weights, thresholds and bands from history (a JSONL or .jsonl.gz event file).
+    """Learn measure weights, thresholds and bands from history: a JSONL or .jsonl.gz event file, or
+    the input topics read to their end (--from-kafka, or no file given; invalid records left out).
 
     Observations every --every-days days, labelled "cancels within --horizon-days"; fitted on the
     earlier part of the timeline and validated on the latest --test-share (train vs test AUC). A
@@ -439,11 +524,26 @@ def calibrate(
     from .scoring import load_scoring
     from .validation import observe, read_events
 
-    cfg = load_scoring(base or get_settings().scorecard)
-    try:
-        obs = observe(
-            read_events(events), cfg, every_days=every_days, horizon_days=horizon_days, peer_features=False
+    if events is not None and from_kafka:
+        raise click.UsageError("give an EVENTS file or --from-kafka, not both")
+    s = get_settings()
+    cfg = load_scoring(base or s.scorecard)
+    if events is None:
+        from .history import read_input_history
+
+        try:
+            hist = asyncio.run(read_input_history(s))
+        except ValueError as exc:  # an input topic does not exist
+            raise click.ClickException(str(exc)) from None
+        click.echo(
+            f"read {hist.read} records from the input topics ({hist.invalid_total} invalid left out)",
+            err=True,
         )
+        history: Iterable[BaseEvent] = hist.events
+    else:
+        history = read_events(events)
+    try:
+        obs = observe(history, cfg, every_days=every_days, horizon_days=horizon_days, peer_features=False)
         config, report = run_calibration(
             obs.observations, cfg, test_share=test_share, red_precision=red_precision
         )

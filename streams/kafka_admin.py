@@ -35,6 +35,32 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
     return specs
 
 
+def shadow_topic_spec(s: Settings) -> TopicSpec:
+    """``healthmon shadow`` output: every snapshot of a re-scored history, kept a week (not compacted,
+    so the whole history can be compared); created by the command itself, the worker never reads it."""
+    return TopicSpec(
+        s.topic("health_shadow"), s.partitions, {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)}
+    )
+
+
+async def ensure_topic(s: Settings, spec: TopicSpec) -> bool:
+    """Create one topic if it is missing; True if this call created it."""
+    admin = kafka_clients.admin(s, client_id=f"{s.app_id}-admin")
+    await kafka_clients.started(admin)
+    try:
+        if spec.name in set(await admin.list_topics()):
+            return False
+        try:
+            await admin.create_topics(
+                [NewTopic(spec.name, spec.partitions, s.replication_factor, topic_configs=spec.config)]
+            )
+        except TopicAlreadyExistsError:
+            return False
+        return True
+    finally:
+        await admin.close()
+
+
 class TopicMismatch(RuntimeError):
     pass
 

@@ -25,6 +25,8 @@ class TopicNames(BaseModel):
     deadletter: str = "cs.deadletter"
     alerts_deadletter: str = "cs.alerts.deadletter"
     portfolio: str = "cs.portfolio"
+    #: Snapshots of `healthmon shadow` (a new scorecard tried on the history); never read by the worker.
+    health_shadow: str = "cs.health.shadow"
 
 
 ENV_PREFIX = "HEALTHMON_"

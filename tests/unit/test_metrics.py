@@ -200,6 +200,18 @@ def test_usage_against_the_accounts_own_baseline_covers_a_young_account():
     assert m.tenure_days == 20  # no profile: from the first event
 
 
+def test_a_sustained_60_pct_drop_on_day_28_reads_minus_60_a_week_later():
+    # Days 0-27: 5 users a day; from day 28: 2 a day. At the end of day 34 the week (28-34) is all
+    # dropped and the baseline is the 28 days before it (0-27): 2/5 - 1 = -60 %.
+    evs = [event("login", "a", at(d, 9), user_id=f"u{u}") for d in range(28) for u in range(5)]
+    evs += [event("login", "a", at(d, 9), user_id=f"u{u}") for d in range(28, 35) for u in range(2)]
+    m = metrics(fold(*evs), 34, 12)
+    assert m.usage_trend_30d_pct is None
+    assert m.usage_vs_baseline_pct == pytest.approx(-60.0)
+    # Two days into the drop (day 29 at noon): (5 x 5 + 2 x 2) / 7 against 5/day over 23 days: -17 %.
+    assert metrics(fold(*evs), 29, 12).usage_vs_baseline_pct == pytest.approx((29 / 7) / 5 * 100 - 100)
+
+
 def test_baseline_needs_a_week_before_this_one():
     evs = [event("login", "a", at(d), user_id="u0") for d in range(10)]
     assert metrics(fold(*evs), 9, 12).usage_vs_baseline_pct is None  # 3 days of baseline
