@@ -7,15 +7,12 @@ import random
 from pathlib import Path
 
 import faust
-import pytest
 from faust.types import TP
 
 from streams.codecs import STATE_CODEC
 from streams.driver import Output, RocksStateStore, StateStore, state_store
 from streams.state import AccountState
 from tests.unit.test_driver import Run, history, topics_of  # noqa: F401  (history is a fixture)
-
-pytest.importorskip("rocksdict")
 
 
 def rocks_table(datadir: Path) -> tuple[faust.App, RocksStateStore]:
