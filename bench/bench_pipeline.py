@@ -397,15 +397,10 @@ def memory_probe(counts: list[int], sim_accounts: int) -> dict:
     for st in states.values():
         engine.evaluate(st, end)
     blobs = [st.dumps() for st in states.values()]
-    sizes = sorted(len(b) for b in blobs)
     out: dict = {
-        "state_bytes": {
-            "mean": statistics.mean(sizes),
-            "p50": sizes[len(sizes) // 2],
-            "p95": sizes[int(len(sizes) * 0.95)],
-            "max": sizes[-1],
-            "accounts": len(sizes),
-        },
+        # The changelog record (binary v1), and the JSON it replaced, for comparison.
+        "state_bytes": size_stats([len(b) for b in blobs]),
+        "state_bytes_json": size_stats([len(st.dumps_json()) for st in states.values()]),
         "rss_per_account": {},
         # What one state costs in the changelog: aiokafka's own codecs over producer-sized batches
         # (50 states, ~300 KB), as HEALTHMON_COMPRESSION would send and the broker would store them.
@@ -428,6 +423,17 @@ def memory_probe(counts: list[int], sim_accounts: int) -> dict:
         out["rss_per_account"][str(n)] = {"bytes": grown * 1024 / n, "rss_mb": rss_kb() / 1024}
         del table
     return out
+
+
+def size_stats(sizes: list[int]) -> dict:
+    sizes = sorted(sizes)
+    return {
+        "mean": statistics.mean(sizes),
+        "p50": sizes[len(sizes) // 2],
+        "p95": sizes[int(len(sizes) * 0.95)],
+        "max": sizes[-1],
+        "accounts": len(sizes),
+    }
 
 
 def rss_kb(pid: str = "self") -> int:
@@ -492,6 +498,9 @@ def table(result: dict) -> str:
     sb = mem["state_bytes"]
     rows.append(("   state per account (serialized)",
                  f"mean {sb['mean']:,.0f} B, p50 {sb['p50']:,} B, p95 {sb['p95']:,} B, max {sb['max']:,} B"))  # fmt: skip
+    if sj := mem.get("state_bytes_json"):
+        rows.append(("   the same as JSON (before v1)",
+                     f"mean {sj['mean']:,.0f} B, p50 {sj['p50']:,} B, p95 {sj['p95']:,} B, max {sj['max']:,} B"))  # fmt: skip
     cl = mem["changelog_bytes_per_state"]
     rows.append(
         ("   in the changelog, compressed", f"lz4 {cl['lz4']:,.0f} B, zstd {cl['zstd']:,.0f} B per state")

@@ -28,7 +28,7 @@ from rules.engine import DEFAULT_RULES, RuleSet, load_rules, rule_files
 from . import codecs as _codecs  # noqa: F401  (registers the state codec)
 from .codecs import STATE_CODEC
 from .config import ConfigError
-from .driver import DeadLetter, DriverConfig, Output, PartitionDriver, Record, StateStore
+from .driver import DeadLetter, DriverConfig, Output, PartitionDriver, Record, StateStore, state_store
 from .engine import Engine
 from .headers import OutputKind, event_time_header, output_headers
 from .kafka_clients import consumer as kafka_consumer
@@ -164,7 +164,7 @@ def create_app(
     drivers = pipeline.drivers
     metrics = pipeline.metrics
     exported: dict[tuple[object, ...], int] = {}  # per driver: counter values already exported
-    store = StateStore(accounts.data)
+    store = state_store(accounts.data)  # the memory dict, or RocksDB's per-partition databases
     lock = asyncio.Lock()  # the ingest batches and the timer take turns on the drivers
     waiting: dict[int, list[EventT]] = {}  # records of a partition whose driver is not ready yet
     end_offsets: dict[tuple[int, int], int] = {}  # (kind, partition) -> end offset, asked once
@@ -285,7 +285,7 @@ def create_app(
         positions = await start_positions(p)
         if p in drivers or generation != recovered_generation or p not in assigned():
             return drivers.get(p)  # the world moved while we asked
-        driver = drivers[p] = PartitionDriver(p, engine, store, config, positions)
+        driver = drivers[p] = PartitionDriver(p, engine, store.for_partition(p), config, positions)
         log.info("partition %s ready: %d accounts due", p, driver.schedule_size)
         now = time.time()
         for event in waiting.pop(p, []):
@@ -307,13 +307,14 @@ def create_app(
     #: (topic, key, value, partition, timestamp in s, headers)
     Out = tuple[str, bytes | None, bytes | None, int | None, float | None, list[tuple[str, bytes]]]
 
-    async def deliver(pending: list[Out]) -> None:
+    async def deliver(pending: list[Out]) -> list[Any]:
         """Send records and wait until every one is acknowledged, resending what failed.
 
         A send does not raise when the broker is away: its future fails after the producer gives
         up on the batch. Each future is checked, and the step does not go on (so nothing is acked)
         until all its records are in Kafka: during an outage the worker waits, it loses nothing."""
         attempt = 0
+        acked: list[Any] = []  # the RecordMetadata of each record, once acknowledged
         while pending:
             sent = [(rec, await app.producer.send(*rec)) for rec in pending]
             await app.producer.flush()
@@ -321,7 +322,7 @@ def create_app(
             error: BaseException | None = None
             for rec, fut in sent:
                 try:
-                    await fut
+                    acked.append(await fut)
                 except Exception as exc:
                     failed.append(rec)
                     error = exc
@@ -336,6 +337,7 @@ def create_app(
                 await asyncio.sleep(delay)
                 attempt += 1
             pending = failed
+        return acked
 
     def dead_letter(p: int, dl: DeadLetter) -> Out:
         rec = dl.record
@@ -344,7 +346,7 @@ def create_app(
         headers = dead_letter_headers(names[rec.kind], p, rec.offset, dl.reason, time.time(), len(value))
         return (deadletter_name, rec.key, value[:DEAD_LETTER_MAX_BYTES], None, None, headers)
 
-    async def make_durable(p: int, out: Output) -> None:
+    async def make_durable(p: int, out: Output, states: StateStore) -> None:
         """Outputs first, then states, then acks: each waits for the one before it. Runs under
         the lock, which a revocation takes before it drops a driver, so it always completes."""
         records: list[Out] = []
@@ -360,7 +362,11 @@ def create_app(
         records.extend(dead_letter(p, dl) for dl in out.dead_letters)
         await deliver(records)
         changelog = accounts.changelog_topic.get_topic_name()
-        await deliver([(changelog, a.encode(), st.dumps(), p, None, []) for a, st in out.states.items()])
+        written = [(a.encode(), st.dumps()) for a, st in out.states.items()]
+        acked = await deliver([(changelog, key, value, p, None, []) for key, value in written])
+        # RocksDB: the same states into the partition's database, with the changelog offset they
+        # reached (recovery reads the changelog after it). Memory: already in place.
+        states.commit(written, max((m.offset for m in acked), default=None))
         for handle in out.acks:
             if handle is not None:
                 handle.ack()
@@ -373,7 +379,7 @@ def create_app(
             n = driver.stats.evaluations - evaluations
             if n:  # the step's evaluation time, per evaluation (the driver reads no clock)
                 metrics.evaluation_seconds.observe((time.perf_counter() - started) / n)
-            await make_durable(p, out)
+            await make_durable(p, out, driver.store)
             export_counts(p, driver)
 
     def export_counts(p: int, driver: PartitionDriver) -> None:

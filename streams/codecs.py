@@ -1,4 +1,4 @@
-"""Faust codec that stores :class:`AccountState` in the table changelog as compact JSON."""
+"""Faust codec that stores :class:`AccountState` in the table changelog (binary v1; reads old JSON)."""
 
 from __future__ import annotations
 

@@ -123,7 +123,10 @@ class DriverStats:
 
 
 class StateStore:
-    """Where account states live: the Faust table's data in the worker, a dict offline."""
+    """Where account states live: the Faust table's in-memory data in the worker, a dict offline.
+
+    ``get`` returns the stored object itself, so the driver's changes land in place and
+    :meth:`commit` has nothing left to do."""
 
     def __init__(self, data: Any = None) -> None:
         self.data: Any = {} if data is None else data
@@ -133,6 +136,89 @@ class StateStore:
 
     def put(self, state: AccountState) -> None:
         self.data[state.account_id] = state
+
+    def states(self, partition: int) -> Iterable[AccountState]:
+        """The states of one input partition (to rebuild its due schedule)."""
+        for state in list(self.data.values()):
+            if isinstance(state, AccountState) and state.partition == partition:
+                yield state
+
+    def for_partition(self, partition: int) -> StateStore:
+        """The store a partition's driver uses: this one serves every partition."""
+        return self
+
+    def commit(self, records: list[tuple[bytes, bytes]], changelog_offset: int | None) -> None:
+        """The step's states are in the changelog (up to ``changelog_offset``): nothing to write."""
+
+
+class RocksStateStore(StateStore):
+    """One partition's database in Faust's RocksDB store (``store._db_for_partition``).
+
+    Faust's own ``store[key] = value`` picks the database from the event being processed, and the
+    driver's writes (due times, timers, merged input) have none; reads that way would also look in
+    the wrong partition. So this goes to the partition's database directly. A read there is a fresh
+    copy, so the states touched in a step are kept here, where later reads in the same step see
+    their changes, until :meth:`commit` writes the step's states and the changelog offset they
+    reached in one write batch (recovery then reads only the changelog after that offset)."""
+
+    def __init__(self, table_store: Any, partition: int | None = None) -> None:
+        self.table_store = table_store
+        self.partition = partition  # None: the table as a whole, which only hands out partitions
+        self.touched: dict[str, AccountState] = {}
+
+    @property
+    def db(self) -> Any:
+        if self.partition is None:
+            raise RuntimeError("a RocksDB state store serves one partition: use for_partition()")
+        return self.table_store._db_for_partition(self.partition)
+
+    def get(self, account_id: str) -> AccountState | None:
+        state = self.touched.get(account_id)
+        if state is None:
+            raw = self.db.get(account_id.encode())
+            if raw is None:
+                return None
+            state = self.touched[account_id] = AccountState.loads(raw)
+        return state
+
+    def put(self, state: AccountState) -> None:
+        self.touched[state.account_id] = state
+
+    def states(self, partition: int) -> Iterable[AccountState]:
+        for key, raw in self.table_store._visible_items(self.db):  # skips Faust's offset key
+            state = self.touched.get(key.decode()) or AccountState.loads(raw)
+            if state.partition == partition:
+                yield state
+
+    def for_partition(self, partition: int) -> StateStore:
+        return RocksStateStore(self.table_store, partition)
+
+    def commit(self, records: list[tuple[bytes, bytes]], changelog_offset: int | None) -> None:
+        """Write the step's states (already in the changelog) and the offset of its last changelog
+        record in one batch: the database never holds a state without the offset that covers it."""
+        if self.table_store.use_rocksdict:
+            import rocksdict
+
+            batch = rocksdict.WriteBatch(raw_mode=True)
+        else:  # python-rocksdb, which Faust prefers when both are installed
+            import rocksdb
+
+            batch = rocksdb.WriteBatch()
+        for key, value in records:
+            batch.put(key, value)
+        if changelog_offset is not None:
+            batch.put(self.table_store.offset_key, str(changelog_offset).encode())
+        self.db.write(batch)
+        self.touched.clear()
+
+
+def state_store(table_data: Any) -> StateStore:
+    """The store for a Faust table's data: per-partition RocksDB databases, or the memory dict."""
+    from faust.stores.rocksdb import Store as RocksStore
+
+    if isinstance(table_data, RocksStore):
+        return RocksStateStore(table_data)
+    return StateStore(table_data)
 
 
 class PartitionDriver:
@@ -480,9 +566,7 @@ class PartitionDriver:
             self._dirty = owed
 
     def _states(self) -> Iterable[AccountState]:
-        for state in self.store.data.values():
-            if isinstance(state, AccountState) and state.partition == self.partition:
-                yield state
+        return self.store.states(self.partition)
 
     def describe(self, highwaters: list[int | None]) -> str:
         """Why the partition waits, for the log: per topic, records queued, next offset, end offset."""
