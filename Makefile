@@ -108,9 +108,10 @@ test: install
 # The integration suite again on Kafka 4.x (KRaft only, KIP-896 removed old protocol versions), on a
 # stack of its own (ports 19192/16479 unless HEALTHMON_TEST_KAFKA4_PORT / _REDIS4_PORT say otherwise).
 KAFKA4_VERSION ?= 4.4.0
-# The engine's SIGKILL and join/kill scenarios: known to differ in some runs (issue 10 is open).
+# The engine's SIGKILL and join/kill scenarios alone (make test runs them too), e.g. in a loop:
+#   for i in 1 2 3 4 5; do make test-faults || break; done
 test-faults: install
-	@.ci/test.sh -m engine_crash tests/integration/test_engine_faults.py
+	@.ci/test.sh -m engine_crash tests/integration/test_engine_faults.py tests/integration/test_rocksdb_kafka.py
 
 test-kafka4: install
 	@HEALTHMON_KAFKA_VERSION=$(KAFKA4_VERSION) HEALTHMON_TEST_LINT=0 \

@@ -207,62 +207,77 @@ def create_app(
 
     async def first_offset_from(tp: TopicPartition, offset: int) -> int | None:
         """The offset of the first record the broker holds at or after ``offset`` (None: none
-        within 5 s), read by a client of our own outside the group."""
-        probe = await started(
-            kafka_consumer(s, group_id=None, client_id=f"{s.app_id}-probe", enable_auto_commit=False)
-        )
-        try:
-            probe.assign([tp])
-            probe.seek(tp, offset)
-            batch = await probe.getmany(tp, timeout_ms=5000, max_records=1)
-            found = batch.get(tp) or []
-            return found[0].offset if found else None
-        finally:
-            await probe.stop()
+        within 2 s), read by a client of our own outside the group."""
 
-    repairing: dict[tuple[int, int], tuple[tuple[int, int], float]] = {}
+        async def probe_once() -> int | None:
+            probe = await started(
+                kafka_consumer(s, group_id=None, client_id=f"{s.app_id}-probe", enable_auto_commit=False)
+            )
+            try:
+                probe.assign([tp])
+                probe.seek(tp, offset)
+                batch = await probe.getmany(tp, timeout_ms=2000, max_records=1)
+                found = batch.get(tp) or []
+                return found[0].offset if found else None
+            finally:
+                await probe.stop()
 
-    async def repair_gaps(p: int, driver: PartitionDriver) -> None:
+        return await asyncio.wait_for(probe_once(), timeout=10)
+
+    rereads: dict[tuple[int, int], tuple[int, float]] = {}  # (partition, topic) -> (from, when)
+    probe_failed_at = 0.0
+
+    async def reread(p: int, driver: PartitionDriver) -> None:
         """Read a topic again from where its records stopped arriving in order.
 
         The driver folds a topic's records strictly in offset order (an account's state records
-        the last offset it applied, which is what makes redelivery safe), so a hole in what the
-        consumer hands over must be filled before anything after it: Faust can skip fetched
-        records (seen in the SIGKILL fault test: 88 records of one partition never reached the
-        agent while the ones after them did). The consumer is sought back to the hole; records
-        already in flight after it are set aside by the driver and come again."""
+        the last offset it applied, which is what makes redelivery safe), so what the consumer
+        skipped must come before anything after it. Faust 0.15 skips fetched records at times: in
+        the SIGKILL fault test 88 records of one partition never reached the agent while the ones
+        after them did (a hole: the driver sets the later ones aside), and a partition's tail can
+        go missing with nothing after it (a topic with unread records that delivers none). Both
+        are sought back to; records in flight come again and the driver takes them in order. The
+        broker is asked first what lies there: offsets it has no record for (transaction markers,
+        compaction) are accepted, not waited for."""
+        nonlocal probe_failed_at
         now = time.monotonic()
-        for k, gap in list(driver.gaps.items()):
-            seen = repairing.get((p, k))
-            if seen is not None and seen[0] == gap and now - seen[1] < 5.0:
-                continue  # a seek for this hole is under way
-            repairing[(p, k)] = (gap, now)
-            want, got = gap
-            tp = TopicPartition(names[k], p)
+        if now - probe_failed_at < 10.0:
+            return  # the broker did not answer the last probe (an outage): not again at once
+        holes: dict[int, tuple[int, int | None]] = dict(driver.gaps)
+        for k, since in enumerate(driver.blocked_since):
+            pos = driver.position[k]
+            if k not in holes and since is not None and pos is not None and time.time() - since >= 3.0:
+                holes[k] = (pos, None)  # unread records, none delivered
+        for k, (want, got) in holes.items():
+            seen = rereads.get((p, k))
+            if seen is not None and seen[0] == want and now - seen[1] < 5.0:
+                continue  # a seek from there is under way
+            rereads[(p, k)] = (want, now)
+            tp = TP(names[k], p)
             try:
-                first = await first_offset_from(tp, want)
+                first = await first_offset_from(TopicPartition(names[k], p), want)
             except Exception as exc:
+                probe_failed_at = time.monotonic()
                 log.warning("could not read %s[%s] from %s: %r; trying again", names[k], p, want, exc)
+                return
+            if first is None:  # nothing at or after it: the end offset counts a marker
+                if got is None:
+                    driver.skip_to(k, highwaters(p)[k] or want)
                 continue
-            if first is None:
-                continue
-            if first >= got:  # nothing there (transaction markers, compaction): not a loss
+            if first > want:  # nothing in between (transaction markers, compaction): not a loss
                 driver.skip_to(k, first)
             else:
-                # Faust noted the jump as a gap it counts as acked (meant for transaction
-                # markers): left there, its next commit could pass records not yet folded in.
-                faust_gaps = app.consumer._gap.get(TP(names[k], p))  # type: ignore[attr-defined]
+                # Faust counts a jump it saw as acked (meant for transaction markers): left there,
+                # its next commit could pass records not folded in yet.
+                faust_gaps = app.consumer._gap.get(tp)  # type: ignore[attr-defined]
                 if faust_gaps:
-                    faust_gaps.chop(want, got + 1)
-                log.warning(
-                    "%s[%s]: records %s..%s were not delivered (%s came next); reading them again",
-                    names[k],
-                    p,
-                    want,
-                    got - 1,
-                    got,
-                )
-            await app.consumer.seek(TP(names[k], p), first)
+                    faust_gaps.chop(want, (got if got is not None else want) + 1)
+                came = f"{got} came next" if got is not None else "none came"
+                log.warning("%s[%s]: records from %s were not delivered (%s); reading again", *tp, want, came)
+            # Its stream buffer may have left it out of the fetches, too.
+            app.consumer.on_buffer_drop(tp)
+            app.consumer.resume_partitions([tp])
+            await app.consumer.seek(tp, first)
 
     def highwaters(p: int) -> list[int | None]:
         out: list[int | None] = []
@@ -430,7 +445,7 @@ def create_app(
                     driver = drivers.get(p)
                     if driver is not None:
                         if driver.gaps:
-                            await repair_gaps(p, driver)
+                            await reread(p, driver)
                         await step(p, driver)
 
     pipeline.agents["ingest"] = ingest
@@ -465,7 +480,7 @@ def create_app(
                     waiting.pop(tp.partition, None)
                     for k in range(len(names)):
                         end_offsets.pop((k, tp.partition), None)
-                        repairing.pop((tp.partition, k), None)
+                        rereads.pop((tp.partition, k), None)
             live = {id(d) for d in drivers.values()}
             for key in [k for k in exported if k[0] not in live]:
                 del exported[key]  # counters of dropped drivers
@@ -490,29 +505,8 @@ def create_app(
             for p in sorted(assigned()):
                 driver = drivers.get(p) or await ensure_driver(p)
                 if driver is not None:
-                    if driver.gaps:
-                        await repair_gaps(p, driver)
+                    await reread(p, driver)
                     await step(p, driver)
-                    nudge(p, driver)
-
-    nudged: dict[tuple[int, int], float] = {}
-
-    def nudge(p: int, driver: PartitionDriver) -> None:
-        """A topic with unread records that delivers nothing for seconds while the driver holds
-        others back: Faust's flow control can leave a partition out of its fetches after its stream
-        buffer was full (seen in the SIGKILL fault test: one topic stuck while another's records
-        waited in the driver). Put it back; harmless when it was not left out."""
-        now = time.time()
-        for k, since in enumerate(driver.blocked_since):
-            if since is None or now - since < 2.0 or now - nudged.get((k, p), 0.0) < 2.0:
-                continue
-            nudged[(k, p)] = now
-            tp = TP(names[k], p)
-            app.consumer.on_buffer_drop(tp)
-            app.consumer.resume_partitions([tp])
-            log.info(
-                "%s[%s] has unread records but delivers none: asked the consumer to fetch it", names[k], p
-            )
 
     last_seen: dict[int, tuple[int, int]] = {}
 

@@ -50,18 +50,22 @@ def settings_env(s: Settings) -> dict[str, str]:
 class WorkerProcess:
     """``healthmon worker`` in a subprocess, as an operator would run it."""
 
-    def __init__(self, s: Settings, log_path: Path) -> None:
+    def __init__(
+        self, s: Settings, log_path: Path, module: str = "streams", env: dict[str, str] | None = None
+    ) -> None:
         self.settings = s
         self.log_path = log_path
+        self.module = module  # tests.faults.lossy_worker: the same worker with a client that loses records
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 90) -> WorkerProcess:
         self._log = self.log_path.open("ab")
         self._log_start = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams", "worker", "-l", "info"],
+            [sys.executable, "-m", self.module, "worker", "-l", "info"],
             cwd=ROOT,
-            env=settings_env(self.settings),
+            env={**settings_env(self.settings), **self.env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
