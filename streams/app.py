@@ -206,8 +206,9 @@ def create_app(
             return [None] * len(names)
 
     async def first_offset_from(tp: TopicPartition, offset: int) -> int | None:
-        """The offset of the first record the broker holds at or after ``offset`` (None: none
-        within 2 s), read by a client of our own outside the group."""
+        """The offset of the first record the broker holds at or after ``offset``; None when it
+        holds none before its end (transaction markers, compaction). Read by a client of our own,
+        outside the group; raises when the broker gives no answer either way within 10 s."""
 
         async def probe_once() -> int | None:
             probe = await started(
@@ -216,9 +217,13 @@ def create_app(
             try:
                 probe.assign([tp])
                 probe.seek(tp, offset)
-                batch = await probe.getmany(tp, timeout_ms=2000, max_records=1)
-                found = batch.get(tp) or []
-                return found[0].offset if found else None
+                while True:
+                    batch = await probe.getmany(tp, timeout_ms=500, max_records=1)
+                    if found := batch.get(tp):
+                        return found[0].offset
+                    end = (await probe.end_offsets([tp]))[tp]
+                    if await probe.position(tp) >= end:
+                        return None
             finally:
                 await probe.stop()
 
@@ -260,7 +265,7 @@ def create_app(
                 probe_failed_at = time.monotonic()
                 log.warning("could not read %s[%s] from %s: %r; trying again", names[k], p, want, exc)
                 return
-            if first is None:  # nothing at or after it: the end offset counts a marker
+            if first is None:  # nothing from there to the end: the end offset counts markers
                 if got is None:
                     driver.skip_to(k, highwaters(p)[k] or want)
                 continue

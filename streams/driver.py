@@ -11,7 +11,8 @@ sequence ordered by ``(event time, topic, offset)`` and advances the partition's
   either has a record waiting (its head is later) or is *idle* (read up to its end offset, and the
   record has waited ``hold_s`` of wall time for stragglers, or in live mode is older than the wall clock
   minus ``live_lateness_s``). A topic that has unread records but delivers none for ``max_block_s``
-  is treated as idle (``forced_releases`` counts it), so a stuck topic delays, never stalls, the rest.
+  while other topics do is treated as idle (``forced_releases`` counts it), so a stuck topic delays,
+  never stalls, the rest; when no topic delivers (a broker outage) time waits.
 - Evaluations happen at times that depend only on the merged sequence: an account is evaluated once
   per evaluation slot (``slot_s`` of event time) in which it had events, at the time of its latest event
   there, when the merge passes the slot's end; and at its due times (midnights, rule timers), after
@@ -250,6 +251,8 @@ class PartitionDriver:
         self._held: deque[tuple[float, int]] = deque()
         self._released = NEVER
         self._max_offered = NEVER
+        self._offered_at = float("-inf")  # wall time of the latest record offered, any topic
+        self._resumed_at = float("-inf")  # ... and of the first one after a pause (an outage)
         #: Accounts owing an evaluation in the open slot (account -> latest event time, s), and
         #: the last millisecond of that slot.
         self._close_at = NEVER
@@ -291,6 +294,11 @@ class PartitionDriver:
                 q.pop()
                 self.buffered -= 1
         self.position[k] = record.offset + 1
+        if now - self._offered_at > 5.0:
+            # Nothing was delivered for a while (an outage): the silent topics' max_block_s
+            # counts from now, so the first topic back does not release the others at once.
+            self._resumed_at = now
+        self._offered_at = now
         self.blocked_since[k] = None
         self.forced[k] = False
         event, reason, ts_ms = self._parse(record, now)
@@ -382,7 +390,11 @@ class PartitionDriver:
                 since = self.blocked_since[k]
                 if since is None:
                     self.blocked_since[k] = now
-                elif now - since >= self.config.max_block_s:
+                elif (
+                    now - max(since, self._resumed_at) >= self.config.max_block_s and self._offered_at > since
+                ):
+                    # Only while other topics deliver: in a broker outage nothing does, and
+                    # releasing would make everything read after it late.
                     # It stops holding time back until it delivers a record again (offer clears
                     # blocked_since), so a stuck topic delays the rest once, not per record.
                     if not self.forced[k]:
@@ -604,16 +616,17 @@ def run_offline(
     store = store or StateStore()
     cfg = config or DriverConfig(hold_s=0.0, max_age_s=float("inf"), max_future_s=float("inf"))
     driver = PartitionDriver(0, engine, store, cfg)
-    done = [0] * N_KINDS
-    for i, event in enumerate(events):
+    done = [0] * N_KINDS  # per topic: records offered, the next offset (offsets have no holes)
+    for event in events:
         kind = INPUT_KINDS.index(_kind_of(event))
         raw = orjson.dumps(event.model_dump(mode="json", by_alias=True))
-        driver.offer(Record(kind, i, event.account_id.encode(), raw), now=0.0)
-        done[kind] = i + 1
+        driver.offer(Record(kind, done[kind], event.account_id.encode(), raw), now=0.0)
+        done[kind] += 1
     # All read; no wall clock: the hold has nothing to wait for.
     highwaters: list[int | None] = [d if d else 0 for d in done]
     driver.position = [d if d else None for d in done]
     out = driver.step(highwaters, now=float("inf"))
+    assert not driver.gaps and driver.buffered == 0, "every record offered was taken"
     if on_output:
         on_output(out)
     if until_ms is not None:

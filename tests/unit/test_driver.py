@@ -289,3 +289,27 @@ def test_a_hole_the_broker_has_nothing_in_is_accepted(history):
     assert {a: st.counts for a, st in run.store.data.items()} == {
         a: st.counts for a, st in reference.store.data.items()
     }
+
+
+def test_a_silent_topic_is_released_only_while_others_deliver(history):
+    """max_block_s bounds one stuck topic; a broker outage (nothing delivers) makes nothing late."""
+    topics = topics_of(history)
+    usage = INPUT_KINDS.index("usage")
+    ends: list[int | None] = [len(t) for t in topics]
+    run = Run(config=DriverConfig(hold_s=1.0, max_block_s=30.0))
+    for k, t in enumerate(topics):
+        for rec in t[: len(t) // 2 if k == usage else 0]:
+            run.driver.offer(rec, run.now)
+    run.driver.step(ends, run.now)
+    # The other topics have unread records and deliver nothing: an outage, however long.
+    run.driver.step(ends, run.now + 1)
+    out = run.driver.step(ends, run.now + 3600)
+    assert run.driver.stats.forced_releases == 0 and run.driver.stats.late == 0
+    assert not [r for r in out.records if r[0] != "health"]
+    # One topic delivers again while the others stay silent: after max_block_s they stop holding.
+    later = run.now + 3601
+    run.driver.offer(topics[usage][len(topics[usage]) // 2], later)
+    run.driver.step(ends, later + 29)
+    assert run.driver.stats.forced_releases == 0  # the outage restarted their clocks
+    run.driver.step(ends, later + 31)
+    assert run.driver.stats.forced_releases > 0
