@@ -167,7 +167,8 @@ def create_app(
     store = state_store(accounts.data)  # the memory dict, or RocksDB's per-partition databases
     lock = asyncio.Lock()  # the ingest batches and the timer take turns on the drivers
     waiting: dict[int, list[EventT]] = {}  # records of a partition whose driver is not ready yet
-    end_offsets: dict[tuple[int, int], int] = {}  # (kind, partition) -> end offset, asked once
+    end_offsets: dict[tuple[int, int], int] = {}  # (kind, partition) -> end offset, asked each second
+    ends_read_at: dict[int, float] = {}  # partition -> when its end offsets were last read
 
     client: AIOKafkaConsumer | None = None
 
@@ -200,6 +201,7 @@ def create_app(
                 committed = await asyncio.wait_for(c.committed(tp), timeout=10)
                 out.append(committed if committed is not None else begin[tp])
                 end_offsets[(k, p)] = ends[tp]
+            ends_read_at[p] = time.monotonic()
             return out
         except Exception as exc:  # unknown: such a topic holds time back until max_block_s
             log.warning("could not read the offsets of partition %s: %r", p, exc)
@@ -285,6 +287,13 @@ def create_app(
             await app.consumer.seek(tp, first)
 
     def highwaters(p: int) -> list[int | None]:
+        """The topics' end offsets, or None (unknown) when the broker has not told us for seconds.
+
+        "Read to its end" lets a topic stop holding time back; the consumer's own high-water
+        marks stop moving in a broker outage, so trusting them would let time run ahead of records
+        already in Kafka (every one of them late when the broker is back). Unknown: time waits."""
+        if time.monotonic() - ends_read_at.get(p, float("-inf")) > 5.0:
+            return [None] * len(names)
         out: list[int | None] = []
         for k, name in enumerate(names):
             hw = app.consumer.highwater(TP(name, p))
@@ -486,6 +495,7 @@ def create_app(
                     for k in range(len(names)):
                         end_offsets.pop((k, tp.partition), None)
                         rereads.pop((tp.partition, k), None)
+                    ends_read_at.pop(tp.partition, None)
             live = {id(d) for d in drivers.values()}
             for key in [k for k in exported if k[0] not in live]:
                 del exported[key]  # counters of dropped drivers
@@ -512,6 +522,25 @@ def create_app(
                 if driver is not None:
                     await reread(p, driver)
                     await step(p, driver)
+
+    @app.timer(1.0)
+    async def read_ends() -> None:
+        """Every second, the end offsets of the partitions we drive (see ``highwaters``)."""
+        mine = list(drivers)
+        if not mine:
+            return
+        tps = [TopicPartition(name, p) for p in mine for name in names]
+        try:
+            c = await offsets_client()
+            ends = await asyncio.wait_for(c.end_offsets(tps), timeout=5)
+        except Exception as exc:
+            log.warning("could not read the input topics' end offsets: %r", exc)
+            return
+        now = time.monotonic()
+        for tp in tps:
+            end_offsets[(kinds[tp.topic], tp.partition)] = ends[tp]
+        for p in mine:
+            ends_read_at[p] = now
 
     last_seen: dict[int, tuple[int, int]] = {}
 
