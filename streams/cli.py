@@ -305,7 +305,7 @@ def evaluate(
     from pydantic import ValidationError
 
     from .cli_errors import compact
-    from .evaluate import History, history_from_snapshots, render, score_offline
+    from .evaluate import History, history_from_snapshots, render, score_events
     from .evaluate import evaluate as run_evaluation
     from .simulate import GroundTruth
 
@@ -330,22 +330,25 @@ def evaluate(
 
         ruleset = load_rules(s.rules or DEFAULT_RULES)
         engine = Engine(load_scoring(s.scorecard), ruleset)
+        end = int(gt.end.timestamp())
         with bar(f"score {events.name}") as progress:
-            history = score_offline(
+            history = score_events(
                 (
                     _validated(EVENT_ADAPTER, obj, f"{events}:{lineno}")
                     for lineno, _, obj in progress_iter(read_lines(events), progress)
                 ),
                 engine,
+                end,
             )
         if scorecards:
             from .evaluate import red_differences, render_side_by_side
 
             reports = {"current": run_evaluation(gt, history, days_before)[0]}
             for card in scorecards:
-                other = score_offline(
+                other = score_events(
                     (EVENT_ADAPTER.validate_python(obj) for _, _, obj in read_lines(events)),
                     Engine(load_scoring(card), ruleset),
+                    end,
                 )
                 reports[card.name] = run_evaluation(gt, other, days_before)[0]
                 diff = red_differences(history, other)
