@@ -289,6 +289,13 @@ def simulate(accounts, days, seed, end, out, truth, produce, rate, follow, only_
     help="With --events: also score with this scorecard and show the reports side by side, with the "
     "accounts whose red band would start differently (repeatable).",
 )
+@click.option(
+    "--partitions",
+    type=click.IntRange(1, 1024),
+    default=None,
+    help="With --events: split the accounts over this many partitions as the worker does, each "
+    "ranking its own accounts for the portfolio measures (default: HEALTHMON_PARTITIONS).",
+)
 def evaluate(
     truth: Path,
     snapshots: Path | None,
@@ -296,6 +303,7 @@ def evaluate(
     days_before: int,
     json_out: Path | None,
     scorecards: tuple[Path, ...] = (),
+    partitions: int | None = None,
 ) -> None:
     """How well the score separated churners from the rest: AUC, red-band precision/recall, lift.
 
@@ -331,6 +339,7 @@ def evaluate(
         ruleset = load_rules(s.rules or DEFAULT_RULES)
         engine = Engine(load_scoring(s.scorecard), ruleset)
         end = int(gt.end.timestamp())
+        parts = partitions or s.partitions
         with bar(f"score {events.name}") as progress:
             history = score_events(
                 (
@@ -339,6 +348,7 @@ def evaluate(
                 ),
                 engine,
                 end,
+                parts,
             )
         if scorecards:
             from .evaluate import red_differences, render_side_by_side
@@ -349,6 +359,7 @@ def evaluate(
                     (EVENT_ADAPTER.validate_python(obj) for _, _, obj in read_lines(events)),
                     Engine(load_scoring(card), ruleset),
                     end,
+                    parts,
                 )
                 reports[card.name] = run_evaluation(gt, other, days_before)[0]
                 diff = red_differences(history, other)

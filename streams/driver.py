@@ -674,32 +674,40 @@ def run_offline(
     store: StateStore | None = None,
     config: DriverConfig | None = None,
     on_output: Callable[[Output], None] | None = None,
+    partitions: int = 1,
 ) -> StateStore:
-    """Drive one partition over events already in memory (rule tests, offline scoring): the same
-    code the worker runs, with every topic read to its end and no wall-clock hold."""
+    """Drive the partitions over events already in memory (rule tests, offline scoring): the same
+    code the worker runs, with every topic read to its end and no wall-clock hold.
+
+    ``partitions``: split the accounts as the producer's default partitioner does (murmur2 of the
+    key), one driver each, so each partition's portfolio ranks the accounts the worker's would."""
+    from aiokafka.partitioner import murmur2
+
     store = store or StateStore()
     cfg = config or DriverConfig(hold_s=0.0, max_age_s=float("inf"), max_future_s=float("inf"))
-    driver = PartitionDriver(0, engine, store, cfg)
-    done = [0] * N_KINDS
+    drivers = [PartitionDriver(p, engine, store, cfg) for p in range(partitions)]
+
+    def emit(out: Output) -> None:
+        if on_output:
+            on_output(out)
+
+    done = [[0] * N_KINDS for _ in range(partitions)]
     for event in events:
         kind = INPUT_KINDS.index(_kind_of(event))
         raw = orjson.dumps(event.model_dump(mode="json", by_alias=True))
+        key = event.account_id.encode()
+        p = (murmur2(key) & 0x7FFFFFFF) % partitions if partitions > 1 else 0
         # Offsets count per topic, as in Kafka: a jump would be a hole the driver sets records aside for.
-        driver.offer(Record(kind, done[kind], event.account_id.encode(), raw), now=0.0)
-        done[kind] += 1
-    # All read; no wall clock: the hold has nothing to wait for.
-    highwaters: list[int | None] = [d if d else 0 for d in done]
-    driver.position = [d if d else None for d in done]
-    out = driver.step(highwaters, now=float("inf"))
-    if on_output:
-        on_output(out)
-    if until_ms is not None:
-        out = driver.run_until(until_ms)
-        if on_output:
-            on_output(out)
-    out = driver.flush()
-    if on_output:
-        on_output(out)
+        drivers[p].offer(Record(kind, done[p][kind], key, raw), now=0.0)
+        done[p][kind] += 1
+    for driver, read in zip(drivers, done, strict=True):
+        # All read; no wall clock: the hold has nothing to wait for.
+        highwaters: list[int | None] = [d if d else 0 for d in read]
+        driver.position = [d if d else None for d in read]
+        emit(driver.step(highwaters, now=float("inf")))
+        if until_ms is not None:
+            emit(driver.run_until(until_ms))
+        emit(driver.flush())
     return store
 
 

@@ -207,10 +207,13 @@ def render(report: Report) -> str:
     return "\n".join(lines)
 
 
-def score_events(events: Iterable[BaseEvent], engine: Engine, until: int | None = None) -> History:
+def score_events(
+    events: Iterable[BaseEvent], engine: Engine, until: int | None = None, partitions: int = 1
+) -> History:
     """Score an event stream without Kafka through the production driver (:func:`run_offline`): every
     snapshot it publishes goes into the history, so offline figures are what the worker would show,
-    portfolio measures included. ``until``: run event time on to here (s; e.g. the simulation's end)."""
+    portfolio measures included. ``until``: run event time on to here (s; e.g. the simulation's end).
+    ``partitions``: the worker's input partitions (each ranks its own accounts)."""
     history = History()
 
     def collect(out: Output) -> None:
@@ -218,7 +221,8 @@ def score_events(events: Iterable[BaseEvent], engine: Engine, until: int | None 
             if name == "health":
                 history.add_snapshot(value)
 
-    run_offline(events, engine, until_ms=None if until is None else until * 1000, on_output=collect)
+    until_ms = None if until is None else until * 1000
+    run_offline(events, engine, until_ms=until_ms, on_output=collect, partitions=partitions)
     return history.finish()
 
 

@@ -415,3 +415,20 @@ def test_run_offline_folds_every_event(history):
     for k, kind in enumerate(INPUT_KINDS):
         n = sum(1 for e in events if TYPE_TOPIC[e.type] == kind)
         assert max(st.offsets[k] for st in states) == n - 1, kind
+
+
+def test_run_offline_splits_accounts_as_the_producer_does(history):
+    """With partitions, each account lands where Kafka's default partitioner (murmur2 of the key) puts
+    it, and each partition freezes a portfolio of its own accounts only."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    events = [EVENT_ADAPTER.validate_python(e) for e in history]
+    store = run_offline(events, engine(), partitions=3)
+    route = DefaultPartitioner()
+    owners = {st.account_id: p for p in range(3) for st in store.states(p)}
+    assert owners == {a: route(a.encode(), [0, 1, 2], [0, 1, 2]) for a in {e.account_id for e in events}}
+    assert len(set(owners.values())) > 1
+    for p in range(3):
+        portfolio = store.get_portfolio(p)
+        assert portfolio is not None
+        assert len(portfolio.stats["logins_30d"]) <= sum(1 for q in owners.values() if q == p)
