@@ -37,7 +37,7 @@ from .prom import WorkerMetrics, start_exporter
 from .readmodel import write_with_retry
 from .scoring import ScoringConfig, load_scoring
 from .settings import Settings, get_settings
-from .state import DAY_S, INPUT_KINDS
+from .state import DAY_S, INPUT_KINDS, AccountState
 
 log = logging.getLogger("healthmon.ingest")
 
@@ -567,7 +567,7 @@ def create_app(
             last_seen[p] = moved
         bands = dict.fromkeys(("red", "yellow", "green", "none"), 0)
         for state in list(accounts.data.values()):
-            if getattr(state, "partition", None) in mine:
+            if isinstance(state, AccountState) and state.partition in mine:  # not a portfolio
                 band = state.last_change_band
                 bands[band if band in bands else "none"] += 1
         for band, n in bands.items():

@@ -289,6 +289,13 @@ def simulate(accounts, days, seed, end, out, truth, produce, rate, follow, only_
     help="With --events: also score with this scorecard and show the reports side by side, with the "
     "accounts whose red band would start differently (repeatable).",
 )
+@click.option(
+    "--partitions",
+    type=click.IntRange(1, 1024),
+    default=None,
+    help="With --events: split the accounts over this many partitions as the worker does, each "
+    "ranking its own accounts for the portfolio measures (default: HEALTHMON_PARTITIONS).",
+)
 def evaluate(
     truth: Path,
     snapshots: Path | None,
@@ -296,6 +303,7 @@ def evaluate(
     days_before: int,
     json_out: Path | None,
     scorecards: tuple[Path, ...] = (),
+    partitions: int | None = None,
 ) -> None:
     """How well the score separated churners from the rest: AUC, red-band precision/recall, lift.
 
@@ -305,7 +313,7 @@ def evaluate(
     from pydantic import ValidationError
 
     from .cli_errors import compact
-    from .evaluate import History, history_from_snapshots, render, score_offline
+    from .evaluate import History, history_from_snapshots, render, score_events
     from .evaluate import evaluate as run_evaluation
     from .simulate import GroundTruth
 
@@ -330,22 +338,28 @@ def evaluate(
 
         ruleset = load_rules(s.rules or DEFAULT_RULES)
         engine = Engine(load_scoring(s.scorecard), ruleset)
+        end = int(gt.end.timestamp())
+        parts = partitions or s.partitions
         with bar(f"score {events.name}") as progress:
-            history = score_offline(
+            history = score_events(
                 (
                     _validated(EVENT_ADAPTER, obj, f"{events}:{lineno}")
                     for lineno, _, obj in progress_iter(read_lines(events), progress)
                 ),
                 engine,
+                end,
+                parts,
             )
         if scorecards:
             from .evaluate import red_differences, render_side_by_side
 
             reports = {"current": run_evaluation(gt, history, days_before)[0]}
             for card in scorecards:
-                other = score_offline(
+                other = score_events(
                     (EVENT_ADAPTER.validate_python(obj) for _, _, obj in read_lines(events)),
                     Engine(load_scoring(card), ruleset),
+                    end,
+                    parts,
                 )
                 reports[card.name] = run_evaluation(gt, other, days_before)[0]
                 diff = red_differences(history, other)

@@ -1,4 +1,5 @@
-"""Faust codec that stores :class:`AccountState` in the table changelog (binary v1; reads old JSON)."""
+"""Faust codec of the ``accounts`` table's changelog: :class:`AccountState` (binary v1; reads old JSON),
+and a partition's frozen :class:`Portfolio` under its reserved key (its own format bytes)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 from faust.serializers import codecs
 
+from .metrics import PORTFOLIO_V1, PORTFOLIO_V1_ZSTD, Portfolio
 from .state import AccountState
 
 STATE_CODEC = "healthmon_state"
@@ -13,9 +15,11 @@ STATE_CODEC = "healthmon_state"
 
 class AccountStateCodec(codecs.Codec):
     def _dumps(self, obj: Any) -> bytes:
-        return obj.dumps() if isinstance(obj, AccountState) else codecs.dumps("json", obj)
+        return obj.dumps() if isinstance(obj, AccountState | Portfolio) else codecs.dumps("json", obj)
 
     def _loads(self, s: bytes) -> Any:
+        if s[:1] in (bytes((PORTFOLIO_V1,)), bytes((PORTFOLIO_V1_ZSTD,))):
+            return Portfolio.loads(s)
         return AccountState.loads(s)
 
 

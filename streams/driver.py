@@ -38,12 +38,20 @@ import orjson
 
 from .engine import Engine
 from .events import BaseEvent, InvalidEvent, parse_event
+from .metrics import AccountMetrics, Portfolio, portfolio_at
 from .state import DAY_S, INPUT_KINDS, AccountState
 
 log = logging.getLogger("healthmon.driver")
 
 N_KINDS = len(INPUT_KINDS)
 NEVER = -(1 << 62)
+#: Keys in the ``accounts`` table that hold no account: a partition's frozen portfolio (no account id
+#: starts with a NUL byte; every iteration over states skips them).
+RESERVED_PREFIX = "\x00"
+
+
+def portfolio_key(partition: int) -> str:
+    return f"{RESERVED_PREFIX}portfolio/{partition}"
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,9 @@ class Output:
     #: (output name: "health" | "changes" | "alerts" | "errors", key, value, event time ms)
     records: list[tuple[str, bytes, bytes, int]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    states: dict[str, AccountState] = field(default_factory=dict)
+    #: Changed account states, and the partition's portfolio under its reserved key (first, when the
+    #: step froze one) -- each with ``dumps()``, all written to the table's changelog.
+    states: dict[str, AccountState | Portfolio] = field(default_factory=dict)
     acks: list[Any] = field(default_factory=list)
 
     def __bool__(self) -> bool:
@@ -139,10 +149,18 @@ class StateStore:
         self.data[state.account_id] = state
 
     def states(self, partition: int) -> Iterable[AccountState]:
-        """The states of one input partition (to rebuild its due schedule)."""
+        """The states of one input partition (to rebuild its due schedule, to freeze its portfolio)."""
         for state in list(self.data.values()):
             if isinstance(state, AccountState) and state.partition == partition:
                 yield state
+
+    def get_portfolio(self, partition: int) -> Portfolio | None:
+        """The partition's portfolio as last written (restored from the changelog after a restart)."""
+        value = self.data.get(portfolio_key(partition))
+        return value if isinstance(value, Portfolio) else None
+
+    def put_portfolio(self, partition: int, portfolio: Portfolio) -> None:
+        self.data[portfolio_key(partition)] = portfolio
 
     def for_partition(self, partition: int) -> StateStore:
         """The store a partition's driver uses: this one serves every partition."""
@@ -186,10 +204,27 @@ class RocksStateStore(StateStore):
         self.touched[state.account_id] = state
 
     def states(self, partition: int) -> Iterable[AccountState]:
+        """The database's states, as changed in this step where they were, and the step's new ones."""
+        reserved = RESERVED_PREFIX.encode()
+        seen: set[str] = set()
         for key, raw in self.table_store._visible_items(self.db):  # skips Faust's offset key
-            state = self.touched.get(key.decode()) or AccountState.loads(raw)
+            if key.startswith(reserved):
+                continue
+            account_id = key.decode()
+            seen.add(account_id)
+            state = self.touched.get(account_id) or AccountState.loads(raw)
             if state.partition == partition:
                 yield state
+        for account_id, state in list(self.touched.items()):
+            if account_id not in seen and state.partition == partition:
+                yield state
+
+    def get_portfolio(self, partition: int) -> Portfolio | None:
+        raw = self.db.get(portfolio_key(partition).encode())
+        return None if raw is None else Portfolio.loads(raw)
+
+    def put_portfolio(self, partition: int, portfolio: Portfolio) -> None:
+        """Nothing to keep here: the driver holds it, and :meth:`commit` writes it with the step."""
 
     def for_partition(self, partition: int) -> StateStore:
         return RocksStateStore(self.table_store, partition)
@@ -265,6 +300,12 @@ class PartitionDriver:
         self._out = Output()
         #: Per topic with a hole in its offsets: (next offset expected, offset that came instead).
         self.gaps: dict[int, tuple[int, int]] = {}
+        #: The portfolio in force (frozen at the latest UTC midnight the merge passed), the merge time
+        #: at which the next one is due, and its members' raw metrics at that midnight (reused by the
+        #: midnight's evaluations within the same advance).
+        self.portfolio: Portfolio | None = None
+        self._next_freeze_ms = NEVER
+        self._frozen_metrics: dict[str, AccountMetrics] = {}
         if positions is not None:  # where the consumer starts reading (committed offsets)
             self.position = list(positions)
         self._rebuild()
@@ -464,6 +505,7 @@ class PartitionDriver:
         while True:
             close_at = self._close_at if self._dirty else None
             due_at = due[0][0] * 1000 + 999 if due else None
+            self._freeze(min(t for t in (close_at, due_at, until_ms) if t is not None))
             if close_at is not None and close_at <= until_ms and (due_at is None or close_at <= due_at):
                 self._flush_dirty()
                 continue
@@ -478,6 +520,30 @@ class PartitionDriver:
                 self._evaluate(state, t)
         if until_ms > self.clock_ms:
             self.clock_ms = until_ms
+        self._frozen_metrics.clear()  # events may be folded next: the midnight's metrics are stale
+
+    def _freeze(self, t_ms: int) -> None:
+        """Before anything at merge time ``t_ms`` runs: if the end of a UTC midnight's second ``D``
+        has passed since the last freeze, the portfolio of day ``D``, built from every state of the
+        partition as of ``D`` (all events at or before ``D`` are folded, none after: the merge order).
+
+        Scores use it until the next midnight, so they are a function of the partition's event
+        sequence, not of how the partitions' evaluations interleave. Several midnights passed with
+        nothing to run between them give the latest one's (the others would be used by nothing). The
+        portfolio goes out first among the step's states, so a changelog that kept part of the step
+        never holds a later state without it."""
+        if t_ms < self._next_freeze_ms:
+            return
+        midnight = (t_ms - 999) // 1000 // DAY_S * DAY_S
+        self.portfolio, self._frozen_metrics = portfolio_at(
+            self._states(), midnight, self.engine.scoring.metrics
+        )
+        self._next_freeze_ms = (midnight + DAY_S) * 1000 + 999
+        self.store.put_portfolio(self.partition, self.portfolio)
+        key = portfolio_key(self.partition)
+        rest = self._out.states
+        rest.pop(key, None)
+        self._out.states = {key: self.portfolio, **rest}
 
     def _open_slot(self, t_ms: int) -> None:
         """The open slot closes at its last millisecond; a live (shorter) slot opened while an
@@ -501,7 +567,7 @@ class PartitionDriver:
                 continue
             self._previewed[account_id] = owed
             try:
-                snapshot = self.engine.preview(state, owed)
+                snapshot = self.engine.preview(state, owed, self.portfolio)
             except Exception:
                 continue  # the slot's evaluation reports it
             key = account_id.encode()
@@ -535,8 +601,12 @@ class PartitionDriver:
         self._dirty.pop(account_id, None)
         key = account_id.encode()
         when = max(as_of, state.last_eval_at or 0) * 1000
+        portfolio = self.portfolio
+        metrics = None
+        if portfolio is not None and portfolio.as_of == as_of:
+            metrics = self._frozen_metrics.pop(account_id, None)
         try:
-            result = self.engine.evaluate(state, as_of)
+            result = self.engine.evaluate(state, as_of, portfolio, metrics)
         except Exception as exc:  # isolated to this account: reported, retried at its next due time
             self.stats.evaluation_errors += 1
             log.exception("evaluation of %s at %s failed", account_id, as_of)
@@ -567,7 +637,13 @@ class PartitionDriver:
     # --- recovery ----------------------------------------------------------------------------
 
     def _rebuild(self) -> None:
-        """After a restart or a rebalance: the due schedule and owed evaluations from the states."""
+        """After a restart or a rebalance: the due schedule and owed evaluations from the states, and
+        the portfolio in force as it was frozen (rebuilt from the states now, it would see events of
+        the day after its midnight)."""
+        portfolio = self.store.get_portfolio(self.partition)
+        if portfolio is not None and portfolio.as_of is not None:
+            self.portfolio = portfolio
+            self._next_freeze_ms = (portfolio.as_of + DAY_S) * 1000 + 999
         owed: dict[str, int] = {}
         for state in list(self._states()):
             self._schedule(state)
@@ -610,32 +686,41 @@ def run_offline(
     store: StateStore | None = None,
     config: DriverConfig | None = None,
     on_output: Callable[[Output], None] | None = None,
+    partitions: int = 1,
 ) -> StateStore:
-    """Drive one partition over events already in memory (rule tests, offline scoring): the same
-    code the worker runs, with every topic read to its end and no wall-clock hold."""
+    """Drive the partitions over events already in memory (rule tests, offline scoring): the same
+    code the worker runs, with every topic read to its end and no wall-clock hold.
+
+    ``partitions``: split the accounts as the producer's default partitioner does (murmur2 of the
+    key), one driver each, so each partition's portfolio ranks the accounts the worker's would."""
+    from aiokafka.partitioner import murmur2
+
     store = store or StateStore()
     cfg = config or DriverConfig(hold_s=0.0, max_age_s=float("inf"), max_future_s=float("inf"))
-    driver = PartitionDriver(0, engine, store, cfg)
-    done = [0] * N_KINDS  # per topic: records offered, the next offset (offsets have no holes)
+    drivers = [PartitionDriver(p, engine, store, cfg) for p in range(partitions)]
+
+    def emit(out: Output) -> None:
+        if on_output:
+            on_output(out)
+
+    done = [[0] * N_KINDS for _ in range(partitions)]
     for event in events:
         kind = INPUT_KINDS.index(_kind_of(event))
         raw = orjson.dumps(event.model_dump(mode="json", by_alias=True))
-        driver.offer(Record(kind, done[kind], event.account_id.encode(), raw), now=0.0)
-        done[kind] += 1
-    # All read; no wall clock: the hold has nothing to wait for.
-    highwaters: list[int | None] = [d if d else 0 for d in done]
-    driver.position = [d if d else None for d in done]
-    out = driver.step(highwaters, now=float("inf"))
-    assert not driver.gaps and driver.buffered == 0, "every record offered was taken"
-    if on_output:
-        on_output(out)
-    if until_ms is not None:
-        out = driver.run_until(until_ms)
-        if on_output:
-            on_output(out)
-    out = driver.flush()
-    if on_output:
-        on_output(out)
+        key = event.account_id.encode()
+        p = (murmur2(key) & 0x7FFFFFFF) % partitions if partitions > 1 else 0
+        # Offsets count per topic, as in Kafka: a jump would be a hole the driver sets records aside for.
+        drivers[p].offer(Record(kind, done[p][kind], key, raw), now=0.0)
+        done[p][kind] += 1
+    for driver, read in zip(drivers, done, strict=True):
+        # All read; no wall clock: the hold has nothing to wait for.
+        highwaters: list[int | None] = [d if d else 0 for d in read]
+        driver.position = [d if d else None for d in read]
+        emit(driver.step(highwaters, now=float("inf")))
+        assert not driver.gaps and driver.buffered == 0, "every record offered was taken"
+        if until_ms is not None:
+            emit(driver.run_until(until_ms))
+        emit(driver.flush())
     return store
 
 

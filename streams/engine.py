@@ -20,6 +20,7 @@ from rules.model import AlertEvent
 
 from .aggregate import apply_event
 from .events import BaseEvent
+from .metrics import AccountMetrics, Portfolio
 from .scoring import ScoringConfig
 from .snapshot import HealthChange, HealthSnapshot, assess, remember
 from .state import DAY_S, HORIZON_DAYS, AccountState
@@ -45,14 +46,25 @@ class Engine:
         state.partition = partition
         return apply_event(state, event, key_features=self.key_features, dedupe_window=self.dedupe_window)
 
-    def evaluate(self, state: AccountState, as_of: int) -> Evaluation:
+    def evaluate(
+        self,
+        state: AccountState,
+        as_of: int,
+        portfolio: Portfolio | None = None,
+        metrics: AccountMetrics | None = None,
+    ) -> Evaluation:
         """Score the account at ``as_of`` and advance its rules; sets its next due time.
+
+        ``portfolio``: the partition's portfolio in force (the driver freezes one per UTC day), for the
+        portfolio-relative measures. ``metrics``: the account's raw metrics at ``as_of`` if the caller
+        computed them already (used only if ``as_of`` stands).
 
         Transactional: if scoring or a rule raises, the state is left as it was (the caller keeps
         the folded events and retries at the next due time); rule states change only together with
         the alerts they imply."""
-        as_of = max(as_of, state.last_eval_at or 0)  # an account's time never runs backwards
-        snapshot, change = assess(state, as_of, self.scoring)
+        if state.last_eval_at is not None and state.last_eval_at > as_of:
+            as_of, metrics = state.last_eval_at, None  # an account's time never runs backwards
+        snapshot, change = assess(state, as_of, self.scoring, portfolio, metrics)
         rule_states, alerts = evaluate(self.rules, snapshot, state.rules, as_of)
         # Nothing below raises: commit.
         remember(state, snapshot, change)
@@ -61,10 +73,10 @@ class Engine:
         state.next_due = self.next_due(state, as_of)
         return Evaluation(snapshot, change, alerts)
 
-    def preview(self, state: AccountState, as_of: int) -> HealthSnapshot:
+    def preview(self, state: AccountState, as_of: int, portfolio: Portfolio | None = None) -> HealthSnapshot:
         """The snapshot an evaluation at ``as_of`` would publish, changing nothing (rules, trends):
         published while the account's evaluation slot is still open and no input is waiting."""
-        snapshot, _ = assess(state, max(as_of, state.last_eval_at or 0), self.scoring)
+        snapshot, _ = assess(state, max(as_of, state.last_eval_at or 0), self.scoring, portfolio)
         return snapshot
 
     def next_due(self, state: AccountState, as_of: int) -> int | None:

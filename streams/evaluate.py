@@ -8,7 +8,8 @@ comparison is not just "early in the run vs late in the run". From those scores:
 - precision and recall of the red band (and of red + yellow, "at risk") as a churn prediction;
 - lift of the bottom decile: the churn rate among the lowest-scored 10 % over the overall churn rate.
 
-Pure: scores come in as per-account histories (from a run's snapshots or from scoring events offline).
+Pure: scores come in as per-account histories (from a run's snapshots, or from events run through the
+production driver offline: :func:`score_events`).
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from datetime import datetime
 import orjson
 from pydantic import BaseModel
 
+from .driver import Output, run_offline
 from .engine import Engine
 from .events import BaseEvent
-from .metrics import Portfolio, compute_metrics, ratio
+from .metrics import ratio
 from .simulate import GroundTruth
-from .snapshot import assess, remember
-from .state import DAY_S, AccountState
+from .state import DAY_S
 
 
 @dataclass
@@ -206,44 +207,22 @@ def render(report: Report) -> str:
     return "\n".join(lines)
 
 
-def score_offline(events: Iterable[BaseEvent], engine: Engine, portfolio: bool = True) -> History:
-    """Score an event stream without Kafka: fold events in order, evaluate every account at each
-    UTC midnight (when its windows move). For trying a scorecard on simulated data in seconds; a
-    run's own snapshots (``--snapshots``/``--topic``) are the real measure.
-
-    With ``portfolio`` the portfolio-relative measures are filled from every account's metrics at the
-    same midnight (the stream engine does not keep that cross-account state yet: live they are null).
-    """
-    states: dict[str, AccountState] = {}
+def score_events(
+    events: Iterable[BaseEvent], engine: Engine, until: int | None = None, partitions: int = 1
+) -> History:
+    """Score an event stream without Kafka through the production driver (:func:`run_offline`): every
+    snapshot it publishes goes into the history, so offline figures are what the worker would show,
+    portfolio measures included. ``until``: run event time on to here (s; e.g. the simulation's end).
+    ``partitions``: the worker's input partitions (each ranks its own accounts)."""
     history = History()
-    today: int | None = None
-    cfg = engine.scoring
-    for ev in events:
-        day = int(ev.occurred_at.timestamp()) // DAY_S
-        if today is not None and day > today:
-            for d in range(today + 1, day + 1):
-                t = d * DAY_S
-                if portfolio:
-                    port = Portfolio()
-                    raw = {}
-                    for st in states.values():
-                        raw[st.account_id] = m = compute_metrics(st, t, cfg.metrics)
-                        port.observe(st.account_id, m, st)
-                    for st in states.values():
-                        snap, change = assess(st, t, cfg, port, raw[st.account_id])
-                        remember(st, snap, change)
-                        if snap.score is not None:
-                            history.add(st.account_id, t, snap.score, snap.band or "")
-                    continue
-                for st in states.values():
-                    snap = engine.evaluate(st, t).snapshot
-                    if snap.score is not None:
-                        history.add(st.account_id, t, snap.score, snap.band or "")
-        today = day if today is None else max(today, day)
-        state = states.get(ev.account_id)
-        if state is None:
-            state = states[ev.account_id] = AccountState(account_id=ev.account_id)
-        engine.apply(state, ev, 0)
+
+    def collect(out: Output) -> None:
+        for name, _, value, _ in out.records:
+            if name == "health":
+                history.add_snapshot(value)
+
+    until_ms = None if until is None else until * 1000
+    run_offline(events, engine, until_ms=until_ms, on_output=collect, partitions=partitions)
     return history.finish()
 
 

@@ -8,12 +8,15 @@ written next to its field (and in docs/metrics.md). ``None`` means "no data", ne
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import zip_longest
 from types import SimpleNamespace
 from typing import Any
 
+import cramjam
+import msgspec
 from pydantic import BaseModel, Field
 
 from .state import DAY_S, HORIZON_DAYS, NPS_HORIZON_DAYS, AccountState, C, bitmap_window
@@ -299,12 +302,21 @@ class Percentiles:
     per thousand accounts), so it can be kept live. Pure: the caller owns it and passes it in.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, values: Iterable[float] = ()) -> None:
+        """``values``: a frozen set of ranks, no account behind them (the stream engine's daily
+        portfolio, rebuilt or read back whole, never updated)."""
         self._by_account: dict[str, float] = {}
-        self._sorted: list[float] = []
+        self._sorted: list[float] = sorted(float(v) for v in values)
 
     def __len__(self) -> int:
         return len(self._sorted)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Percentiles) and self._sorted == other._sorted
+
+    def values(self) -> list[float]:
+        """Every account's value, sorted."""
+        return list(self._sorted)
 
     def update(self, account_id: str, value: float | None) -> None:
         old = self._by_account.pop(account_id, None)
@@ -348,6 +360,8 @@ class Portfolio:
 
     features: dict[str, int] = field(default_factory=dict)
     stats: dict[str, Percentiles] = field(default_factory=lambda: {k: Percentiles() for k in PERCENTILE_OF})
+    #: The event time (s) it was frozen at (:func:`portfolio_at`); None for one kept live with ``observe``.
+    as_of: int | None = None
 
     def observe(self, account_id: str, metrics: AccountMetrics, state: AccountState) -> None:
         """Take in an account's latest raw metrics and the features it uses."""
@@ -359,6 +373,97 @@ class Portfolio:
 
     def catalog_size(self, today: int) -> int:
         return sum(1 for d in self.features.values() if 0 <= today - d < HORIZON_DAYS)
+
+    def unavailable(self, today: int) -> frozenset[str]:
+        """The portfolio measures it cannot give any account (fewer than PORTFOLIO_MIN_ACCOUNTS ranked,
+        an empty catalogue): like a missing portfolio, they count neither in the score nor against
+        ``confidence``, so a small partition scores as it did without one."""
+        out = {t for name, t in PERCENTILE_OF.items() if len(self.stats[name]) < PORTFOLIO_MIN_ACCOUNTS}
+        if not self.catalog_size(today):
+            out.add("feature_breadth_catalog")
+        return frozenset(out)
+
+    def dumps(self) -> bytes:
+        """A compact record (format byte, msgpack, zstd when it pays): each ranked metric as its
+        distinct values and their counts, so the size follows the spread of values, not the number of
+        accounts; the catalogue as (feature, last day) pairs."""
+        stats = []
+        for name in sorted(self.stats):
+            distinct: list[float] = []
+            counts: list[int] = []
+            for v in self.stats[name].values():
+                if distinct and distinct[-1] == v:
+                    counts[-1] += 1
+                else:
+                    distinct.append(v)
+                    counts.append(1)
+            stats.append([name, [int(v) if v.is_integer() else v for v in distinct], counts])
+        body = _ENCODER.encode([self.as_of, stats, sorted(self.features.items())])
+        if len(body) >= 160:
+            packed = bytes(cramjam.zstd.compress(body, level=3))
+            if len(packed) < len(body):
+                return bytes((PORTFOLIO_V1_ZSTD,)) + packed
+        return bytes((PORTFOLIO_V1,)) + body
+
+    @classmethod
+    def loads(cls, data: bytes) -> Portfolio:
+        fmt = data[0]
+        if fmt == PORTFOLIO_V1_ZSTD:
+            body = bytes(cramjam.zstd.decompress(data[1:]))
+        elif fmt == PORTFOLIO_V1:
+            body = data[1:]
+        else:
+            raise ValueError(f"unknown portfolio format byte 0x{fmt:02x}")
+        as_of, stats, features = _DECODER.decode(body)
+        out = cls(features={f: d for f, d in features}, as_of=as_of)
+        for name, distinct, counts in stats:
+            if name in out.stats:
+                out.stats[name] = Percentiles(
+                    float(v) for v, n in zip(distinct, counts, strict=True) for _ in range(n)
+                )
+        return out
+
+
+#: Format bytes of a portfolio record; an account state's are 0x01, 0x02 or ``{`` (streams/state.py).
+PORTFOLIO_V1 = 0x10
+PORTFOLIO_V1_ZSTD = 0x11
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder()
+
+
+def portfolio_member(state: AccountState, metrics: AccountMetrics, as_of: int) -> bool:
+    """Whether the account is part of the portfolio at ``as_of``: signed up by then (a profile) and not
+    cancelled, the accounts a CS team looks after (the same population ``healthmon validate`` ranks)."""
+    p = state.profile
+    return p is not None and p.signed_up_at <= as_of and not metrics.canceled
+
+
+def portfolio_at(
+    states: Iterable[AccountState], as_of: int, cfg: MetricsConfig
+) -> tuple[Portfolio, dict[str, AccountMetrics]]:
+    """The portfolio of ``states`` as of ``as_of``, frozen, and the members' raw metrics (to score
+    them at the same moment without computing them again). Pure. An account with no event in the
+    last HORIZON_DAYS is skipped unread: it has no value to rank and no feature in the catalogue."""
+    today = as_of // DAY_S
+    values: dict[str, list[float]] = {name: [] for name in PERCENTILE_OF}
+    features: dict[str, int] = {}
+    raw: dict[str, AccountMetrics] = {}
+    for state in states:
+        last = state.last_event_at
+        if last is None or today - last // DAY_S >= HORIZON_DAYS:
+            continue
+        m = compute_metrics(state, as_of, cfg)
+        if not portfolio_member(state, m, as_of):
+            continue
+        raw[state.account_id] = m
+        if m.active_days_30d:
+            for name, vs in values.items():
+                vs.append(float(getattr(m, name)))
+        for f, d in state.features.items():
+            if d <= today and d > features.get(f, -1):
+                features[f] = d
+    stats = {name: Percentiles(vs) for name, vs in values.items()}
+    return Portfolio(features=features, stats=stats, as_of=as_of), raw
 
 
 def with_portfolio(m: AccountMetrics, portfolio: Portfolio, as_of: int) -> AccountMetrics:

@@ -102,18 +102,17 @@ def assess(
 ) -> tuple[HealthSnapshot, HealthChange | None]:
     """The account's snapshot at event time ``as_of``, and a change event if one is due.
 
-    ``portfolio`` (cross-account context) fills the portfolio-relative measures; without it they are null
-    and the scorecard shares their weight out. ``metrics``: the account's raw metrics at ``as_of`` when
-    the caller has them already.
+    ``portfolio`` (cross-account context) fills the portfolio-relative measures; without it (or where
+    it is too small to rank, :meth:`Portfolio.unavailable`) they are null and the scorecard shares their
+    weight out. ``metrics``: the account's raw metrics at ``as_of`` when the caller has them already.
     """
     if metrics is None:
         metrics = compute_metrics(state, as_of, config.metrics)
     if portfolio is not None:
         metrics = with_portfolio(metrics, portfolio, as_of)
     info = account_info(state)
-    health = score_account(
-        metrics, config, info.segment, frozenset() if portfolio is not None else PORTFOLIO_METRICS
-    )
+    unavailable = PORTFOLIO_METRICS if portfolio is None else portfolio.unavailable(as_of // DAY_S)
+    health = score_account(metrics, config, info.segment, unavailable)
     when = datetime.fromtimestamp(as_of, UTC)
     raw = health.score
     status: Literal["scored", "insufficient_data"] = "scored"

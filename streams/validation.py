@@ -29,7 +29,7 @@ import orjson
 from .aggregate import apply_event
 from .calibrate import Observation, calibrate, fit, observation_auc, score_observations
 from .events import EVENT_ADAPTER, BaseEvent
-from .metrics import Portfolio, compute_metrics, ratio, with_portfolio
+from .metrics import compute_metrics, portfolio_at, ratio, with_portfolio
 from .scoring import ScoringConfig
 from .state import DAY_S, AccountState
 
@@ -107,12 +107,8 @@ def observe(
             and (st.account_id not in canceled or canceled[st.account_id] > as_of)
             and st.profile.signed_up_at <= as_of
         ]
-        portfolio = Portfolio()
-        raw = {}
-        for st in live:
-            m = compute_metrics(st, as_of, config.metrics)
-            raw[st.account_id] = m
-            portfolio.observe(st.account_id, m, st)
+        # The same builder as the stream engine's daily portfolio, here at each observation.
+        portfolio, raw = portfolio_at(live, as_of, config.metrics)
         for st in live:
             assert st.profile is not None
             if st.profile.signed_up_at > as_of - min_age_days * DAY_S:
@@ -131,7 +127,9 @@ def observe(
                     account_id=st.account_id,
                     at=as_of,
                     churns=gone is not None and gone <= as_of + horizon_days * DAY_S,
-                    metrics=with_portfolio(raw[st.account_id], portfolio, as_of),
+                    metrics=with_portfolio(
+                        raw.get(st.account_id) or compute_metrics(st, as_of, config.metrics), portfolio, as_of
+                    ),
                     segment=st.profile.segment,
                     extra=extra,
                 )

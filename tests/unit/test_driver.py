@@ -9,12 +9,23 @@ import orjson
 import pytest
 
 from rules.engine import load_rules
-from streams.driver import DriverConfig, Output, PartitionDriver, Record, StateStore
+from streams.aggregate import apply_event
+from streams.codecs import AccountStateCodec
+from streams.driver import DriverConfig, Output, PartitionDriver, Record, StateStore, run_offline
 from streams.engine import Engine
-from streams.events import TYPE_TOPIC
+from streams.events import EVENT_ADAPTER, TYPE_TOPIC
+from streams.metrics import (
+    PERCENTILE_OF,
+    PORTFOLIO_MIN_ACCOUNTS,
+    Percentiles,
+    Portfolio,
+    compute_metrics,
+    portfolio_at,
+    with_portfolio,
+)
 from streams.scoring import load_scoring
 from streams.simulate import Simulator
-from streams.state import DAY_S, INPUT_KINDS
+from streams.state import DAY_S, INPUT_KINDS, AccountState
 
 END = datetime(2026, 3, 1, tzinfo=UTC)
 NOW = END.timestamp() + 60  # the wall clock the tests pretend it is
@@ -35,7 +46,9 @@ def topics_of(events: list[dict]) -> list[list[Record]]:
 
 @pytest.fixture(scope="module")
 def history() -> list[dict]:
-    return list(Simulator(accounts=6, days=40, seed=3, end=END).events())
+    # 12 accounts: at least PORTFOLIO_MIN_ACCOUNTS active ones, so the partition's portfolio ranks
+    # them and every property below covers the percentiles too.
+    return list(Simulator(accounts=12, days=40, seed=3, end=END).events())
 
 
 class Run:
@@ -92,7 +105,14 @@ class Run:
         return out
 
     def finals(self) -> dict[str, bytes]:
-        return {st.account_id: st.dumps() for st in self.store.data.values()}
+        """Every record of the table: the account states and the partition's portfolio."""
+        return {key: value.dumps() for key, value in self.store.data.items()}
+
+    def states(self) -> list[AccountState]:
+        return list(self.store.states(0))
+
+    def snapshots(self) -> list[dict]:
+        return [orjson.loads(v) for name, _, v, _ in self.records if name == "health"]
 
 
 def test_same_result_whatever_the_interleaving(history):
@@ -102,6 +122,8 @@ def test_same_result_whatever_the_interleaving(history):
         run.feed(topics, random.Random(seed), chunk=[5, 80, 400][seed])
     first = runs[0]
     assert first.episodes(), "the history must fire alerts for the comparison to mean something"
+    ranked = [s for s in first.snapshots() if s["metrics"]["usage_percentile"] is not None]
+    assert len(ranked) > len(first.snapshots()) // 2, "the portfolio measures must be live here"
     for other in runs[1:]:
         assert other.records == first.records
         assert other.finals() == first.finals()
@@ -150,7 +172,7 @@ def test_redelivered_records_are_skipped_exactly(history):
     first.feed(topics, rng, crash_after=60)
     assert 0 < first.driver.stats.processed < len(history) // 2
     # What each topic had folded in somewhere; the consumer resumes from an older committed offset.
-    folded = [max((st.offsets[k] for st in store.data.values()), default=-1) for k in range(len(topics))]
+    folded = [max((st.offsets[k] for st in first.states()), default=-1) for k in range(len(topics))]
     resume = [max(0, f + 1 - rng.randint(0, 400)) for f in folded]
     second = Run(store)  # a new driver on the recovered states
     second.records = list(first.records)
@@ -167,7 +189,7 @@ def test_due_schedule_keeps_one_live_entry_per_account(history):
     run = Run(config=DriverConfig(hold_s=0.0, live=True))
     topics = topics_of(history)
     run.feed(topics, random.Random(3), chunk=3)
-    accounts = len(run.store.data)
+    accounts = len(run.states())
     assert run.driver.schedule_size <= 3 * accounts
 
 
@@ -198,10 +220,10 @@ def test_a_failing_evaluation_is_isolated_and_keeps_the_folded_state(history, mo
     real = eng.evaluate
     victim = history[0]["account_id"]
 
-    def evaluate(state, as_of):
+    def evaluate(state, as_of, *args):
         if state.account_id == victim:
             raise RuntimeError("boom")
-        return real(state, as_of)
+        return real(state, as_of, *args)
 
     monkeypatch.setattr(eng, "evaluate", evaluate)
     run.feed(topics_of(history), random.Random(4))
@@ -248,7 +270,7 @@ def test_a_hole_in_delivery_is_read_again_never_skipped(history):
     assert run.driver.gaps == {usage: (lo, hi)}
     assert run.driver.stats.gaps == 1
     assert run.driver.stats.gap_discarded == len(t) - hi
-    assert max(st.offsets[usage] for st in run.store.data.values()) < lo
+    assert max(st.offsets[usage] for st in run.states()) < lo
     assert "hole before" in run.driver.describe([len(x) for x in topics])
     # The caller seeks the consumer back to the hole: the rest of the topic comes again.
     rest: list[list[Record]] = [[] for _ in topics]
@@ -286,8 +308,8 @@ def test_a_hole_the_broker_has_nothing_in_is_accepted(history):
     reference = Run()
     reference.feed(topics, random.Random(1))
     assert run.driver.stats.processed == reference.driver.stats.processed
-    assert {a: st.counts for a, st in run.store.data.items()} == {
-        a: st.counts for a, st in reference.store.data.items()
+    assert {st.account_id: st.counts for st in run.states()} == {
+        st.account_id: st.counts for st in reference.states()
     }
 
 
@@ -313,3 +335,124 @@ def test_a_silent_topic_is_released_only_while_others_deliver(history):
     assert run.driver.stats.forced_releases == 0  # the outage restarted their clocks
     run.driver.step(ends, later + 31)
     assert run.driver.stats.forced_releases > 0
+
+
+def _as_of(snapshot: dict) -> int:
+    return int(datetime.fromisoformat(snapshot["as_of"]).timestamp())
+
+
+def test_live_percentiles_equal_a_portfolio_built_at_midnight(history):
+    """The driver's portfolio measures at a midnight equal those of a Portfolio built directly, with
+    its own incremental API, from every account as of that midnight (events at or before it)."""
+    run = Run()
+    run.feed(topics_of(history), random.Random(5))
+    cfg = run.driver.engine.scoring.metrics
+    live = {(s["account_id"], _as_of(s)): s["metrics"] for s in run.snapshots() if _as_of(s) % DAY_S == 0}
+    events = sorted(
+        (EVENT_ADAPTER.validate_python(e) for e in history),
+        key=lambda e: (e.occurred_at, INPUT_KINDS.index(TYPE_TOPIC[e.type])),
+    )
+    midnights = sorted({t for _, t in live})
+    compared = 0
+    for midnight in midnights[len(midnights) // 3 :: 7]:
+        states: dict[str, AccountState] = {}
+        for e in events:
+            if int(e.occurred_at.timestamp()) > midnight:
+                break
+            st = states.setdefault(e.account_id, AccountState(account_id=e.account_id))
+            apply_event(st, e)
+        portfolio = Portfolio()
+        raw = {a: compute_metrics(st, midnight, cfg) for a, st in states.items()}
+        for a, st in states.items():
+            signed_up = st.profile is not None and st.profile.signed_up_at <= midnight
+            if signed_up and not raw[a].canceled:
+                portfolio.observe(a, raw[a], st)
+        for a in states:
+            got = live.get((a, midnight))
+            if got is None:
+                continue
+            want = with_portfolio(raw[a], portfolio, midnight)
+            for name in (*PERCENTILE_OF.values(), "feature_breadth_catalog"):
+                assert got[name] == getattr(want, name), (a, midnight, name)
+            compared += got["usage_percentile"] is not None and got["feature_breadth_catalog"] is not None
+    assert compared >= 20, "the comparison must cover accounts with live portfolio measures"
+
+
+def test_a_restart_mid_day_uses_the_frozen_portfolio(history):
+    """A new driver on the recovered states restores the portfolio frozen at the last midnight
+    (rebuilt from the states it would differ: they hold events after it) and publishes the very
+    snapshots an uninterrupted run does."""
+    topics = topics_of(history)
+    reference = Run()
+    reference.feed(topics, random.Random(1))
+
+    store = StateStore()
+    first = Run(store)
+    rng = random.Random(2)
+    first.feed(topics, rng, crash_after=300)
+    frozen = first.driver.portfolio
+    assert frozen is not None and frozen.as_of is not None
+    assert len(frozen.stats["logins_30d"]) >= PORTFOLIO_MIN_ACCOUNTS
+    assert first.driver.clock_ms // 1000 - frozen.as_of > 3600  # mid-day, hours after the midnight
+    rebuilt, _ = portfolio_at(first.states(), frozen.as_of, first.driver.engine.scoring.metrics)
+    assert rebuilt != frozen, "the states must hold events after the midnight for this to test anything"
+
+    folded = [max((st.offsets[k] for st in first.states()), default=-1) for k in range(len(topics))]
+    resume = [max(0, f + 1 - rng.randint(0, 400)) for f in folded]
+    second = Run(store)  # a new driver on the recovered states
+    assert second.driver.portfolio == frozen
+    second.records = list(first.records)
+    second.feed([t[r:] for t, r in zip(topics, resume, strict=True)], rng)
+    assert second.driver.stats.redelivered > 0
+    assert second.finals() == reference.finals()
+    # Every snapshot, not just the last per account (a redelivered range may repeat identical ones).
+    assert {v for name, _, v, _ in second.records if name == "health"} == {
+        v for name, _, v, _ in reference.records if name == "health"
+    }
+
+
+def test_portfolio_record_round_trips_through_the_table_codec(history):
+    run = Run()
+    run.feed(topics_of(history), random.Random(6))
+    portfolio = run.driver.portfolio
+    assert portfolio is not None and len(portfolio.stats["active_user_days_30d"]) >= PORTFOLIO_MIN_ACCOUNTS
+    assert portfolio.features
+    codec = AccountStateCodec()
+    raw = codec.dumps(portfolio)
+    assert Portfolio.loads(raw) == portfolio == codec.loads(raw)
+    state = run.states()[0]
+    assert codec.loads(codec.dumps(state)).dumps() == state.dumps()
+    # Distinct values and their counts, not an entry per account: 30,000 ranked values in ~1 KB.
+    rng = random.Random(0)
+    big = Portfolio(as_of=portfolio.as_of, features=portfolio.features)
+    big.stats = {name: Percentiles(rng.randrange(60) for _ in range(10_000)) for name in PERCENTILE_OF}
+    assert len(big.dumps()) < 1500 and Portfolio.loads(big.dumps()) == big
+
+
+def test_run_offline_folds_every_event(history):
+    """Offline runs number each topic's records as Kafka does (from 0, no gaps): a shared counter
+    would leave holes the driver sets records aside for, and most events would never be folded."""
+    events = [EVENT_ADAPTER.validate_python(e) for e in history]
+    store = run_offline(events, engine())
+    states = list(store.states(0))
+    assert {st.account_id for st in states} == {e.account_id for e in events}
+    for k, kind in enumerate(INPUT_KINDS):
+        n = sum(1 for e in events if TYPE_TOPIC[e.type] == kind)
+        assert max(st.offsets[k] for st in states) == n - 1, kind
+
+
+def test_run_offline_splits_accounts_as_the_producer_does(history):
+    """With partitions, each account lands where Kafka's default partitioner (murmur2 of the key) puts
+    it, and each partition freezes a portfolio of its own accounts only."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    events = [EVENT_ADAPTER.validate_python(e) for e in history]
+    store = run_offline(events, engine(), partitions=3)
+    route = DefaultPartitioner()
+    owners = {st.account_id: p for p in range(3) for st in store.states(p)}
+    assert owners == {a: route(a.encode(), [0, 1, 2], [0, 1, 2]) for a in {e.account_id for e in events}}
+    assert len(set(owners.values())) > 1
+    for p in range(3):
+        portfolio = store.get_portfolio(p)
+        assert portfolio is not None
+        assert len(portfolio.stats["logins_30d"]) <= sum(1 for q in owners.values() if q == p)

@@ -9,7 +9,7 @@ import pytest
 
 from rules.engine import DEFAULT_RULES, load_rules
 from streams.engine import Engine
-from streams.evaluate import History, auc, evaluate, history_from_snapshots, score_offline
+from streams.evaluate import History, auc, evaluate, history_from_snapshots, score_events
 from streams.events import EVENT_ADAPTER
 from streams.scoring import load_scoring
 from streams.simulate import AccountTruth, GroundTruth, Simulator
@@ -87,7 +87,7 @@ def test_unscored_accounts_are_counted_not_invented() -> None:
 def test_the_score_separates_simulated_churners_from_stayers() -> None:
     sim = Simulator(120, 90, 21, datetime(2026, 11, 1, tzinfo=UTC))
     engine = Engine(load_scoring(None), load_rules(DEFAULT_RULES))
-    history = score_offline((EVENT_ADAPTER.validate_python(e) for e in sim.events()), engine)
+    history = score_events((EVENT_ADAPTER.validate_python(e) for e in sim.events()), engine, int(sim.end))
     report, _ = evaluate(sim.truth(), history, days_before=30)
     assert report.churners >= 15 and report.scored >= 100
     assert report.auc is not None and report.auc > 0.7
@@ -138,7 +138,7 @@ def test_red_band_warns_ahead_on_the_simulator() -> None:
     90-day history (seed 21) red recall is 62 % but precision 50 % -- the table there shows both."""
     sim = Simulator(120, 120, 5, datetime(2026, 11, 1, tzinfo=UTC))
     engine = Engine(load_scoring(None), load_rules(DEFAULT_RULES))
-    history = score_offline((EVENT_ADAPTER.validate_python(e) for e in sim.events()), engine)
+    history = score_events((EVENT_ADAPTER.validate_python(e) for e in sim.events()), engine, int(sim.end))
     report, _ = evaluate(sim.truth(), history, days_before=30)
     assert report.red_recall is not None and report.red_recall >= 0.5
     assert report.red_precision is not None and report.red_precision >= 0.6
