@@ -604,12 +604,12 @@ def run_offline(
     store = store or StateStore()
     cfg = config or DriverConfig(hold_s=0.0, max_age_s=float("inf"), max_future_s=float("inf"))
     driver = PartitionDriver(0, engine, store, cfg)
-    done = [0] * N_KINDS
-    for i, event in enumerate(events):
+    done = [0] * N_KINDS  # per topic: the next offset (each topic numbers its records from 0)
+    for event in events:
         kind = INPUT_KINDS.index(_kind_of(event))
         raw = orjson.dumps(event.model_dump(mode="json", by_alias=True))
-        driver.offer(Record(kind, i, event.account_id.encode(), raw), now=0.0)
-        done[kind] = i + 1
+        driver.offer(Record(kind, done[kind], event.account_id.encode(), raw), now=0.0)
+        done[kind] += 1
     # All read; no wall clock: the hold has nothing to wait for.
     highwaters: list[int | None] = [d if d else 0 for d in done]
     driver.position = [d if d else None for d in done]
