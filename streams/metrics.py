@@ -16,7 +16,16 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .state import DAY_S, HORIZON_DAYS, NPS_HORIZON_DAYS, AccountState, C, bitmap_aligned, bitmap_window
+from .state import (
+    _DAY_BITS,
+    _DAY_MASK,
+    DAY_S,
+    HORIZON_DAYS,
+    NPS_HORIZON_DAYS,
+    AccountState,
+    C,
+    bitmap_window,
+)
 
 #: The baseline of ``usage_vs_baseline_pct``: the days before the last 7, at most 28, at least 7.
 BASELINE_MAX_DAYS = 28
@@ -170,7 +179,8 @@ def compute_metrics(state: AccountState, as_of: int, cfg: MetricsConfig) -> Acco
     active_30 = active_7 = active_1 = 0
     user_days_30 = user_days_7 = user_days_prev_7 = user_days_prev_30 = base = any_day = 0
     for packed in state.users.values():
-        aligned = bitmap_aligned(packed, today)
+        shift = today - (packed & _DAY_MASK)  # bitmap_aligned(packed, today), inline: per user
+        aligned = packed >> _DAY_BITS << shift if shift >= 0 else packed >> _DAY_BITS >> -shift
         bits30 = aligned & 0x3FFFFFFF
         if bits30:
             active_30 += 1
