@@ -122,6 +122,7 @@ test-kafka4: install
 # The end-to-end benchmark (raw Kafka vs pipeline, latency, memory) on the local stack; see bench/.
 bench: install stack
 	$(PY) bench/bench_rules.py --json bench/results/rules.json
+	$(PY) bench/bench_driver.py --json bench/results/driver.json
 	$(PY) bench/bench_pipeline.py --json bench/results/pipeline.json
 
 lint: install

@@ -93,6 +93,17 @@ def simulated_events(n: int, accounts: int, end: datetime) -> list[dict]:
         days = min(365, days * 2)
 
 
+def skewed(events: list[dict], accounts: int) -> list[dict]:
+    """Nine in ten accounts folded onto a hundredth of them (as bench_driver.py): a few big accounts
+    carry most events; event ids stay distinct."""
+    hot = max(1, accounts // 100)
+    for e in events:
+        i = int(e["account_id"].rsplit("-", 1)[1])
+        if i % 10:
+            e["account_id"] = f"acct-{i % hot:05d}"
+    return events
+
+
 async def load_topics(s: Settings, events: list[dict]) -> float:
     await create_topics(s)
     started = time.perf_counter()
@@ -142,6 +153,28 @@ async def raw_consume(s: Settings, n: int) -> float:
         return seen / (time.perf_counter() - started)
     finally:
         await consumer.stop()
+
+
+# --- 1b. a no-op Faust agent -----------------------------------------------------------------------
+
+
+def faust_noop(s: Settings, n: int, workdir: Path, timeout: float) -> dict:
+    """Events/s of a Faust agent that does nothing on the same topics (bench/noop_agent.py): what
+    Faust's per-message machinery alone costs, measured in the same run as the worker."""
+    result = workdir / "noop.json"
+    log_path = workdir / "noop.log"
+    env = worker_env(s, {"NOOP_EVENTS": str(n), "NOOP_OUT": str(result)})
+    env["HEALTHMON_DATA_DIR"] = str(workdir / "noop-faust")
+    cmd = [sys.executable, str(ROOT / "bench" / "noop_agent.py"), "worker", "-l", "warn"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if not result.exists():
+        raise RuntimeError(f"the no-op agent did not see {n} events: see {log_path}")
+    return json.loads(result.read_text())
 
 
 # --- 2. the pipeline ------------------------------------------------------------------------------
@@ -473,6 +506,22 @@ def table(result: dict) -> str:
             f"RSS {r['worker_rss_mb']:.0f} MB",
         ),
     ]
+    if noop := r.get("faust_noop"):
+        rows.insert(
+            -1,
+            (
+                "1b. Faust no-op agent",
+                f"{noop['events_per_s']:,.0f} events/s; the pipeline is {r['ratio_to_faust_noop']:.1%} of it",
+            ),
+        )
+    if sk := r.get("skewed"):
+        rows.append(
+            (
+                "2s. pipeline, skewed keys",
+                f"{sk['events_per_s']:,.0f} events/s ({sk['accounts']:,} accounts, the top 1% carry "
+                f"{sk['top_1pct_accounts_share']:.0%}); worker CPU {sk['worker_cpu_share']:.0%} of a core",
+            )
+        )
     for run in r["latency"]:
         share = run["offered_events_per_s"] / r["pipeline"]["events_per_s"]
         rows += [
@@ -528,6 +577,10 @@ async def run(args: argparse.Namespace) -> dict:
     del events
     log("1. raw consume")
     raw = await raw_consume(s, n)
+    noop = None
+    if not args.no_noop:
+        log("1b. a no-op Faust agent")
+        noop = await asyncio.to_thread(faust_noop, s, n, workdir, args.timeout)
     log("2. pipeline: starting a worker")
     worker = Worker(s, workdir / "worker.log", args.profile, dict(kv.split("=", 1) for kv in args.worker_env))
     try:
@@ -546,6 +599,9 @@ async def run(args: argparse.Namespace) -> dict:
         worker.stop()
         await drop_topics(s)
         shutil.rmtree(workdir / "faust", ignore_errors=True)  # the worker log stays, for a look
+    skew = None
+    if args.skewed:
+        skew = await skewed_rate(args, tag)
     return {
         "machine": machine(),
         "events": n,
@@ -555,10 +611,45 @@ async def run(args: argparse.Namespace) -> dict:
         "raw_consume_events_per_s": raw,
         "pipeline": pipe,
         "ratio_to_raw": pipe["events_per_s"] / raw,
+        "faust_noop": noop,
+        "ratio_to_faust_noop": pipe["events_per_s"] / noop["events_per_s"] if noop else None,
+        "skewed": skew,
         "worker_rss_mb": rss,
         "latency": lat,
         "command": " ".join(["python", "bench/bench_pipeline.py", *sys.argv[1:]]),
     }
+
+
+async def skewed_rate(args: argparse.Namespace, tag: str) -> dict:
+    """The worker's rate on the same history with skewed keys, on topics of its own."""
+    tag = f"{tag}s"
+    workdir = ROOT / ".local" / "bench" / tag
+    workdir.mkdir(parents=True, exist_ok=True)
+    s = Settings(
+        app_id=f"bench-{tag}",
+        topic_prefix=f"bench-{tag}.",
+        redis_prefix=f"bench-{tag}:",
+        partitions=args.partitions,
+        data_dir=str(workdir / "faust"),
+    )
+    events = skewed(simulated_events(args.events, args.accounts, datetime.now(UTC)), args.accounts)
+    keys: dict[str, int] = {}
+    for e in events:
+        keys[e["account_id"]] = keys.get(e["account_id"], 0) + 1
+    top = sum(sorted(keys.values(), reverse=True)[: max(1, args.accounts // 100)]) / len(events)
+    log(f"2s. skewed keys: {len(keys):,} accounts, the top {max(1, args.accounts // 100)} carry {top:.0%}")
+    await load_topics(s, events)
+    n = len(events)
+    del events
+    worker = Worker(s, workdir / "worker.log", None, dict(kv.split("=", 1) for kv in args.worker_env))
+    try:
+        worker.wait_ready()
+        pipe = await pipeline_rate(s, n, worker, timeout=args.timeout)
+    finally:
+        worker.stop()
+        await drop_topics(s)
+        shutil.rmtree(workdir / "faust", ignore_errors=True)
+    return {**pipe, "accounts": len(keys), "top_1pct_accounts_share": top}
 
 
 def main() -> None:
@@ -582,6 +673,8 @@ def main() -> None:
     ap.add_argument(
         "--profile", type=Path, default=None, help="Record the worker with py-spy (collapsed stacks)."
     )
+    ap.add_argument("--no-noop", action="store_true", help="Skip the no-op Faust agent measurement.")
+    ap.add_argument("--skewed", action="store_true", help="Also the worker's rate with skewed keys.")
     ap.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_probe:

@@ -389,22 +389,26 @@ class PartitionDriver:
         if self._realtime:
             idle_bound = max(idle_bound, int((now - cfg.live_lateness_s) * 1000))
         queues = self.queues
+        # Per topic, the smallest (event time, topic) it may still deliver. A step offers nothing,
+        # so taking a record changes only its own topic's bound: that one is recomputed, not all.
+        bounds = self._bounds(highwaters, idle_bound, now)
         while True:
-            bounds = self._bounds(highwaters, idle_bound, now)
-            head_k = -1
-            head: tuple[int, int] | None = None
-            for k in range(N_KINDS):
-                q = queues[k]
-                if q and (head is None or (q[0][0], k) < head):
-                    head, head_k = (q[0][0], k), k
-            if head is None:
-                break
-            if not all(k == head_k or head < bounds[k] for k in range(N_KINDS)):
+            # The head is the earliest waiting record; it goes when it is before every other bound,
+            # that is when it is the least of them all (bounds of different topics never tie).
+            first = min(bounds)
+            head_k = first[1]
+            if head_k < 0 or not queues[head_k]:  # an empty topic may still deliver an earlier one
+                waiting = [k for k in range(N_KINDS) if queues[k]]
+                if not waiting:
+                    break
                 if self.buffered <= self.config.max_buffered:
                     break
                 self.stats.forced_releases += 1  # memory bound: the earliest goes through
-            self._take(queues[head_k].popleft())
+                head_k = min(waiting, key=bounds.__getitem__)
+            q = queues[head_k]
+            self._take(q.popleft())
             self.buffered -= 1
+            bounds[head_k] = (q[0][0], head_k) if q else self._bound(head_k, highwaters, idle_bound, now)
         # Everything at or before this has been read: run what falls due up to it.
         safe = min(bounds)[0] - 1
         if safe > self.clock_ms:
@@ -416,37 +420,37 @@ class PartitionDriver:
 
     def _bounds(self, highwaters: list[int | None], idle_bound: int, now: float) -> list[tuple[int, int]]:
         """Per topic, the smallest (event time, topic) it may still deliver."""
-        bounds = []
-        for k in range(N_KINDS):
-            q = self.queues[k]
-            if q:
-                bounds.append((q[0][0], k))
-                continue
-            hw, pos = highwaters[k], self.position[k]
-            caught_up = hw is not None and (hw == 0 or (pos is not None and pos >= hw))
-            if caught_up:
-                self.blocked_since[k] = None
-                self.forced[k] = False
-            else:
-                since = self.blocked_since[k]
-                if since is None:
-                    self.blocked_since[k] = now
-                elif (
-                    now - max(since, self._resumed_at) >= self.config.max_block_s and self._offered_at > since
-                ):
-                    # Only while other topics deliver: in a broker outage nothing does, and
-                    # releasing would make everything read after it late.
-                    # It stops holding time back until it delivers a record again (offer clears
-                    # blocked_since), so a stuck topic delays the rest once, not per record.
-                    if not self.forced[k]:
-                        self.stats.forced_releases += 1
-                        self.forced[k] = True
-                    caught_up = True
-            if caught_up:
-                bounds.append((idle_bound + 1, -1))
-            else:
-                bounds.append((self.offered_ts[k], k))
-        return bounds
+        return [self._bound(k, highwaters, idle_bound, now) for k in range(N_KINDS)]
+
+    def _bound(self, k: int, highwaters: list[int | None], idle_bound: int, now: float) -> tuple[int, int]:
+        """The smallest (event time, topic) topic ``k`` may still deliver: its first waiting record,
+        or for an empty topic its latest event time while it has unread records (the idle bound
+        once it is read to its end or stuck for ``max_block_s``). Asked again within a step, with
+        the same ``now``, it gives the same answer (``max_block_s`` > 0)."""
+        q = self.queues[k]
+        if q:
+            return (q[0][0], k)
+        hw, pos = highwaters[k], self.position[k]
+        caught_up = hw is not None and (hw == 0 or (pos is not None and pos >= hw))
+        if caught_up:
+            self.blocked_since[k] = None
+            self.forced[k] = False
+        else:
+            since = self.blocked_since[k]
+            if since is None:
+                self.blocked_since[k] = now
+            elif now - max(since, self._resumed_at) >= self.config.max_block_s and self._offered_at > since:
+                # Only while other topics deliver: in a broker outage nothing does, and
+                # releasing would make everything read after it late.
+                # It stops holding time back until it delivers a record again (offer clears
+                # blocked_since), so a stuck topic delays the rest once, not per record.
+                if not self.forced[k]:
+                    self.stats.forced_releases += 1
+                    self.forced[k] = True
+                caught_up = True
+        if caught_up:
+            return (idle_bound + 1, -1)
+        return (self.offered_ts[k], k)
 
     def _take(self, item: tuple[int, int, BaseEvent | None, Record, str | None]) -> None:
         ts_ms, offset, event, record, reason = item

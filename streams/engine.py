@@ -43,7 +43,8 @@ class Engine:
         self.key_features = frozenset(self.scoring.metrics.key_features)
 
     def apply(self, state: AccountState, event: BaseEvent, partition: int) -> bool:
-        state.partition = partition
+        if state.partition != partition:  # a pydantic attribute write costs a microsecond, per event
+            state.partition = partition
         return apply_event(state, event, key_features=self.key_features, dedupe_window=self.dedupe_window)
 
     def evaluate(

@@ -19,7 +19,16 @@ import cramjam
 import msgspec
 from pydantic import BaseModel, Field
 
-from .state import DAY_S, HORIZON_DAYS, NPS_HORIZON_DAYS, AccountState, C, bitmap_window
+from .state import (
+    _DAY_BITS,
+    _DAY_MASK,
+    DAY_S,
+    HORIZON_DAYS,
+    NPS_HORIZON_DAYS,
+    AccountState,
+    C,
+    bitmap_window,
+)
 
 #: The baseline of ``usage_vs_baseline_pct``: the days before the last 7, at most 28, at least 7.
 BASELINE_MAX_DAYS = 28
@@ -163,19 +172,33 @@ def compute_metrics(state: AccountState, as_of: int, cfg: MetricsConfig) -> Acco
 
     # --- usage
     m.logins_7d, m.logins_30d = w7[C.LOGINS], w30[C.LOGINS]
-    user_days_30 = user_days_7 = user_days_prev_7 = user_days_prev_30 = 0
+    # A trend needs history for the whole earlier window, or a new account's first weeks look like growth.
+    known_since = state.first_event_at // DAY_S if state.first_event_at is not None else today
+    # Against the account's own baseline: the 7 days before this week, up to 28, as far as history goes.
+    base_days = min(BASELINE_MAX_DAYS, today - 6 - known_since)
+    base_mask = (1 << base_days) - 1 if base_days >= BASELINE_MIN_DAYS else 0
+    # One pass over the users, each bitmap aligned once (bit 0 = today) and every window a shift and
+    # a mask of it: a big account has thousands of users and is evaluated every hour it is active.
+    active_30 = active_7 = active_1 = 0
+    user_days_30 = user_days_7 = user_days_prev_7 = user_days_prev_30 = base = any_day = 0
     for packed in state.users.values():
-        bits30 = bitmap_window(packed, today, 30)
+        shift = today - (packed & _DAY_MASK)  # bitmap_aligned(packed, today), inline: per user
+        aligned = packed >> _DAY_BITS << shift if shift >= 0 else packed >> _DAY_BITS >> -shift
+        bits30 = aligned & 0x3FFFFFFF
         if bits30:
-            m.active_users_30d += 1
+            active_30 += 1
             user_days_30 += bits30.bit_count()
+            any_day |= bits30
             bits7 = bits30 & 0x7F
             if bits7:
-                m.active_users_7d += 1
+                active_7 += 1
                 user_days_7 += bits7.bit_count()
-                m.active_users_1d += bits7 & 1
-        user_days_prev_7 += bitmap_window(packed, today, 7, offset=7).bit_count()
-        user_days_prev_30 += bitmap_window(packed, today, 30, offset=30).bit_count()
+                active_1 += bits7 & 1
+        user_days_prev_7 += ((aligned >> 7) & 0x7F).bit_count()
+        user_days_prev_30 += ((aligned >> 30) & 0x3FFFFFFF).bit_count()
+        if base_mask:
+            base += ((aligned >> 7) & base_mask).bit_count()
+    m.active_users_30d, m.active_users_7d, m.active_users_1d = active_30, active_7, active_1
     if m.active_users_30d:
         m.dau_mau = (user_days_30 / 30) / m.active_users_30d
     if state.seats:
@@ -186,22 +209,13 @@ def compute_metrics(state: AccountState, as_of: int, cfg: MetricsConfig) -> Acco
         m.feature_breadth = used / len(cfg.key_features)
     if w30[C.SESSIONS]:
         m.avg_session_minutes_30d = w30[C.SESSION_SECONDS] / w30[C.SESSIONS] / 60
-    # A trend needs history for the whole earlier window, or a new account's first weeks look like growth.
-    known_since = state.first_event_at // DAY_S if state.first_event_at is not None else today
     if known_since <= today - 13:
         m.usage_trend_7d_pct = _pct_change(user_days_7, user_days_prev_7)
     if known_since <= today - 59:
         m.usage_trend_30d_pct = _pct_change(user_days_30, user_days_prev_30)
-    # Against the account's own baseline: the 7 days before this week, up to 28, as far as history goes.
-    base_days = min(BASELINE_MAX_DAYS, today - 6 - known_since)
-    if base_days >= BASELINE_MIN_DAYS:
-        base = sum(bitmap_window(p, today, base_days, offset=7).bit_count() for p in state.users.values())
-        if base:
-            m.usage_vs_baseline_pct = ((user_days_7 / 7) / (base / base_days) - 1) * 100
+    if base_mask and base:
+        m.usage_vs_baseline_pct = ((user_days_7 / 7) / (base / base_days) - 1) * 100
     m.active_user_days_30d = user_days_30
-    any_day = 0
-    for packed in state.users.values():
-        any_day |= bitmap_window(packed, today, 30)
     m.active_days_30d = any_day.bit_count()
     signed_up = state.profile.signed_up_at if state.profile is not None else state.first_event_at
     if signed_up is not None and signed_up <= as_of:

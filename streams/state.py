@@ -109,6 +109,15 @@ def bitmap_window(packed: int, as_of_day: int, days: int, offset: int = 0) -> in
     return bits & ((1 << days) - 1)
 
 
+def bitmap_aligned(packed: int, as_of_day: int) -> int:
+    """All the bits up to ``as_of_day``, with that day in bit 0: the window of ``days`` days ending
+    ``offset`` days earlier is ``(aligned >> offset) & ((1 << days) - 1)``, exactly what
+    :func:`bitmap_window` gives, for one call per bitmap instead of one per window."""
+    shift = as_of_day - (packed & _DAY_MASK)
+    bits = packed >> _DAY_BITS
+    return bits << shift if shift >= 0 else bits >> -shift
+
+
 def bitmap_last_day(packed: int) -> int | None:
     return (packed & _DAY_MASK) if packed else None
 
@@ -341,13 +350,36 @@ def _unpack_map(packed: list) -> dict[str, list[int]]:
     return dict(zip(_front_decode(packed[0]), packed[1], strict=True))
 
 
-def _encode_users(users: dict[str, int]) -> list[object]:
+#: The front-coded user ids of recently written accounts: account -> (ids, coded). A worker writes a
+#: busy account's state at every step while its users rarely change, and coding thousands of ids is
+#: most of the write. Bounded; an entry is used only when the ids are the same, in the same order.
+_CODED_USERS: dict[str, tuple[list[str], list[list]]] = {}
+_CODED_USERS_MAX = 1024
+
+
+def _front_code_users(account_id: str, users: dict[str, int]) -> list[list]:
+    ids = list(users)
+    cached = _CODED_USERS.get(account_id)
+    if cached is not None and cached[0] == ids:
+        return cached[1]
+    coded = _front_code(ids)
+    if len(ids) >= 32:  # small maps code fast enough
+        if account_id not in _CODED_USERS and len(_CODED_USERS) >= _CODED_USERS_MAX:
+            del _CODED_USERS[next(iter(_CODED_USERS))]  # the oldest entry
+        _CODED_USERS[account_id] = (ids, coded)
+    return coded
+
+
+def _encode_users(users: dict[str, int], account_id: str = "") -> list[object]:
     """Front-coded ids, last active days as distances from the newest, and the 90 activity bits as
     one 12-byte word per user."""
-    newest = max((p & _DAY_MASK for p in users.values()), default=0)
-    ages = [newest - (p & _DAY_MASK) for p in users.values()]
-    words = b"".join((p >> _DAY_BITS).to_bytes(_BITS_BYTES, "little") for p in users.values())
-    return [newest, _front_code(users), ages, words]
+    packed = list(users.values())
+    lasts = [p & _DAY_MASK for p in packed]
+    newest = max(lasts, default=0)
+    ages = [newest - d for d in lasts]
+    words = b"".join([(p >> _DAY_BITS).to_bytes(_BITS_BYTES, "little") for p in packed])
+    coded = _front_code_users(account_id, users) if account_id else _front_code(users)
+    return [newest, coded, ages, words]
 
 
 def _decode_users(row: list) -> dict[str, int]:
@@ -372,7 +404,7 @@ def encode_state(state: AccountState) -> bytes:
         s.last_event_at,
         _ids_bytes(s.recent_ids),
         _encode_days(s.days),
-        _encode_users(s.users),
+        _encode_users(s.users, s.account_id),
         _bitmap_bytes(s.login_days),
         s.last_login_at,
         s.features,

@@ -172,3 +172,20 @@ def test_day_buckets_are_kept_and_written_without_trailing_zeros() -> None:
         b'{"account_id":"a","days":{"20000":[' + b",".join([b"1"] * (N_COUNTERS + 1)) + b"]}}"
     )
     assert old.days[20000] == [1] * N_COUNTERS
+
+
+def test_an_aligned_bitmap_gives_every_window_exactly():
+    """compute_metrics aligns each user's bitmap once and masks its windows out of it."""
+    import random
+
+    from streams.state import bitmap_aligned
+
+    rng = random.Random(1)
+    for _ in range(3000):
+        p = 0
+        for _ in range(rng.randint(0, 12)):
+            p = bitmap_mark(p, 20_000 + rng.randint(0, 150))
+        today = 20_000 + rng.randint(-10, 300)
+        days, offset = rng.randint(1, 90), rng.randint(0, 60)
+        window = (bitmap_aligned(p, today) >> offset) & ((1 << days) - 1)
+        assert window == bitmap_window(p, today, days, offset)

@@ -18,3 +18,16 @@ def test_rules_benchmark_runs(tmp_path: Path):
     )
     body = json.loads(out.read_text())
     assert set(body["evaluations_per_second"]) >= {"simple: score < 60"}
+
+
+def test_driver_benchmark_runs(tmp_path: Path):
+    out = tmp_path / "driver.json"
+    subprocess.run(
+        [sys.executable, "bench/bench_driver.py", "--events", "3000", "--accounts", "50", "--json", str(out)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    runs = json.loads(out.read_text())["runs"]
+    assert set(runs) == {"uniform", "skewed"}
+    assert all(r["stats"]["processed"] == 3000 and r["left_buffered"] == 0 for r in runs.values())

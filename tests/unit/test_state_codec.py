@@ -174,3 +174,19 @@ def test_the_user_cap_bounds_a_huge_account() -> None:
     print(f"\n{MAX_USERS} users: {size} bytes (JSON {len(s.dumps_json())})")
     assert size < 64 * 1024
     assert AccountState.loads(s.dumps()) == AccountState.loads(s.dumps_json())
+
+
+def test_a_busy_account_written_again_codes_its_current_users() -> None:
+    """The coded user ids are reused only while the ids are the same, in the same order."""
+    state = AccountState(account_id="busy")
+    state.users = {f"busy-u{i:04d}": (1 << 17) | 20_000 for i in range(100)}
+    for change in range(4):
+        record = state.dumps()
+        assert AccountState.loads(record).users == state.users
+        assert AccountState.loads(state.dumps()).users == state.users  # from the cache
+        if change == 0:
+            state.users["busy-u9999"] = (1 << 17) | 20_001  # a new user
+        elif change == 1:
+            del state.users["busy-u0003"]  # a forgotten one
+        else:  # the same ids in another order
+            state.users = dict(reversed(state.users.items()))
