@@ -136,6 +136,7 @@ def evaluate(
     Transactional: ``states`` is not touched; the new states come back with the alerts they imply,
     and the caller keeps both or neither, so a rule is firing only together with its alert."""
     ctx = rule_context(snapshot)
+    canceled = bool(ctx.get("canceled"))
     out: list[AlertEvent] = []
     new: dict[str, list[int]] = {}
     for rule, condition in zip(ruleset.rules, ruleset.conditions, strict=True):
@@ -158,7 +159,9 @@ def evaluate(
                 out.append(_alert(rule, snapshot, ctx, st, "firing", t))
         elif status == PENDING:
             st[0] = INACTIVE
-        elif status == FIRING and t >= st[3] + rule.keep_firing_for:
+        elif status == FIRING and (t >= st[3] + rule.keep_firing_for or canceled):
+            # keep_firing_for damps flapping; a canceled account does not flap back: its other
+            # alerts resolve at once instead of staying open for days beside the cancellation.
             st[0], st[4] = INACTIVE, t
             if rule.send_resolved:
                 out.append(_alert(rule, snapshot, ctx, st, "resolved", t))

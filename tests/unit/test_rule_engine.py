@@ -101,6 +101,30 @@ def test_keep_firing_for_damps_flapping():
     assert run(rs, timeline) == [("firing", 0), ("resolved", H + 30)]
 
 
+def test_a_cancellation_resolves_at_once_despite_keep_firing_for():
+    rs = RuleSet(
+        (
+            Rule.model_validate(
+                {
+                    "id": "low",
+                    "description": "low score",
+                    "when": "score < 60 and not canceled",
+                    "action": "call",
+                    "keep_firing_for": "3d",
+                }
+            ),
+        ),
+        {"low": "test"},
+    )
+    states: dict = {}
+    assert [a.status for a in evaluate(rs, snap(50), states, 0)] == ["firing"]
+    assert evaluate(rs, snap(70), states, H) == []  # still firing: keep_firing_for
+    resolved = evaluate(rs, snap(50, canceled=True), states, 2 * H)
+    assert [(a.status, a.ends_at.timestamp() if a.ends_at else None) for a in resolved] == [
+        ("resolved", 2 * H)
+    ]
+
+
 def test_cooldown_suppresses_a_new_episode_too_soon():
     rs = ruleset(cooldown="1d")
     timeline = [(0, 50), (H, 70), (2 * H, 50), (D, 70), (D + 2 * H, 50)]
