@@ -61,6 +61,20 @@ def producer(s: Settings, **extra: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**client_kwargs(s, **extra))
 
 
+def bulk_producer(s: Settings, client_id: str) -> AIOKafkaProducer:
+    """A producer for many records in order (replay, shadow): idempotent, acks from all replicas,
+    large batches, the project's compression."""
+    return producer(
+        s,
+        client_id=client_id,
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        acks="all",
+        enable_idempotence=True,
+        compression_type=s.compression_type,
+    )
+
+
 def admin(s: Settings, **extra: Any) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**client_kwargs(s, **extra))
 

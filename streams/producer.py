@@ -58,15 +58,7 @@ async def produce_events(
 ) -> int:
     """Send (topic, key, value) records in order, at most ``rate`` per second when given, and none
     before the wall-clock time ``not_before(record)`` says (live simulation)."""
-    producer = kafka_clients.producer(
-        s,
-        client_id=f"{s.app_id}-replay",
-        linger_ms=5,
-        max_batch_size=256 * 1024,
-        acks="all",
-        enable_idempotence=True,
-        compression_type=s.compression_type,
-    )
+    producer = kafka_clients.bulk_producer(s, f"{s.app_id}-replay")
     await kafka_clients.started(producer)
     sent = 0
     started = time.monotonic()

@@ -205,15 +205,7 @@ async def publish(s: Settings, snapshots: Iterable[tuple[bytes, bytes, int]], la
     contract plus ``healthmon.shadow: <label>``; nothing else is produced anywhere."""
     spec = shadow_topic_spec(s)
     await ensure_topic(s, spec)
-    producer = kafka_clients.producer(
-        s,
-        client_id=f"{s.app_id}-shadow",
-        linger_ms=5,
-        max_batch_size=256 * 1024,
-        acks="all",
-        enable_idempotence=True,
-        compression_type=s.compression_type,
-    )
+    producer = kafka_clients.bulk_producer(s, f"{s.app_id}-shadow")
     await kafka_clients.started(producer)
     sent = 0
     try:

@@ -47,6 +47,18 @@ def settings_env(s: Settings) -> dict[str, str]:
     return {**s.process_env(os.environ), "PYTHONUNBUFFERED": "1"}
 
 
+def run_cli(s: Settings, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
+    """``healthmon ARGS`` in a subprocess with exactly these settings, without progress bars."""
+    return subprocess.run(
+        [sys.executable, "-m", "streams", *args],
+        cwd=ROOT,
+        env={**settings_env(s), "HEALTHMON_PROGRESS": "0", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 class WorkerProcess:
     """``healthmon worker`` in a subprocess, as an operator would run it."""
 

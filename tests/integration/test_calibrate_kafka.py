@@ -3,8 +3,6 @@ same validation report, as from the equivalent event file."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,21 +12,13 @@ import pytest
 from streams.scoring import load_scoring
 from streams.settings import Settings
 from streams.simulate import Simulator
-from tests.conftest import ROOT, settings_env
+from tests.conftest import run_cli
 from tests.helpers import produce_events, setup_topics
 
 pytestmark = pytest.mark.kafka
 
 
-def cli(s: Settings, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streams", *args],
-        cwd=ROOT,
-        env={**settings_env(s), "HEALTHMON_PROGRESS": "0"},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+cli = run_cli
 
 
 async def test_calibrate_from_kafka_equals_calibrate_from_the_file(kafka_settings: Settings, tmp_path: Path):

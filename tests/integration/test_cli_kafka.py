@@ -3,8 +3,6 @@ at the end, and Kafka or Redis being unreachable is one line with a hint, never 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -12,21 +10,13 @@ import pytest
 
 from streams.settings import Settings
 from streams.tail import read_to_end
-from tests.conftest import ROOT, settings_env
+from tests.conftest import run_cli
 from tests.helpers import account_event, at, event, setup_topics
 
 pytestmark = pytest.mark.kafka
 
 
-def cli(s: Settings, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streams", *args],
-        cwd=ROOT,
-        env={**settings_env(s), "HEALTHMON_PROGRESS": "0", **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+cli = run_cli
 
 
 async def count(s: Settings, *kinds: str) -> int:

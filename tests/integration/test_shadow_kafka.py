@@ -4,8 +4,6 @@ get nothing, and the report's differences match two offline runs of the driver c
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +21,7 @@ from streams.scoring import DEFAULT_SCORECARD, load_scoring
 from streams.settings import Settings
 from streams.simulate import Simulator
 from streams.tail import count_records, read_to_end
-from tests.conftest import ROOT, settings_env
+from tests.conftest import run_cli
 from tests.helpers import produce_events, setup_topics
 
 pytestmark = pytest.mark.kafka
@@ -31,15 +29,7 @@ pytestmark = pytest.mark.kafka
 END = datetime(2026, 3, 1, tzinfo=UTC)
 
 
-def cli(s: Settings, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streams", *args],
-        cwd=ROOT,
-        env={**settings_env(s), "HEALTHMON_PROGRESS": "0"},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+cli = run_cli
 
 
 def reweighted(path: Path) -> Path:

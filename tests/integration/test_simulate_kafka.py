@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 
 from streams.settings import Settings
 from streams.simulate import GroundTruth, Simulator
-from tests.conftest import ROOT, WorkerProcess, settings_env
+from tests.conftest import WorkerProcess, run_cli
 from tests.helpers import collect, latest_snapshots, setup_topics
 
 pytestmark = pytest.mark.kafka
@@ -21,14 +20,7 @@ OPTIONS = ["--accounts", "30", "--days", "40", "--seed", "4", "--end", "2026-11-
 
 
 def cli(s: Settings, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "streams", *args],
-        cwd=ROOT,
-        env=settings_env(s),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    done = run_cli(s, *args, timeout=timeout)
     assert done.returncode == 0, f"healthmon {args[0]} failed:\n{done.stdout}\n{done.stderr}"
     return done
 
