@@ -271,14 +271,15 @@ def create_app(
                 if got is None:
                     driver.skip_to(k, highwaters(p)[k] or want)
                 continue
-            if first > want:  # nothing in between (transaction markers, compaction): not a loss
+            if first > want:  # nothing before ``first`` (transaction markers, compaction)
                 driver.skip_to(k, first)
-            else:
-                # Faust counts a jump it saw as acked (meant for transaction markers): left there,
-                # its next commit could pass records not folded in yet.
+            if got is not None and first < got:
+                # Faust counts a jump it saw as acked (meant for transaction markers): left over
+                # records it skipped, its next commit could pass them before they are folded in.
                 faust_gaps = app.consumer._gap.get(tp)  # type: ignore[attr-defined]
                 if faust_gaps:
-                    faust_gaps.chop(want, (got if got is not None else want) + 1)
+                    faust_gaps.chop(first, got + 1)
+            if first == want:
                 came = f"{got} came next" if got is not None else "none came"
                 log.warning("%s[%s]: records from %s were not delivered (%s); reading again", *tp, want, came)
             # Its stream buffer may have left it out of the fetches, too.
