@@ -49,7 +49,7 @@ def reweighted(path: Path) -> Path:
 def offline(
     events: list, card: Path | None
 ) -> tuple[Counter[tuple[bytes, bytes]], set[str], dict[str, str | None]]:
-    """One run of the driver: snapshot (key, value) multiset, firing alert ids, latest band per account."""
+    """One run of the driver: snapshot (key, value) multiset, firing episodes, latest band per account."""
     snaps: Counter[tuple[bytes, bytes]] = Counter()
     firing: set[str] = set()
     latest: dict[str, tuple[str, str | None]] = {}
@@ -63,8 +63,9 @@ def offline(
                     latest[snap["account_id"]] = (snap["as_of"], snap["band"])
             elif name == "alerts":
                 alert = AlertEvent.model_validate_json(value)
-                if alert.status == "firing":
-                    firing.add(f"{alert.rule_id}|{alert.alert_id}")
+                if alert.status == "firing":  # an episode: the same start under both is the same one
+                    # (its alert id also counts earlier episodes, which a scorecard may change)
+                    firing.add(f"{alert.rule_id}|{alert.account_id}|{alert.active_since}|{alert.starts_at}")
 
     run_offline(events, Engine(load_scoring(card), load_rules(None)), on_output=collect)
     return snaps, firing, {acc: band for acc, (_, band) in latest.items()}
@@ -99,7 +100,7 @@ async def test_shadow_rescore_writes_only_the_shadow_topic_and_reports_the_diffe
     # Nothing live was written: no alerts, no snapshots, no changes.
     assert await count_records(s, s.topic("alerts"), s.topic("health"), s.topic("health_changes")) == 0
 
-    # Per rule: episodes only under one scorecard (alert ids are per account, rule and episode start).
+    # Per rule: episodes only under one scorecard (an episode is its account, rule and start).
     for rule in {a.split("|")[0] for a in cur_firing | new_firing}:
         row = next(r for r in report["rules"] if r["rule_id"] == rule)
         cur = {a for a in cur_firing if a.startswith(rule + "|")}
