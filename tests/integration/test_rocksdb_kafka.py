@@ -85,3 +85,39 @@ async def test_a_fresh_data_directory_recovers_from_the_changelog(kafka_settings
     finally:
         w.stop()
     assert_same(got, want)
+
+
+@pytest.mark.engine_crash
+async def test_a_standby_takes_over_from_its_local_copy(kafka_settings, tmp_path):
+    """Two workers, each the standby of the other's partitions (table_standby_replicas = 1): one is
+    SIGKILLed and the other takes its partitions over from its own databases plus the changelog's
+    tail, not from the changelog's beginning, and the result is the uninterrupted run's."""
+    want = await reference(kafka_settings.model_copy(update={"store": "memory://"}), tmp_path)
+    s = kafka_settings
+    await setup_topics(s)
+    first = WorkerProcess(s.model_copy(update={"data_dir": str(tmp_path / "a")}), tmp_path / "a.log")
+    second = WorkerProcess(s.model_copy(update={"data_dir": str(tmp_path / "b")}), tmp_path / "b.log")
+    half = len(HISTORY) // 2
+    try:
+        first.start()
+        second.start()
+        await produce(s, records(s, HISTORY[:half]))
+        await collect(
+            s, "health", lambda rs: len({r.partition for r in rs}) == s.partitions and len(rs) > 200
+        )
+        assert first.proc is not None
+        first.proc.kill()
+        first.proc.wait()
+        await produce(s, records(s, HISTORY[half:]))
+        await send_markers(s)
+        got = await outcome(s)
+        assert second.alive(), second.log_tail()
+    finally:
+        first.stop()
+        second.stop()
+    assert_same(got, want)
+    # The takeover (the last recovery in the survivor's log) started every partition from an offset
+    # its databases had persisted, the standby ones included.
+    takeover = second.log().rsplit(b"Reading Starts At - Active", 1)[1]
+    starts = active_starts(b"Reading Starts At - Active" + takeover)
+    assert len(starts) == s.partitions and min(starts.values()) >= 0, starts
