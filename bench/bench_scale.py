@@ -37,7 +37,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -56,7 +56,6 @@ from bench_pipeline import (  # noqa: E402
     quiesce,
     rss_kb,
     simulated_events,
-    wait_committed,
     worker_env,
 )
 
@@ -168,8 +167,10 @@ def du_bytes(paths: list[Path], pattern: str = "*") -> int:
     return sum(f.stat().st_blocks * 512 for p in paths for f in p.rglob(pattern) if f.is_file())
 
 
-def settings(tag: str, workdir: Path, partitions: int, store: str) -> Settings:
+def settings(tag: str, workdir: Path, partitions: int, store: str, session_timeout: float | None) -> Settings:
+    extra = {} if session_timeout is None else {"session_timeout_s": session_timeout}
     return Settings(
+        **extra,
         app_id=f"scale-{tag}",
         topic_prefix=f"scale-{tag}.",
         redis_prefix=f"scale-{tag}:",
@@ -257,7 +258,7 @@ async def accounts_run(args: argparse.Namespace, n: int, store: str) -> dict:
     tag = uuid.uuid4().hex[:6]
     workdir = ROOT / ".local" / "bench" / f"scale-{tag}"
     workdir.mkdir(parents=True, exist_ok=True)
-    s = settings(tag, workdir, args.partitions, store)
+    s = settings(tag, workdir, args.partitions, store, args.session_timeout)
     usage_every = max(1, n // args.usage_sample)
     log(f"A. {n:,} accounts, {store}: loading fresh topics")
     events = list(account_events(n, usage_every, datetime.now(UTC)))
@@ -271,8 +272,17 @@ async def accounts_run(args: argparse.Namespace, n: int, store: str) -> dict:
         out["ready_s"] = w.wait_for(b"Worker ready", 180)
         log(f"A. worker ready after {out['ready_s']:.1f} s; waiting for {total:,} commits")
         cpu0, wall0 = w.cpu_s(), time.monotonic()
-        await wait_committed(s, total, args.timeout)
+
+        def guard() -> None:  # a shared machine: give up before the worker takes all its memory
+            if w.proc.poll() is not None:
+                raise RuntimeError(f"worker exited ({w.proc.returncode}) before committing all input")
+            if w.rss_mb() > args.rss_cap_mb:
+                w.kill()
+                raise RuntimeError(f"worker RSS over --rss-cap-mb {args.rss_cap_mb:.0f} MB: killed")
+
+        samples = await track_committed(s, total, args.timeout, guard)
         out["load_wall_s"] = time.monotonic() - w.started
+        out["steady_events_per_s"] = steady(samples, total)
         out["worker_cpu_share"] = (w.cpu_s() - cpu0) / (time.monotonic() - wall0)
         await quiesce(w)  # type: ignore[arg-type]  # duck-typed: cpu_s()
         span = await output_span(s)
@@ -362,8 +372,11 @@ async def recover(
 # --- B. 1, 2, 4 workers ----------------------------------------------------------------------------
 
 
-async def track_committed(s: Settings, n: int, timeout: float) -> list[tuple[float, int]]:
-    """(monotonic time, offsets committed on the inputs) every 0.5 s until the group has all ``n``."""
+async def track_committed(
+    s: Settings, n: int, timeout: float, guard: Callable[[], None] | None = None
+) -> list[tuple[float, int]]:
+    """(monotonic time, offsets committed on the inputs) every 0.5 s until the group has all ``n``;
+    ``guard`` is called at each sample (it raises to give up)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
@@ -377,6 +390,8 @@ async def track_committed(s: Settings, n: int, timeout: float) -> list[tuple[flo
             offsets = await admin.list_consumer_group_offsets(s.app_id)
             done = sum(m.offset for tp, m in offsets.items() if tp.topic in s.input_topics and m.offset > 0)
             samples.append((time.monotonic(), done))
+            if guard is not None:
+                guard()
             await asyncio.sleep(0.5)
     finally:
         await admin.close()
@@ -397,14 +412,15 @@ async def scale_out(args: argparse.Namespace) -> dict:
     tag = uuid.uuid4().hex[:6]
     workdir = ROOT / ".local" / "bench" / f"scale-{tag}"
     workdir.mkdir(parents=True, exist_ok=True)
-    base = settings(tag, workdir, args.partitions, "memory://")
+    base = settings(tag, workdir, args.partitions, "memory://", args.session_timeout)
     log(f"B. simulating {args.events:,} events of {args.scale_accounts:,} accounts")
     events = simulated_events(args.events, args.scale_accounts, datetime.now(UTC))
     accounts = len({e["account_id"] for e in events})
     produce_rate = await load_topics(base, events)
     total = len(events)
     del events
-    broker_pid = (args.stack_dir / "kafka" / "pid").read_text().strip()
+    pid_file = args.stack_dir / "kafka" / "pid"
+    broker_pid = pid_file.read_text().strip() if pid_file.exists() else "-"  # another broker: no CPU
     runs = []
     try:
         for n in args.workers:
@@ -464,6 +480,9 @@ def table(r: dict) -> str:
              f"{', shared (niceness ' + str(r['niceness']) + ')' if r['niceness'] else ''}")]  # fmt: skip
     for a in r["accounts"]:
         head = f"A. {a['accounts']:,} accounts, {a['store']}"
+        if "error" in a:
+            rows.append((head, f"not measured: {a['error']}"))
+            continue
         rows.append((head, f"{a['events']:,} events at {a['events_per_s']:,.0f} events/s, "
                      f"RSS {a['rss_mb']:,.0f} MB ({a['rss_bytes_per_account']:,.0f} B/account)"))  # fmt: skip
         if d := a.get("disk"):
@@ -501,6 +520,12 @@ def broker_info(stack_dir: Path) -> dict:
     return {}
 
 
+def loadavg() -> str:
+    with contextlib.suppress(OSError):
+        return Path("/proc/loadavg").read_text().strip()
+    return ""
+
+
 def rocksdb_dirs(data_dir: str) -> list[Path]:
     return [d for d in Path(data_dir).rglob("*.db") if d.is_dir()]
 
@@ -508,12 +533,23 @@ def rocksdb_dirs(data_dir: str) -> list[Path]:
 async def run(args: argparse.Namespace) -> dict:
     result: dict = {"machine": machine(), "niceness": os.nice(0), "accounts": [], "scale_out": None}
     result["machine"].update(broker_info(args.stack_dir))
-    for n in args.accounts:
-        result["accounts"].append(await accounts_run(args, n, "rocksdb://"))
-    for n in args.memory_accounts:
-        result["accounts"].append(await accounts_run(args, n, "memory://"))
+    result["loadavg_at_start"] = loadavg()
+
+    async def accounts(store: str, counts: list[int]) -> None:
+        for n in counts:
+            try:
+                result["accounts"].append(await accounts_run(args, n, store))
+            except Exception as exc:  # one size that cannot run must not lose the others
+                log(f"A. {n:,} accounts, {store}: FAILED: {exc}")
+                result["accounts"].append({"store": store, "accounts": n, "error": str(exc)})
+
+    # The longest part (the larger RocksDB sizes) runs last: on a shared machine, the rest is in by then.
+    await accounts("rocksdb://", args.accounts[:1])
+    await accounts("memory://", args.memory_accounts)
     if args.workers:
         result["scale_out"] = await scale_out(args)
+    await accounts("rocksdb://", args.accounts[1:])
+    result["loadavg_at_end"] = loadavg()
     result["command"] = " ".join(["python", "bench/bench_scale.py", *sys.argv[1:]])
     return result
 
@@ -536,6 +572,10 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--stack-dir", type=Path, default=None, help="Default: $HEALTHMON_STACK_DIR or .ci's.")
     ap.add_argument("--keep", action="store_true", help="Keep the workers' data dirs.")
+    ap.add_argument("--rss-cap-mb", type=float, default=8_000, help="Kill a worker (A) past this RSS.")
+    ap.add_argument(
+        "--session-timeout", type=float, default=None, help="HEALTHMON_SESSION_TIMEOUT_S for the workers."
+    )
     ap.add_argument("--smoke", action="store_true", help="Tiny sizes, to check the benchmark still runs.")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -543,9 +583,11 @@ def main() -> None:
         port = os.environ.get("HEALTHMON_KAFKA_PORT", "9092")
         args.stack_dir = Path(os.environ.get("HEALTHMON_STACK_DIR") or ROOT / ".local" / f"stack-{port}")
     if args.smoke:
-        args.accounts, args.memory_accounts, args.usage_sample = [2_000], [2_000], 20
+        args.accounts, args.usage_sample = [2_000], 20
+        args.memory_accounts = [2_000] if args.memory_accounts else []  # --memory-accounts "": none
         args.probe_events, args.probe_rate = 5, 20.0
         args.workers, args.events, args.scale_accounts = [1, 2], 5_000, 50
+        args.session_timeout = args.session_timeout or 6.0  # the SIGKILLed member goes sooner
     result = asyncio.run(run(args))
     print(table(result))
     if args.json:
