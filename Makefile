@@ -119,11 +119,13 @@ test-kafka4: install
 	  HEALTHMON_TEST_REDIS_PORT=$${HEALTHMON_TEST_REDIS4_PORT:-16479} \
 	  HEALTHMON_TEST_STACK_DIR=$(CURDIR)/.local/test-stack-kafka4 .ci/test.sh tests/integration
 
-# The end-to-end benchmark (raw Kafka vs pipeline, latency, memory) on the local stack; see bench/.
+# The end-to-end benchmark (raw Kafka vs pipeline, latency, memory) and the scale points (100k/1M
+# accounts on RocksDB, SIGKILL recovery, 1/2/4 workers) on the local stack; see bench/.
 bench: install stack
 	$(PY) bench/bench_rules.py --json bench/results/rules.json
 	$(PY) bench/bench_driver.py --json bench/results/driver.json
 	$(PY) bench/bench_pipeline.py --json bench/results/pipeline.json
+	$(PY) bench/bench_scale.py --json bench/results/scale.json
 
 lint: install
 	$(BIN)/ruff check .
