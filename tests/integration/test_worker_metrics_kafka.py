@@ -3,7 +3,9 @@ reason, accounts per band, worker state."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import time
 import urllib.request
 
 import pytest
@@ -50,5 +52,10 @@ async def test_worker_exports_its_metrics(kafka_settings, tmp_path):
         assert m['healthmon_worker_state{healthmon_worker_state="running"}'] == 1
         assert m["healthmon_evaluation_seconds_count"] >= 1
         assert m.get('healthmon_engine_total{what="late"}', 0) == 0
+        # Accounts per band (a 10 s gauge, kept from the states written): the one account, once.
+        deadline = time.monotonic() + 40
+        while sum(v for k, v in scrape(port).items() if k.startswith("healthmon_accounts{")) != 1:
+            assert time.monotonic() < deadline, {k: v for k, v in scrape(port).items() if "accounts{" in k}
+            await asyncio.sleep(0.5)
     finally:
         w.stop()
