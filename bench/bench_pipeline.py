@@ -558,17 +558,22 @@ def table(result: dict) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+def bench_settings(tag: str, partitions: int, workdir: Path) -> Settings:
+    """Topics, groups and Redis keys of one benchmark run of its own."""
+    return Settings(
+        app_id=f"bench-{tag}",
+        topic_prefix=f"bench-{tag}.",
+        redis_prefix=f"bench-{tag}:",
+        partitions=partitions,
+        data_dir=str(workdir / "faust"),
+    )
+
+
 async def run(args: argparse.Namespace) -> dict:
     tag = uuid.uuid4().hex[:6]
     workdir = ROOT / ".local" / "bench" / tag
     workdir.mkdir(parents=True, exist_ok=True)
-    s = Settings(
-        app_id=f"bench-{tag}",
-        topic_prefix=f"bench-{tag}.",
-        redis_prefix=f"bench-{tag}:",
-        partitions=args.partitions,
-        data_dir=str(workdir / "faust"),
-    )
+    s = bench_settings(tag, args.partitions, workdir)
     log(f"simulating {args.events:,} events for {args.accounts:,} accounts")
     events = simulated_events(args.events, args.accounts, datetime.now(UTC))
     log("loading the input topics")
@@ -625,13 +630,7 @@ async def skewed_rate(args: argparse.Namespace, tag: str) -> dict:
     tag = f"{tag}s"
     workdir = ROOT / ".local" / "bench" / tag
     workdir.mkdir(parents=True, exist_ok=True)
-    s = Settings(
-        app_id=f"bench-{tag}",
-        topic_prefix=f"bench-{tag}.",
-        redis_prefix=f"bench-{tag}:",
-        partitions=args.partitions,
-        data_dir=str(workdir / "faust"),
-    )
+    s = bench_settings(tag, args.partitions, workdir)
     events = skewed(simulated_events(args.events, args.accounts, datetime.now(UTC)), args.accounts)
     keys: dict[str, int] = {}
     for e in events:

@@ -317,8 +317,6 @@ def create_app(
             return drivers.get(p)  # the world moved while we asked
         driver = drivers[p] = PartitionDriver(p, engine, store.for_partition(p), config, positions)
         log.info("partition %s ready: %d accounts due", p, driver.schedule_size)
-        background.add(t := asyncio.create_task(learn_bands(p, driver)))
-        t.add_done_callback(background.discard)
         now = time.time()
         for event in waiting.pop(p, []):
             if current(event):
@@ -415,9 +413,10 @@ def create_app(
             # they reached (recovery reads the changelog after it). Memory: already in place.
             states.commit(written[p], reached.get(p))
         for p, out, _ in steps:
-            for a, st in out.states.items():
-                if isinstance(st, AccountState):  # not a partition's portfolio
-                    band_of[a] = (p, st.last_change_band or "none")
+            if (driver := drivers.get(p)) is not None:
+                for a, st in out.states.items():
+                    if isinstance(st, AccountState):  # not a partition's portfolio
+                        driver.bands[a] = st.last_change_band or "none"
         for _, out, _ in steps:
             for handle in out.acks:
                 if handle is not None:
@@ -529,9 +528,6 @@ def create_app(
                         end_offsets.pop((k, tp.partition), None)
                         rereads.pop((tp.partition, k), None)
                     ends_read_at.pop(tp.partition, None)
-            gone = {tp.partition for tp in revoked if tp.topic in kinds}
-            for a in [a for a, (q, _) in band_of.items() if q in gone]:
-                del band_of[a]
             live = {id(d) for d in drivers.values()}
             for key in [k for k in exported if k[0] not in live]:
                 del exported[key]  # counters of dropped drivers
@@ -581,25 +577,11 @@ def create_app(
             ends_read_at[p] = now
 
     last_seen: dict[int, tuple[int, int]] = {}
-    #: Each owned account's partition and band, kept from the states made durable (and one pass
-    #: over a partition's stored states when its driver starts), so the band gauges never walk
-    #: the whole table: with RocksDB that decoded every state every 10 s and stalled the loop.
-    band_of: dict[str, tuple[int, str]] = {}
-    background: set[asyncio.Task[None]] = set()  # strong references to the passes under way
-
-    async def learn_bands(p: int, driver: PartitionDriver) -> None:
-        n = 0
-        for state in driver.store.states(p):
-            band_of.setdefault(state.account_id, (p, state.last_change_band or "none"))
-            n += 1
-            if n % 1000 == 0:
-                await asyncio.sleep(0)  # a long pass must not hold the event loop
-            if drivers.get(p) is not driver:
-                return  # revoked meanwhile
 
     @app.timer(10.0)
     async def gauges() -> None:
-        """Consumer lag and accounts per band (a pass over the owned states every 10 s)."""
+        """Consumer lag and accounts per band (from each driver's bands: never a walk over the table,
+        which with RocksDB decoded every state every 10 s: the likely cause of loop stalls at 300k)."""
         mine = assigned()
         for p in mine:
             for k, name in enumerate(names):
@@ -619,9 +601,10 @@ def create_app(
                 log.warning("partition %s has not moved for 10 s: %s", p, driver.describe(highwaters(p)))
             last_seen[p] = moved
         bands = dict.fromkeys(("red", "yellow", "green", "none"), 0)
-        for p, band in list(band_of.values()):
+        for p, driver in list(drivers.items()):
             if p in mine:
-                bands[band if band in bands else "none"] += 1
+                for band in driver.bands.values():
+                    bands[band if band in bands else "none"] += 1
         for band, n in bands.items():
             metrics.accounts.labels(band=band).set(n)
 

@@ -306,6 +306,9 @@ class PartitionDriver:
         self.portfolio: Portfolio | None = None
         self._next_freeze_ms = NEVER
         self._frozen_metrics: dict[str, AccountMetrics] = {}
+        #: Each account's last band, for the caller's gauges: from the pass that rebuilds the
+        #: schedule, then kept by the caller from the states it makes durable.
+        self.bands: dict[str, str] = {}
         if positions is not None:  # where the consumer starts reading (committed offsets)
             self.position = list(positions)
         self._rebuild()
@@ -650,6 +653,7 @@ class PartitionDriver:
             self._next_freeze_ms = (portfolio.as_of + DAY_S) * 1000 + 999
         owed: dict[str, int] = {}
         for state in list(self._states()):
+            self.bands[state.account_id] = state.last_change_band or "none"
             self._schedule(state)
             if state.owed is not None:
                 owed[state.account_id] = state.owed
