@@ -71,15 +71,23 @@ def iso(t: datetime) -> str:
 
 def account_events(n: int, usage_every: int, now: datetime) -> Iterator[dict]:
     """One valid contract-v1 ``account`` event per account, then 5 logins for every
-    ``usage_every``-th account (a sample with activity; 0: none)."""
-    at, signed = iso(now - timedelta(hours=1)), iso(now - timedelta(days=400))
+    ``usage_every``-th account (a sample with activity; 0: none).
+
+    The times are whole hours back from ``now``, so every run does the same work whatever the minute:
+    the profiles fall in one evaluation slot (the hour two hours back) and the logins in the next
+    one, so taking the first login closes the profiles' slot and each account is evaluated once
+    during the load. (With "an hour ago" and "30 minutes ago" both fell in one slot for the first
+    half of each hour: nothing was evaluated during the load, only previewed, and every account was
+    still owed an evaluation after the restart.)"""
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    at, signed = iso(hour - timedelta(hours=2) + timedelta(minutes=1)), iso(now - timedelta(days=400))
     for i in range(n):
         aid = f"sc-{i:07d}"
         yield {"event_id": f"{aid}-a", "account_id": aid, "type": "account", "occurred_at": at,
                "name": f"Scale Account {i}", "segment": SEGMENTS[i % 3], "csm_name": f"CSM {i % 50}",
                "csm_email": f"csm{i % 50}@example.com", "signed_up_at": signed}  # fmt: skip
     if usage_every:
-        used = iso(now - timedelta(minutes=30))
+        used = iso(hour - timedelta(hours=1) + timedelta(minutes=1))
         for i in range(0, n, usage_every):
             aid = f"sc-{i:07d}"
             for u in range(5):
@@ -90,7 +98,7 @@ def account_events(n: int, usage_every: int, now: datetime) -> Iterator[dict]:
 class Proc:
     """A ``healthmon worker`` (info logs: Faust's recovery lines are timed from them)."""
 
-    def __init__(self, s: Settings, log_path: Path) -> None:
+    def __init__(self, s: Settings, log_path: Path, profile: Path | None = None) -> None:
         self.log_path = log_path
         self.started = time.monotonic()
         self.started_wall = time.time()
@@ -102,6 +110,12 @@ class Proc:
             stdout=log_path.open("ab"),
             stderr=subprocess.STDOUT,
         )
+        self.spy: subprocess.Popen | None = None
+        if profile is not None:  # py-spy attached (not a parent: the SIGKILL must hit the worker)
+            spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+            cmd = [spy, "record", "-r", "100", "-f", "raw", "-o", str(profile), "-p", str(self.proc.pid)]
+            with (profile.parent / f"{profile.name}.log").open("wb") as err:
+                self.spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
 
     def wait_for(self, marker: bytes, timeout: float, after: int = 0) -> float:
         """Seconds from the start until ``marker`` is in the log (past byte ``after``)."""
@@ -142,6 +156,13 @@ class Proc:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        self.profiled()
+
+    def profiled(self) -> None:
+        """py-spy writes its profile once the worker is gone."""
+        if self.spy is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.spy.wait(60)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -151,6 +172,7 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.profiled()
 
 
 def cpu_seconds(pid: int | str) -> float:
@@ -267,7 +289,7 @@ async def accounts_run(args: argparse.Namespace, n: int, store: str) -> dict:
     del events
     out: dict = {"store": store, "accounts": n, "events": total, "partitions": args.partitions,
                  "produce_events_per_s": produce_rate}  # fmt: skip
-    w = Proc(s, workdir / "worker.log")
+    w = Proc(s, workdir / "worker.log", args.profile and args.profile / f"{n}-{store[:-3]}-load.txt")
     try:
         out["ready_s"] = w.wait_for(b"Worker ready", 180)
         log(f"A. worker ready after {out['ready_s']:.1f} s; waiting for {total:,} commits")
@@ -283,6 +305,7 @@ async def accounts_run(args: argparse.Namespace, n: int, store: str) -> dict:
         samples = await track_committed(s, total, args.timeout, guard)
         out["load_wall_s"] = time.monotonic() - w.started
         out["steady_events_per_s"] = steady(samples, total)
+        out["committed_at_s"] = curve(samples, total, w.started)
         out["worker_cpu_share"] = (w.cpu_s() - cpu0) / (time.monotonic() - wall0)
         await quiesce(w)  # type: ignore[arg-type]  # duck-typed: cpu_s()
         span = await output_span(s)
@@ -319,7 +342,7 @@ async def recover(
     # Accounts without the sample's logins (their snapshot answers a new event at once).
     quiet = [f"sc-{i:07d}" for i in range(1, n, max(2, n // (args.probe_events + 1))) if i % usage_every]
     first, rest = quiet[0], quiet[1 : args.probe_events + 1]
-    w = Proc(s, log_path)
+    w = Proc(s, log_path, args.profile and args.profile / f"{n}-restart.txt")
     try:
         out: dict = {
             "ready_s": w.wait_for(b"Worker ready", 300, after),
@@ -358,6 +381,9 @@ async def recover(
             out[key] = w.logged_at(marker)
         out["session_timeout_s"] = s.session_timeout_s
         out["rss_mb_after_recovery"] = w.rss_mb()
+        # RocksDB replays its write-ahead log into tables when it opens: the states at rest, each
+        # once (the load's figure also holds the log, where each state was written twice).
+        out["disk_bytes_after_restart"] = du_bytes(rocksdb_dirs(s.data_dir))
         await quiesce(w)  # type: ignore[arg-type]
         log(
             f"A. recovery: ready {out['ready_s']:.1f} s, first output {out.get('first_output_s', -1):.1f} s; probing"
@@ -406,6 +432,15 @@ def steady(samples: list[tuple[float, int]], n: int) -> float | None:
     if lo is None or hi is None or hi[0] <= lo[0]:
         return None
     return (hi[1] - lo[1]) / (hi[0] - lo[0])
+
+
+def curve(samples: list[tuple[float, int]], n: int, t0: float) -> dict[str, float | None]:
+    """Seconds from ``t0`` (the worker's start) until 10, 25, 50, 75, 90 and 100 % of the input was
+    committed: where the load spends its time (folding profiles, then one slot's evaluations)."""
+    return {
+        f"{pct}%": next((round(t - t0, 1) for t, done in samples if done >= n * pct / 100), None)
+        for pct in (10, 25, 50, 75, 90, 100)
+    }
 
 
 async def scale_out(args: argparse.Namespace) -> dict:
@@ -491,6 +526,9 @@ def table(r: dict) -> str:
                          f"{d['bytes'] / 1e6:,.1f} MB ({d['bytes_per_account']:,.0f} B/account) / "
                          f"{c['bytes'] / 1e6:,.1f} MB ({c['bytes_per_account']:,.0f} B/account)"))  # fmt: skip
             rc = a["recovery"]
+            if (rest := rc.get("disk_bytes_after_restart")) is not None:
+                rows.append(("   state on disk after the restart (tables, no log)",
+                             f"{rest / 1e6:,.1f} MB ({rest / a['accounts']:,.0f} B/account)"))  # fmt: skip
             rows.append(("   after SIGKILL: ready / recovered / 1st output",
                          f"{rc['ready_s']:.1f} s / {rc.get('recovery_complete_s', float('nan')):.1f} s / "
                          f"{rc.get('first_output_s', float('nan')):.1f} s from the restart"))  # fmt: skip
@@ -576,6 +614,12 @@ def main() -> None:
     ap.add_argument(
         "--session-timeout", type=float, default=None, help="HEALTHMON_SESSION_TIMEOUT_S for the workers."
     )
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="py-spy each worker of (A) into this folder (collapsed stacks).",
+    )
     ap.add_argument("--smoke", action="store_true", help="Tiny sizes, to check the benchmark still runs.")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -588,6 +632,8 @@ def main() -> None:
         args.probe_events, args.probe_rate = 5, 20.0
         args.workers, args.events, args.scale_accounts = [1, 2], 5_000, 50
         args.session_timeout = args.session_timeout or 6.0  # the SIGKILLed member goes sooner
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     result = asyncio.run(run(args))
     print(table(result))
     if args.json:
