@@ -30,16 +30,16 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from .engine import Engine
 from .events import BaseEvent, InvalidEvent, parse_event
 from .metrics import AccountMetrics, Portfolio, portfolio_at
-from .state import DAY_S, INPUT_KINDS, AccountState
+from .state import DAY_S, INPUT_KINDS, AccountState, StateBrief, decode_brief
 
 log = logging.getLogger("healthmon.driver")
 
@@ -48,6 +48,9 @@ NEVER = -(1 << 62)
 #: Keys in the ``accounts`` table that hold no account: a partition's frozen portfolio (no account id
 #: starts with a NUL byte; every iteration over states skips them).
 RESERVED_PREFIX = "\x00"
+
+
+_S = TypeVar("_S", AccountState, StateBrief)
 
 
 def portfolio_key(partition: int) -> str:
@@ -154,6 +157,11 @@ class StateStore:
             if isinstance(state, AccountState) and state.partition == partition:
                 yield state
 
+    def briefs(self, partition: int) -> Iterable[AccountState | StateBrief]:
+        """What rebuilding the partition's due schedule reads of each of its states: here the
+        states themselves (a RocksDB store decodes only those fields)."""
+        return self.states(partition)
+
     def get_portfolio(self, partition: int) -> Portfolio | None:
         """The partition's portfolio as last written (restored from the changelog after a restart)."""
         value = self.data.get(portfolio_key(partition))
@@ -205,6 +213,15 @@ class RocksStateStore(StateStore):
 
     def states(self, partition: int) -> Iterable[AccountState]:
         """The database's states, as changed in this step where they were, and the step's new ones."""
+        return self._scan(partition, AccountState.loads)
+
+    def briefs(self, partition: int) -> Iterable[AccountState | StateBrief]:
+        """As :meth:`states`, decoding only the fields the due schedule needs (``decode_brief``):
+        a restart reads every state of its partitions, and decoding them whole was most of the time
+        from "Worker ready" to the first snapshot (11.6 s of one blocked tick at 100k accounts)."""
+        return self._scan(partition, decode_brief)
+
+    def _scan(self, partition: int, decode: Callable[[bytes], _S]) -> Iterator[AccountState | _S]:
         reserved = RESERVED_PREFIX.encode()
         seen: set[str] = set()
         for key, raw in self.table_store._visible_items(self.db):  # skips Faust's offset key
@@ -212,9 +229,10 @@ class RocksStateStore(StateStore):
                 continue
             account_id = key.decode()
             seen.add(account_id)
-            state = self.touched.get(account_id) or AccountState.loads(raw)
-            if state.partition == partition:
-                yield state
+            state = self.touched.get(account_id)
+            item = decode(raw) if state is None else state
+            if item.partition == partition:
+                yield item
         for account_id, state in list(self.touched.items()):
             if account_id not in seen and state.partition == partition:
                 yield state
@@ -631,7 +649,7 @@ class PartitionDriver:
         out.states[account_id] = state
         self._schedule(state)
 
-    def _schedule(self, state: AccountState) -> None:
+    def _schedule(self, state: AccountState | StateBrief) -> None:
         t = state.next_due
         account_id = state.account_id
         if t is None:
@@ -652,7 +670,7 @@ class PartitionDriver:
             self.portfolio = portfolio
             self._next_freeze_ms = (portfolio.as_of + DAY_S) * 1000 + 999
         owed: dict[str, int] = {}
-        for state in list(self._states()):
+        for state in list(self.store.briefs(self.partition)):
             self.bands[state.account_id] = state.last_change_band or "none"
             self._schedule(state)
             if state.owed is not None:

