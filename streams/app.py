@@ -26,6 +26,7 @@ from faust.types import TP, EventT
 from rules.engine import DEFAULT_RULES, RuleSet, load_rules, rule_files
 
 from . import codecs as _codecs  # noqa: F401  (registers the state codec)
+from . import faust_fixes
 from .codecs import STATE_CODEC
 from .config import ConfigError
 from .driver import DeadLetter, DriverConfig, Output, PartitionDriver, Record, StateStore, state_store
@@ -100,6 +101,7 @@ def create_app(
     settings: Settings | None = None, scoring: ScoringConfig | None = None, ruleset: RuleSet | None = None
 ) -> Pipeline:
     s = settings or get_settings()
+    faust_fixes.install()
     if s.processing_guarantee != "at_least_once":
         raise ConfigError(
             "HEALTHMON_PROCESSING_GUARANTEE: only at_least_once is supported; the engine skips "
