@@ -13,6 +13,7 @@ from hashlib import blake2b
 from . import events as ev
 from .state import (
     DAY_S,
+    EVENT_HASH_BITS,
     HORIZON_DAYS,
     MAX_CLOSED_TICKETS,
     MAX_FEATURES,
@@ -29,11 +30,16 @@ from .state import (
     bitmap_mark,
 )
 
+EVENT_HASH_BYTES = EVENT_HASH_BITS // 8
 NEGATIVE_SENTIMENT = -0.25  # a ticket message at or below this counts as negative
 
 
 def event_hash(event_id: str) -> int:
-    return int.from_bytes(blake2b(event_id.encode(), digest_size=8).digest(), "little")
+    """The de-duplication key of an event id: the low 48 bits (``EVENT_HASH_BITS``) of its 64-bit
+    BLAKE2b digest, the same bits a 64-bit hash of older records keeps (docs/processing.md: the
+    chance that a new event is taken for a repeat)."""
+    digest = blake2b(event_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest[:EVENT_HASH_BYTES], "little")
 
 
 def _bucket(state: AccountState, day: int, size: int = N_COUNTERS) -> list[int]:
