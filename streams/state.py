@@ -586,6 +586,21 @@ def _key(text: str) -> int | str:
     return _KNOWN_INDEX.get(text, text)
 
 
+#: Coded key lists by the keys they code: every account has the same rule ids, and event types in
+#: one of a few orders. Bounded (cleared when full).
+_CODED_KEYS: dict[tuple[str, ...], list[int | str]] = {}
+
+
+def _keys(keys: Iterable[str]) -> list[int | str]:
+    names = tuple(keys)
+    coded = _CODED_KEYS.get(names)
+    if coded is None:
+        if len(_CODED_KEYS) >= 256:
+            _CODED_KEYS.clear()
+        coded = _CODED_KEYS[names] = [_KNOWN_INDEX.get(k, k) for k in names]
+    return coded
+
+
 def _unkey(key: int | str) -> str:
     return KNOWN_STRINGS_V2[key] if isinstance(key, int) else key
 
@@ -676,7 +691,7 @@ def _encode_kinds(counts: dict[str, int], last_seen: dict[str, int], base: int, 
     cols.append(list(counts.values()))
     cols.append([base - t for t in last_seen.values()])
     same = list(counts) == list(last_seen)
-    return [[_key(k) for k in counts], None if same else [_key(k) for k in last_seen]]
+    return [_keys(counts), None if same else _keys(last_seen)]
 
 
 def _decode_kinds(part: list, base: int, r: _ColumnReader) -> tuple[dict[str, int], dict[str, int]]:
@@ -819,16 +834,20 @@ def _encode_rules_v2(rules: dict[str, list[int]], base: int, cols: list) -> list
     """Rule states by rule id. Only rules whose state is not all zeros (few) have rows: their row
     numbers (deltas), then status, the four times (from ``base``, 0 stays 0), episode, which times
     are set."""
-    _rows(rules, 6)
-    which = [i for i, st in enumerate(rules.values()) if any(st)]
-    rows = [st for st in rules.values() if any(st)]
+    which, rows = [], []
+    for i, st in enumerate(rules.values()):
+        if len(st) != 6:
+            raise _Unfit
+        if any(st):
+            which.append(i)
+            rows.append(st)
     cols.append(_deltas(which, 0))
     cols.append([st[0] for st in rows])
     for c in _RULE_TIMES:
         cols.append([st[c] - base if st[c] else 0 for st in rows])
     cols.append([st[5] for st in rows])
     cols.append([sum(1 << b for b, c in enumerate(_RULE_TIMES) if st[c]) for st in rows])
-    return [_key(k) for k in rules]
+    return _keys(rules)
 
 
 def _decode_rules_v2(part: list, base: int, r: _ColumnReader) -> dict[str, list[int]]:
