@@ -2,7 +2,8 @@
 
 The state is compact and its size does not grow with history: counters live in per-day buckets
 (UTC days since the epoch) that are pruned after ``HORIZON_DAYS``, and distinct users are kept as one
-90-bit activity bitmap per user instead of a set per day.
+activity bitmap per user (``USER_HORIZON_DAYS`` bits) instead of a set per day, for at most
+``HEALTHMON_MAX_USERS_PER_ACCOUNT`` users.
 """
 
 from __future__ import annotations
@@ -30,18 +31,24 @@ from pydantic import (
 )
 
 DAY_S = 86_400
-#: Days of per-day buckets and of user activity bits that are kept.
+#: Days of per-day buckets and of the account's login bits that are kept.
 HORIZON_DAYS = 90
+#: Days of each user's activity bits that are kept: the longest per-user window the metrics read
+#: (the 30 days before the last 30, for the 30-day usage trend; metrics.compute_metrics). A user
+#: with no activity in them counts in no metric at any later evaluation, and is forgotten.
+USER_HORIZON_DAYS = 60
 #: Days an NPS answer counts for the account NPS.
 NPS_HORIZON_DAYS = 180
 _DAY_BITS = 17  # a packed bitmap is (bits << 17) | last_day; day numbers fit 17 bits until 2328
 _DAY_MASK = (1 << _DAY_BITS) - 1
 _BITS_MASK = (1 << HORIZON_DAYS) - 1
+_USER_BITS_MASK = (1 << USER_HORIZON_DAYS) - 1
 MAX_OPEN_TICKETS = 500
 MAX_CLOSED_TICKETS = 100
 MAX_FEATURES = 200
 #: Caps on per-account maps, so that one huge or hostile account cannot grow a state without bound:
-#: past them the least recently active user (or the oldest NPS answer) is forgotten.
+#: past them the least recently active user (or the oldest NPS answer) is forgotten. The user cap is
+#: the default of ``HEALTHMON_MAX_USERS_PER_ACCOUNT`` (docs/processing.md, "Very large accounts").
 MAX_USERS = 5_000
 MAX_NPS_ANSWERS = 1_000
 #: The input topics in a fixed order: the index of an event's topic in ``AccountState.offsets`` and
@@ -84,16 +91,32 @@ def day_of(ts: int) -> int:
 # --- packed per-day activity bitmaps: bit k set = active on day (last_day - k) ------------------
 
 
-def bitmap_mark(packed: int, day: int) -> int:
-    """Mark ``day`` active in a packed bitmap (0 = empty); late days inside the horizon count."""
+def bitmap_mark(packed: int, day: int, horizon: int = HORIZON_DAYS, mask: int = _BITS_MASK) -> int:
+    """Mark ``day`` active in a packed bitmap (0 = empty) that keeps ``horizon`` days (``mask``: that
+    many bits); late days inside the horizon count."""
     if packed == 0:
         return (1 << _DAY_BITS) | day
     last = packed & _DAY_MASK
     bits = packed >> _DAY_BITS
     if day >= last:
-        bits = ((bits << (day - last)) | 1) & _BITS_MASK
+        bits = ((bits << (day - last)) | 1) & mask
         last = day
-    elif last - day < HORIZON_DAYS:
+    elif last - day < horizon:
+        bits |= 1 << (last - day)
+    return (bits << _DAY_BITS) | last
+
+
+def user_mark(packed: int, day: int) -> int:
+    """:func:`bitmap_mark` for a user's bitmap, which keeps :data:`USER_HORIZON_DAYS` days (inline:
+    one call per usage event)."""
+    if packed == 0:
+        return (1 << _DAY_BITS) | day
+    last = packed & _DAY_MASK
+    bits = packed >> _DAY_BITS
+    if day >= last:
+        bits = ((bits << (day - last)) | 1) & _USER_BITS_MASK
+        last = day
+    elif last - day < USER_HORIZON_DAYS:
         bits |= 1 << (last - day)
     return (bits << _DAY_BITS) | last
 
@@ -741,26 +764,28 @@ def _decode_days_v2(n: int, base_day: int, r: _ColumnReader) -> dict[int, list[i
 
 
 def _encode_users_v2(users: dict[str, int], account_id: str, cols: list) -> list:
-    """Front-coded ids, each user's last active day (days before the newest), and the 90 activity bits
-    as byte planes: byte 0 of every user, then byte 1 (the oldest days are zero for new users)."""
+    """Front-coded ids, each user's last active day (days before the newest), and the activity bits
+    as byte planes (byte 0 of every user, then byte 1, ...), as many as the widest bitmap needs: 8
+    for USER_HORIZON_DAYS bits, 12 for the 90 of states written before it."""
     packed = list(users.values())
     lasts = [p & _DAY_MASK for p in packed]
     newest = max(lasts, default=0)
     cols.append([newest - d for d in lasts])
-    words = b"".join([(p >> _DAY_BITS).to_bytes(_BITS_BYTES, "little") for p in packed])
-    planes = np.frombuffer(words, np.uint8).reshape(len(packed), _BITS_BYTES).T.tobytes()
+    bits = [p >> _DAY_BITS for p in packed]
+    width = (max(bits, default=0).bit_length() + 7) // 8
+    words = b"".join([b.to_bytes(width, "little") for b in bits])
+    planes = np.frombuffer(words, np.uint8).reshape(len(packed), width).T.tobytes()
     coded = _front_code_users(account_id, users) if account_id else _front_code(users)
-    return [newest, coded, planes]
+    return [newest, coded, width, planes]
 
 
 def _decode_users_v2(part: list, r: _ColumnReader) -> dict[str, int]:
-    newest, coded, planes = part
+    newest, coded, width, planes = part
     ids = _front_decode(coded)
     n = len(ids)
-    words = np.frombuffer(planes, np.uint8).reshape(_BITS_BYTES, n).T.tobytes()
+    words = np.frombuffer(planes, np.uint8).reshape(width, n).T.tobytes()
     return {
-        user: (int.from_bytes(words[i * _BITS_BYTES : (i + 1) * _BITS_BYTES], "little") << _DAY_BITS)
-        | (newest - age)
+        user: (int.from_bytes(words[i * width : (i + 1) * width], "little") << _DAY_BITS) | (newest - age)
         for i, (user, age) in enumerate(zip(ids, r.take(), strict=True))
     }
 
