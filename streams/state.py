@@ -657,7 +657,10 @@ def _undeltas(deltas: list[int], first: int) -> list[int]:
 
 
 def _pack_columns(cols: list[Sequence[int]]) -> tuple[list[int], bytes, bytes]:
-    """All the integer columns of a record: (their lengths, their byte widths, the byte planes)."""
+    """All the integer columns of a record: (their lengths, their byte widths, the byte planes). A
+    value is zigzag-coded (0, -1, 1, -2... -> 0, 1, 2, 3...), a column is as many bytes wide as its
+    widest code needs (0 to 8), and the planes are byte 0 of every value of every column at least 1
+    wide, then byte 1 of every value of every column at least 2 wide, and so on."""
     lens = [len(c) for c in cols]
     flat = list(chain.from_iterable(cols))
     n = len(flat)
@@ -666,8 +669,8 @@ def _pack_columns(cols: list[Sequence[int]]) -> tuple[list[int], bytes, bytes]:
     except struct.error:  # past 64 bits
         raise _Unfit from None
     z = np.zeros(n + 1, dtype=np.uint64)  # one more: a column may be empty, even the last one
-    z[:n] = ((a << 1) ^ (a >> 63)).view(np.uint64)  # zigzag: small magnitudes, small codes
-    n_per = np.array(lens)
+    z[:n] = ((a << 1) ^ (a >> 63)).view(np.uint64)
+    n_per = np.array(lens, dtype=np.intp)
     tops = np.maximum.reduceat(z, np.cumsum(n_per) - n_per)
     tops[n_per == 0] = 0
     widths = np.searchsorted(_PLANE_FLOORS, tops, side="right").astype(np.uint8)
@@ -677,7 +680,7 @@ def _pack_columns(cols: list[Sequence[int]]) -> tuple[list[int], bytes, bytes]:
 
 
 class _ColumnReader:
-    """The columns of a v2 record, taken in the order the fields wrote them: one at a time as a list
+    """The columns of a v2 record, taken in the order the fields wrote them: one at a time
     (``take``), or several of the same length as rows (``take_rows``)."""
 
     __slots__ = ("col", "ends", "flat", "ints", "lens")
@@ -700,12 +703,12 @@ class _ColumnReader:
         self.col += 1
         return self.flat[start:end]
 
-    def take_rows(self, k: int) -> np.ndarray:
-        """The next ``k`` columns (of one length ``n``) as an (n, k) matrix."""
+    def take_rows(self, k: int) -> list[list[int]]:
+        """The next ``k`` columns (of one length) as rows."""
         n = self.lens[self.col]
         start = self.ends[self.col] - n
         self.col += k
-        return self.ints[start : start + k * n].reshape(k, n).T
+        return self.ints[start : start + k * n].reshape(k, n).T.tolist()
 
 
 def _encode_kinds(counts: dict[str, int], last_seen: dict[str, int], base: int, cols: list) -> list:
@@ -750,11 +753,11 @@ def _encode_days_v2(days: dict[int, list[int]], base_day: int, cols: list) -> in
 
 def _decode_days_v2(n: int, base_day: int, r: _ColumnReader) -> dict[int, list[int]]:
     days = _undeltas(r.take(), base_day)
-    rows: list[list[int]] = r.take_rows(USAGE_COUNTERS).tolist()
+    rows = r.take_rows(USAGE_COUNTERS)
     which = _undeltas(r.take(), 0)
-    support = r.take_rows(_SUPPORT_COUNTERS)
-    support[:, C.RESOLUTION_N - USAGE_COUNTERS] += support[:, C.RESOLVED - USAGE_COUNTERS]
-    for i, extra in zip(which, support.tolist(), strict=True):
+    res_n, resolved = C.RESOLUTION_N - USAGE_COUNTERS, C.RESOLVED - USAGE_COUNTERS
+    for i, extra in zip(which, r.take_rows(_SUPPORT_COUNTERS), strict=True):
+        extra[res_n] += extra[resolved]
         rows[i] += extra
     for row in rows:  # each bucket ends at its last non-zero counter (what trimmed() keeps)
         if row and not row[-1]:
@@ -957,9 +960,19 @@ def _safe_base(value: int | None) -> int:
     return value if value is not None and -(2**62) < value < 2**62 else 0
 
 
+#: A state with fewer rows than this in its maps (day buckets, users, tickets, NPS answers, score
+#: history) is written in v1: v2's columns gain it little (a few bytes) and cost twice the time to
+#: write and read, mostly fixed costs (a new account, an import of profiles: many such states).
+V2_FROM_ROWS = 24
+
+
 def encode_state_v2(state: AccountState) -> bytes:
     """The state as a binary v2 record (format byte, then msgpack, zstd-compressed when smaller); a
-    state v2 cannot hold is written as v1."""
+    small state, or one v2 cannot hold, is written as v1."""
+    s = state
+    rows = len(s.days) + len(s.users) + len(s.open_tickets) + len(s.closed_tickets) + len(s.nps)
+    if rows + len(s.score_history) < V2_FROM_ROWS:
+        return encode_state_v1(state)
     try:
         values = values_v2(state)
     except (_Unfit, OverflowError):

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules.engine import DEFAULT_RULES, load_rules
+from streams import state as state_module
 from streams.aggregate import apply_event, event_hash
 from streams.engine import Engine
 from streams.events import EVENT_ADAPTER
@@ -115,11 +116,13 @@ def test_the_table_of_known_strings_is_frozen() -> None:
     assert KNOWN_STRINGS_V2[-6:] == ("green", "yellow", "red", "smb", "mid_market", "enterprise")
     s = AccountState(
         account_id="a",
+        days={20_000 + d: [1] for d in range(30)},
         counts={"login": 3, "a_new_type": 1},
         last_seen={"a_new_type": 5, "login": 7},
         rules={"my_rule": [1, 2, 0, 4, 0, 1], "band_red": [0] * 6},
         last_change_band="purple",
     )
+    assert s.dumps()[0] in (FORMAT_V2, FORMAT_V2_ZSTD)
     assert AccountState.loads(s.dumps()) == s
 
 
@@ -208,16 +211,29 @@ def states(draw: st.DrawFn) -> AccountState:
 @settings(max_examples=300, deadline=None)
 @given(states())
 def test_any_state_round_trips(s: AccountState) -> None:
-    """Any state: in v2, or in v1 when v2 cannot hold it (a delta past 64 bits, a row of another length)."""
-    raw = s.dumps()
-    back = AccountState.loads(raw)
-    assert back == AccountState.loads(s.dumps_json()) == AccountState.loads(encode_state_v1(s))
-    assert list(back.users) == list(s.users) and list(back.days) == list(s.days)
-    assert back.dumps() == raw
+    """Any state: in v2 (even a small one, here), or in v1 when v2 cannot hold it (a delta past 64
+    bits, a row of another length)."""
+    for v2_from_rows in (0, state_module.V2_FROM_ROWS):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(state_module, "V2_FROM_ROWS", v2_from_rows)
+            raw = s.dumps()
+            back = AccountState.loads(raw)
+            assert back == AccountState.loads(s.dumps_json()) == AccountState.loads(encode_state_v1(s))
+            assert list(back.users) == list(s.users) and list(back.days) == list(s.days)
+            assert back.dumps() == raw
 
 
-def test_edge_states_round_trip_in_v2() -> None:
+def test_a_small_state_is_written_in_v1() -> None:
+    """v2 gains a few bytes on a state with a handful of rows and costs twice the time: v1 it is."""
+    s = AccountState(account_id="a", days={20_000: [1, 1, 60]}, users={"u": bitmap_mark(0, 20_000)})
+    assert s.dumps()[0] in (FORMAT_V1, FORMAT_V1_ZSTD)
+    s.days = {20_000 + d: [1, 1, 60] for d in range(state_module.V2_FROM_ROWS)}
+    assert s.dumps()[0] in (FORMAT_V2, FORMAT_V2_ZSTD)
+
+
+def test_edge_states_round_trip_in_v2(monkeypatch: pytest.MonkeyPatch) -> None:
     """Empty, negative, None, every bit of a bitmap set, a full day bucket, values at the int64 edge."""
+    monkeypatch.setattr(state_module, "V2_FROM_ROWS", 0)
     full_bits = 0
     for day in range(20_000 - 89, 20_001):
         full_bits = bitmap_mark(full_bits, day)
@@ -251,7 +267,8 @@ def test_edge_states_round_trip_in_v2() -> None:
     assert cases[2].dumps()[0] in (FORMAT_V2, FORMAT_V2_ZSTD)
 
 
-def test_a_state_v2_cannot_hold_is_written_in_v1() -> None:
+def test_a_state_v2_cannot_hold_is_written_in_v1(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state_module, "V2_FROM_ROWS", 0)
     for s in (
         AccountState(account_id="a", closed_tickets={"t": [1, 2, 3]}),  # a row of another length
         AccountState(account_id="a", rules={"r": [0, 0]}),
