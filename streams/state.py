@@ -171,7 +171,7 @@ def _to_ids(value: object) -> array:
         return _fit_ids(ids)
     if isinstance(value, list):
         return _fit_ids(array("Q", value))
-    raise ValueError("recent_ids is base64 of 64-bit hashes")
+    raise ValueError("recent_ids is base64 of 64-bit words")
 
 
 def _pack_ids(ids: array) -> str:
@@ -215,11 +215,13 @@ class AccountState(BaseModel):
     last_seen: dict[str, int] = Field(default_factory=dict)
     first_event_at: int | None = None
     last_event_at: int | None = None
-    #: 64-bit hashes of the most recent event ids, oldest first (the de-duplication window).
+    #: Hashes (48-bit, EVENT_HASH_BITS) of the most recent event ids, oldest first (the de-duplication
+    #: window).
     recent_ids: Ids = Field(default_factory=lambda: array("Q"))
     #: Day number -> counters indexed by :class:`C`.
     days: dict[int, list[int]] = Field(default_factory=dict)
-    #: user_id -> packed activity bitmap (any usage event), and the account's login-day bitmap.
+    #: user_id -> packed activity bitmap (any usage event, USER_HORIZON_DAYS bits), and the account's
+    #: login-day bitmap (HORIZON_DAYS bits).
     users: dict[str, int] = Field(default_factory=dict)
     login_days: int = 0
     last_login_at: int | None = None
