@@ -23,7 +23,7 @@ from .events import BaseEvent
 from .metrics import AccountMetrics, Portfolio
 from .scoring import ScoringConfig
 from .snapshot import HealthChange, HealthSnapshot, assess, remember
-from .state import DAY_S, HORIZON_DAYS, AccountState
+from .state import DAY_S, HORIZON_DAYS, MAX_USERS, AccountState
 
 
 @dataclass
@@ -38,6 +38,8 @@ class Engine:
     scoring: ScoringConfig
     rules: RuleSet
     dedupe_window: int = 64
+    #: Users remembered per account (HEALTHMON_MAX_USERS_PER_ACCOUNT; docs/processing.md).
+    max_users: int = MAX_USERS
 
     def __post_init__(self) -> None:
         self.key_features = frozenset(self.scoring.metrics.key_features)
@@ -45,7 +47,13 @@ class Engine:
     def apply(self, state: AccountState, event: BaseEvent, partition: int) -> bool:
         if state.partition != partition:  # a pydantic attribute write costs a microsecond, per event
             state.partition = partition
-        return apply_event(state, event, key_features=self.key_features, dedupe_window=self.dedupe_window)
+        return apply_event(
+            state,
+            event,
+            key_features=self.key_features,
+            dedupe_window=self.dedupe_window,
+            max_users=self.max_users,
+        )
 
     def evaluate(
         self,
