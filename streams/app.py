@@ -109,7 +109,7 @@ def create_app(
     scoring = scoring or load_scoring(s.scorecard)
     rules_path = s.rules or DEFAULT_RULES
     ruleset = ruleset or load_rules(rules_path)
-    engine = Engine(scoring, ruleset, dedupe_window=s.dedupe_window)
+    engine = Engine.configured(s, scoring, ruleset)
     config = driver_config(s)
     app = faust.App(
         s.app_id,

@@ -14,6 +14,7 @@ midnights.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rules.engine import RuleSet, evaluate, next_rule_due
 from rules.model import AlertEvent
@@ -24,6 +25,9 @@ from .metrics import AccountMetrics, Portfolio
 from .scoring import ScoringConfig
 from .snapshot import HealthChange, HealthSnapshot, assess, remember
 from .state import DAY_S, HORIZON_DAYS, MAX_USERS, AccountState
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 
 @dataclass
@@ -43,6 +47,11 @@ class Engine:
 
     def __post_init__(self) -> None:
         self.key_features = frozenset(self.scoring.metrics.key_features)
+
+    @classmethod
+    def configured(cls, s: Settings, scoring: ScoringConfig, rules: RuleSet) -> Engine:
+        """The engine as the settings shape it: the worker, evaluate and shadow fold alike."""
+        return cls(scoring, rules, dedupe_window=s.dedupe_window, max_users=s.max_users_per_account)
 
     def apply(self, state: AccountState, event: BaseEvent, partition: int) -> bool:
         if state.partition != partition:  # a pydantic attribute write costs a microsecond, per event

@@ -124,3 +124,12 @@ def test_the_cap_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().max_users_per_account == MAX_USERS == Engine.max_users
     monkeypatch.setenv("HEALTHMON_MAX_USERS_PER_ACCOUNT", "20000")
     assert Settings().max_users_per_account == 20_000
+
+
+def test_every_engine_takes_the_cap_and_the_dedupe_window_from_the_settings() -> None:
+    from rules.engine import load_rules
+    from streams.scoring import load_scoring
+
+    s = Settings(max_users_per_account=7, dedupe_window=3)
+    engine = Engine.configured(s, load_scoring(None), load_rules(None))
+    assert (engine.max_users, engine.dedupe_window) == (7, 3)
