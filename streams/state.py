@@ -514,9 +514,22 @@ def encode_state_v1(state: AccountState) -> bytes:
     return bytes((FORMAT_V1,)) + body
 
 
+#: The newest layout written (HEALTHMON_STATE_FORMAT, set once at start-up): 1 while a rolling upgrade
+#: from a release that reads only v1 is under way, so its workers can read every record; then 2.
+_write_format = 2
+
+
+def set_write_format(version: int) -> None:
+    global _write_format
+    if version not in (1, 2):
+        raise ValueError(f"unknown account state layout {version} (1 or 2)")
+    _write_format = version
+
+
 def encode_state(state: AccountState) -> bytes:
-    """The state as a changelog record: binary layout v2 (see :func:`encode_state_v2`)."""
-    return encode_state_v2(state)
+    """The state as a changelog record: binary layout v2 (see :func:`encode_state_v2`), or v1 when
+    :func:`set_write_format` says so."""
+    return encode_state_v2(state) if _write_format == 2 else encode_state_v1(state)
 
 
 def decode_state(data: bytes) -> AccountState:

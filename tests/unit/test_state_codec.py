@@ -231,6 +231,21 @@ def test_a_small_state_is_written_in_v1() -> None:
     assert s.dumps()[0] in (FORMAT_V2, FORMAT_V2_ZSTD)
 
 
+def test_a_rolling_upgrade_can_keep_writing_v1(simulated: list[AccountState]) -> None:
+    """HEALTHMON_STATE_FORMAT=1: every record in v1, which a worker of the release before reads."""
+    big = max(simulated, key=lambda s: len(s.dumps()))
+    assert big.dumps()[0] in (FORMAT_V2, FORMAT_V2_ZSTD)
+    state_module.set_write_format(1)
+    try:
+        record = big.dumps()
+    finally:
+        state_module.set_write_format(2)
+    assert record[0] in (FORMAT_V1, FORMAT_V1_ZSTD) and record == encode_state_v1(big)
+    assert AccountState.loads(record).model_dump() == big.model_dump()
+    with pytest.raises(ValueError, match="layout 3"):
+        state_module.set_write_format(3)
+
+
 def test_edge_states_round_trip_in_v2(monkeypatch: pytest.MonkeyPatch) -> None:
     """Empty, negative, None, every bit of a bitmap set, a full day bucket, values at the int64 edge."""
     monkeypatch.setattr(state_module, "V2_FROM_ROWS", 0)
