@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     max_users_per_account: int = Field(default=5_000, ge=1, le=20_000)
     # The account-state layout written to the changelog: 1 during a rolling upgrade from a release
     # that reads only layout 1 (docs/deploy.md), 2 once every worker reads 2. Both are always read.
-    state_format: Literal[1, 2] = 2
+    state_format: int = Field(default=2, ge=1, le=2)
     # An event this far ahead of the wall clock is rejected: it would age every account on its partition.
     max_future_skew_s: float = Field(default=3600.0, ge=0)
     # The scorecard YAML (default: the one shipped in streams/scorecard.default.yaml).

@@ -246,6 +246,18 @@ def test_a_rolling_upgrade_can_keep_writing_v1(simulated: list[AccountState]) ->
         state_module.set_write_format(3)
 
 
+def test_the_layout_written_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from streams.settings import Settings
+
+    monkeypatch.setenv("HEALTHMON_STATE_FORMAT", "1")
+    assert Settings().state_format == 1
+    monkeypatch.setenv("HEALTHMON_STATE_FORMAT", "3")
+    with pytest.raises(ValidationError, match="state_format"):
+        Settings()
+
+
 def test_edge_states_round_trip_in_v2(monkeypatch: pytest.MonkeyPatch) -> None:
     """Empty, negative, None, every bit of a bitmap set, a full day bucket, values at the int64 edge."""
     monkeypatch.setattr(state_module, "V2_FROM_ROWS", 0)
