@@ -124,7 +124,7 @@ test-kafka4: install
 bench: install stack
 	$(PY) bench/bench_rules.py --json bench/results/rules.json
 	$(PY) bench/bench_driver.py --json bench/results/driver.json
-	$(PY) bench/bench_pipeline.py --json bench/results/pipeline.json
+	$(PY) bench/bench_pipeline.py --skewed --json bench/results/pipeline.json
 	$(PY) bench/bench_scale.py --json bench/results/scale.json
 
 lint: install

@@ -61,20 +61,26 @@ def machine() -> dict:
         )
     except OSError:
         pass
-    kafka = "unknown"
-    for jar in Path(os.path.expanduser("~/.cache/healthmon")).glob("kafka-*/libs/kafka_*.jar"):
-        kafka = jar.name.split("-", 1)[1].removesuffix(".jar")
-    stack = (ROOT / ".ci/stack.sh").read_text()
-    if kafka == "unknown" and 'KAFKA_VERSION="${HEALTHMON_KAFKA_VERSION:-' in stack:
-        kafka = stack.split('KAFKA_VERSION="${HEALTHMON_KAFKA_VERSION:-', 1)[1].split("}", 1)[0]
     return {
         "cores": os.cpu_count(),
         "cpu": cpu,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "kafka": kafka,
+        "kafka": kafka_version(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def kafka_version() -> str:
+    """The version of the broker the settings point at, as the local stack that runs it recorded
+    (.ci/stack.sh writes ``kafka/version``): the stack whose listener has the broker's address."""
+    address = Settings().kafka_bootstrap.split(",")[0]
+    dirs = [Path(os.environ["HEALTHMON_STACK_DIR"])] if os.environ.get("HEALTHMON_STACK_DIR") else []
+    for kafka_dir in [d / "kafka" for d in dirs] + sorted((ROOT / ".local").glob("*/kafka")):
+        props, version = kafka_dir / "server.properties", kafka_dir / "version"
+        if props.exists() and version.exists() and f"PLAINTEXT://{address}" in props.read_text():
+            return version.read_text().strip()
+    return "unknown"
 
 
 # --- 0. load the input topics ---------------------------------------------------------------------
@@ -158,13 +164,16 @@ async def raw_consume(s: Settings, n: int) -> float:
 # --- 1b. a no-op Faust agent -----------------------------------------------------------------------
 
 
-def faust_noop(s: Settings, n: int, workdir: Path, timeout: float) -> dict:
+def faust_noop(s: Settings, n: int, workdir: Path, timeout: float, **extra: str) -> dict:
     """Events/s of a Faust agent that does nothing on the same topics (bench/noop_agent.py): what
-    Faust's per-message machinery alone costs, measured in the same run as the worker."""
-    result = workdir / "noop.json"
-    log_path = workdir / "noop.log"
-    env = worker_env(s, {"NOOP_EVENTS": str(n), "NOOP_OUT": str(result)})
-    env["HEALTHMON_DATA_DIR"] = str(workdir / "noop-faust")
+    Faust's per-message machinery alone costs, measured in the same run as the worker. ``extra``:
+    more of its environment (NOOP_FORWARD, NOOP_GUARANTEE), and a group of its own per run."""
+    tag = extra.get("NOOP_RUN", "noop")
+    result = workdir / f"{tag}.json"
+    log_path = workdir / f"{tag}.log"
+    env = worker_env(s, {"NOOP_EVENTS": str(n), "NOOP_OUT": str(result), **extra})
+    env["HEALTHMON_DATA_DIR"] = str(workdir / f"{tag}-faust")
+    env["HEALTHMON_APP_ID"] = f"{s.app_id}-{tag}"
     cmd = [sys.executable, str(ROOT / "bench" / "noop_agent.py"), "worker", "-l", "warn"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
     try:
@@ -175,6 +184,63 @@ def faust_noop(s: Settings, n: int, workdir: Path, timeout: float) -> dict:
     if not result.exists():
         raise RuntimeError(f"the no-op agent did not see {n} events: see {log_path}")
     return json.loads(result.read_text())
+
+
+#: name -> (processing_guarantee, whether the agent also consumes its output topic)
+GUARANTEE_RUNS = {
+    "at_least_once": ("at_least_once", False),
+    # The worker's shape: outputs go to topics it does not consume.
+    "exactly_once": ("exactly_once", False),
+    # The only shape in which Faust puts a send in a transaction (it consumes the topic it sends to).
+    "exactly_once_subscribed": ("exactly_once", True),
+}
+
+
+async def faust_guarantees(s: Settings, n: int, workdir: Path, timeout: float) -> dict:
+    """The no-op agent forwarding each event (one output per input) under Faust's at_least_once and
+    its exactly_once: what the transactional mode costs, and whether the outputs were written in
+    transactions at all (transaction markers on the output topic)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    out: dict = {}
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    await admin.start()
+    try:
+        for name, (guarantee, subscribe) in GUARANTEE_RUNS.items():
+            topic = f"{s.topic_prefix}forward-{name.replace('_', '-')}"
+            await admin.create_topics([NewTopic(topic, s.partitions, 1)])
+            extra = {"NOOP_FORWARD": topic, "NOOP_GUARANTEE": guarantee, "NOOP_RUN": name}
+            if subscribe:
+                extra["NOOP_SUBSCRIBE"] = "1"
+            run = await asyncio.to_thread(faust_noop, s, n, workdir, timeout, **extra)
+            out[name] = {**run, **await records_in(s, topic)}
+    finally:
+        await admin.close()
+    base = out["at_least_once"]["events_per_s"]
+    for name in GUARANTEE_RUNS:
+        out[name]["ratio_to_at_least_once"] = out[name]["events_per_s"] / base
+    return out
+
+
+async def records_in(s: Settings, topic: str) -> dict:
+    """Records on ``topic`` (committed or not: the agent exits with a transaction open), and the
+    transaction markers among its offsets (end offsets minus records: none if nothing was
+    written in a transaction)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=s.kafka_bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(s.partitions)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        seen = 0
+        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            seen += sum(len(v) for v in batch.values())
+        return {"records_out": seen, "markers": sum(ends.values()) - seen}
+    finally:
+        await consumer.stop()
 
 
 # --- 2. the pipeline ------------------------------------------------------------------------------
@@ -514,6 +580,15 @@ def table(result: dict) -> str:
                 f"{noop['events_per_s']:,.0f} events/s; the pipeline is {r['ratio_to_faust_noop']:.1%} of it",
             ),
         )
+    for name, run in (r.get("faust_guarantees") or {}).items():
+        rows.insert(
+            -1,
+            (
+                f"1c. forwarding, {name}",
+                f"{run['events_per_s']:,.0f} events/s ({run['ratio_to_at_least_once']:.0%}); "
+                f"{run['records_out']:,} records out, {run['markers']:,} transaction markers",
+            ),
+        )
     if sk := r.get("skewed"):
         rows.append(
             (
@@ -586,6 +661,10 @@ async def run(args: argparse.Namespace) -> dict:
     if not args.no_noop:
         log("1b. a no-op Faust agent")
         noop = await asyncio.to_thread(faust_noop, s, n, workdir, args.timeout)
+    eos = None
+    if not args.no_eos:
+        log("1c. the no-op agent forwarding each event, at_least_once and exactly_once")
+        eos = await faust_guarantees(s, n, workdir, args.timeout)
     log("2. pipeline: starting a worker")
     worker = Worker(s, workdir / "worker.log", args.profile, dict(kv.split("=", 1) for kv in args.worker_env))
     try:
@@ -618,6 +697,7 @@ async def run(args: argparse.Namespace) -> dict:
         "ratio_to_raw": pipe["events_per_s"] / raw,
         "faust_noop": noop,
         "ratio_to_faust_noop": pipe["events_per_s"] / noop["events_per_s"] if noop else None,
+        "faust_guarantees": eos,
         "skewed": skew,
         "worker_rss_mb": rss,
         "latency": lat,
@@ -673,6 +753,9 @@ def main() -> None:
         "--profile", type=Path, default=None, help="Record the worker with py-spy (collapsed stacks)."
     )
     ap.add_argument("--no-noop", action="store_true", help="Skip the no-op Faust agent measurement.")
+    ap.add_argument(
+        "--no-eos", action="store_true", help="Skip forwarding under at_least_once vs exactly_once."
+    )
     ap.add_argument("--skewed", action="store_true", help="Also the worker's rate with skewed keys.")
     ap.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()

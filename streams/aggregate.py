@@ -7,12 +7,16 @@ Out-of-order events are placed on their own day, so a late event inside the wind
 
 from __future__ import annotations
 
+import heapq
+import weakref
 from collections.abc import Callable
 from hashlib import blake2b
 
 from . import events as ev
 from .state import (
+    _DAY_MASK,
     DAY_S,
+    EVENT_HASH_BITS,
     HORIZON_DAYS,
     MAX_CLOSED_TICKETS,
     MAX_FEATURES,
@@ -22,18 +26,25 @@ from .state import (
     N_COUNTERS,
     NPS_HORIZON_DAYS,
     USAGE_COUNTERS,
+    USER_HORIZON_DAYS,
     AccountState,
     C,
     Profile,
     bitmap_last_day,
     bitmap_mark,
+    user_mark,
 )
 
+EVENT_HASH_BYTES = EVENT_HASH_BITS // 8
 NEGATIVE_SENTIMENT = -0.25  # a ticket message at or below this counts as negative
 
 
 def event_hash(event_id: str) -> int:
-    return int.from_bytes(blake2b(event_id.encode(), digest_size=8).digest(), "little")
+    """The de-duplication key of an event id: the low 48 bits (``EVENT_HASH_BITS``) of its 64-bit
+    BLAKE2b digest, the same bits a 64-bit hash of older records keeps (docs/processing.md: the
+    chance that a new event is taken for a repeat)."""
+    digest = blake2b(event_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest[:EVENT_HASH_BYTES], "little")
 
 
 def _bucket(state: AccountState, day: int, size: int = N_COUNTERS) -> list[int]:
@@ -53,7 +64,10 @@ def _prune(state: AccountState, newest_day: int) -> None:
     oldest = newest_day - HORIZON_DAYS
     for day in [d for d in state.days if d <= oldest]:
         del state.days[day]
-    for user in [u for u, p in state.users.items() if (bitmap_last_day(p) or 0) <= oldest]:
+    # A user inactive for USER_HORIZON_DAYS has no bit in any window of any later evaluation (an
+    # evaluation is never earlier than the events folded into the state: the driver's merge order).
+    oldest_user = newest_day - USER_HORIZON_DAYS
+    for user in [u for u, p in state.users.items() if (bitmap_last_day(p) or 0) <= oldest_user]:
         del state.users[user]
     for feature in [f for f, d in state.features.items() if d <= oldest]:
         del state.features[feature]
@@ -77,8 +91,10 @@ def apply_event(
     *,
     key_features: frozenset[str] = frozenset(),
     dedupe_window: int = 64,
+    max_users: int = MAX_USERS,
 ) -> bool:
-    """Fold ``event`` into ``state``; returns False (and changes nothing) for a repeated event_id."""
+    """Fold ``event`` into ``state``; returns False (and changes nothing) for a repeated event_id.
+    ``max_users``: the cap on the users remembered per account (see :func:`_active`)."""
     if dedupe_window:
         h = event_hash(event.event_id)
         if h in state.recent_ids:
@@ -103,14 +119,14 @@ def apply_event(
     elif day <= previous_last // DAY_S - HORIZON_DAYS:
         # Older than every window: it counts in the lifetime totals only.
         return True
-    _HANDLERS[kind](state, event, ts, day, key_features)
+    _HANDLERS[kind](state, event, ts, day, key_features, max_users)
     return True
 
 
 # --- handlers, one per event type ---------------------------------------------------------------
 
 
-def _account(s: AccountState, e: ev.Account, ts: int, day: int, kf: frozenset[str]) -> None:
+def _account(s: AccountState, e: ev.Account, ts: int, day: int, kf: frozenset[str], cap: int) -> None:
     if s.profile is None or ts >= s.profile.updated_at:
         s.profile = Profile(
             name=e.name,
@@ -123,27 +139,95 @@ def _account(s: AccountState, e: ev.Account, ts: int, day: int, kf: frozenset[st
         )
 
 
-def _active(s: AccountState, user_id: str, day: int) -> None:
+def _active(s: AccountState, user_id: str, day: int, cap: int) -> None:
+    """Mark the user active on ``day``. A new user when ``cap`` users are remembered makes the least
+    recently active one forgotten (the first in the map's order among those with the oldest last
+    day)."""
     users = s.users
     packed = users.get(user_id)
-    if packed is None:
-        packed = 0
-        if len(users) >= MAX_USERS:  # forget the least recently active user (rare: O(users))
-            del users[min(users, key=lambda u: bitmap_last_day(users[u]) or 0)]
-    users[user_id] = bitmap_mark(packed, day)
+    if packed is not None:
+        users[user_id] = user_mark(packed, day)
+        return
+    evictor = _EVICTORS.get(id(s))
+    if evictor is not None and not evictor.serves(s):
+        evictor = None
+    if len(users) >= cap:
+        if evictor is None:
+            evictor = _UserEvictor(s)
+        while users and len(users) >= cap:
+            del users[evictor.pop()]
+    users[user_id] = user_mark(0, day)
+    if evictor is not None:
+        evictor.added(user_id, day)
 
 
-def _login(s: AccountState, e: ev.Login, ts: int, day: int, kf: frozenset[str]) -> None:
+class _UserEvictor:
+    """Who the user cap forgets next, found in O(log users) rather than a scan of the map per new
+    user (at the cap, every event of a user not remembered adds one: 10,000 active users on a cap of
+    5,000 made every such event cost a 5,000-user scan). Exactly the user a scan would pick: a heap
+    of (last active day, position in the map, user), where a user's entry can only be behind its
+    state (last days only grow; a user forgotten, pruned or added again is checked against its
+    position), so a current entry on top is the least recently active. It lives beside the state
+    object, not in it (nothing is written to the changelog), and is rebuilt if the state's user map
+    is replaced; a state read again (RocksDB) builds a new one when it first needs it."""
+
+    __slots__ = ("heap", "next_pos", "position", "state", "users")
+
+    def __init__(self, state: AccountState) -> None:
+        self.state = weakref.ref(state)
+        self.users = state.users
+        self.position = {u: i for i, u in enumerate(self.users)}
+        self.heap = [(p & _DAY_MASK, i, u) for i, (u, p) in enumerate(self.users.items())]
+        heapq.heapify(self.heap)
+        self.next_pos = len(self.heap)
+        key = id(state)
+        _EVICTORS[key] = self
+        weakref.finalize(state, _EVICTORS.pop, key, None)
+
+    def serves(self, state: AccountState) -> bool:
+        return self.state() is state and self.users is state.users
+
+    def added(self, user: str, day: int) -> None:
+        self.position[user] = self.next_pos
+        heapq.heappush(self.heap, (day, self.next_pos, user))
+        self.next_pos += 1
+
+    def pop(self) -> str:
+        """The least recently active user, taken out of the heap (the caller deletes it)."""
+        heap, users, position = self.heap, self.users, self.position
+        while True:
+            day, pos, user = heap[0]
+            packed = users.get(user)
+            if packed is None or position.get(user) != pos:  # gone, or added again since
+                heapq.heappop(heap)
+                if packed is None and position.get(user) == pos:
+                    del position[user]
+                continue
+            current = packed & _DAY_MASK
+            if current != day:  # active since: back in at its current last day
+                heapq.heapreplace(heap, (current, pos, user))
+                continue
+            heapq.heappop(heap)
+            del position[user]
+            return user
+
+
+#: The evictors of the states that reached the user cap, by ``id`` of the state (each is dropped when
+#: its state is garbage-collected).
+_EVICTORS: dict[int, _UserEvictor] = {}
+
+
+def _login(s: AccountState, e: ev.Login, ts: int, day: int, kf: frozenset[str], cap: int) -> None:
     _bucket(s, day, USAGE_COUNTERS)[C.LOGINS] += 1
-    _active(s, e.user_id, day)
+    _active(s, e.user_id, day, cap)
     s.login_days = bitmap_mark(s.login_days, day)
     if s.last_login_at is None or ts > s.last_login_at:
         s.last_login_at = ts
 
 
-def _feature(s: AccountState, e: ev.FeatureUsed, ts: int, day: int, kf: frozenset[str]) -> None:
+def _feature(s: AccountState, e: ev.FeatureUsed, ts: int, day: int, kf: frozenset[str], cap: int) -> None:
     _bucket(s, day, USAGE_COUNTERS)[C.FEATURE_USES] += 1
-    _active(s, e.user_id, day)
+    _active(s, e.user_id, day, cap)
     if day > s.features.get(e.feature, -1):
         if e.feature not in s.features and len(s.features) >= MAX_FEATURES:
             s.features.pop(min(s.features, key=s.features.__getitem__))
@@ -152,11 +236,11 @@ def _feature(s: AccountState, e: ev.FeatureUsed, ts: int, day: int, kf: frozense
         s.first_value_at = ts
 
 
-def _session(s: AccountState, e: ev.Session, ts: int, day: int, kf: frozenset[str]) -> None:
+def _session(s: AccountState, e: ev.Session, ts: int, day: int, kf: frozenset[str], cap: int) -> None:
     bucket = _bucket(s, day, USAGE_COUNTERS)
     bucket[C.SESSIONS] += 1
     bucket[C.SESSION_SECONDS] += round(e.duration_s)
-    _active(s, e.user_id, day)
+    _active(s, e.user_id, day, cap)
 
 
 def _sentiment(s: AccountState, day: int, sentiment: float | None) -> None:
@@ -169,7 +253,9 @@ def _sentiment(s: AccountState, day: int, sentiment: float | None) -> None:
         bucket[C.SENTIMENT_NEGATIVE] += 1
 
 
-def _ticket_opened(s: AccountState, e: ev.TicketOpened, ts: int, day: int, kf: frozenset[str]) -> None:
+def _ticket_opened(
+    s: AccountState, e: ev.TicketOpened, ts: int, day: int, kf: frozenset[str], cap: int
+) -> None:
     bucket = _bucket(s, day)
     bucket[C.TICKETS_OPENED] += 1
     urgent = int(e.priority == "urgent")
@@ -186,7 +272,9 @@ def _ticket_opened(s: AccountState, e: ev.TicketOpened, ts: int, day: int, kf: f
     s.open_tickets[e.ticket_id] = [ts, urgent, 0, 0, 0]
 
 
-def _ticket_replied(s: AccountState, e: ev.TicketReplied, ts: int, day: int, kf: frozenset[str]) -> None:
+def _ticket_replied(
+    s: AccountState, e: ev.TicketReplied, ts: int, day: int, kf: frozenset[str], cap: int
+) -> None:
     if e.author == "customer":
         _sentiment(s, day, e.sentiment)
         return
@@ -204,7 +292,9 @@ def _ticket_replied(s: AccountState, e: ev.TicketReplied, ts: int, day: int, kf:
         t[3] = ts
 
 
-def _ticket_resolved(s: AccountState, e: ev.TicketResolved, ts: int, day: int, kf: frozenset[str]) -> None:
+def _ticket_resolved(
+    s: AccountState, e: ev.TicketResolved, ts: int, day: int, kf: frozenset[str], cap: int
+) -> None:
     t = s.open_tickets.pop(e.ticket_id, None)
     if t is None:
         return
@@ -220,7 +310,9 @@ def _ticket_resolved(s: AccountState, e: ev.TicketResolved, ts: int, day: int, k
     s.closed_tickets[e.ticket_id] = [ts, opened_at, urgent, replies, first_response, fcr]
 
 
-def _ticket_reopened(s: AccountState, e: ev.TicketReopened, ts: int, day: int, kf: frozenset[str]) -> None:
+def _ticket_reopened(
+    s: AccountState, e: ev.TicketReopened, ts: int, day: int, kf: frozenset[str], cap: int
+) -> None:
     closed = s.closed_tickets.pop(e.ticket_id, None)
     if closed is None:
         t = s.open_tickets.get(e.ticket_id)
@@ -235,7 +327,7 @@ def _ticket_reopened(s: AccountState, e: ev.TicketReopened, ts: int, day: int, k
     s.open_tickets[e.ticket_id] = [opened_at, urgent, replies, first_response, 1]
 
 
-def _csat(s: AccountState, e: ev.Csat, ts: int, day: int, kf: frozenset[str]) -> None:
+def _csat(s: AccountState, e: ev.Csat, ts: int, day: int, kf: frozenset[str], cap: int) -> None:
     bucket = _bucket(s, day)
     bucket[C.CSAT_N] += 1
     bucket[C.CSAT_SATISFIED] += int(e.score >= 4)
@@ -252,7 +344,9 @@ def _record_mrr(s: AccountState, ts: int, mrr: str) -> None:
     hist.insert(i, (ts, mrr))
 
 
-def _subscription(s: AccountState, e: ev.Subscription, ts: int, day: int, kf: frozenset[str]) -> None:
+def _subscription(
+    s: AccountState, e: ev.Subscription, ts: int, day: int, kf: frozenset[str], cap: int
+) -> None:
     mrr = str(e.mrr)
     _record_mrr(s, ts, mrr)
     if s.subscription_at is None or ts >= s.subscription_at:
@@ -263,26 +357,32 @@ def _subscription(s: AccountState, e: ev.Subscription, ts: int, day: int, kf: fr
             s.canceled_at = s.cancel_reason = None  # a new subscription after a cancellation
 
 
-def _invoice_paid(s: AccountState, e: ev.InvoicePaid, ts: int, day: int, kf: frozenset[str]) -> None:
+def _invoice_paid(
+    s: AccountState, e: ev.InvoicePaid, ts: int, day: int, kf: frozenset[str], cap: int
+) -> None:
     failed = s.unpaid_invoices.get(e.invoice_id)
     if failed is not None and ts >= failed[0]:
         del s.unpaid_invoices[e.invoice_id]
 
 
-def _payment_failed(s: AccountState, e: ev.PaymentFailed, ts: int, day: int, kf: frozenset[str]) -> None:
+def _payment_failed(
+    s: AccountState, e: ev.PaymentFailed, ts: int, day: int, kf: frozenset[str], cap: int
+) -> None:
     prev = s.unpaid_invoices.get(e.invoice_id)
     if prev is None or ts < prev[0]:  # past due counts from the first failure
         s.unpaid_invoices[e.invoice_id] = (ts, str(e.amount))
 
 
-def _canceled(s: AccountState, e: ev.SubscriptionCanceled, ts: int, day: int, kf: frozenset[str]) -> None:
+def _canceled(
+    s: AccountState, e: ev.SubscriptionCanceled, ts: int, day: int, kf: frozenset[str], cap: int
+) -> None:
     if s.canceled_at is None or ts > s.canceled_at:
         s.canceled_at = ts
         s.cancel_reason = e.reason
         _record_mrr(s, ts, "0")
 
 
-def _nps(s: AccountState, e: ev.Nps, ts: int, day: int, kf: frozenset[str]) -> None:
+def _nps(s: AccountState, e: ev.Nps, ts: int, day: int, kf: frozenset[str], cap: int) -> None:
     prev = s.nps.get(e.user_id)
     if prev is None and len(s.nps) >= MAX_NPS_ANSWERS:
         del s.nps[min(s.nps, key=lambda u: s.nps[u][0])]
@@ -293,13 +393,15 @@ def _nps(s: AccountState, e: ev.Nps, ts: int, day: int, kf: frozenset[str]) -> N
         s.nps_latest_user = e.user_id
 
 
-def _ces(s: AccountState, e: ev.Ces, ts: int, day: int, kf: frozenset[str]) -> None:
+def _ces(s: AccountState, e: ev.Ces, ts: int, day: int, kf: frozenset[str], cap: int) -> None:
     bucket = _bucket(s, day)
     bucket[C.CES_N] += 1
     bucket[C.CES_SUM] += e.score
 
 
-def _csm_sentiment(s: AccountState, e: ev.CsmSentiment, ts: int, day: int, kf: frozenset[str]) -> None:
+def _csm_sentiment(
+    s: AccountState, e: ev.CsmSentiment, ts: int, day: int, kf: frozenset[str], cap: int
+) -> None:
     # The latest read by event time wins; a re-sent older read (a nightly import) does not overwrite it.
     if s.csm_sentiment is None or ts >= s.csm_sentiment[0]:
         s.csm_sentiment = (ts, e.normalised())

@@ -38,7 +38,7 @@ from .prom import WorkerMetrics, start_exporter
 from .readmodel import write_with_retry
 from .scoring import ScoringConfig, load_scoring
 from .settings import Settings, get_settings
-from .state import DAY_S, INPUT_KINDS, AccountState
+from .state import DAY_S, INPUT_KINDS, AccountState, set_write_format
 
 log = logging.getLogger("healthmon.ingest")
 
@@ -111,7 +111,8 @@ def create_app(
     scoring = scoring or load_scoring(s.scorecard)
     rules_path = s.rules or DEFAULT_RULES
     ruleset = ruleset or load_rules(rules_path)
-    engine = Engine(scoring, ruleset, dedupe_window=s.dedupe_window)
+    engine = Engine.configured(s, scoring, ruleset)
+    set_write_format(s.state_format)
     config = driver_config(s)
     app = faust.App(
         s.app_id,

@@ -337,7 +337,7 @@ def evaluate(
         from .scoring import load_scoring
 
         ruleset = load_rules(s.rules or DEFAULT_RULES)
-        engine = Engine(load_scoring(s.scorecard), ruleset)
+        engine = Engine.configured(s, load_scoring(s.scorecard), ruleset)
         end = int(gt.end.timestamp())
         parts = partitions or s.partitions
         with bar(f"score {events.name}") as progress:
@@ -357,7 +357,7 @@ def evaluate(
             for card in scorecards:
                 other = score_events(
                     (EVENT_ADAPTER.validate_python(obj) for _, _, obj in read_lines(events)),
-                    Engine(load_scoring(card), ruleset),
+                    Engine.configured(s, load_scoring(card), ruleset),
                     end,
                     parts,
                 )
@@ -465,9 +465,9 @@ def shadow(
         raise click.UsageError("give --scorecard and/or --rules to try")
     s = get_settings()
     current_rules = load_rules(s.rules or DEFAULT_RULES)
-    current = Engine(load_scoring(s.scorecard), current_rules)
-    candidate = Engine(
-        load_scoring(card or s.scorecard), load_rules(rules_path) if rules_path else current_rules
+    current = Engine.configured(s, load_scoring(s.scorecard), current_rules)
+    candidate = Engine.configured(
+        s, load_scoring(card or s.scorecard), load_rules(rules_path) if rules_path else current_rules
     )
     until_ms = None if until is None else int(_parse_end(until).timestamp() * 1000)
     try:

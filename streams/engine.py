@@ -14,6 +14,7 @@ midnights.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rules.engine import RuleSet, evaluate, next_rule_due
 from rules.model import AlertEvent
@@ -23,7 +24,10 @@ from .events import BaseEvent
 from .metrics import AccountMetrics, Portfolio
 from .scoring import ScoringConfig
 from .snapshot import HealthChange, HealthSnapshot, assess, remember
-from .state import DAY_S, HORIZON_DAYS, AccountState
+from .state import DAY_S, HORIZON_DAYS, MAX_USERS, AccountState
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 
 @dataclass
@@ -38,14 +42,27 @@ class Engine:
     scoring: ScoringConfig
     rules: RuleSet
     dedupe_window: int = 64
+    #: Users remembered per account (HEALTHMON_MAX_USERS_PER_ACCOUNT; docs/processing.md).
+    max_users: int = MAX_USERS
 
     def __post_init__(self) -> None:
         self.key_features = frozenset(self.scoring.metrics.key_features)
 
+    @classmethod
+    def configured(cls, s: Settings, scoring: ScoringConfig, rules: RuleSet) -> Engine:
+        """The engine as the settings shape it: the worker, evaluate and shadow fold alike."""
+        return cls(scoring, rules, dedupe_window=s.dedupe_window, max_users=s.max_users_per_account)
+
     def apply(self, state: AccountState, event: BaseEvent, partition: int) -> bool:
         if state.partition != partition:  # a pydantic attribute write costs a microsecond, per event
             state.partition = partition
-        return apply_event(state, event, key_features=self.key_features, dedupe_window=self.dedupe_window)
+        return apply_event(
+            state,
+            event,
+            key_features=self.key_features,
+            dedupe_window=self.dedupe_window,
+            max_users=self.max_users,
+        )
 
     def evaluate(
         self,

@@ -77,6 +77,14 @@ class Settings(BaseSettings):
     batch_wait_s: float = Field(default=0.05, gt=0)
     # How many recent event ids per account are remembered for de-duplication.
     dedupe_window: int = Field(default=64, ge=0, le=4096)
+    # Users remembered per account (their activity bitmaps): past it the least recently active user
+    # is forgotten, and distinct-user metrics count at most this many (docs/processing.md). Each
+    # costs ~225 B of memory and 11-30 B of the changelog record (more for long random ids): at the
+    # upper bound a record stays well under Kafka's default 1 MB message limit.
+    max_users_per_account: int = Field(default=5_000, ge=1, le=20_000)
+    # The account-state layout written to the changelog: 1 during a rolling upgrade from a release
+    # that reads only layout 1 (docs/deploy.md), 2 once every worker reads 2. Both are always read.
+    state_format: int = Field(default=2, ge=1, le=2)
     # An event this far ahead of the wall clock is rejected: it would age every account on its partition.
     max_future_skew_s: float = Field(default=3600.0, ge=0)
     # The scorecard YAML (default: the one shipped in streams/scorecard.default.yaml).

@@ -2,20 +2,24 @@
 
 The state is compact and its size does not grow with history: counters live in per-day buckets
 (UTC days since the epoch) that are pruned after ``HORIZON_DAYS``, and distinct users are kept as one
-90-bit activity bitmap per user instead of a set per day.
+activity bitmap per user (``USER_HORIZON_DAYS`` bits) instead of a set per day, for at most
+``HEALTHMON_MAX_USERS_PER_ACCOUNT`` users.
 """
 
 from __future__ import annotations
 
 import base64
+import struct
 import sys
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from enum import IntEnum
+from itertools import accumulate, chain, zip_longest
 from typing import Annotated, NamedTuple
 
 import cramjam
 import msgspec
+import numpy as np
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,18 +31,24 @@ from pydantic import (
 )
 
 DAY_S = 86_400
-#: Days of per-day buckets and of user activity bits that are kept.
+#: Days of per-day buckets and of the account's login bits that are kept.
 HORIZON_DAYS = 90
+#: Days of each user's activity bits that are kept: the longest per-user window the metrics read
+#: (the 30 days before the last 30, for the 30-day usage trend; metrics.compute_metrics). A user
+#: with no activity in them counts in no metric at any later evaluation, and is forgotten.
+USER_HORIZON_DAYS = 60
 #: Days an NPS answer counts for the account NPS.
 NPS_HORIZON_DAYS = 180
 _DAY_BITS = 17  # a packed bitmap is (bits << 17) | last_day; day numbers fit 17 bits until 2328
 _DAY_MASK = (1 << _DAY_BITS) - 1
 _BITS_MASK = (1 << HORIZON_DAYS) - 1
+_USER_BITS_MASK = (1 << USER_HORIZON_DAYS) - 1
 MAX_OPEN_TICKETS = 500
 MAX_CLOSED_TICKETS = 100
 MAX_FEATURES = 200
 #: Caps on per-account maps, so that one huge or hostile account cannot grow a state without bound:
-#: past them the least recently active user (or the oldest NPS answer) is forgotten.
+#: past them the least recently active user (or the oldest NPS answer) is forgotten. The user cap is
+#: the default of ``HEALTHMON_MAX_USERS_PER_ACCOUNT`` (docs/processing.md, "Very large accounts").
 MAX_USERS = 5_000
 MAX_NPS_ANSWERS = 1_000
 #: The input topics in a fixed order: the index of an event's topic in ``AccountState.offsets`` and
@@ -81,16 +91,32 @@ def day_of(ts: int) -> int:
 # --- packed per-day activity bitmaps: bit k set = active on day (last_day - k) ------------------
 
 
-def bitmap_mark(packed: int, day: int) -> int:
-    """Mark ``day`` active in a packed bitmap (0 = empty); late days inside the horizon count."""
+def bitmap_mark(packed: int, day: int, horizon: int = HORIZON_DAYS, mask: int = _BITS_MASK) -> int:
+    """Mark ``day`` active in a packed bitmap (0 = empty) that keeps ``horizon`` days (``mask``: that
+    many bits); late days inside the horizon count."""
     if packed == 0:
         return (1 << _DAY_BITS) | day
     last = packed & _DAY_MASK
     bits = packed >> _DAY_BITS
     if day >= last:
-        bits = ((bits << (day - last)) | 1) & _BITS_MASK
+        bits = ((bits << (day - last)) | 1) & mask
         last = day
-    elif last - day < HORIZON_DAYS:
+    elif last - day < horizon:
+        bits |= 1 << (last - day)
+    return (bits << _DAY_BITS) | last
+
+
+def user_mark(packed: int, day: int) -> int:
+    """:func:`bitmap_mark` for a user's bitmap, which keeps :data:`USER_HORIZON_DAYS` days (inline:
+    one call per usage event)."""
+    if packed == 0:
+        return (1 << _DAY_BITS) | day
+    last = packed & _DAY_MASK
+    bits = packed >> _DAY_BITS
+    if day >= last:
+        bits = ((bits << (day - last)) | 1) & _USER_BITS_MASK
+        last = day
+    elif last - day < USER_HORIZON_DAYS:
         bits |= 1 << (last - day)
     return (bits << _DAY_BITS) | last
 
@@ -122,16 +148,30 @@ def bitmap_last_day(packed: int) -> int | None:
     return (packed & _DAY_MASK) if packed else None
 
 
+#: Bits of an event-id hash kept in the de-duplication window (aggregate.event_hash). Records written
+#: when hashes had 64 bits load with their low 48 bits, which is what the same event id hashes to now.
+EVENT_HASH_BITS = 48
+EVENT_HASH_MASK = (1 << EVENT_HASH_BITS) - 1
+_HASH_BYTES = EVENT_HASH_BITS // 8
+
+
+def _fit_ids(ids: array) -> array:
+    """Hashes of up to :data:`EVENT_HASH_BITS` bits (older records kept 64)."""
+    if ids and max(ids) > EVENT_HASH_MASK:
+        return array("Q", [h & EVENT_HASH_MASK for h in ids])
+    return ids
+
+
 def _to_ids(value: object) -> array:
     if isinstance(value, array):
-        return value
+        return _fit_ids(value)
     if isinstance(value, str):
         ids = array("Q")
         ids.frombytes(base64.b64decode(value))
-        return ids
+        return _fit_ids(ids)
     if isinstance(value, list):
-        return array("Q", value)
-    raise ValueError("recent_ids is base64 of 64-bit hashes")
+        return _fit_ids(array("Q", value))
+    raise ValueError("recent_ids is base64 of 64-bit words")
 
 
 def _pack_ids(ids: array) -> str:
@@ -175,11 +215,13 @@ class AccountState(BaseModel):
     last_seen: dict[str, int] = Field(default_factory=dict)
     first_event_at: int | None = None
     last_event_at: int | None = None
-    #: 64-bit hashes of the most recent event ids, oldest first (the de-duplication window).
+    #: Hashes (48-bit, EVENT_HASH_BITS) of the most recent event ids, oldest first (the de-duplication
+    #: window).
     recent_ids: Ids = Field(default_factory=lambda: array("Q"))
     #: Day number -> counters indexed by :class:`C`.
     days: dict[int, list[int]] = Field(default_factory=dict)
-    #: user_id -> packed activity bitmap (any usage event), and the account's login-day bitmap.
+    #: user_id -> packed activity bitmap (any usage event, USER_HORIZON_DAYS bits), and the account's
+    #: login-day bitmap (HORIZON_DAYS bits).
     users: dict[str, int] = Field(default_factory=dict)
     login_days: int = 0
     last_login_at: int | None = None
@@ -258,11 +300,12 @@ class AccountState(BaseModel):
 # --- the changelog record: a versioned binary layout ------------------------------------------
 #
 # JSON of the model above costs ~6 KB per account on the simulator's mix (12 KB at p95): dict keys
-# and 10-digit timestamps repeated, bitmaps as decimal text. The binary layout is msgpack of one
+# and 10-digit timestamps repeated, bitmaps as decimal text. Binary layout v1 is msgpack of one
 # positional list (no field names), day buckets as rows keyed by day deltas, user and ticket ids
 # front-coded against the previous id, user bitmaps as fixed 12-byte words, all zstd-compressed
-# when that pays. Dicts keep their insertion order (it decides ties, e.g. which user the cap evicts), so a
-# worker that reloaded a state behaves like one that kept it in memory.
+# when that pays. Layout v2 (below; what is written now) puts the integers into columns. Dicts keep
+# their insertion order (it decides ties, e.g. which user the cap evicts), so a worker that reloaded
+# a state behaves like one that kept it in memory. Every format ever written still loads.
 
 #: Leading byte of a record. JSON records begin with ``{`` (0x7B) and still load.
 FORMAT_V1 = 0x01  # layout v1, msgpack
@@ -282,7 +325,6 @@ LAYOUT_V1 = (
 )  # fmt: skip
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder()
-_RAW_FIELDS = msgspec.msgpack.Decoder(list[msgspec.Raw])  # the layout's fields, each left undecoded
 
 
 def _bitmap_bytes(packed: int) -> bytes:
@@ -298,17 +340,42 @@ def _ids_bytes(ids: array) -> bytes:
     return swapped.tobytes()
 
 
+def _ids_from(raw: bytes, v2: bool) -> array:
+    """The de-duplication window from a record: v2 writes 6 bytes a hash, v1 wrote 8 (cut to 48 bits)."""
+    if v2:
+        words = np.zeros((len(raw) // _HASH_BYTES, 8), np.uint8)
+        words[:, :_HASH_BYTES] = np.frombuffer(raw, np.uint8).reshape(-1, _HASH_BYTES)
+        raw = words.tobytes()
+    ids = array("Q")
+    ids.frombytes(raw)
+    if sys.byteorder != "little":
+        ids.byteswap()
+    return ids if v2 else _fit_ids(ids)
+
+
+def _ids_bytes_v2(ids: array) -> bytes:
+    """Each hash's low 6 bytes (see :data:`EVENT_HASH_BITS`)."""
+    words = np.frombuffer(_ids_bytes(ids), np.uint8).reshape(-1, 8)
+    return words[:, :_HASH_BYTES].tobytes()
+
+
 def _front_code(keys: Iterable[str]) -> list[list]:
     """Ids as (length shared with the previous id, the rest): ``acct-00195-t000442`` then
     ``acct-00195-t001095`` costs 5 bytes, not 18. Order is kept."""
     shared: list[int] = []
     rests: list[str] = []
     prev = ""
+    n = 0
     for key in keys:
-        n = 0
+        # start from the previous pair's shared length (ids of one account share most of it)
         limit = min(len(prev), len(key))
-        while n < limit and prev[n] == key[n]:
-            n += 1
+        n = min(n, limit)
+        if prev[:n] == key[:n]:
+            while n < limit and prev[n] == key[n]:
+                n += 1
+        else:
+            while prev[:n] != key[:n]:
+                n -= 1
         shared.append(n)
         rests.append(key[n:])
         prev = key
@@ -392,8 +459,9 @@ def _decode_users(row: list) -> dict[str, int]:
     return users
 
 
-def encode_state(state: AccountState) -> bytes:
-    """The state as a binary v1 record (format byte, then msgpack, zstd-compressed when smaller)."""
+def encode_state_v1(state: AccountState) -> bytes:
+    """The state as a binary v1 record (format byte, then msgpack, zstd-compressed when smaller).
+    No longer written (see :func:`encode_state`); kept to test that v1 records still load."""
     s = state
     p = s.profile
     values: list[object] = [
@@ -446,37 +514,40 @@ def encode_state(state: AccountState) -> bytes:
     return bytes((FORMAT_V1,)) + body
 
 
+#: The newest layout written (HEALTHMON_STATE_FORMAT, set once at start-up): 1 while a rolling upgrade
+#: from a release that reads only v1 is under way, so its workers can read every record; then 2.
+_write_format = 2
+
+
+def set_write_format(version: int) -> None:
+    global _write_format
+    if version not in (1, 2):
+        raise ValueError(f"unknown account state layout {version} (1 or 2)")
+    _write_format = version
+
+
+def encode_state(state: AccountState) -> bytes:
+    """The state as a changelog record: binary layout v2 (see :func:`encode_state_v2`), or v1 when
+    :func:`set_write_format` says so."""
+    return encode_state_v2(state) if _write_format == 2 else encode_state_v1(state)
+
+
 def decode_state(data: bytes) -> AccountState:
-    """A binary record back into the state, without re-validating what :func:`encode_state` wrote."""
+    """A binary record (v1 or v2) back into the state, without re-validating what was written."""
     fmt = data[0]
-    if fmt == FORMAT_V1_ZSTD:
+    if fmt in (FORMAT_V2_ZSTD, FORMAT_V1_ZSTD):
         body = bytes(cramjam.zstd.decompress(data[1:]))
-    elif fmt == FORMAT_V1:
+    elif fmt in (FORMAT_V2, FORMAT_V1):
         body = data[1:]
     else:
         raise ValueError(f"unknown account state format byte 0x{fmt:02x}")
     values = _DECODER.decode(body)
     if not isinstance(values, list) or not values:
-        raise ValueError("account state record: not a v1 layout")
-    f = dict(zip(LAYOUT_V1, values, strict=False))
-    if (p := f.get("profile")) is not None:
-        f["profile"] = Profile.model_construct(
-            name=p[0], segment=p[1], csm_name=p[2], csm_email=p[3], slack_channel=p[4],
-            signed_up_at=p[5], updated_at=p[6],
-        )  # fmt: skip
+        raise ValueError("account state record: not a positional layout")
+    v2 = fmt in (FORMAT_V2, FORMAT_V2_ZSTD)
+    f = _decode_v2(values) if v2 else _decode_v1(values)
     if (raw_ids := f.get("recent_ids")) is not None:
-        ids = array("Q")
-        ids.frombytes(raw_ids)
-        if sys.byteorder != "little":
-            ids.byteswap()
-        f["recent_ids"] = ids
-    if (rows := f.get("days")) is not None:
-        f["days"] = _decode_days(rows)
-    for name in ("open_tickets", "closed_tickets", "nps"):
-        if (packed := f.get(name)) is not None:
-            f[name] = _unpack_map(packed)
-    if (users := f.get("users")) is not None:
-        f["users"] = _decode_users(users)
+        f["recent_ids"] = _ids_from(raw_ids, v2)
     if (login_days := f.get("login_days")) is not None:
         f["login_days"] = int.from_bytes(login_days, "little")
     if (hist := f.get("mrr_history")) is not None:
@@ -486,6 +557,478 @@ def decode_state(data: bytes) -> AccountState:
     if (sentiment := f.get("csm_sentiment")) is not None:
         f["csm_sentiment"] = (sentiment[0], sentiment[1])
     return AccountState.model_construct(**f)
+
+
+def _decode_v1(values: list) -> dict[str, object]:
+    f = dict(zip(LAYOUT_V1, values, strict=False))
+    if (p := f.get("profile")) is not None:
+        f["profile"] = Profile.model_construct(
+            name=p[0], segment=p[1], csm_name=p[2], csm_email=p[3], slack_channel=p[4],
+            signed_up_at=p[5], updated_at=p[6],
+        )  # fmt: skip
+    if (rows := f.get("days")) is not None:
+        f["days"] = _decode_days(rows)
+    for name in ("open_tickets", "closed_tickets", "nps"):
+        if (packed := f.get(name)) is not None:
+            f[name] = _unpack_map(packed)
+    if (users := f.get("users")) is not None:
+        f["users"] = _decode_users(users)
+    return f
+
+
+# --- layout v2: one stream of small integers --------------------------------------------------
+#
+# v1 spends most of a record on integers msgpack writes at 5 bytes (epoch seconds, session seconds),
+# on 8-byte event-id hashes, and on strings every account repeats (event types, rule ids). v2 keeps a
+# positional list in v1's field order, but every map of integer rows (day buckets, users' last days,
+# tickets, NPS answers, rule states, the score history, counters by event type) goes into integer
+# columns: times as distances from a base (the account's latest event time) or from the previous
+# row, the rows of a map column by column. All the columns of a record are then written at once, each
+# value zigzag-coded and cut into byte planes as wide as its column's widest value (a column of zeros
+# costs nothing, counters under 128 one byte a value), low planes first, and zstd compresses the
+# whole record. Event types, default rule ids, bands and segments are indices into a fixed table; NPS
+# answers name their user by position in ``users``. A state v2 cannot hold (a row of another length,
+# an integer past 64 bits; none that the reducer builds) is written in v1, so every state round-trips.
+
+FORMAT_V2 = 0x03  # layout v2, msgpack
+FORMAT_V2_ZSTD = 0x04  # layout v2, msgpack, zstd frame
+#: zstd level of v2 records: on a 2-4 KB record level 3 is as fast as 1 and ~1 % smaller; 19 is
+#: another ~3 % smaller for twice the encoding time.
+ZSTD_LEVEL_V2 = 3
+#: Strings written as their index here. Frozen with the format byte: never reorder or remove an entry
+#: (an index in a stored record must keep its meaning); any other string is written as text.
+KNOWN_STRINGS_V2 = (
+    # event types (events.TYPE_TOPIC)
+    "account", "login", "feature_used", "session", "ticket_opened", "ticket_replied", "ticket_resolved",
+    "ticket_reopened", "csat", "subscription", "invoice_paid", "payment_failed", "subscription_canceled",
+    "nps", "ces", "csm_sentiment",
+    # the default rule pack's ids (rules/default; "payment_failed" is above)
+    "mrr_contraction", "account_canceled", "health_below_60", "band_red", "nps_detractor", "csat_1_2",
+    "ticket_spike", "negative_sentiment", "no_login_14d", "daily_user_silent_7d", "low_adoption",
+    "usage_decline", "renewal_low_adoption",
+    # bands and segments
+    "green", "yellow", "red", "smb", "mid_market", "enterprise",
+)  # fmt: skip
+_KNOWN_INDEX = {text: i for i, text in enumerate(KNOWN_STRINGS_V2)}
+_SUPPORT_COUNTERS = N_COUNTERS - USAGE_COUNTERS
+_PLANES = np.arange(8, dtype=np.uint64)
+#: A value at or above 256**k needs k + 1 bytes.
+_PLANE_FLOORS = np.array([1 << (8 * k) for k in range(8)], dtype=np.uint64)
+
+
+class _Unfit(Exception):
+    """A state layout v2 cannot hold (it is written in v1)."""
+
+
+def _key(text: str) -> int | str:
+    return _KNOWN_INDEX.get(text, text)
+
+
+#: Coded key lists by the keys they code: every account has the same rule ids, and event types in
+#: one of a few orders. Bounded (cleared when full).
+_CODED_KEYS: dict[tuple[str, ...], list[int | str]] = {}
+
+
+def _keys(keys: Iterable[str]) -> list[int | str]:
+    names = tuple(keys)
+    coded = _CODED_KEYS.get(names)
+    if coded is None:
+        if len(_CODED_KEYS) >= 256:
+            _CODED_KEYS.clear()
+        coded = _CODED_KEYS[names] = [_KNOWN_INDEX.get(k, k) for k in names]
+    return coded
+
+
+def _unkey(key: int | str) -> str:
+    return KNOWN_STRINGS_V2[key] if isinstance(key, int) else key
+
+
+def _unkeys(keys: list[int | str]) -> list[str]:
+    known = KNOWN_STRINGS_V2
+    return [known[k] if k.__class__ is int else k for k in keys]
+
+
+def _rows(d: dict[str, list[int]], arity: int) -> list[tuple[int, ...]]:
+    """The columns of a map's rows (each ``arity`` long, or the state is unfit for v2)."""
+    if not d:
+        return [()] * arity
+    try:
+        cols = list(zip(*d.values(), strict=True))
+    except ValueError:  # rows of different lengths
+        raise _Unfit from None
+    if len(cols) != arity:
+        raise _Unfit
+    return cols
+
+
+def _deltas(values: Iterable[int], first: int) -> list[int]:
+    """Each value minus the previous one (the first minus ``first``)."""
+    values = list(values)
+    return [v - prev for prev, v in zip([first, *values], values, strict=False)]
+
+
+def _undeltas(deltas: list[int], first: int) -> list[int]:
+    return list(accumulate(deltas, initial=first))[1:]
+
+
+def _pack_columns(cols: list[Sequence[int]]) -> tuple[list[int], bytes, bytes]:
+    """All the integer columns of a record: (their lengths, their byte widths, the byte planes). A
+    value is zigzag-coded (0, -1, 1, -2... -> 0, 1, 2, 3...), a column is as many bytes wide as its
+    widest code needs (0 to 8), and the planes are byte 0 of every value of every column at least 1
+    wide, then byte 1 of every value of every column at least 2 wide, and so on."""
+    lens = [len(c) for c in cols]
+    flat = list(chain.from_iterable(cols))
+    n = len(flat)
+    try:
+        a = np.frombuffer(struct.pack(f"<{n}q", *flat), dtype="<i8")
+    except struct.error:  # past 64 bits
+        raise _Unfit from None
+    z = np.zeros(n + 1, dtype=np.uint64)  # one more: a column may be empty, even the last one
+    z[:n] = ((a << 1) ^ (a >> 63)).view(np.uint64)
+    n_per = np.array(lens, dtype=np.intp)
+    tops = np.maximum.reduceat(z, np.cumsum(n_per) - n_per)
+    tops[n_per == 0] = 0
+    widths = np.searchsorted(_PLANE_FLOORS, tops, side="right").astype(np.uint8)
+    planes = z[:n].astype("<u8", copy=False).view(np.uint8).reshape(n, 8).T  # plane, value
+    keep = _PLANES[:, None] < np.repeat(widths, n_per)
+    return lens, widths.tobytes(), planes[keep].tobytes()
+
+
+class _ColumnReader:
+    """The columns of a v2 record, taken in the order the fields wrote them: one at a time
+    (``take``), or several of the same length as rows (``take_rows``)."""
+
+    __slots__ = ("col", "ends", "flat", "ints", "lens")
+
+    def __init__(self, lens: list[int], widths: bytes, data: bytes) -> None:
+        n = sum(lens)
+        keep = _PLANES[:, None] < np.repeat(np.frombuffer(widths, np.uint8), lens)
+        planes = np.zeros((8, n), dtype=np.uint8)
+        planes[keep] = np.frombuffer(data, np.uint8)
+        z = planes.T.copy().view("<u8").reshape(n)
+        self.ints = (z >> 1).view(np.int64) ^ -(z & 1).view(np.int64)
+        self.flat: list[int] = self.ints.tolist()
+        self.lens = lens
+        self.ends = list(accumulate(lens))
+        self.col = 0
+
+    def take(self) -> list[int]:
+        end = self.ends[self.col]
+        start = end - self.lens[self.col]
+        self.col += 1
+        return self.flat[start:end]
+
+    def take_rows(self, k: int) -> list[list[int]]:
+        """The next ``k`` columns (of one length) as rows."""
+        n = self.lens[self.col]
+        start = self.ends[self.col] - n
+        self.col += k
+        return self.ints[start : start + k * n].reshape(k, n).T.tolist()
+
+
+def _encode_kinds(counts: dict[str, int], last_seen: dict[str, int], base: int, cols: list) -> list:
+    """counts and last_seen (nearly always the same keys in the same order: written once): counts, and
+    each last-seen time as a distance back from ``base``."""
+    cols.append(list(counts.values()))
+    cols.append([base - t for t in last_seen.values()])
+    same = list(counts) == list(last_seen)
+    return [_keys(counts), None if same else _keys(last_seen)]
+
+
+def _decode_kinds(part: list, base: int, r: _ColumnReader) -> tuple[dict[str, int], dict[str, int]]:
+    ckeys = _unkeys(part[0])
+    lkeys = ckeys if part[1] is None else _unkeys(part[1])
+    counts = dict(zip(ckeys, r.take(), strict=True))
+    return counts, dict(zip(lkeys, [base - d for d in r.take()], strict=True))
+
+
+def _encode_days_v2(days: dict[int, list[int]], base_day: int, cols: list) -> int:
+    """Day buckets: the day (a delta from the previous row's) and the usage counters, a column each
+    for every day; then which days have a longer bucket (row numbers, as deltas) and their support
+    and survey counters (zero on most days, absent on the others). A bucket's length is not written:
+    it ends at its last non-zero counter. RESOLUTION_N is written as its difference from RESOLVED (the
+    reducer counts both together: a column of zeros)."""
+    rows = list(days.values())
+    n = len(rows)
+    cols.append(_deltas(days, base_day))
+    usage = list(zip_longest(*[r[:USAGE_COUNTERS] for r in rows], fillvalue=0))
+    cols.extend(usage + [(0,) * n] * (USAGE_COUNTERS - len(usage)))
+    which = [i for i, r in enumerate(rows) if len(r) > USAGE_COUNTERS]
+    cols.append(_deltas(which, 0))
+    longer = [rows[i][USAGE_COUNTERS:] for i in which]
+    if longer and max(map(len, longer)) > _SUPPORT_COUNTERS:
+        raise _Unfit
+    support = list(zip_longest(*longer, fillvalue=0))
+    support += [(0,) * len(which)] * (_SUPPORT_COUNTERS - len(support))
+    res_n, resolved = C.RESOLUTION_N - USAGE_COUNTERS, C.RESOLVED - USAGE_COUNTERS
+    support[res_n] = [a - b for a, b in zip(support[res_n], support[resolved], strict=True)]
+    cols.extend(support)
+    return n
+
+
+def _decode_days_v2(n: int, base_day: int, r: _ColumnReader) -> dict[int, list[int]]:
+    days = _undeltas(r.take(), base_day)
+    rows = r.take_rows(USAGE_COUNTERS)
+    which = _undeltas(r.take(), 0)
+    res_n, resolved = C.RESOLUTION_N - USAGE_COUNTERS, C.RESOLVED - USAGE_COUNTERS
+    for i, extra in zip(which, r.take_rows(_SUPPORT_COUNTERS), strict=True):
+        extra[res_n] += extra[resolved]
+        rows[i] += extra
+    for row in rows:  # each bucket ends at its last non-zero counter (what trimmed() keeps)
+        if row and not row[-1]:
+            while row and not row[-1]:
+                row.pop()
+    return dict(zip(days, rows, strict=True))
+
+
+def _encode_users_v2(users: dict[str, int], account_id: str, cols: list) -> list:
+    """Front-coded ids, each user's last active day (days before the newest), and the activity bits
+    as byte planes (byte 0 of every user, then byte 1, ...), as many as the widest bitmap needs: 8
+    for USER_HORIZON_DAYS bits, 12 for the 90 of states written before it."""
+    packed = list(users.values())
+    lasts = [p & _DAY_MASK for p in packed]
+    newest = max(lasts, default=0)
+    cols.append([newest - d for d in lasts])
+    bits = [p >> _DAY_BITS for p in packed]
+    width = (max(bits, default=0).bit_length() + 7) // 8
+    words = b"".join([b.to_bytes(width, "little") for b in bits])
+    planes = np.frombuffer(words, np.uint8).reshape(len(packed), width).T.tobytes()
+    coded = _front_code_users(account_id, users) if account_id else _front_code(users)
+    return [newest, coded, width, planes]
+
+
+def _decode_users_v2(part: list, r: _ColumnReader) -> dict[str, int]:
+    newest, coded, width, planes = part
+    ids = _front_decode(coded)
+    n = len(ids)
+    words = np.frombuffer(planes, np.uint8).reshape(width, n).T.tobytes()
+    return {
+        user: (int.from_bytes(words[i * width : (i + 1) * width], "little") << _DAY_BITS) | (newest - age)
+        for i, (user, age) in enumerate(zip(ids, r.take(), strict=True))
+    }
+
+
+def _encode_features(features: dict[str, int], base_day: int, cols: list) -> list[str]:
+    """feature -> last day used: the names, and the days back from ``base_day``."""
+    cols.append([base_day - d for d in features.values()])
+    return list(features)
+
+
+def _encode_open(tickets: dict[str, list[int]], base: int, cols: list) -> list:
+    """[opened_at, urgent, agent_replies, first_response_at or 0, reopened]: opened_at from ``base``,
+    the first response from the opening (0 stays 0: a column of which are set)."""
+    opened, urgent, replies, first, reopened = _rows(tickets, 5)
+    cols.append([o - base for o in opened])
+    cols.extend((urgent, replies, reopened))
+    cols.append([f - o if f else 0 for f, o in zip(first, opened, strict=True)])
+    cols.append([1 if f else 0 for f in first])
+    return _front_code(tickets)
+
+
+def _decode_open(part: list, base: int, r: _ColumnReader) -> dict[str, list[int]]:
+    opened = [base + d for d in r.take()]
+    urgent, replies, reopened, first, has_first = r.take(), r.take(), r.take(), r.take(), r.take()
+    first = [f + o if h else 0 for f, o, h in zip(first, opened, has_first, strict=True)]
+    rows = zip(opened, urgent, replies, first, reopened, strict=True)
+    return dict(zip(_front_decode(part), map(list, rows), strict=True))
+
+
+def _encode_closed(tickets: dict[str, list[int]], base: int, cols: list) -> list:
+    """[resolved_at, opened_at, urgent, agent_replies, first_response_at, was_fcr]: resolved_at from
+    the previous ticket's (the first from ``base``), opened_at back from resolved_at, the first
+    response from the opening (0 stays 0: a column of which are set)."""
+    resolved, opened, urgent, replies, first, fcr = _rows(tickets, 6)
+    cols.append(_deltas(resolved, base))
+    cols.append([a - b for a, b in zip(resolved, opened, strict=True)])
+    cols.extend((urgent, replies, fcr))
+    cols.append([f - o if f else 0 for f, o in zip(first, opened, strict=True)])
+    cols.append([1 if f else 0 for f in first])
+    return _front_code(tickets)
+
+
+def _decode_closed(part: list, base: int, r: _ColumnReader) -> dict[str, list[int]]:
+    resolved = _undeltas(r.take(), base)
+    opened = [a - d for a, d in zip(resolved, r.take(), strict=True)]
+    urgent, replies, fcr, first, has_first = r.take(), r.take(), r.take(), r.take(), r.take()
+    first = [f + o if h else 0 for f, o, h in zip(first, opened, has_first, strict=True)]
+    rows = zip(resolved, opened, urgent, replies, first, fcr, strict=True)
+    return dict(zip(_front_decode(part), map(list, rows), strict=True))
+
+
+def _encode_nps(nps: dict[str, list[int]], base: int, index: dict[str, int], cols: list) -> list:
+    """user -> [answered_at, score]: times as deltas from the previous answer's; a user who is in
+    ``users`` is written as their position there."""
+    at, score = _rows(nps, 2)
+    cols.append(_deltas(at, base))
+    cols.append(score)
+    return [index.get(u, u) for u in nps]
+
+
+def _decode_nps(part: list, base: int, ids: list[str], r: _ColumnReader) -> dict[str, list[int]]:
+    users = [ids[u] if isinstance(u, int) else u for u in part]
+    rows = zip(_undeltas(r.take(), base), r.take(), strict=True)
+    return dict(zip(users, map(list, rows), strict=True))
+
+
+_RULE_TIMES = (1, 2, 3, 4)  # rules.engine: [status, active_since, fired_at, last_true, resolved_at, episode]
+
+
+def _encode_rules_v2(rules: dict[str, list[int]], base: int, cols: list) -> list:
+    """Rule states by rule id. Only rules whose state is not all zeros (few) have rows: their row
+    numbers (deltas), then status, the four times (from ``base``, 0 stays 0), episode, which times
+    are set."""
+    which, rows = [], []
+    for i, st in enumerate(rules.values()):
+        if len(st) != 6:
+            raise _Unfit
+        if any(st):
+            which.append(i)
+            rows.append(st)
+    cols.append(_deltas(which, 0))
+    cols.append([st[0] for st in rows])
+    for c in _RULE_TIMES:
+        cols.append([st[c] - base if st[c] else 0 for st in rows])
+    cols.append([st[5] for st in rows])
+    cols.append([sum(1 << b for b, c in enumerate(_RULE_TIMES) if st[c]) for st in rows])
+    return _keys(rules)
+
+
+def _decode_rules_v2(part: list, base: int, r: _ColumnReader) -> dict[str, list[int]]:
+    keys = _unkeys(part)
+    states = [[0] * 6 for _ in keys]
+    which = _undeltas(r.take(), 0)
+    status, times, episode, flags = r.take(), [r.take() for _ in _RULE_TIMES], r.take(), r.take()
+    for j, i in enumerate(which):
+        st = states[i]
+        st[0], st[5] = status[j], episode[j]
+        for b, c in enumerate(_RULE_TIMES):
+            if flags[j] >> b & 1:
+                st[c] = times[b][j] + base
+    return dict(zip(keys, states, strict=True))
+
+
+def _encode_score_history(history: dict[int, int], base_day: int, cols: list) -> None:
+    """day -> score x 10: days as deltas (consecutive days: 1), scores as changes from the day before."""
+    cols.append(_deltas(history, base_day))
+    cols.append(_deltas(history.values(), 0))
+
+
+def _decode_score_history(base_day: int, r: _ColumnReader) -> dict[int, int]:
+    return dict(zip(_undeltas(r.take(), base_day), _undeltas(r.take(), 0), strict=True))
+
+
+def values_v2(state: AccountState) -> list[object]:
+    """The v2 positional list: the column stream (lengths, widths, planes), then one entry per
+    :data:`LAYOUT_V1` field, in that order (an entry is None where the field is all in the columns)."""
+    s = state
+    base = _safe_base(s.last_event_at)
+    base_day = base // DAY_S
+    index = {u: i for i, u in enumerate(s.users)} if s.nps or s.nps_latest_user else {}
+    cols: list[Sequence[int]] = []
+    p = s.profile
+    fields = [
+        s.account_id,
+        None if p is None else [p.name, _key(p.segment), p.csm_name, p.csm_email, p.slack_channel, p.signed_up_at, p.updated_at],
+        _encode_kinds(s.counts, s.last_seen, base, cols),
+        None,  # last_seen: with counts
+        s.first_event_at,
+        s.last_event_at,
+        _ids_bytes_v2(s.recent_ids),
+        _encode_days_v2(s.days, base_day, cols),
+        _encode_users_v2(s.users, s.account_id, cols),
+        _bitmap_bytes(s.login_days),
+        s.last_login_at,
+        _encode_features(s.features, base_day, cols),
+        s.first_value_at,
+        _encode_open(s.open_tickets, base, cols),
+        _encode_closed(s.closed_tickets, base, cols),
+        _encode_nps(s.nps, base, index, cols),
+        s.nps_latest,
+        None if s.nps_latest_user is None else index.get(s.nps_latest_user, s.nps_latest_user),
+        s.csat_latest,
+        s.mrr,
+        s.mrr_history,
+        s.subscription_at,
+        s.plan,
+        s.seats,
+        s.renewal_date,
+        s.unpaid_invoices,
+        s.canceled_at,
+        s.cancel_reason,
+        _encode_score_history(s.score_history, base_day, cols),
+        s.last_change_score,
+        None if s.last_change_band is None else _key(s.last_change_band),
+        _encode_rules_v2(s.rules, base, cols),
+        s.next_due,
+        s.last_eval_at,
+        s.partition,
+        s.offsets,
+        s.owed,
+        s.score_published,
+        s.score_published_at,
+        s.csm_sentiment,
+    ]  # fmt: skip
+    return [*_pack_columns(cols), *fields]
+
+
+def _safe_base(value: int | None) -> int:
+    return value if value is not None and -(2**62) < value < 2**62 else 0
+
+
+#: A state with fewer rows than this in its maps (day buckets, users, tickets, NPS answers, score
+#: history) is written in v1: v2's columns gain it little (a few bytes) and cost twice the time to
+#: write and read, mostly fixed costs (a new account, an import of profiles: many such states).
+V2_FROM_ROWS = 24
+
+
+def encode_state_v2(state: AccountState) -> bytes:
+    """The state as a binary v2 record (format byte, then msgpack, zstd-compressed when smaller); a
+    small state, or one v2 cannot hold, is written as v1."""
+    s = state
+    rows = len(s.days) + len(s.users) + len(s.open_tickets) + len(s.closed_tickets) + len(s.nps)
+    if rows + len(s.score_history) < V2_FROM_ROWS:
+        return encode_state_v1(state)
+    try:
+        values = values_v2(state)
+    except (_Unfit, OverflowError):
+        return encode_state_v1(state)
+    body = _ENCODER.encode(values)
+    if len(body) >= _ZSTD_MIN:
+        packed = bytes(cramjam.zstd.compress(body, level=ZSTD_LEVEL_V2))
+        if len(packed) < len(body):
+            return bytes((FORMAT_V2_ZSTD,)) + packed
+    return bytes((FORMAT_V2,)) + body
+
+
+_V2_HEAD = 3  # column lengths, widths, planes
+
+
+def _decode_v2(values: list) -> dict[str, object]:
+    r = _ColumnReader(*values[:_V2_HEAD])
+    f = dict(zip(LAYOUT_V1, values[_V2_HEAD:], strict=False))
+    base = _safe_base(f.get("last_event_at"))
+    base_day = base // DAY_S
+    if (p := f["profile"]) is not None:
+        f["profile"] = Profile.model_construct(
+            name=p[0], segment=_unkey(p[1]), csm_name=p[2], csm_email=p[3], slack_channel=p[4],
+            signed_up_at=p[5], updated_at=p[6],
+        )  # fmt: skip
+    # in the order values_v2 wrote their columns
+    f["counts"], f["last_seen"] = _decode_kinds(f["counts"], base, r)
+    f["days"] = _decode_days_v2(f["days"], base_day, r)
+    f["users"] = _decode_users_v2(f["users"], r)
+    ids = list(f["users"])
+    f["features"] = dict(zip(f["features"], [base_day - d for d in r.take()], strict=True))
+    f["open_tickets"] = _decode_open(f["open_tickets"], base, r)
+    f["closed_tickets"] = _decode_closed(f["closed_tickets"], base, r)
+    f["nps"] = _decode_nps(f["nps"], base, ids, r)
+    if (latest_user := f["nps_latest_user"]) is not None:
+        f["nps_latest_user"] = ids[latest_user] if isinstance(latest_user, int) else latest_user
+    f["score_history"] = _decode_score_history(base_day, r)
+    if (band := f["last_change_band"]) is not None:
+        f["last_change_band"] = _unkey(band)
+    f["rules"] = _decode_rules_v2(f["rules"], base, r)
+    return f
 
 
 class StateBrief(NamedTuple):
@@ -500,25 +1043,32 @@ class StateBrief(NamedTuple):
 
 
 _BRIEF_AT = tuple(LAYOUT_V1.index(name) for name in StateBrief._fields)
+_RAW_FIELDS = msgspec.msgpack.Decoder(list[msgspec.Raw])  # a layout's entries, each left undecoded
 
 
 def decode_brief(data: bytes) -> StateBrief:
-    """The :class:`StateBrief` fields of a state record, without building the state: the record's
-    list is split into its fields undecoded and only these five are decoded. A RocksDB worker reads
-    every state of its partitions this way when it (re)starts: ~3x faster than :func:`decode_state`
-    on the simulator's states (most of what is left is the zstd frame)."""
+    """The :class:`StateBrief` fields of a state record (any format), without building the state:
+    the record's list is split into its entries undecoded and only these five are decoded (v2's
+    column stream is not read at all). A RocksDB worker reads every state of its partitions this way
+    when it (re)starts: on the simulator's states 17 us instead of 113 (v2) or 19 instead of 64 (v1),
+    most of what is left being the zstd frame."""
     if data[:1] == b"{":
         s = AccountState.model_validate_json(data)
         return StateBrief(s.account_id, s.partition, s.next_due, s.owed, s.last_change_band)
     fmt = data[0]
-    if fmt == FORMAT_V1_ZSTD:
+    if fmt in (FORMAT_V2_ZSTD, FORMAT_V1_ZSTD):
         body = bytes(cramjam.zstd.decompress(data[1:]))
-    elif fmt == FORMAT_V1:
+    elif fmt in (FORMAT_V2, FORMAT_V1):
         body = data[1:]
     else:
         raise ValueError(f"unknown account state format byte 0x{fmt:02x}")
-    fields = _RAW_FIELDS.decode(body)
-    if not fields:
-        raise ValueError("account state record: not a v1 layout")
-    n = len(fields)  # a record from before a field was added is shorter: its default (None)
-    return StateBrief._make(_DECODER.decode(fields[i]) if i < n else None for i in _BRIEF_AT)
+    entries = _RAW_FIELDS.decode(body)
+    if not entries:
+        raise ValueError("account state record: not a positional layout")
+    v2 = fmt in (FORMAT_V2, FORMAT_V2_ZSTD)
+    skip = _V2_HEAD if v2 else 0  # v2: the column stream comes first, then v1's field order
+    n = len(entries)  # a record from before a field was added is shorter: its default (None)
+    brief = StateBrief._make(_DECODER.decode(entries[skip + i]) if skip + i < n else None for i in _BRIEF_AT)
+    if v2 and brief.last_change_band is not None:  # v2 writes known strings as their index
+        brief = brief._replace(last_change_band=_unkey(brief.last_change_band))
+    return brief

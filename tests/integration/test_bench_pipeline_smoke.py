@@ -33,6 +33,10 @@ def test_pipeline_benchmark_smoke(kafka_settings, tmp_path: Path) -> None:
     assert r["machine"]["cores"] and r["machine"]["kafka"] != "unknown"
     assert r["raw_consume_events_per_s"] > 0 and r["pipeline"]["events_per_s"] > 0
     assert 0 < r["ratio_to_raw"] == r["pipeline"]["events_per_s"] / r["raw_consume_events_per_s"]
+    guarantees = r["faust_guarantees"]
+    assert set(guarantees) == {"at_least_once", "exactly_once", "exactly_once_subscribed"}
+    assert all(g["records_out"] == r["events"] and g["events_per_s"] > 0 for g in guarantees.values())
+    assert guarantees["at_least_once"]["markers"] == 0
     (run,) = r["latency"]  # --smoke offers one fixed load
     assert run["snapshot"]["n"] > 0 and run["snapshot"]["p99_ms"] > 0 and run["alert"]["n"] > 0
     assert r["memory"]["rss_per_account"]["500"]["bytes"] > 0 and r["memory"]["state_bytes"]["mean"] > 0

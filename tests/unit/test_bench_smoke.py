@@ -31,3 +31,22 @@ def test_driver_benchmark_runs(tmp_path: Path):
     runs = json.loads(out.read_text())["runs"]
     assert set(runs) == {"uniform", "skewed"}
     assert all(r["stats"]["processed"] == 3000 and r["left_buffered"] == 0 for r in runs.values())
+
+
+def test_state_benchmark_runs(tmp_path: Path):
+    out = tmp_path / "state.json"
+    for args in (
+        ["--accounts", "8", "--repeat", "1"],
+        ["--big-users", "300", "--big-days", "3", "--max-users", "200"],
+    ):
+        subprocess.run(
+            [sys.executable, "bench/bench_state.py", *args, "--json", str(out)],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        body = json.loads(out.read_text())
+        if "accounts" in body:
+            assert body["accounts"] == 8 and body["bytes_v2"]["p95"] < body["bytes_v1"]["p95"]
+        else:
+            assert body["users_kept"] == 200 and body["users_seen"] == 300
