@@ -476,25 +476,11 @@ def memory_probe(counts: list[int], sim_accounts: int) -> dict:
     States come from a simulated base (90 days of history folded in); they are copied, as a
     recovering worker would load them from the changelog, under new ids."""
     from aiokafka import codec
+    from bench_state import build  # the same book bench_state.py measures
 
-    from rules.engine import DEFAULT_RULES, load_rules
-    from streams.engine import Engine
-    from streams.events import EVENT_ADAPTER
-    from streams.scoring import load_scoring
     from streams.state import AccountState
 
-    sim = Simulator(sim_accounts, 90, seed=42, end=datetime(2026, 11, 1, tzinfo=UTC))
-    engine = Engine(load_scoring(None), load_rules(DEFAULT_RULES))
-    states: dict[str, AccountState] = {}
-    for e in sim.events():
-        ev = EVENT_ADAPTER.validate_python(e)
-        st = states.get(ev.account_id) or states.setdefault(
-            ev.account_id, AccountState(account_id=ev.account_id)
-        )
-        engine.apply(st, ev, 0)
-    end = int(sim.end)
-    for st in states.values():
-        engine.evaluate(st, end)
+    states = {st.account_id: st for st in build(sim_accounts, daily=False)}
     blobs = [st.dumps() for st in states.values()]
     out: dict = {
         # The changelog record (binary v1), and the JSON it replaced, for comparison.
