@@ -15,7 +15,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from enum import IntEnum
 from itertools import accumulate, chain, zip_longest
-from typing import Annotated, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import cramjam
 import msgspec
@@ -559,7 +559,7 @@ def decode_state(data: bytes) -> AccountState:
     return AccountState.model_construct(**f)
 
 
-def _decode_v1(values: list) -> dict[str, object]:
+def _decode_v1(values: list) -> dict[str, Any]:
     f = dict(zip(LAYOUT_V1, values, strict=False))
     if (p := f.get("profile")) is not None:
         f["profile"] = Profile.model_construct(
@@ -645,7 +645,7 @@ def _unkey(key: int | str) -> str:
 
 def _unkeys(keys: list[int | str]) -> list[str]:
     known = KNOWN_STRINGS_V2
-    return [known[k] if k.__class__ is int else k for k in keys]
+    return [known[k] if isinstance(k, int) else k for k in keys]
 
 
 def _rows(d: dict[str, list[int]], arity: int) -> list[tuple[int, ...]]:
@@ -761,7 +761,7 @@ def _encode_days_v2(days: dict[int, list[int]], base_day: int, cols: list) -> in
     support = list(zip_longest(*longer, fillvalue=0))
     support += [(0,) * len(which)] * (_SUPPORT_COUNTERS - len(support))
     res_n, resolved = C.RESOLUTION_N - USAGE_COUNTERS, C.RESOLVED - USAGE_COUNTERS
-    support[res_n] = [a - b for a, b in zip(support[res_n], support[resolved], strict=True)]
+    support[res_n] = tuple(a - b for a, b in zip(support[res_n], support[resolved], strict=True))
     cols.extend(support)
     return n
 
@@ -907,10 +907,12 @@ def _decode_rules_v2(part: list, base: int, r: _ColumnReader) -> dict[str, list[
     return dict(zip(keys, states, strict=True))
 
 
-def _encode_score_history(history: dict[int, int], base_day: int, cols: list) -> None:
-    """day -> score x 10: days as deltas (consecutive days: 1), scores as changes from the day before."""
+def _encode_score_history(history: dict[int, int], base_day: int, cols: list) -> object:
+    """day -> score x 10: days as deltas (consecutive days: 1), scores as changes from the day before.
+    All in the columns: the record's entry for the field is None."""
     cols.append(_deltas(history, base_day))
     cols.append(_deltas(history.values(), 0))
+    return None
 
 
 def _decode_score_history(base_day: int, r: _ColumnReader) -> dict[int, int]:
@@ -1003,7 +1005,7 @@ def encode_state_v2(state: AccountState) -> bytes:
 _V2_HEAD = 3  # column lengths, widths, planes
 
 
-def _decode_v2(values: list) -> dict[str, object]:
+def _decode_v2(values: list) -> dict[str, Any]:
     r = _ColumnReader(*values[:_V2_HEAD])
     f = dict(zip(LAYOUT_V1, values[_V2_HEAD:], strict=False))
     base = _safe_base(f.get("last_event_at"))
