@@ -763,9 +763,14 @@ def main() -> None:
     result["memory"] = json.loads(probe.stdout)
     print(table(result))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        log(f"wrote {args.json}")
+        write_result(args.json, result)
+
+
+def write_result(path: Path, result: dict) -> None:
+    """A bench's JSON under bench/results (or wherever ``--json`` says)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    log(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -57,6 +56,7 @@ from bench_pipeline import (  # noqa: E402
     rss_kb,
     simulated_events,
     worker_env,
+    write_result,
 )
 
 from streams.settings import Settings  # noqa: E402
@@ -637,9 +637,7 @@ def main() -> None:
     result = asyncio.run(run(args))
     print(table(result))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        log(f"wrote {args.json}")
+        write_result(args.json, result)
 
 
 if __name__ == "__main__":

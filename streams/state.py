@@ -532,15 +532,19 @@ def encode_state(state: AccountState) -> bytes:
     return encode_state_v2(state) if _write_format == 2 else encode_state_v1(state)
 
 
-def decode_state(data: bytes) -> AccountState:
-    """A binary record (v1 or v2) back into the state, without re-validating what was written."""
+def _record_body(data: bytes) -> tuple[int, bytes]:
+    """A binary record's format byte and its msgpack body (out of its zstd frame if it has one)."""
     fmt = data[0]
     if fmt in (FORMAT_V2_ZSTD, FORMAT_V1_ZSTD):
-        body = bytes(cramjam.zstd.decompress(data[1:]))
-    elif fmt in (FORMAT_V2, FORMAT_V1):
-        body = data[1:]
-    else:
-        raise ValueError(f"unknown account state format byte 0x{fmt:02x}")
+        return fmt, bytes(cramjam.zstd.decompress(data[1:]))
+    if fmt in (FORMAT_V2, FORMAT_V1):
+        return fmt, data[1:]
+    raise ValueError(f"unknown account state format byte 0x{fmt:02x}")
+
+
+def decode_state(data: bytes) -> AccountState:
+    """A binary record (v1 or v2) back into the state, without re-validating what was written."""
+    fmt, body = _record_body(data)
     values = _DECODER.decode(body)
     if not isinstance(values, list) or not values:
         raise ValueError("account state record: not a positional layout")
@@ -1057,13 +1061,7 @@ def decode_brief(data: bytes) -> StateBrief:
     if data[:1] == b"{":
         s = AccountState.model_validate_json(data)
         return StateBrief(s.account_id, s.partition, s.next_due, s.owed, s.last_change_band)
-    fmt = data[0]
-    if fmt in (FORMAT_V2_ZSTD, FORMAT_V1_ZSTD):
-        body = bytes(cramjam.zstd.decompress(data[1:]))
-    elif fmt in (FORMAT_V2, FORMAT_V1):
-        body = data[1:]
-    else:
-        raise ValueError(f"unknown account state format byte 0x{fmt:02x}")
+    fmt, body = _record_body(data)
     entries = _RAW_FIELDS.decode(body)
     if not entries:
         raise ValueError("account state record: not a positional layout")
