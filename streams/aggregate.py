@@ -148,6 +148,8 @@ def _active(s: AccountState, user_id: str, day: int, cap: int) -> None:
     if packed is not None:
         users[user_id] = user_mark(packed, day)
         return
+    if s.last_event_at is not None and day <= s.last_event_at // DAY_S - USER_HORIZON_DAYS:
+        return  # a late event of a user already forgotten, or pruned had it come in time
     evictor = _EVICTORS.get(id(s))
     if evictor is not None and not evictor.serves(s):
         evictor = None

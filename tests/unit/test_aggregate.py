@@ -154,6 +154,13 @@ def test_order_of_events_inside_the_window_does_not_change_the_state(evs, rnd):
     assert a.counts == b.counts and a.last_login_at == b.last_login_at
 
 
+def test_a_late_event_of_a_user_past_the_user_horizon_is_not_remembered():
+    """In time order the user would have been pruned when the later day came (hypothesis found it)."""
+    early = [event("login", "a", at(0), user_id="u0"), event("login", "a", at(0), user_id="u0")]
+    later = event("login", "a", at(60), user_id="u1")
+    assert fold(*early, later).users == fold(later, *early).users
+
+
 def test_time_is_taken_from_the_event_only():
     s = fold(event("login", "a", "2020-01-01T00:00:00Z", user_id="u"))
     assert s.last_event_at == int(datetime(2020, 1, 1, tzinfo=UTC).timestamp())
