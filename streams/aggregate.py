@@ -30,8 +30,8 @@ from .state import (
     AccountState,
     C,
     Profile,
-    bitmap_last_day,
     bitmap_mark,
+    user_keep_after,
     user_mark,
 )
 
@@ -66,9 +66,15 @@ def _prune(state: AccountState, newest_day: int) -> None:
         del state.days[day]
     # A user inactive for USER_HORIZON_DAYS has no bit in any window of any later evaluation (an
     # evaluation is never earlier than the events folded into the state: the driver's merge order).
+    # Days of a remaining user that old are cleared too, as a late event's would not be set.
     oldest_user = newest_day - USER_HORIZON_DAYS
-    for user in [u for u, p in state.users.items() if (bitmap_last_day(p) or 0) <= oldest_user]:
-        del state.users[user]
+    users = state.users
+    for user, packed in list(users.items()):
+        kept = user_keep_after(packed, oldest_user)
+        if kept == 0:
+            del users[user]
+        elif kept != packed:
+            users[user] = kept
     for feature in [f for f, d in state.features.items() if d <= oldest]:
         del state.features[feature]
     cutoff = oldest * DAY_S
@@ -143,13 +149,13 @@ def _active(s: AccountState, user_id: str, day: int, cap: int) -> None:
     """Mark the user active on ``day``. A new user when ``cap`` users are remembered makes the least
     recently active one forgotten (the first in the map's order among those with the oldest last
     day)."""
+    if s.last_event_at is not None and day <= s.last_event_at // DAY_S - USER_HORIZON_DAYS:
+        return  # late, before every user window: in time order it would have been pruned
     users = s.users
     packed = users.get(user_id)
     if packed is not None:
         users[user_id] = user_mark(packed, day)
         return
-    if s.last_event_at is not None and day <= s.last_event_at // DAY_S - USER_HORIZON_DAYS:
-        return  # a late event of a user already forgotten, or pruned had it come in time
     evictor = _EVICTORS.get(id(s))
     if evictor is not None and not evictor.serves(s):
         evictor = None

@@ -121,6 +121,18 @@ def user_mark(packed: int, day: int) -> int:
     return (bits << _DAY_BITS) | last
 
 
+def user_keep_after(packed: int, oldest_day: int) -> int:
+    """A user's bitmap with the days up to ``oldest_day`` cleared (0: none left): what the fold keeps,
+    so a state does not depend on whether a user's old days came before or after a later day."""
+    last = packed & _DAY_MASK
+    if last <= oldest_day:
+        return 0
+    keep = last - oldest_day  # bits 0 .. keep-1 are the days after oldest_day
+    if packed >> (_DAY_BITS + keep) == 0:
+        return packed
+    return packed & ((((1 << keep) - 1) << _DAY_BITS) | _DAY_MASK)
+
+
 def bitmap_window(packed: int, as_of_day: int, days: int, offset: int = 0) -> int:
     """The bits of days ``(as_of_day - offset - days, as_of_day - offset]``, newest in bit 0."""
     if packed == 0:

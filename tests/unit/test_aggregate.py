@@ -159,6 +159,9 @@ def test_a_late_event_of_a_user_past_the_user_horizon_is_not_remembered():
     early = [event("login", "a", at(0), user_id="u0"), event("login", "a", at(0), user_id="u0")]
     later = event("login", "a", at(60), user_id="u1")
     assert fold(*early, later).users == fold(later, *early).users
+    # ... and a remembered user's days that old are cleared when the later day comes.
+    early.append(event("login", "a", at(1), user_id="u0"))
+    assert fold(*early, later).users == fold(later, *early).users
 
 
 def test_time_is_taken_from_the_event_only():
