@@ -135,10 +135,14 @@ def run(batches: list[list[tuple[int, Record]]], tps: list[list[list[Record]]], 
             touched.add(p)
         for p in sorted(touched):
             sink.take(drivers[p].step(ends[p], now))
+            while drivers[p].paused:  # the worker's ingest agent steps again before reading more
+                sink.take(drivers[p].step(ends[p], now))
     # Everything is read: once the hold has passed, the rest goes through (no sleeping for it).
     now = time.time() + offset + config.hold_s + 1
     for d in drivers:
         sink.take(d.step(ends[d.partition], now))
+        while d.paused:
+            sink.take(d.step(ends[d.partition], now))
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu0
     buffered = sum(d.buffered for d in drivers)
     for d in drivers:  # the open slots, to compare final states (not timed: the worker waits for them)

@@ -94,6 +94,7 @@ def driver_config(s: Settings) -> DriverConfig:
         max_age_s=s.max_event_age_days * DAY_S,
         max_future_s=s.max_future_skew_s,
         max_record_bytes=s.max_record_bytes,
+        step_budget=s.step_budget,
     )
 
 
@@ -425,6 +426,8 @@ def create_app(
                 if handle is not None:
                     handle.ack()
 
+    cut: set[int] = set()  # partitions whose due work is being cut into steps (for the log)
+
     async def step(parts: list[int]) -> None:
         """Step the drivers of ``parts`` and make what they produced durable, all together."""
         done: list[tuple[int, Output, StateStore]] = []
@@ -435,11 +438,22 @@ def create_app(
             started = time.perf_counter()
             evaluations = driver.stats.evaluations
             out = driver.step(highwaters(p), time.time())
+            n = driver.stats.evaluations - evaluations
+            if n:  # the step's evaluation time, per evaluation (the driver reads no clock)
+                metrics.evaluation_seconds.observe((time.perf_counter() - started) / n)
             if out:
-                n = driver.stats.evaluations - evaluations
-                if n:  # the step's evaluation time, per evaluation (the driver reads no clock)
-                    metrics.evaluation_seconds.observe((time.perf_counter() - started) / n)
                 done.append((p, out, driver.store))
+            if driver.paused and p not in cut:
+                cut.add(p)
+                log.info(
+                    "partition %s: more is due than one step runs; going on in steps of %d", p, s.step_budget
+                )
+            elif not driver.paused:
+                cut.discard(p)
+            if n or driver.paused:
+                # At most a step budget of work per partition, then the loop's other tasks get a
+                # turn (the lock stays held: only our own drivers wait).
+                await asyncio.sleep(0)
         if done:
             await make_durable(done)
             for p, _, _ in done:
@@ -459,7 +473,7 @@ def create_app(
         for (topic, type_), n in st.by_type.items():
             if d := grown(("e", (topic, type_)), n):
                 metrics.event(topic, type_, d)
-        for what in ("redelivered", "late", "forced_releases", "evaluation_errors", "gaps"):
+        for what in ("redelivered", "late", "forced_releases", "evaluation_errors", "gaps", "paused_steps"):
             if d := grown(("x", what), getattr(st, what)):
                 metrics.engine.labels(what=what).inc(d)
         for reason, n in st.dead_by_reason.items():
@@ -496,6 +510,13 @@ def create_app(
                     if driver is not None and driver.gaps:
                         await reread(p, driver)
                 await step(sorted(touched))
+            # A driver that stopped at its step budget (a midnight: every account due) goes on in
+            # steps with the lock released between them, so heartbeats, commits, the web endpoints
+            # and the other partitions' ticks run; this agent reads no more input until it is done.
+            while busy := [p for p in sorted(touched) if (d := drivers.get(p)) is not None and d.paused]:
+                await asyncio.sleep(0)
+                async with lock:
+                    await step(busy)
 
     pipeline.agents["ingest"] = ingest
 
@@ -610,6 +631,18 @@ def create_app(
                     bands[band if band in bands else "none"] += 1
         for band, n in bands.items():
             metrics.accounts.labels(band=band).set(n)
+
+    @app.task
+    async def loop_lag() -> None:
+        """How long the event loop was held: a step, a decode pass, anything. Logged past a second."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(0.25)
+            lag = loop.time() - started - 0.25
+            metrics.loop_lag.observe(lag)
+            if lag >= 1.0:
+                log.warning("event loop was blocked for %.1f s", lag)
 
     if s.metrics_port:
 

@@ -38,7 +38,7 @@ import orjson
 
 from .engine import Engine
 from .events import BaseEvent, InvalidEvent, parse_event
-from .metrics import AccountMetrics, Portfolio, portfolio_at
+from .metrics import AccountMetrics, Portfolio, PortfolioBuilder
 from .state import DAY_S, INPUT_KINDS, AccountState, StateBrief, decode_brief
 
 log = logging.getLogger("healthmon.driver")
@@ -79,6 +79,11 @@ class DriverConfig:
     max_future_s: float = 3600.0
     #: Records larger than this are dead-lettered unread (a valid event is well under 10 KB).
     max_record_bytes: int = 256 * 1024
+    #: Evaluations (and states read to freeze the daily portfolio) one step may run; None: no limit.
+    #: A step that reaches it stops before anything later in the merge and reports ``paused``; the
+    #: caller steps again. So a UTC midnight, when every account of the partition is due, is spread
+    #: over many short steps instead of one that blocks the worker's event loop for minutes.
+    step_budget: int | None = None
 
 
 @dataclass(slots=True)
@@ -131,6 +136,8 @@ class DriverStats:
     #: again once the caller has re-read the hole), and holes found.
     gap_discarded: int = 0
     gaps: int = 0
+    #: Steps that stopped at ``step_budget`` with work left.
+    paused_steps: int = 0
     #: Events processed by (topic kind, event type), and dead letters by reason class.
     by_type: dict[tuple[str, str], int] = field(default_factory=dict)
     dead_by_reason: dict[str, int] = field(default_factory=dict)
@@ -161,6 +168,16 @@ class StateStore:
         """What rebuilding the partition's due schedule reads of each of its states: here the
         states themselves (a RocksDB store decodes only those fields)."""
         return self.states(partition)
+
+    def account_ids(self, partition: int) -> list[str]:
+        """The ids of the partition's accounts now, to be read one by one with :meth:`peek` (a
+        portfolio freeze spread over several steps reads each state as it is when it gets there)."""
+        return [a for a, s in self.data.items() if isinstance(s, AccountState) and s.partition == partition]
+
+    def peek(self, account_id: str) -> AccountState | None:
+        """A state to read, not to change (a RocksDB store does not keep it for the step's write)."""
+        value = self.data.get(account_id)
+        return value if isinstance(value, AccountState) else None
 
     def get_portfolio(self, partition: int) -> Portfolio | None:
         """The partition's portfolio as last written (restored from the changelog after a restart)."""
@@ -210,6 +227,22 @@ class RocksStateStore(StateStore):
 
     def put(self, state: AccountState) -> None:
         self.touched[state.account_id] = state
+
+    def account_ids(self, partition: int) -> list[str]:
+        """Every account key of the partition's database and of the step's new states (the states'
+        own partition is checked by the reader: keys alone do not say it)."""
+        reserved = RESERVED_PREFIX.encode()
+        ids = [k.decode() for k, _ in self.table_store._visible_items(self.db) if not k.startswith(reserved)]
+        known = set(ids)
+        ids.extend(a for a in self.touched if a not in known)
+        return ids
+
+    def peek(self, account_id: str) -> AccountState | None:
+        state = self.touched.get(account_id)
+        if state is None:
+            raw = self.db.get(account_id.encode())
+            state = None if raw is None else AccountState.loads(raw)
+        return state
 
     def states(self, partition: int) -> Iterable[AccountState]:
         """The database's states, as changed in this step where they were, and the step's new ones."""
@@ -324,6 +357,13 @@ class PartitionDriver:
         self.portfolio: Portfolio | None = None
         self._next_freeze_ms = NEVER
         self._frozen_metrics: dict[str, AccountMetrics] = {}
+        #: Work left in the current step (``step_budget``); the merge time an advance stopped
+        #: short of (NEVER: none did); a closed slot's accounts not evaluated yet; a freeze under way:
+        #: (its midnight, the account ids still to read, the portfolio being built).
+        self._work: float = float("inf")
+        self._behind = NEVER
+        self._closing: deque[tuple[str, int]] = deque()
+        self._freezing: tuple[int, Iterator[str], PortfolioBuilder] | None = None
         #: Each account's last band, for the caller's gauges: from the pass that rebuilds the
         #: schedule, then kept by the caller from the states it makes durable.
         self.bands: dict[str, str] = {}
@@ -400,8 +440,19 @@ class PartitionDriver:
 
     # --- the merge ---------------------------------------------------------------------------
 
+    @property
+    def paused(self) -> bool:
+        """The last step stopped at its work budget with due work left: step again (no new input
+        is needed; a step with input goes on with that work first)."""
+        return self._behind != NEVER
+
     def step(self, highwaters: list[int | None], now: float) -> Output:
-        """Process everything the merge allows; ``highwaters`` are the topics' end offsets."""
+        """Process everything the merge allows, up to ``step_budget`` evaluations;
+        ``highwaters`` are the topics' end offsets."""
+        limit = self.config.step_budget
+        self._work = float("inf") if limit is None else limit
+        if self._behind != NEVER and not self._advance(self._behind):
+            return self._paused_output()
         while self._held and self._held[0][0] <= now - self.config.hold_s:
             self._released = self._held.popleft()[1]
         idle_bound = self._released
@@ -427,17 +478,28 @@ class PartitionDriver:
                 self.stats.forced_releases += 1  # memory bound: the earliest goes through
                 head_k = min(waiting, key=bounds.__getitem__)
             q = queues[head_k]
+            ts_ms = q[0][0]
+            # Everything due before the record runs first; a step out of budget stops here.
+            if q[0][2] is not None and ts_ms > self.clock_ms and not self._advance(ts_ms - 1):
+                return self._paused_output()
             self._take(q.popleft())
             self.buffered -= 1
             bounds[head_k] = (q[0][0], head_k) if q else self._bound(head_k, highwaters, idle_bound, now)
         # Everything at or before this has been read: run what falls due up to it.
         safe = min(bounds)[0] - 1
-        if safe > self.clock_ms:
-            self._advance(safe)
+        if safe > self.clock_ms and not self._advance(safe):
+            return self._paused_output()
         if self._dirty and not self.buffered and safe >= self._max_offered and not self._realtime:
             self._preview()  # in live mode the slot closes within milliseconds: no preview needed
+        return self._output()
+
+    def _output(self) -> Output:
         out, self._out = self._out, Output()
         return out
+
+    def _paused_output(self) -> Output:
+        self.stats.paused_steps += 1
+        return self._output()
 
     def _bounds(self, highwaters: list[int | None], idle_bound: int, now: float) -> list[tuple[int, int]]:
         """Per topic, the smallest (event time, topic) it may still deliver."""
@@ -481,7 +543,7 @@ class PartitionDriver:
             out.acks.append(record.handle)
             return
         if ts_ms > self.clock_ms:
-            self._advance(ts_ms - 1)
+            self._advance(ts_ms - 1)  # nothing left to run: the step ran it before taking the record
             self.clock_ms = ts_ms
         elif ts_ms < self.clock_ms:
             self.stats.late += 1
@@ -523,19 +585,30 @@ class PartitionDriver:
         self.stats.dead_by_reason[kind] = self.stats.dead_by_reason.get(kind, 0) + 1
         self._out.dead_letters.append(DeadLetter(record, reason))
 
-    def _advance(self, until_ms: int) -> None:
+    def _advance(self, until_ms: int) -> bool:
         """Everything up to ``until_ms`` has been read: close finished slots and run due times, in
-        time order (a slot closes at its last millisecond, a due time ``T`` after second ``T``)."""
+        time order (a slot closes at its last millisecond, a due time ``T`` after second ``T``).
+
+        False: the step's work budget ran out first. The clock stays where it was and the rest runs
+        in the next step, before anything later; the evaluations and their order are the same."""
         due = self._due
         while True:
+            if self._closing and not self._close_some():
+                self._behind = until_ms
+                return False
             close_at = self._close_at if self._dirty else None
             due_at = due[0][0] * 1000 + 999 if due else None
-            self._freeze(min(t for t in (close_at, due_at, until_ms) if t is not None))
+            if not self._freeze(min(t for t in (close_at, due_at, until_ms) if t is not None)):
+                self._behind = until_ms
+                return False
             if close_at is not None and close_at <= until_ms and (due_at is None or close_at <= due_at):
                 self._flush_dirty()
                 continue
             if due_at is None or due_at > until_ms:
                 break
+            if self._work <= 0:
+                self._behind = until_ms
+                return False
             t, account_id = heapq.heappop(due)
             if self._scheduled.get(account_id) != t:
                 continue  # superseded by a later schedule of the account
@@ -545,9 +618,11 @@ class PartitionDriver:
                 self._evaluate(state, t)
         if until_ms > self.clock_ms:
             self.clock_ms = until_ms
+        self._behind = NEVER
         self._frozen_metrics.clear()  # events may be folded next: the midnight's metrics are stale
+        return True
 
-    def _freeze(self, t_ms: int) -> None:
+    def _freeze(self, t_ms: int) -> bool:
         """Before anything at merge time ``t_ms`` runs: if the end of a UTC midnight's second ``D``
         has passed since the last freeze, the portfolio of day ``D``, built from every state of the
         partition as of ``D`` (all events at or before ``D`` are folded, none after: the merge order).
@@ -556,19 +631,38 @@ class PartitionDriver:
         sequence, not of how the partitions' evaluations interleave. Several midnights passed with
         nothing to run between them give the latest one's (the others would be used by nothing). The
         portfolio goes out first among the step's states, so a changelog that kept part of the step
-        never holds a later state without it."""
+        never holds a later state without it.
+
+        The states are read a step's work budget at a time (False: not done yet). Nothing of the
+        partition changes in between: no event is folded and nothing evaluated until it is done."""
         if t_ms < self._next_freeze_ms:
-            return
+            return True
         midnight = (t_ms - 999) // 1000 // DAY_S * DAY_S
-        self.portfolio, self._frozen_metrics = portfolio_at(
-            self._states(), midnight, self.engine.scoring.metrics
-        )
+        job = self._freezing
+        if job is None or job[0] != midnight:
+            ids = iter(self.store.account_ids(self.partition))
+            job = self._freezing = (midnight, ids, PortfolioBuilder(midnight, self.engine.scoring.metrics))
+        _, ids, builder = job
+        peek, partition = self.store.peek, self.partition
+        while True:
+            if self._work <= 0:
+                return False
+            account_id = next(ids, None)
+            if account_id is None:
+                break
+            self._work -= 1
+            state = peek(account_id)
+            if state is not None and state.partition == partition:
+                builder.add(state)
+        self._freezing = None
+        self.portfolio, self._frozen_metrics = builder.build()
         self._next_freeze_ms = (midnight + DAY_S) * 1000 + 999
         self.store.put_portfolio(self.partition, self.portfolio)
         key = portfolio_key(self.partition)
         rest = self._out.states
         rest.pop(key, None)
         self._out.states = {key: self.portfolio, **rest}
+        return True
 
     def _open_slot(self, t_ms: int) -> None:
         """The open slot closes at its last millisecond; a live (shorter) slot opened while an
@@ -598,25 +692,37 @@ class PartitionDriver:
             key = account_id.encode()
             self._out.records.append(("health", key, snapshot.model_dump_json().encode(), owed * 1000))
 
-    def _flush_dirty(self) -> None:
-        dirty, self._dirty = self._dirty, {}
+    def _flush_dirty(self) -> bool:
+        """Close the open slot: its accounts are evaluated in order, a step's budget at a time."""
+        self._closing.extend(self._dirty.items())
+        self._dirty = {}
         self._previewed.clear()
-        for account_id, as_of in dirty.items():
+        return self._close_some()
+
+    def _close_some(self) -> bool:
+        closing = self._closing
+        while closing:
+            if self._work <= 0:
+                return False
+            account_id, as_of = closing.popleft()
             state = self.store.get(account_id)
             if state is not None and state.owed is not None:
                 self._evaluate(state, as_of)
+        return True
 
     def flush(self) -> Output:
-        """Evaluate every account owing an evaluation now (end of an offline run)."""
+        """Evaluate every account owing an evaluation now (end of an offline run: no budget)."""
+        self._work = float("inf")
+        if self._behind != NEVER:
+            self._advance(self._behind)
         self._flush_dirty()
-        out, self._out = self._out, Output()
-        return out
+        return self._output()
 
     def run_until(self, t_ms: int) -> Output:
-        """Offline: let event time run on to ``t_ms`` with nothing more to read."""
-        self._advance(t_ms)
-        out, self._out = self._out, Output()
-        return out
+        """Offline: let event time run on to ``t_ms`` with nothing more to read (no budget)."""
+        self._work = float("inf")
+        self._advance(max(t_ms, self._behind))
+        return self._output()
 
     # --- evaluation --------------------------------------------------------------------------
 
@@ -627,6 +733,7 @@ class PartitionDriver:
         key = account_id.encode()
         when = max(as_of, state.last_eval_at or 0) * 1000
         portfolio = self.portfolio
+        self._work -= 1
         metrics = None
         if portfolio is not None and portfolio.as_of == as_of:
             metrics = self._frozen_metrics.pop(account_id, None)
@@ -678,9 +785,6 @@ class PartitionDriver:
         if owed:  # owed evaluations close with the slot of the latest of them
             self._open_slot(max(owed.values()) * 1000)
             self._dirty = owed
-
-    def _states(self) -> Iterable[AccountState]:
-        return self.store.states(self.partition)
 
     def describe(self, highwaters: list[int | None]) -> str:
         """Why the partition waits, for the log: per topic, records queued, next offset, end offset."""
@@ -743,6 +847,8 @@ def run_offline(
         highwaters: list[int | None] = [d if d else 0 for d in read]
         driver.position = [d if d else None for d in read]
         emit(driver.step(highwaters, now=float("inf")))
+        while driver.paused:
+            emit(driver.step(highwaters, now=float("inf")))
         assert not driver.gaps and driver.buffered == 0, "every record offered was taken"
         if until_ms is not None:
             emit(driver.run_until(until_ms))

@@ -452,32 +452,52 @@ def portfolio_member(state: AccountState, metrics: AccountMetrics, as_of: int) -
     return p is not None and p.signed_up_at <= as_of and not metrics.canceled
 
 
+class PortfolioBuilder:
+    """:func:`portfolio_at` one state at a time, so the driver can spread a partition's freeze over
+    several steps (a worker holding 100k accounts must not stop its event loop for the whole pass).
+    Pure; the result does not depend on the order states are added in."""
+
+    def __init__(self, as_of: int, cfg: MetricsConfig) -> None:
+        self.as_of = as_of
+        self.cfg = cfg
+        self._today = as_of // DAY_S
+        self._values: dict[str, list[float]] = {name: [] for name in PERCENTILE_OF}
+        self._features: dict[str, int] = {}
+        self.raw: dict[str, AccountMetrics] = {}
+
+    def add(self, state: AccountState) -> None:
+        """An account with no event in the last HORIZON_DAYS is skipped unread: it has no value to
+        rank and no feature in the catalogue."""
+        today = self._today
+        last = state.last_event_at
+        if last is None or today - last // DAY_S >= HORIZON_DAYS:
+            return
+        m = compute_metrics(state, self.as_of, self.cfg)
+        if not portfolio_member(state, m, self.as_of):
+            return
+        self.raw[state.account_id] = m
+        if m.active_days_30d:
+            for name, vs in self._values.items():
+                vs.append(float(getattr(m, name)))
+        features = self._features
+        for f, d in state.features.items():
+            if d <= today and d > features.get(f, -1):
+                features[f] = d
+
+    def build(self) -> tuple[Portfolio, dict[str, AccountMetrics]]:
+        stats = {name: Percentiles(vs) for name, vs in self._values.items()}
+        return Portfolio(features=self._features, stats=stats, as_of=self.as_of), self.raw
+
+
 def portfolio_at(
     states: Iterable[AccountState], as_of: int, cfg: MetricsConfig
 ) -> tuple[Portfolio, dict[str, AccountMetrics]]:
     """The portfolio of ``states`` as of ``as_of``, frozen, and the members' raw metrics (to score
-    them at the same moment without computing them again). Pure. An account with no event in the
-    last HORIZON_DAYS is skipped unread: it has no value to rank and no feature in the catalogue."""
-    today = as_of // DAY_S
-    values: dict[str, list[float]] = {name: [] for name in PERCENTILE_OF}
-    features: dict[str, int] = {}
-    raw: dict[str, AccountMetrics] = {}
+    them at the same moment without computing them again). Pure."""
+    builder = PortfolioBuilder(as_of, cfg)
     for state in states:
-        last = state.last_event_at
-        if last is None or today - last // DAY_S >= HORIZON_DAYS:
-            continue
-        m = compute_metrics(state, as_of, cfg)
-        if not portfolio_member(state, m, as_of):
-            continue
-        raw[state.account_id] = m
-        if m.active_days_30d:
-            for name, vs in values.items():
-                vs.append(float(getattr(m, name)))
-        for f, d in state.features.items():
-            if d <= today and d > features.get(f, -1):
-                features[f] = d
-    stats = {name: Percentiles(vs) for name, vs in values.items()}
-    return Portfolio(features=features, stats=stats, as_of=as_of), raw
+        builder.add(state)
+    return builder.build()
 
 
 def with_portfolio(m: AccountMetrics, portfolio: Portfolio, as_of: int) -> AccountMetrics:

@@ -69,8 +69,15 @@ class WorkerMetrics:
             "Partition driver counters: redelivered (records skipped as already folded in), late "
             "(read after the watermark passed their time), forced_releases (a silent topic or a full "
             "buffer stopped holding time back), evaluation_errors, gaps (holes in a topic's offsets read "
-            "again)",
+            "again), paused_steps (a step stopped at HEALTHMON_STEP_BUDGET evaluations, the rest in the next)",
             ["what"],
+            registry=r,
+        )
+        self.loop_lag = Histogram(
+            "healthmon_event_loop_lag_seconds",
+            "How late a 0.25 s sleep of the worker's event loop woke up: the longest time anything held "
+            "the loop (heartbeats, commits and the web endpoints wait that long)",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
             registry=r,
         )
         self.recovery_remaining = Gauge(

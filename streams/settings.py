@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     clock: Literal["live", "event"] = "live"
     # How often the worker advances time without input (live mode: the wall clock's pace).
     tick_s: float = Field(default=0.05, gt=0)
+    # Evaluations (and states read to freeze the daily portfolio) one step of a partition may run
+    # before the worker's event loop gets its turn; the rest follows in the next steps. At a UTC
+    # midnight every account is due: without a bound, 100k accounts held the loop for about a minute.
+    step_budget: int = Field(default=500, ge=1)
     # Event time is released past an idle topic only after it has been seen for this long
     # (lets stragglers of a producer writing several topics in); see docs/processing.md.
     watermark_hold_s: float = Field(default=2.0, ge=0)

@@ -156,8 +156,10 @@ async def _paced(s: Settings, rate: float) -> None:
 
 @pytest.mark.engine_crash
 async def test_sigkill_at_random_points(kafka_settings, tmp_path):
+    """The crashed workers run steps of one evaluation each (HEALTHMON_STEP_BUDGET=1): the kills also
+    land half-way through slot closes and midnights, which the reference runs in whole steps."""
     want = await reference(kafka_settings, tmp_path)
-    s = kafka_settings
+    s = kafka_settings.model_copy(update={"step_budget": 1})
     await setup_topics(s)
     rng = random.Random(5)
     w = WorkerProcess(s, tmp_path / "worker.log").start()
@@ -177,6 +179,7 @@ async def test_sigkill_at_random_points(kafka_settings, tmp_path):
         got = await outcome(s)
     finally:
         w.stop()
+    assert b"going on in steps of 1" in (tmp_path / "worker.log").read_bytes()
     assert_same(got, want)
 
 
