@@ -11,7 +11,7 @@ end=2026-11-01)``, every event folded with ``Engine.apply``, then ``Engine.evalu
 score history and rule states look like a running worker's (the probe evaluates once: one day of score
 history, every rule inactive).
 
-Prints the record size (p50 / p95 / max / mean) in the current layout (v2), in v1 and as JSON; the
+Prints the record size (p50 / p95 / max / mean) in the current layout (v3), in v2, in v1 and as JSON; the
 bytes of each field, alone, before and after zstd (mean over the book and over its largest tenth); and
 encode / decode microseconds per state (CPU time, best of ``--repeat`` passes: the machine is shared).
 Sizes are deterministic; timings are measured here, never asserted in tests.
@@ -54,6 +54,8 @@ V2_COLUMNS = {
     "counts": 2, "days": 21, "users": 1, "features": 1, "open_tickets": 6, "closed_tickets": 7, "nps": 2,
     "score_history": 2, "rules": 8,
 }  # fmt: skip
+#: The same for layout v3 (ids are three columns: stem, number, digits).
+V3_COLUMNS = {**V2_COLUMNS, "users": 4, "open_tickets": 9, "closed_tickets": 10}
 
 
 def build(accounts: int, daily: bool) -> list[AccountState]:
@@ -93,6 +95,11 @@ def _zstd(b: bytes) -> int:
     return min(len(b), len(cramjam.zstd.compress(b, level=S.ZSTD_LEVEL_V2)))
 
 
+def _zstd_v3(b: bytes) -> int:
+    """With the v3 dictionary (what a v3 record's frame uses)."""
+    return min(len(b), len(S._zstd_v3()[0].compress(b)))
+
+
 def fields_v1(s: AccountState) -> dict[str, bytes]:
     """Each field of a v1 record, alone (the values encode_state_v1 writes)."""
     p = s.profile
@@ -110,21 +117,27 @@ def fields_v1(s: AccountState) -> dict[str, bytes]:
     return {name: _ENC.encode(v) for name, v in values.items()}
 
 
-def fields_v2(s: AccountState) -> dict[str, bytes]:
-    """Each field of a v2 record, alone: its own entry plus its integer columns, packed by themselves."""
-    values = S.values_v2(s)
+def fields_v2(s: AccountState, v3: bool = False) -> dict[str, bytes]:
+    """Each field of a v2 (or v3) record, alone: its own entry plus its integer columns, packed by
+    themselves."""
+    values = S.values_v2(s, v3)
     lens = values[0]
-    assert len(lens) == sum(V2_COLUMNS.values()), "V2_COLUMNS is out of date with values_v2"
+    columns = V3_COLUMNS if v3 else V2_COLUMNS
+    assert len(lens) == sum(columns.values()), "V2_COLUMNS / V3_COLUMNS is out of date with values_v2"
     reader = S._ColumnReader(*values[:3])
     out = {}
     for name, entry in zip(S.LAYOUT_V1, values[3:], strict=True):
-        cols = [reader.take() for _ in range(V2_COLUMNS.get(name, 0))]
+        cols = [reader.take() for _ in range(columns.get(name, 0))]
         packed = S._pack_columns(cols) if cols else []
         out[name] = _ENC.encode([entry, *packed])
     return out
 
 
-def breakdown(states: list[AccountState], fields) -> list[tuple[str, float, float, float, float]]:
+def fields_v3(s: AccountState) -> dict[str, bytes]:
+    return fields_v2(s, v3=True)
+
+
+def breakdown(states: list[AccountState], fields, zstd=_zstd) -> list[tuple[str, float, float, float, float]]:
     sizes = [len(s.dumps()) for s in states]
     top = {i for i, _ in sorted(enumerate(sizes), key=lambda x: -x[1])[: max(1, len(states) // 10)]}
     raw: dict[str, list[int]] = {}
@@ -132,7 +145,7 @@ def breakdown(states: list[AccountState], fields) -> list[tuple[str, float, floa
     for s in states:
         for name, b in fields(s).items():
             raw.setdefault(name, []).append(len(b))
-            packed.setdefault(name, []).append(_zstd(b))
+            packed.setdefault(name, []).append(zstd(b))
     rows = []
     for name in raw:
         r, z = raw[name], packed[name]
@@ -163,7 +176,7 @@ def timings(states: list[AccountState], repeat: int) -> dict:
     them) and as just decoded (compact, as a RocksDB read gives them: much kinder to the CPU cache),
     and decode."""
     out = {}
-    for name, encode in (("v1", S.encode_state_v1), ("v2", S.encode_state)):
+    for name, encode in (("v1", S.encode_state_v1), ("v2", S.encode_state_v2), ("v3", S.encode_state)):
         blobs = [encode(s) for s in states]
         loaded = [AccountState.loads(b) for b in blobs]
         S._CODED_USERS.clear()
@@ -229,7 +242,8 @@ def big_account(n_users: int, days: int = 90, max_users: int = S.MAX_USERS, seed
         "user_cap": max_users,
         "active_users_30d": engine.evaluate(state, as_of).snapshot.metrics.active_users_30d,
         "events": n_events,
-        "record_bytes_v2": len(record),
+        "record_bytes_v3": len(record),
+        "record_bytes_v2": len(S.encode_state_v2(state)),
         "record_bytes_v1": len(S.encode_state_v1(state)),
         "record_bytes_json": len(state.dumps_json()),
         "heap_bytes_of_a_loaded_state": heap,
@@ -259,19 +273,21 @@ def main() -> None:
         result = {
             "accounts": len(states),
             "daily": args.daily,
-            "bytes_v2": pct([len(s.dumps()) for s in states]),
+            "bytes_v3": pct([len(s.dumps()) for s in states]),
+            "bytes_v2": pct([len(S.encode_state_v2(s)) for s in states]),
             "bytes_v1": pct([len(S.encode_state_v1(s)) for s in states]),
             "bytes_json": pct([len(s.dumps_json()) for s in states]),
+            "fields_v3": breakdown(states, fields_v3, _zstd_v3),
             "fields_v2": breakdown(states, fields_v2),
             "fields_v1": breakdown(states, fields_v1),
             "per_state": timings(states, args.repeat),
         }
-        for fmt in ("v2", "v1", "json"):
+        for fmt in ("v3", "v2", "v1", "json"):
             b = result[f"bytes_{fmt}"]
             print(
                 f"{fmt:4s} p50 {b['p50']:6,} B  p95 {b['p95']:6,} B  max {b['max']:6,} B  mean {b['mean']:6,} B"
             )
-        for fmt in ("v1", "v2"):
+        for fmt in ("v1", "v2", "v3"):
             print(f"\n{fmt}: bytes per field, alone (mean over {len(states)} / over the largest tenth)")
             print(f"{'field':20s} {'raw':>7s} {'zstd':>7s} | {'raw':>7s} {'zstd':>7s}")
             for name, r, z, rt, zt in result[f"fields_{fmt}"]:

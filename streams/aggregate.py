@@ -15,6 +15,8 @@ from hashlib import blake2b
 from . import events as ev
 from .state import (
     _DAY_MASK,
+    COUNTER_MIN_HORIZON_DAYS,
+    COUNTERS_DROPPED_AT_AGE,
     DAY_S,
     EVENT_HASH_BITS,
     HORIZON_DAYS,
@@ -31,6 +33,7 @@ from .state import (
     C,
     Profile,
     bitmap_mark,
+    trimmed,
     user_keep_after,
     user_mark,
 )
@@ -59,11 +62,32 @@ def _bucket(state: AccountState, day: int, size: int = N_COUNTERS) -> list[int]:
     return bucket
 
 
+def _prune_counters(days: dict[int, list[int]], day: int, age: int) -> None:
+    """Drop from ``day``'s bucket, ``age`` days behind the newest event day, the counters past their
+    horizon (state.COUNTER_HORIZON_DAYS); a bucket that old is kept trimmed (no trailing zeros), and
+    dropped when nothing is left. Called for every such bucket when the day moves on, and for the
+    bucket a late event wrote to, so that the state does not depend on the order events came in."""
+    bucket = days[day]
+    n = len(bucket)
+    for c in COUNTERS_DROPPED_AT_AGE[age]:
+        if c < n and bucket[c]:
+            bucket[c] = 0
+    kept = trimmed(bucket)
+    if not kept:
+        del days[day]
+    elif kept is not bucket:
+        days[day] = kept
+
+
 def _prune(state: AccountState, newest_day: int) -> None:
     """Forget what has left every window; runs once per new day, not per event."""
     oldest = newest_day - HORIZON_DAYS
-    for day in [d for d in state.days if d <= oldest]:
-        del state.days[day]
+    days = state.days
+    for day in [d for d in days if d <= newest_day - COUNTER_MIN_HORIZON_DAYS]:
+        if day <= oldest:
+            del days[day]
+        else:
+            _prune_counters(days, day, newest_day - day)
     # A user inactive for USER_HORIZON_DAYS has no bit in any window of any later evaluation (an
     # evaluation is never earlier than the events folded into the state: the driver's merge order).
     # Days of a remaining user that old are cleared too, as a late event's would not be set.
@@ -126,6 +150,10 @@ def apply_event(
         # Older than every window: it counts in the lifetime totals only.
         return True
     _HANDLERS[kind](state, event, ts, day, key_features, max_users)
+    # A late event's bucket keeps only the counters still inside their horizon, as if it had come in order.
+    if previous_last is not None and (age := previous_last // DAY_S - day) >= COUNTER_MIN_HORIZON_DAYS:
+        if day in state.days:
+            _prune_counters(state.days, day, age)
     return True
 
 
@@ -234,8 +262,7 @@ def _login(s: AccountState, e: ev.Login, ts: int, day: int, kf: frozenset[str], 
 
 
 def _feature(s: AccountState, e: ev.FeatureUsed, ts: int, day: int, kf: frozenset[str], cap: int) -> None:
-    _bucket(s, day, USAGE_COUNTERS)[C.FEATURE_USES] += 1
-    _active(s, e.user_id, day, cap)
+    _active(s, e.user_id, day, cap)  # C.FEATURE_USES is not counted (COUNTER_HORIZON_DAYS)
     if day > s.features.get(e.feature, -1):
         if e.feature not in s.features and len(s.features) >= MAX_FEATURES:
             s.features.pop(min(s.features, key=s.features.__getitem__))
@@ -265,9 +292,8 @@ def _ticket_opened(
     s: AccountState, e: ev.TicketOpened, ts: int, day: int, kf: frozenset[str], cap: int
 ) -> None:
     bucket = _bucket(s, day)
-    bucket[C.TICKETS_OPENED] += 1
+    bucket[C.TICKETS_OPENED] += 1  # C.URGENT_OPENED is not counted (COUNTER_HORIZON_DAYS)
     urgent = int(e.priority == "urgent")
-    bucket[C.URGENT_OPENED] += urgent
     _sentiment(s, day, e.sentiment)
     if e.ticket_id in s.closed_tickets:
         return  # the open arrived after the resolution (out of order): already accounted for
@@ -315,7 +341,18 @@ def _ticket_resolved(
     bucket[C.RESOLUTION_SUM_S] += max(0, ts - opened_at)
     if len(s.closed_tickets) >= MAX_CLOSED_TICKETS:
         s.closed_tickets.pop(next(iter(s.closed_tickets)))
-    s.closed_tickets[e.ticket_id] = [ts, opened_at, urgent, replies, first_response, fcr]
+    s.closed_tickets[e.ticket_id] = _closed_row(ts, opened_at, urgent, replies, first_response, fcr)
+
+
+def _closed_row(
+    resolved_at: int, opened_at: int, urgent: int, replies: int, first: int, fcr: int
+) -> list[int]:
+    """What a closed ticket keeps: only what a reopen reads back (_ticket_reopened, then
+    _ticket_replied and _ticket_resolved). A reopened ticket is never resolved on first contact, so its
+    agent replies are not kept (0); of its first response only the sign (1, or -1 for a time before
+    1970; 0: none): _ticket_replied only asks whether it is 0, and a reply's time takes it to 0 (or
+    below it) exactly when it would take the time itself there."""
+    return [resolved_at, opened_at, urgent, 0, (first > 0) - (first < 0), fcr]
 
 
 def _ticket_reopened(

@@ -82,9 +82,9 @@ class Settings(BaseSettings):
     # costs ~225 B of memory and 11-30 B of the changelog record (more for long random ids): at the
     # upper bound a record stays well under Kafka's default 1 MB message limit.
     max_users_per_account: int = Field(default=5_000, ge=1, le=20_000)
-    # The account-state layout written to the changelog: 1 during a rolling upgrade from a release
-    # that reads only layout 1 (docs/deploy.md), 2 once every worker reads 2. Both are always read.
-    state_format: int = Field(default=2, ge=1, le=2)
+    # The account-state layout written to the changelog: during a rolling upgrade, the newest the old
+    # release reads (1 or 2; docs/deploy.md), 3 once every worker reads 3. All are always read.
+    state_format: int = Field(default=3, ge=1, le=3)
     # An event this far ahead of the wall clock is rejected: it would age every account on its partition.
     max_future_skew_s: float = Field(default=3600.0, ge=0)
     # The scorecard YAML (default: the one shipped in streams/scorecard.default.yaml).

@@ -15,6 +15,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from enum import IntEnum
 from itertools import accumulate, chain, zip_longest
+from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
 import cramjam
@@ -82,6 +83,41 @@ class C(IntEnum):
 
 N_COUNTERS = len(C)
 USAGE_COUNTERS = C.FEATURE_USES + 1  # the usage counters come first
+
+#: Days each counter is kept in the day buckets: the longest window a metric reads it over
+#: (metrics.compute_metrics: 7 and 30 days; TICKETS_OPENED also over the 4 weeks before the last 7,
+#: for the ticket spike; FCR, CSAT and CES over 90 days). A counter no metric reads (0) is not
+#: counted. The fold drops a counter from a bucket once the bucket's day is that many days behind the
+#: account's newest event day (aggregate._prune_counters): no evaluation after that reads it (an
+#: evaluation is never earlier than the events folded into the state), so no metric changes.
+COUNTER_HORIZON_DAYS: dict[C, int] = {
+    C.LOGINS: 30,
+    C.SESSIONS: 30,
+    C.SESSION_SECONDS: 30,
+    C.FEATURE_USES: 0,  # features are counted in ``features`` (last day used), not here
+    C.TICKETS_OPENED: 35,
+    C.URGENT_OPENED: 0,  # open urgent tickets are counted from ``open_tickets``
+    C.SENTIMENT_N: 30,
+    C.SENTIMENT_SUM_MILLI: 30,
+    C.SENTIMENT_NEGATIVE: 30,
+    C.CSAT_N: 90,
+    C.CSAT_SATISFIED: 90,
+    C.CES_N: 90,
+    C.CES_SUM: 90,
+    C.RESOLVED: 90,
+    C.RESOLVED_FCR: 90,
+    C.FIRST_RESPONSE_N: 30,
+    C.FIRST_RESPONSE_SUM_S: 30,
+    C.RESOLUTION_N: 30,
+    C.RESOLUTION_SUM_S: 30,
+}
+assert set(COUNTER_HORIZON_DAYS) == set(C) and max(COUNTER_HORIZON_DAYS.values()) <= HORIZON_DAYS
+#: The shortest horizon of a counter that is counted: buckets this many days old lose counters.
+COUNTER_MIN_HORIZON_DAYS = min(h for h in COUNTER_HORIZON_DAYS.values() if h)
+#: By a bucket's age in days (0 .. HORIZON_DAYS - 1): the counters it no longer keeps.
+COUNTERS_DROPPED_AT_AGE: tuple[tuple[int, ...], ...] = tuple(
+    tuple(int(c) for c, h in COUNTER_HORIZON_DAYS.items() if h <= age) for age in range(HORIZON_DAYS)
+)
 
 
 def day_of(ts: int) -> int:
@@ -242,7 +278,9 @@ class AccountState(BaseModel):
     first_value_at: int | None = None
     #: ticket_id -> [opened_at, urgent(0/1), agent_replies, first_response_at or 0, reopened(0/1)]
     open_tickets: dict[str, list[int]] = Field(default_factory=dict)
-    #: ticket_id -> [resolved_at, opened_at, urgent, agent_replies, first_response_at, was_fcr]
+    #: ticket_id -> [resolved_at, opened_at, urgent, agent_replies, first_response_at, was_fcr]; the
+    #: reducer keeps 0 replies and the sign of the first response (aggregate._closed_row): all a reopen
+    #: reads back.
     closed_tickets: dict[str, list[int]] = Field(default_factory=dict)
     #: user_id -> [answered_at, score]: each user's latest NPS answer.
     nps: dict[str, list[int]] = Field(default_factory=dict)
@@ -526,42 +564,48 @@ def encode_state_v1(state: AccountState) -> bytes:
     return bytes((FORMAT_V1,)) + body
 
 
-#: The newest layout written (HEALTHMON_STATE_FORMAT, set once at start-up): 1 while a rolling upgrade
-#: from a release that reads only v1 is under way, so its workers can read every record; then 2.
-_write_format = 2
+#: The newest layout written (HEALTHMON_STATE_FORMAT, set once at start-up): during a rolling upgrade
+#: from a release that reads only v1 (or only up to v2), 1 (or 2), so its workers can read every
+#: record; then 3.
+_write_format = 3
 
 
 def set_write_format(version: int) -> None:
     global _write_format
-    if version not in (1, 2):
-        raise ValueError(f"unknown account state layout {version} (1 or 2)")
+    if version not in (1, 2, 3):
+        raise ValueError(f"unknown account state layout {version} (1, 2 or 3)")
     _write_format = version
 
 
 def encode_state(state: AccountState) -> bytes:
-    """The state as a changelog record: binary layout v2 (see :func:`encode_state_v2`), or v1 when
-    :func:`set_write_format` says so."""
+    """The state as a changelog record: binary layout v3 (see :func:`encode_state_v3`), or v2 or v1
+    when :func:`set_write_format` says so."""
+    if _write_format == 3:
+        return encode_state_v3(state)
     return encode_state_v2(state) if _write_format == 2 else encode_state_v1(state)
 
 
 def _record_body(data: bytes) -> tuple[int, bytes]:
     """A binary record's format byte and its msgpack body (out of its zstd frame if it has one)."""
     fmt = data[0]
+    if fmt == FORMAT_V3_ZSTD:
+        return fmt, _zstd_v3()[1].decompress(data[1:])
     if fmt in (FORMAT_V2_ZSTD, FORMAT_V1_ZSTD):
         return fmt, bytes(cramjam.zstd.decompress(data[1:]))
-    if fmt in (FORMAT_V2, FORMAT_V1):
+    if fmt in (FORMAT_V3, FORMAT_V2, FORMAT_V1):
         return fmt, data[1:]
     raise ValueError(f"unknown account state format byte 0x{fmt:02x}")
 
 
 def decode_state(data: bytes) -> AccountState:
-    """A binary record (v1 or v2) back into the state, without re-validating what was written."""
+    """A binary record (v1, v2 or v3) back into the state, without re-validating what was written."""
     fmt, body = _record_body(data)
     values = _DECODER.decode(body)
     if not isinstance(values, list) or not values:
         raise ValueError("account state record: not a positional layout")
-    v2 = fmt in (FORMAT_V2, FORMAT_V2_ZSTD)
-    f = _decode_v2(values) if v2 else _decode_v1(values)
+    v3 = fmt in (FORMAT_V3, FORMAT_V3_ZSTD)
+    v2 = v3 or fmt in (FORMAT_V2, FORMAT_V2_ZSTD)  # v2 and v3 keep hashes and known strings alike
+    f = _decode_v2(values, v3) if v2 else _decode_v1(values)
     if (raw_ids := f.get("recent_ids")) is not None:
         f["recent_ids"] = _ids_from(raw_ids, v2)
     if (login_days := f.get("login_days")) is not None:
@@ -830,23 +874,26 @@ def _encode_features(features: dict[str, int], base_day: int, cols: list) -> lis
     return list(features)
 
 
-def _encode_open(tickets: dict[str, list[int]], base: int, cols: list) -> list:
+def _encode_open(tickets: dict[str, list[int]], base: int, cols: list, v3: bool = False) -> list:
     """[opened_at, urgent, agent_replies, first_response_at or 0, reopened]: opened_at from ``base``,
-    the first response from the opening (0 stays 0: a column of which are set)."""
+    the first response from the opening (0 stays 0: a column of which are set). v3: the ids as
+    :func:`_code_ids`, their columns first."""
+    coded = _code_ids(tickets, cols) if v3 else _front_code(tickets)
     opened, urgent, replies, first, reopened = _rows(tickets, 5)
     cols.append([o - base for o in opened])
     cols.extend((urgent, replies, reopened))
     cols.append([f - o if f else 0 for f, o in zip(first, opened, strict=True)])
     cols.append([1 if f else 0 for f in first])
-    return _front_code(tickets)
+    return coded
 
 
-def _decode_open(part: list, base: int, r: _ColumnReader) -> dict[str, list[int]]:
+def _decode_open(part: list, base: int, r: _ColumnReader, v3: bool = False) -> dict[str, list[int]]:
+    ids = _decode_ids(part, r) if v3 else _front_decode(part)
     opened = [base + d for d in r.take()]
     urgent, replies, reopened, first, has_first = r.take(), r.take(), r.take(), r.take(), r.take()
     first = [f + o if h else 0 for f, o, h in zip(first, opened, has_first, strict=True)]
     rows = zip(opened, urgent, replies, first, reopened, strict=True)
-    return dict(zip(_front_decode(part), map(list, rows), strict=True))
+    return dict(zip(ids, map(list, rows), strict=True))
 
 
 def _encode_closed(tickets: dict[str, list[int]], base: int, cols: list) -> list:
@@ -935,9 +982,10 @@ def _decode_score_history(base_day: int, r: _ColumnReader) -> dict[int, int]:
     return dict(zip(_undeltas(r.take(), base_day), _undeltas(r.take(), 0), strict=True))
 
 
-def values_v2(state: AccountState) -> list[object]:
+def values_v2(state: AccountState, v3: bool = False) -> list[object]:
     """The v2 positional list: the column stream (lengths, widths, planes), then one entry per
-    :data:`LAYOUT_V1` field, in that order (an entry is None where the field is all in the columns)."""
+    :data:`LAYOUT_V1` field, in that order (an entry is None where the field is all in the columns).
+    ``v3``: the v3 list (the same but for ids and closed tickets: see :func:`encode_state_v3`)."""
     s = state
     base = _safe_base(s.last_event_at)
     base_day = base // DAY_S
@@ -953,13 +1001,13 @@ def values_v2(state: AccountState) -> list[object]:
         s.last_event_at,
         _ids_bytes_v2(s.recent_ids),
         _encode_days_v2(s.days, base_day, cols),
-        _encode_users_v2(s.users, s.account_id, cols),
+        _encode_users_v3(s.users, s.account_id, cols) if v3 else _encode_users_v2(s.users, s.account_id, cols),
         _bitmap_bytes(s.login_days),
         s.last_login_at,
         _encode_features(s.features, base_day, cols),
         s.first_value_at,
-        _encode_open(s.open_tickets, base, cols),
-        _encode_closed(s.closed_tickets, base, cols),
+        _encode_open(s.open_tickets, base, cols, v3),
+        _encode_closed_v3(s.closed_tickets, base, cols) if v3 else _encode_closed(s.closed_tickets, base, cols),
         _encode_nps(s.nps, base, index, cols),
         s.nps_latest,
         None if s.nps_latest_user is None else index.get(s.nps_latest_user, s.nps_latest_user),
@@ -1021,7 +1069,7 @@ def encode_state_v2(state: AccountState) -> bytes:
 _V2_HEAD = 3  # column lengths, widths, planes
 
 
-def _decode_v2(values: list) -> dict[str, Any]:
+def _decode_v2(values: list, v3: bool = False) -> dict[str, Any]:
     r = _ColumnReader(*values[:_V2_HEAD])
     f = dict(zip(LAYOUT_V1, values[_V2_HEAD:], strict=False))
     base = _safe_base(f.get("last_event_at"))
@@ -1034,11 +1082,12 @@ def _decode_v2(values: list) -> dict[str, Any]:
     # in the order values_v2 wrote their columns
     f["counts"], f["last_seen"] = _decode_kinds(f["counts"], base, r)
     f["days"] = _decode_days_v2(f["days"], base_day, r)
-    f["users"] = _decode_users_v2(f["users"], r)
+    f["users"] = _decode_users_v3(f["users"], r) if v3 else _decode_users_v2(f["users"], r)
     ids = list(f["users"])
     f["features"] = dict(zip(f["features"], [base_day - d for d in r.take()], strict=True))
-    f["open_tickets"] = _decode_open(f["open_tickets"], base, r)
-    f["closed_tickets"] = _decode_closed(f["closed_tickets"], base, r)
+    f["open_tickets"] = _decode_open(f["open_tickets"], base, r, v3)
+    closed = f["closed_tickets"]
+    f["closed_tickets"] = _decode_closed_v3(closed, base, r) if v3 else _decode_closed(closed, base, r)
     f["nps"] = _decode_nps(f["nps"], base, ids, r)
     if (latest_user := f["nps_latest_user"]) is not None:
         f["nps_latest_user"] = ids[latest_user] if isinstance(latest_user, int) else latest_user
@@ -1047,6 +1096,156 @@ def _decode_v2(values: list) -> dict[str, Any]:
         f["last_change_band"] = _unkey(band)
     f["rules"] = _decode_rules_v2(f["rules"], base, r)
     return f
+
+
+# --- layout v3: layout v2 with numbered ids, thinner closed tickets and a zstd dictionary -------
+#
+# v3 is v2's positional list with three changes. Ids (users, open and closed tickets) are split into a
+# stem and their trailing digits: the distinct stems once, then columns of each id's stem, number and
+# digit count (``acct-00037-t000078`` costs a byte or two, not a 5-byte rest of a front-coded string).
+# A closed ticket's first response is written as it is when it is the sign the reducer keeps
+# (aggregate._ticket_resolved), from the opening only when it is a time (a state from before). And
+# the zstd frame uses a dictionary trained on simulated states (``data/state_dict_v3.zdict``, frozen
+# with the format byte: a new dictionary needs a new format byte), without a checksum.
+
+FORMAT_V3 = 0x05  # layout v3, msgpack
+FORMAT_V3_ZSTD = 0x06  # layout v3, msgpack, zstd frame with the v3 dictionary
+ZSTD_LEVEL_V3 = 3
+#: Trailing digits of an id read as its number, at most (past them, digits stay in the stem).
+_ID_DIGITS = 18
+_DIGITS = "0123456789"
+
+
+def _code_ids(keys: Iterable[str], cols: list) -> list[str]:
+    """Ids as the distinct stems (an id without its trailing digits), in order of first use, and
+    three columns: each id's stem (its index), number (its trailing digits) and digit count (leading
+    zeros are kept). Order is kept."""
+    stems: dict[str, int] = {}
+    which: list[int] = []
+    numbers: list[int] = []
+    widths: list[int] = []
+    for key in keys:
+        stem = key.rstrip(_DIGITS)
+        digits = len(key) - len(stem)
+        if digits > _ID_DIGITS:
+            digits = _ID_DIGITS
+            stem = key[:-digits]
+        which.append(stems.setdefault(stem, len(stems)))
+        numbers.append(int(key[len(stem) :]) if digits else 0)
+        widths.append(digits)
+    cols.extend((which, numbers, widths))
+    return list(stems)
+
+
+def _decode_ids(stems: list[str], r: _ColumnReader) -> list[str]:
+    which, numbers, widths = r.take(), r.take(), r.take()
+    return [
+        stems[i] + str(n).zfill(w) if w else stems[i] for i, n, w in zip(which, numbers, widths, strict=True)
+    ]
+
+
+#: :func:`_code_ids` of the users of recently written accounts: account -> (ids, stems, columns);
+#: bounded like :data:`_CODED_USERS`, and used only for the same ids in the same order.
+_CODED_USERS_V3: dict[str, tuple[list[str], list[str], list[list[int]]]] = {}
+
+
+def _encode_users_v3(users: dict[str, int], account_id: str, cols: list) -> list:
+    """:func:`_encode_users_v2`, the ids as :func:`_code_ids` (their columns after the last days')."""
+    packed = list(users.values())
+    lasts = [p & _DAY_MASK for p in packed]
+    newest = max(lasts, default=0)
+    cols.append([newest - d for d in lasts])
+    ids = list(users)
+    cached = _CODED_USERS_V3.get(account_id)
+    if cached is not None and cached[0] == ids:
+        stems, id_cols = cached[1], cached[2]
+        cols.extend(id_cols)
+    else:
+        start = len(cols)
+        stems = _code_ids(ids, cols)
+        if len(ids) >= 32 and account_id:
+            if account_id not in _CODED_USERS_V3 and len(_CODED_USERS_V3) >= _CODED_USERS_MAX:
+                del _CODED_USERS_V3[next(iter(_CODED_USERS_V3))]
+            _CODED_USERS_V3[account_id] = (ids, stems, cols[start:])
+    bits = [p >> _DAY_BITS for p in packed]
+    width = (max(bits, default=0).bit_length() + 7) // 8
+    words = b"".join([b.to_bytes(width, "little") for b in bits])
+    planes = np.frombuffer(words, np.uint8).reshape(len(packed), width).T.tobytes()
+    return [newest, stems, width, planes]
+
+
+def _decode_users_v3(part: list, r: _ColumnReader) -> dict[str, int]:
+    newest, stems, width, planes = part
+    ages = r.take()
+    ids = _decode_ids(stems, r)
+    n = len(ids)
+    words = np.frombuffer(planes, np.uint8).reshape(width, n).T.tobytes()
+    return {
+        user: (int.from_bytes(words[i * width : (i + 1) * width], "little") << _DAY_BITS) | (newest - age)
+        for i, (user, age) in enumerate(zip(ids, ages, strict=True))
+    }
+
+
+def _encode_closed_v3(tickets: dict[str, list[int]], base: int, cols: list) -> list:
+    """:func:`_encode_closed` with the ids as :func:`_code_ids` (their columns first) and the first
+    response as it is when it is -1, 0 or 1 (what the reducer keeps), from the opening otherwise (a
+    column of which are times)."""
+    coded = _code_ids(tickets, cols)
+    resolved, opened, urgent, replies, first, fcr = _rows(tickets, 6)
+    cols.append(_deltas(resolved, base))
+    cols.append([a - b for a, b in zip(resolved, opened, strict=True)])
+    cols.extend((urgent, replies, fcr))
+    cols.append([f if -1 <= f <= 1 else f - o for f, o in zip(first, opened, strict=True)])
+    cols.append([0 if -1 <= f <= 1 else 1 for f in first])
+    return coded
+
+
+def _decode_closed_v3(part: list, base: int, r: _ColumnReader) -> dict[str, list[int]]:
+    ids = _decode_ids(part, r)
+    resolved = _undeltas(r.take(), base)
+    opened = [a - d for a, d in zip(resolved, r.take(), strict=True)]
+    urgent, replies, fcr, first, is_time = r.take(), r.take(), r.take(), r.take(), r.take()
+    first = [f + o if t else f for f, o, t in zip(first, opened, is_time, strict=True)]
+    rows = zip(resolved, opened, urgent, replies, first, fcr, strict=True)
+    return dict(zip(ids, map(list, rows), strict=True))
+
+
+_DICT_V3_PATH = Path(__file__).with_name("data") / "state_dict_v3.zdict"
+_ZSTD_V3: tuple[Any, Any] | None = None
+
+
+def _zstd_v3() -> tuple[Any, Any]:
+    """The compressor and decompressor of v3 frames (the dictionary is read once, when first needed)."""
+    global _ZSTD_V3
+    if _ZSTD_V3 is None:
+        import zstandard
+
+        zdict = zstandard.ZstdCompressionDict(_DICT_V3_PATH.read_bytes())
+        zdict.precompute_compress(level=ZSTD_LEVEL_V3)
+        compressor = zstandard.ZstdCompressor(
+            level=ZSTD_LEVEL_V3, dict_data=zdict, write_checksum=False, write_dict_id=False
+        )
+        _ZSTD_V3 = (compressor, zstandard.ZstdDecompressor(dict_data=zdict))
+    return _ZSTD_V3
+
+
+def encode_state_v3(state: AccountState) -> bytes:
+    """The state as a binary v3 record (format byte, then msgpack, in a zstd frame with the v3
+    dictionary when smaller); a small state, or one the columns cannot hold, is written as v1."""
+    s = state
+    rows = len(s.days) + len(s.users) + len(s.open_tickets) + len(s.closed_tickets) + len(s.nps)
+    if rows + len(s.score_history) < V2_FROM_ROWS:
+        return encode_state_v1(state)
+    try:
+        values = values_v2(state, v3=True)
+    except (_Unfit, OverflowError):
+        return encode_state_v1(state)
+    body = _ENCODER.encode(values)
+    if len(body) >= _ZSTD_MIN:
+        packed = _zstd_v3()[0].compress(body)
+        if len(packed) < len(body):
+            return bytes((FORMAT_V3_ZSTD,)) + packed
+    return bytes((FORMAT_V3,)) + body
 
 
 class StateBrief(NamedTuple):
@@ -1077,8 +1276,8 @@ def decode_brief(data: bytes) -> StateBrief:
     entries = _RAW_FIELDS.decode(body)
     if not entries:
         raise ValueError("account state record: not a positional layout")
-    v2 = fmt in (FORMAT_V2, FORMAT_V2_ZSTD)
-    skip = _V2_HEAD if v2 else 0  # v2: the column stream comes first, then v1's field order
+    v2 = fmt in (FORMAT_V2, FORMAT_V2_ZSTD, FORMAT_V3, FORMAT_V3_ZSTD)
+    skip = _V2_HEAD if v2 else 0  # v2, v3: the column stream comes first, then v1's field order
     n = len(entries)  # a record from before a field was added is shorter: its default (None)
     brief = StateBrief._make(_DECODER.decode(entries[skip + i]) if skip + i < n else None for i in _BRIEF_AT)
     if v2 and brief.last_change_band is not None:  # v2 writes known strings as their index

@@ -185,6 +185,7 @@ def test_the_wheel_the_image_installs_ships_the_package_data(tmp_path: Path) -> 
         "streams/scorecard.default.yaml",
         "streams/schema/*.json",
         "streams/data/sample.jsonl",
+        "streams/data/state_dict_v3.zdict",  # without it no v3 state record can be read
     ):
         assert any(Path(n).match(pattern) for n in names), f"{pattern} is not in the wheel"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
