@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -137,6 +138,12 @@ class Proc:
                 return when.timestamp() - self.started_wall
         return None
 
+    def loop_blocked(self) -> dict:
+        """The worker's "event loop was blocked for X s" warnings in this run's log (>= 1 s each)."""
+        text = self.log_path.read_bytes()[self.log_from :].decode(errors="replace")
+        lags = [float(m) for m in re.findall(r"event loop was blocked for ([0-9.]+) s", text)]
+        return {"max_s": max(lags, default=0.0), "times_over_1s": len(lags), "total_s": round(sum(lags), 1)}
+
     def rss_mb(self) -> float:
         return rss_kb(str(self.proc.pid)) / 1024
 
@@ -189,8 +196,17 @@ def du_bytes(paths: list[Path], pattern: str = "*") -> int:
     return sum(f.stat().st_blocks * 512 for p in paths for f in p.rglob(pattern) if f.is_file())
 
 
-def settings(tag: str, workdir: Path, partitions: int, store: str, session_timeout: float | None) -> Settings:
-    extra = {} if session_timeout is None else {"session_timeout_s": session_timeout}
+def settings(
+    tag: str,
+    workdir: Path,
+    partitions: int,
+    store: str,
+    session_timeout: float | None,
+    step_budget: int | None = None,
+) -> Settings:
+    extra: dict = {} if session_timeout is None else {"session_timeout_s": session_timeout}
+    if step_budget is not None:
+        extra["step_budget"] = step_budget
     return Settings(
         **extra,
         app_id=f"scale-{tag}",
@@ -280,7 +296,7 @@ async def accounts_run(args: argparse.Namespace, n: int, store: str) -> dict:
     tag = uuid.uuid4().hex[:6]
     workdir = ROOT / ".local" / "bench" / f"scale-{tag}"
     workdir.mkdir(parents=True, exist_ok=True)
-    s = settings(tag, workdir, args.partitions, store, args.session_timeout)
+    s = settings(tag, workdir, args.partitions, store, args.session_timeout, args.step_budget)
     usage_every = max(1, n // args.usage_sample)
     log(f"A. {n:,} accounts, {store}: loading fresh topics")
     events = list(account_events(n, usage_every, datetime.now(UTC)))
@@ -312,6 +328,8 @@ async def accounts_run(args: argparse.Namespace, n: int, store: str) -> dict:
         out["events_per_s"] = total / span["seconds"]
         out["output"] = span
         out["rss_mb"], out["peak_rss_mb"] = w.rss_mb(), w.hwm_mb()
+        out["loop_blocked"] = w.loop_blocked()
+        out["step_budget"] = s.step_budget
         out["rss_bytes_per_account"] = out["rss_mb"] * 1024 * 1024 / n
         if store.startswith("rocksdb"):
             dbs = rocksdb_dirs(s.data_dir)
@@ -390,6 +408,7 @@ async def recover(
         )
         out["snapshot_latency"] = await probe(s, rest, args.probe_rate, 30)
         out["rss_mb_after_probe"] = w.rss_mb()
+        out["loop_blocked"] = w.loop_blocked()
     finally:
         w.stop()
     return out
@@ -520,6 +539,10 @@ def table(r: dict) -> str:
             continue
         rows.append((head, f"{a['events']:,} events at {a['events_per_s']:,.0f} events/s, "
                      f"RSS {a['rss_mb']:,.0f} MB ({a['rss_bytes_per_account']:,.0f} B/account)"))  # fmt: skip
+        if lb := a.get("loop_blocked"):
+            rows.append(("   event loop blocked >= 1 s (load)",
+                         f"{lb['times_over_1s']} times, longest {lb['max_s']:.1f} s "
+                         f"(step budget {a.get('step_budget')})"))  # fmt: skip
         if d := a.get("disk"):
             c = a["changelog"]
             rows.append(("   state on disk / changelog",
@@ -619,6 +642,9 @@ def main() -> None:
         type=Path,
         default=None,
         help="py-spy each worker of (A) into this folder (collapsed stacks).",
+    )
+    ap.add_argument(
+        "--step-budget", type=int, default=None, help="HEALTHMON_STEP_BUDGET for the workers of (A)."
     )
     ap.add_argument("--smoke", action="store_true", help="Tiny sizes, to check the benchmark still runs.")
     ap.add_argument("--json", type=Path, default=None)

@@ -482,7 +482,7 @@ class PartitionDriver:
             # Everything due before the record runs first; a step out of budget stops here.
             if q[0][2] is not None and ts_ms > self.clock_ms and not self._advance(ts_ms - 1):
                 return self._paused_output()
-            self._take(q.popleft())
+            self._take(q.popleft(), advanced=True)
             self.buffered -= 1
             bounds[head_k] = (q[0][0], head_k) if q else self._bound(head_k, highwaters, idle_bound, now)
         # Everything at or before this has been read: run what falls due up to it.
@@ -535,7 +535,10 @@ class PartitionDriver:
             return (idle_bound + 1, -1)
         return (self.offered_ts[k], k)
 
-    def _take(self, item: tuple[int, int, BaseEvent | None, Record, str | None]) -> None:
+    def _take(
+        self, item: tuple[int, int, BaseEvent | None, Record, str | None], advanced: bool = False
+    ) -> None:
+        """Fold one record; ``advanced``: what was due before it has run (``step`` does that first)."""
         ts_ms, offset, event, record, reason = item
         out = self._out
         if event is None:
@@ -543,7 +546,8 @@ class PartitionDriver:
             out.acks.append(record.handle)
             return
         if ts_ms > self.clock_ms:
-            self._advance(ts_ms - 1)  # nothing left to run: the step ran it before taking the record
+            if not advanced:
+                self._advance(ts_ms - 1)
             self.clock_ms = ts_ms
         elif ts_ms < self.clock_ms:
             self.stats.late += 1
