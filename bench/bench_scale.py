@@ -13,7 +13,12 @@ A. Accounts on ONE worker (``--accounts 100000,1000000``), RocksDB store (``HEAL
    to Faust's "Recovery complete", and to the first cs.health record of an event produced at "Worker
    ready"; then the snapshot latency of fresh events (the input record's timestamp to its cs.health
    record's timestamp, both set by the producers). The memory store runs the same load at
-   ``--memory-accounts`` for its RSS, for comparison.
+   ``--memory-accounts`` for its RSS, for comparison. The worker's "event loop was blocked" warnings
+   (>= 1 s) are counted over the load (``--step-budget`` sets HEALTHMON_STEP_BUDGET, for an A/B).
+C. A UTC midnight on that worker, before the SIGKILL (``--no-midnight`` skips it): the load is dated
+   the two hours before today's UTC midnight, and one login per partition 30 s after it makes every
+   partition freeze its portfolio from every state and evaluate every account; the time from the
+   sends to every partition's marker snapshot, the worker's CPU, its longest loop block and peak RSS.
 B. Scale-out (``--workers 1,2,4``): one pre-loaded topic set (simulated base, ``--events`` events of
    ``--scale-accounts`` accounts, ``--partitions`` partitions); for each N, N ``healthmon worker``
    processes (memory store) in a fresh group start together; events/s from their first output to
@@ -138,9 +143,13 @@ class Proc:
                 return when.timestamp() - self.started_wall
         return None
 
-    def loop_blocked(self) -> dict:
-        """The worker's "event loop was blocked for X s" warnings in this run's log (>= 1 s each)."""
-        text = self.log_path.read_bytes()[self.log_from :].decode(errors="replace")
+    def loop_blocked(self, after: int | None = None) -> dict:
+        """The worker's "event loop was blocked for X s" warnings in this run's log (>= 1 s each; a
+        repeat within seconds is folded into the line before it by the log's rate limit), or past
+        byte ``after`` of the log."""
+        text = self.log_path.read_bytes()[self.log_from if after is None else after :].decode(
+            errors="replace"
+        )
         lags = [float(m) for m in re.findall(r"event loop was blocked for ([0-9.]+) s", text)]
         return {"max_s": max(lags, default=0.0), "times_over_1s": len(lags), "total_s": round(sum(lags), 1)}
 
@@ -299,7 +308,10 @@ async def accounts_run(args: argparse.Namespace, n: int, store: str) -> dict:
     s = settings(tag, workdir, args.partitions, store, args.session_timeout, args.step_budget)
     usage_every = max(1, n // args.usage_sample)
     log(f"A. {n:,} accounts, {store}: loading fresh topics")
-    events = list(account_events(n, usage_every, datetime.now(UTC)))
+    # The load is dated the two hours before today's UTC midnight, so that a marker just after it
+    # runs a midnight (C): every account due, the portfolio frozen from every state.
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    events = list(account_events(n, usage_every, midnight))
     produce_rate = await load_topics(s, events)
     total = len(events)
     del events
@@ -338,7 +350,10 @@ async def accounts_run(args: argparse.Namespace, n: int, store: str) -> dict:
             out["changelog"] = await changelog_bytes(s, args.stack_dir)
             out["changelog"]["bytes_per_account"] = out["changelog"]["bytes"] / n
             log(f"A. {n:,}: {out['events_per_s']:,.0f} ev/s, RSS {out['rss_mb']:.0f} MB, "
-                f"disk {out['disk']['bytes'] / 1e6:.1f} MB, changelog {out['changelog']['bytes'] / 1e6:.1f} MB; SIGKILL")  # fmt: skip
+                f"disk {out['disk']['bytes'] / 1e6:.1f} MB, changelog {out['changelog']['bytes'] / 1e6:.1f} MB")  # fmt: skip
+            if args.midnight:
+                out["midnight"] = await run_midnight(args, s, w, midnight)
+            log("A. SIGKILL")
             w.kill()
             out["recovery"] = await recover(args, s, workdir, n, usage_every, time.monotonic())
         else:
@@ -348,6 +363,53 @@ async def accounts_run(args: argparse.Namespace, n: int, store: str) -> dict:
         await drop_topics(s)
         if not args.keep:
             shutil.rmtree(workdir / "faust", ignore_errors=True)
+    return out
+
+
+async def run_midnight(args: argparse.Namespace, s: Settings, w: Proc, midnight: datetime) -> dict:
+    """C. One login per partition 30 s after the UTC midnight the load ends at: before folding it, each
+    partition freezes its portfolio from every state and evaluates every account due at midnight (all
+    of them). Timed from the sends to every marker's snapshot (the partition's work is done before its
+    marker is folded), with the event loop's longest block and the peak RSS over it."""
+    log(f"C. midnight: one marker per partition at {iso(midnight + timedelta(seconds=30))}")
+    after = w.log_path.stat().st_size
+    cpu0 = w.cpu_s()
+    consumer = AIOKafkaConsumer(
+        s.topic("health"), bootstrap_servers=s.kafka_bootstrap, group_id=None, auto_offset_reset="latest"
+    )
+    await consumer.start()
+    await consumer.getmany(timeout_ms=200)
+    producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
+    await producer.start()
+    waiting = {f"midnight-{p}".encode() for p in range(s.partitions)}
+    try:
+        t0 = time.monotonic()
+        for p in range(s.partitions):
+            aid = f"midnight-{p}"
+            ev = {"event_id": aid, "account_id": aid, "type": "login", "user_id": "m",
+                  "occurred_at": iso(midnight + timedelta(seconds=30))}  # fmt: skip
+            await producer.send_and_wait(s.topic("usage"), orjson.dumps(ev), key=aid.encode(), partition=p)
+        done_at: list[float] = []
+        deadline = t0 + args.timeout
+        while waiting and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for r in records:
+                    if r.key in waiting:
+                        waiting.discard(r.key)
+                        done_at.append(time.monotonic() - t0)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    out = {
+        "seconds": max(done_at) if not waiting else None,
+        "first_partition_s": min(done_at, default=None),
+        "partitions_not_done": len(waiting),
+        "worker_cpu_s": w.cpu_s() - cpu0,
+        "loop_blocked": w.loop_blocked(after),
+        "peak_rss_mb": w.hwm_mb(),
+    }
+    log(f"C. midnight done in {out['seconds'] or float('nan'):.1f} s; longest loop block "
+        f"{out['loop_blocked']['max_s']:.1f} s; peak RSS {out['peak_rss_mb']:.0f} MB")  # fmt: skip
     return out
 
 
@@ -548,6 +610,11 @@ def table(r: dict) -> str:
             rows.append(("   state on disk / changelog",
                          f"{d['bytes'] / 1e6:,.1f} MB ({d['bytes_per_account']:,.0f} B/account) / "
                          f"{c['bytes'] / 1e6:,.1f} MB ({c['bytes_per_account']:,.0f} B/account)"))  # fmt: skip
+            if m := a.get("midnight"):
+                rows.append(("   a UTC midnight (every account due)",
+                             f"{m['seconds'] or float('nan'):.1f} s, {m['worker_cpu_s']:.0f} s of worker CPU; "
+                             f"loop blocked >= 1 s {m['loop_blocked']['times_over_1s']} times, "
+                             f"longest {m['loop_blocked']['max_s']:.1f} s; peak RSS {m['peak_rss_mb']:,.0f} MB"))  # fmt: skip
             rc = a["recovery"]
             if (rest := rc.get("disk_bytes_after_restart")) is not None:
                 rows.append(("   state on disk after the restart (tables, no log)",
@@ -642,6 +709,12 @@ def main() -> None:
         type=Path,
         default=None,
         help="py-spy each worker of (A) into this folder (collapsed stacks).",
+    )
+    ap.add_argument(
+        "--no-midnight",
+        dest="midnight",
+        action="store_false",
+        help="Skip (C), the midnight after each RocksDB load.",
     )
     ap.add_argument(
         "--step-budget", type=int, default=None, help="HEALTHMON_STEP_BUDGET for the workers of (A)."
