@@ -426,15 +426,23 @@ def create_app(
                 if handle is not None:
                     handle.ack()
 
-    cut: set[int] = set()  # partitions whose due work is being cut into steps (for the log)
+    #: Partitions whose due work is being cut into steps, in the order they got there. Only the
+    #: first goes on: at a midnight every partition freezes its portfolio and holds its accounts'
+    #: metrics until they are evaluated, and 8 partitions of 125k accounts doing that side by side
+    #: took 4.8 GB; one after the other, one partition's worth (the total work is the same).
+    cut: dict[int, None] = {}
 
     async def step(parts: list[int]) -> None:
         """Step the drivers of ``parts`` and make what they produced durable, all together."""
         done: list[tuple[int, Output, StateStore]] = []
+        for q in [q for q in cut if (d := drivers.get(q)) is None or not d.paused]:
+            del cut[q]  # done, or dropped at a revocation
         for p in parts:
             driver = drivers.get(p)
             if driver is None:
                 continue
+            if p in cut and next(iter(cut)) != p:
+                continue  # another partition's due work goes first
             started = time.perf_counter()
             evaluations = driver.stats.evaluations
             out = driver.step(highwaters(p), time.time())
@@ -444,12 +452,12 @@ def create_app(
             if out:
                 done.append((p, out, driver.store))
             if driver.paused and p not in cut:
-                cut.add(p)
+                cut[p] = None
                 log.info(
                     "partition %s: more is due than one step runs; going on in steps of %d", p, s.step_budget
                 )
             elif not driver.paused:
-                cut.discard(p)
+                cut.pop(p, None)
             if n or driver.paused:
                 # At most a step budget of work per partition, then the loop's other tasks get a
                 # turn (the lock stays held: only our own drivers wait).
@@ -516,7 +524,7 @@ def create_app(
             while busy := [p for p in sorted(touched) if (d := drivers.get(p)) is not None and d.paused]:
                 await asyncio.sleep(0)
                 async with lock:
-                    await step(busy)
+                    await step(sorted({*busy, *cut}))  # the first cut partition, whichever it is, goes on
 
     pipeline.agents["ingest"] = ingest
 
