@@ -34,6 +34,7 @@ from .engine import Engine
 from .headers import OutputKind, event_time_header, output_headers
 from .kafka_clients import consumer as kafka_consumer
 from .kafka_clients import faust_app_kwargs, started
+from .metrics import Portfolio
 from .prom import WorkerMetrics, start_exporter
 from .readmodel import write_with_retry
 from .scoring import ScoringConfig, load_scoring
@@ -380,14 +381,25 @@ def create_app(
         headers = dead_letter_headers(names[rec.kind], p, rec.offset, dl.reason, time.time(), len(value))
         return (deadletter_name, rec.key, value[:DEAD_LETTER_MAX_BYTES], None, None, headers)
 
+    #: Changed states not yet in the changelog, per partition, in the order of their latest change
+    #: (a state changed again moves to the end: it must not be written before a portfolio frozen
+    #: since), the partitions' stores, and the acks that wait for them.
+    held: dict[int, dict[str, AccountState | Portfolio]] = {}
+    held_stores: dict[int, StateStore] = {}
+    held_acks: list[Any] = []
+    held_since: float | None = None
+
     async def make_durable(steps: list[tuple[int, Output, StateStore]]) -> None:
         """Outputs first, then states, then acks: each waits for the one before it. Runs under
         the lock, which a revocation takes before it drops a driver, so it always completes.
 
         The steps of every partition a batch touched go together: one send-and-flush round for
-        all their outputs, one for all their states (a round per partition made a busy worker
-        wait for the broker 2 x partitions times per batch). Within a partition the order is
-        unchanged, and partitions do not depend on each other."""
+        all their outputs (a round per partition made a busy worker wait for the broker
+        2 x partitions times per batch). The states they changed are held and written at most every
+        ``HEALTHMON_STATE_FLUSH_S`` (:func:`write_states`): an account changed in many steps is
+        encoded and written once, and the records that changed it are acked after that write.
+        Within a partition the order is unchanged, and partitions do not depend on each other."""
+        nonlocal held_since
         records: list[Out] = []
         for p, out, _ in steps:
             for name, key, value, ts_ms in out.records:
@@ -404,27 +416,48 @@ def create_app(
                 records.append((output_names[name], key, value, None, None, headers))
             records.extend(dead_letter(p, dl) for dl in out.dead_letters)
         await deliver(records)
+        for p, out, store in steps:
+            states = held.setdefault(p, {})
+            for a, st in out.states.items():
+                states.pop(a, None)
+                states[a] = st
+            held_stores[p] = store
+            held_acks.extend(h for h in out.acks if h is not None)
+        if held_since is None and (held_acks or any(held.values())):
+            held_since = time.monotonic()
+        if held_since is not None and time.monotonic() - held_since >= s.state_flush_s:
+            await write_states()
+
+    async def write_states() -> None:
+        """The held states to the changelog (one send-and-flush round), then into the RocksDB
+        databases with the changelog offset they reached, then the acks. Under the lock."""
+        nonlocal held_since
+        held_since = None
+        if not held_acks and not any(held.values()):
+            return
         changelog = accounts.changelog_topic.get_topic_name()
-        written = {p: [(a.encode(), st.dumps()) for a, st in out.states.items()] for p, out, _ in steps}
+        written = {p: [(a.encode(), st.dumps()) for a, st in states.items()] for p, states in held.items()}
         acked = await deliver(
             [(changelog, key, value, p, None, []) for p, w in written.items() for key, value in w]
         )
         reached: dict[int, int] = {}  # changelog partition -> offset of its last record written
         for m in acked:
             reached[m.partition] = max(m.offset, reached.get(m.partition, m.offset))
-        for p, _, states in steps:
+        for p, w in written.items():
             # RocksDB: the same states into the partition's database, with the changelog offset
             # they reached (recovery reads the changelog after it). Memory: already in place.
-            states.commit(written[p], reached.get(p))
-        for p, out, _ in steps:
+            held_stores[p].commit(w, reached.get(p))
+        for p, states in held.items():
             if (driver := drivers.get(p)) is not None:
-                for a, st in out.states.items():
+                for a, st in states.items():
                     if isinstance(st, AccountState):  # not a partition's portfolio
                         driver.bands[a] = st.last_change_band or "none"
-        for _, out, _ in steps:
-            for handle in out.acks:
-                if handle is not None:
-                    handle.ack()
+        acks = list(held_acks)
+        held.clear()
+        held_stores.clear()
+        held_acks.clear()
+        for handle in acks:
+            handle.ack()
 
     #: Partitions whose due work is being cut into steps, in the order they got there. Only the
     #: first goes on: at a midnight every partition freezes its portfolio and holds its accounts'
@@ -552,6 +585,7 @@ def create_app(
         recovered_generation += 1
         metrics.set_state("recovering")
         async with lock:
+            await write_states()  # what the drivers changed is in the changelog before they go
             for tp in revoked:
                 if tp.topic in kinds:
                     drivers.pop(tp.partition, None)
@@ -588,6 +622,8 @@ def create_app(
                     await reread(p, driver)
                     parts.append(p)
             await step(parts)
+            if held_since is not None and time.monotonic() - held_since >= s.state_flush_s:
+                await write_states()
 
     @app.timer(1.0)
     async def read_ends() -> None:

@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     # before the worker's event loop gets its turn; the rest follows in the next steps. At a UTC
     # midnight every account is due: without a bound, 100k accounts held the loop for about a minute.
     step_budget: int = Field(default=500, ge=1)
+    # How long changed account states may be held before they are written to the changelog (and
+    # the input records that changed them acknowledged): an account changed in many steps within it
+    # is encoded and written once. Snapshots and alerts go out at once regardless. 0: every step.
+    state_flush_s: float = Field(default=0.5, ge=0)
     # Event time is released past an idle topic only after it has been seen for this long
     # (lets stragglers of a producer writing several topics in); see docs/processing.md.
     watermark_hold_s: float = Field(default=2.0, ge=0)
