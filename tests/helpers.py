@@ -61,6 +61,28 @@ async def produce(s: Settings, records: Iterable[tuple[str, bytes | None, bytes 
     await send_records(s, records)  # the same producer as `healthmon replay`
 
 
+async def committed_everywhere(s: Settings, topic: str, timeout: float = 120) -> dict[int, int]:
+    """Wait until the worker's group has committed an offset past 0 on every partition of ``topic``:
+    the states those records changed are then in the changelog (and in a RocksDB worker's
+    databases), since a record is acked only after that write."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            offsets = await admin.list_consumer_group_offsets(s.app_id)
+            got = {tp.partition: m.offset for tp, m in offsets.items() if tp.topic == topic}
+            if len(got) == s.partitions and min(got.values()) > 0:
+                return got
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{s.app_id} committed only {got} on {topic} within {timeout}s")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+
+
 async def produce_events(s: Settings, events: Iterable[dict]) -> None:
     await produce(s, ((topic_for(s, e), e["account_id"].encode(), orjson.dumps(e)) for e in events))
 

@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from tests.conftest import WorkerProcess
-from tests.helpers import collect, produce, setup_topics
+from tests.helpers import collect, committed_everywhere, produce, setup_topics
 from tests.integration.test_engine_faults import (
     HISTORY,
     assert_same,
@@ -43,7 +43,8 @@ async def test_sigkill_mid_way_then_restart_on_the_local_databases(kafka_setting
     await produce(s, records(s, HISTORY[:half]))
     w = WorkerProcess(s, tmp_path / "worker.log").start()
     try:
-        await collect(s, "health", lambda rs: len(rs) > 100, timeout=120)  # states written, mid-way
+        await collect(s, "health", lambda rs: len(rs) > 100, timeout=120)  # mid-way
+        await committed_everywhere(s, s.topic("usage"))  # states written (HEALTHMON_STATE_FLUSH_S)
         assert w.proc is not None
         w.proc.kill()
         w.proc.wait()
@@ -105,6 +106,8 @@ async def test_a_standby_takes_over_from_its_local_copy(kafka_settings, tmp_path
         await collect(
             s, "health", lambda rs: len({r.partition for r in rs}) == s.partitions and len(rs) > 200
         )
+        # Both workers' states are in the changelog (a commit interval ago), which the standbys read.
+        await committed_everywhere(s, s.topic("usage"))
         assert first.proc is not None
         first.proc.kill()
         first.proc.wait()
