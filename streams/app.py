@@ -428,9 +428,13 @@ def create_app(
         if held_since is not None and time.monotonic() - held_since >= s.state_flush_s:
             await write_states()
 
-    async def write_states() -> None:
+    async def write_states(stopping: bool = False) -> None:
         """The held states to the changelog (one send-and-flush round), then into the RocksDB
-        databases with the changelog offset they reached, then the acks. Under the lock."""
+        databases with the changelog offset they reached, then the acks. Under the lock.
+
+        ``stopping``: the consumer and the tables have stopped (a clean shutdown). The changelog
+        write is what matters then: a restart skips the records these states folded, so a clean
+        stop repeats no output; the local databases may be closed already, and nothing is acked."""
         nonlocal held_since
         held_since = None
         if not held_acks and not any(held.values()):
@@ -446,18 +450,30 @@ def create_app(
         for p, w in written.items():
             # RocksDB: the same states into the partition's database, with the changelog offset
             # they reached (recovery reads the changelog after it). Memory: already in place.
-            held_stores[p].commit(w, reached.get(p))
+            try:
+                held_stores[p].commit(w, reached.get(p))
+            except Exception:
+                if not stopping:
+                    raise
+                log.info("partition %s: states in the changelog, not in the closed local database", p)
         for p, states in held.items():
             if (driver := drivers.get(p)) is not None:
                 for a, st in states.items():
                     if isinstance(st, AccountState):  # not a partition's portfolio
                         driver.bands[a] = st.last_change_band or "none"
-        acks = list(held_acks)
+        acks = [] if stopping else list(held_acks)
         held.clear()
         held_stores.clear()
         held_acks.clear()
         for handle in acks:
             handle.ack()
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def on_shutdown(app: faust.App, **kwargs: Any) -> None:
+        """A clean stop writes the held states (the producer is still up; Faust sends this after
+        stopping the consumer), or its restart would fold and publish their records again."""
+        async with lock:
+            await write_states(stopping=True)
 
     #: Partitions whose due work is being cut into steps, in the order they got there. Only the
     #: first goes on: at a midnight every partition freezes its portfolio and holds its accounts'
