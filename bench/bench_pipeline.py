@@ -40,7 +40,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streams.kafka_admin import create_topics  # noqa: E402
+from streams.kafka_admin import create_topics, poll_committed  # noqa: E402
 from streams.producer import event_records, produce_events  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.simulate import Simulator  # noqa: E402
@@ -311,22 +311,12 @@ class Worker:
 
 async def wait_committed(s: Settings, n: int, timeout: float) -> None:
     """Until the worker's consumer group has committed ``n`` offsets on the input topics."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    await poll_committed(s, lambda got: committed_inputs(s, got) >= n, timeout)
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
-    await admin.start()
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            offsets = await admin.list_consumer_group_offsets(s.app_id)
-            done = sum(m.offset for tp, m in offsets.items() if tp.topic in s.input_topics and m.offset > 0)
-            if done >= n:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not catch up within {timeout}s (committed {done} of {n})")
-            await asyncio.sleep(0.5)
-    finally:
-        await admin.close()
+
+def committed_inputs(s: Settings, got: dict[tuple[str, int], int]) -> int:
+    """Input records committed, from the group's offsets (``poll_committed``)."""
+    return sum(o for (topic, _), o in got.items() if topic in s.input_topics and o > 0)
 
 
 async def quiesce(worker: Worker, quiet_s: float = 2.0, timeout: float = 180.0) -> None:

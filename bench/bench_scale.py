@@ -42,7 +42,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_pipeline import (  # noqa: E402
+    committed_inputs,
     drop_topics,
     load_topics,
     log,
@@ -65,6 +66,7 @@ from bench_pipeline import (  # noqa: E402
     write_result,
 )
 
+from streams.kafka_admin import poll_committed  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.tail import read_to_end  # noqa: E402
 
@@ -366,6 +368,25 @@ async def accounts_run(args: argparse.Namespace, n: int, store: str) -> dict:
     return out
 
 
+@contextlib.asynccontextmanager
+async def health_from_now(
+    s: Settings, acks: int | str
+) -> AsyncIterator[tuple[AIOKafkaConsumer, AIOKafkaProducer]]:
+    """A consumer of cs.health placed at its end (it sees what comes after), and a producer."""
+    consumer = AIOKafkaConsumer(
+        s.topic("health"), bootstrap_servers=s.kafka_bootstrap, group_id=None, auto_offset_reset="latest"
+    )
+    await consumer.start()
+    await consumer.getmany(timeout_ms=200)
+    producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks=acks)
+    await producer.start()
+    try:
+        yield consumer, producer
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
 async def run_midnight(args: argparse.Namespace, s: Settings, w: Proc, midnight: datetime) -> dict:
     """C. One login per partition 30 s after the UTC midnight the load ends at: before folding it, each
     partition freezes its portfolio from every state and evaluates every account due at midnight (all
@@ -374,15 +395,8 @@ async def run_midnight(args: argparse.Namespace, s: Settings, w: Proc, midnight:
     log(f"C. midnight: one marker per partition at {iso(midnight + timedelta(seconds=30))}")
     after = w.log_path.stat().st_size
     cpu0 = w.cpu_s()
-    consumer = AIOKafkaConsumer(
-        s.topic("health"), bootstrap_servers=s.kafka_bootstrap, group_id=None, auto_offset_reset="latest"
-    )
-    await consumer.start()
-    await consumer.getmany(timeout_ms=200)
-    producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
-    await producer.start()
     waiting = {f"midnight-{p}".encode() for p in range(s.partitions)}
-    try:
+    async with health_from_now(s, acks="all") as (consumer, producer):
         t0 = time.monotonic()
         for p in range(s.partitions):
             aid = f"midnight-{p}"
@@ -397,9 +411,6 @@ async def run_midnight(args: argparse.Namespace, s: Settings, w: Proc, midnight:
                     if r.key in waiting:
                         waiting.discard(r.key)
                         done_at.append(time.monotonic() - t0)
-    finally:
-        await producer.stop()
-        await consumer.stop()
     out = {
         "seconds": max(done_at) if not waiting else None,
         "first_partition_s": min(done_at, default=None),
@@ -430,14 +441,7 @@ async def recover(
         }
         # The new event is sent at "Worker ready"; its snapshot comes once the partitions are back.
         t_send = time.monotonic()
-        consumer = AIOKafkaConsumer(
-            s.topic("health"), bootstrap_servers=s.kafka_bootstrap, group_id=None, auto_offset_reset="latest"
-        )
-        await consumer.start()
-        await consumer.getmany(timeout_ms=200)
-        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks=1)
-        await producer.start()
-        try:
+        async with health_from_now(s, acks=1) as (consumer, producer):
             await producer.send_and_wait(
                 s.topic("usage"), key=first.encode(), value=orjson.dumps(login(first, "r"))
             )
@@ -447,9 +451,6 @@ async def recover(
                     if any(r.key == first.encode() for r in records):
                         out["first_output_s"] = time.monotonic() - w.started
                         out["send_to_output_s"] = time.monotonic() - t_send
-        finally:
-            await producer.stop()
-            await consumer.stop()
         # The timeline from the worker's log: joined the group, got its partitions (a SIGKILLed
         # member holds them until the group's session timeout), read the changelog's tail.
         for key, marker in (
@@ -484,24 +485,15 @@ async def track_committed(
 ) -> list[tuple[float, int]]:
     """(monotonic time, offsets committed on the inputs) every 0.5 s until the group has all ``n``;
     ``guard`` is called at each sample (it raises to give up)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
-    await admin.start()
     samples: list[tuple[float, int]] = []
-    try:
-        deadline = time.monotonic() + timeout
-        while not samples or samples[-1][1] < n:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the group did not catch up within {timeout}s ({samples[-1:]} of {n})")
-            offsets = await admin.list_consumer_group_offsets(s.app_id)
-            done = sum(m.offset for tp, m in offsets.items() if tp.topic in s.input_topics and m.offset > 0)
-            samples.append((time.monotonic(), done))
-            if guard is not None:
-                guard()
-            await asyncio.sleep(0.5)
-    finally:
-        await admin.close()
+
+    def sample(got: dict[tuple[str, int], int]) -> bool:
+        samples.append((time.monotonic(), committed_inputs(s, got)))
+        if guard is not None:
+            guard()
+        return samples[-1][1] >= n
+
+    await poll_committed(s, sample, timeout)
     return samples
 
 

@@ -58,8 +58,8 @@ V2_COLUMNS = {
 V3_COLUMNS = {**V2_COLUMNS, "users": 4, "open_tickets": 9, "closed_tickets": 10}
 
 
-def build(accounts: int, daily: bool) -> list[AccountState]:
-    sim = Simulator(accounts, 90, seed=42, end=datetime(2026, 11, 1, tzinfo=UTC))
+def build(accounts: int, daily: bool, seed: int = 42) -> list[AccountState]:
+    sim = Simulator(accounts, 90, seed=seed, end=datetime(2026, 11, 1, tzinfo=UTC))
     engine = Engine(load_scoring(None), load_rules(DEFAULT_RULES))
     states: dict[str, AccountState] = {}
     today = None

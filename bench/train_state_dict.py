@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import zstandard
@@ -22,41 +21,18 @@ import zstandard
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rules.engine import DEFAULT_RULES, load_rules  # noqa: E402
+from bench_state import build  # noqa: E402  (the book bench_state.py measures, other seeds)
+
 from streams import state as S  # noqa: E402
-from streams.engine import Engine  # noqa: E402
-from streams.events import EVENT_ADAPTER  # noqa: E402
-from streams.scoring import load_scoring  # noqa: E402
-from streams.simulate import Simulator  # noqa: E402
-from streams.state import DAY_S, AccountState  # noqa: E402
 
 DICT_BYTES = 16_384
-
-
-def book(accounts: int, seed: int, daily: bool) -> list[AccountState]:
-    sim = Simulator(accounts, 90, seed=seed, end=datetime(2026, 11, 1, tzinfo=UTC))
-    engine = Engine(load_scoring(None), load_rules(DEFAULT_RULES))
-    states: dict[str, AccountState] = {}
-    today = None
-    for e in sim.events():
-        ev = EVENT_ADAPTER.validate_python(e)
-        day = int(ev.occurred_at.timestamp()) // DAY_S
-        if daily and today is not None and day > today:
-            for st in states.values():
-                engine.evaluate(st, day * DAY_S)
-        today = day if today is None else max(today, day)
-        st = states.setdefault(ev.account_id, AccountState(account_id=ev.account_id))
-        engine.apply(st, ev, 0)
-    for st in states.values():
-        engine.evaluate(st, int(sim.end))
-    return list(states.values())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=S._DICT_V3_PATH)
     args = ap.parse_args()
-    states = book(600, 7, False) + book(200, 11, True)
+    states = build(600, False, seed=7) + build(200, True, seed=11)
     samples = [S._ENCODER.encode(S.values_v2(s, v3=True)) for s in states]
     zdict = zstandard.train_dictionary(DICT_BYTES, samples, level=S.ZSTD_LEVEL_V3, threads=1)
     args.out.write_bytes(zdict.as_bytes())

@@ -425,6 +425,9 @@ def create_app(
             held_acks.extend(h for h in out.acks if h is not None)
         if held_since is None and (held_acks or any(held.values())):
             held_since = time.monotonic()
+        await write_states_when_due()
+
+    async def write_states_when_due() -> None:
         if held_since is not None and time.monotonic() - held_since >= s.state_flush_s:
             await write_states()
 
@@ -638,8 +641,7 @@ def create_app(
                     await reread(p, driver)
                     parts.append(p)
             await step(parts)
-            if held_since is not None and time.monotonic() - held_since >= s.state_flush_s:
-                await write_states()
+            await write_states_when_due()  # a quiet stream's held states too
 
     @app.timer(1.0)
     async def read_ends() -> None:

@@ -482,7 +482,7 @@ class PartitionDriver:
             # Everything due before the record runs first; a step out of budget stops here.
             if q[0][2] is not None and ts_ms > self.clock_ms and not self._advance(ts_ms - 1):
                 return self._paused_output()
-            self._take(q.popleft(), advanced=True)
+            self._take(q.popleft())
             self.buffered -= 1
             bounds[head_k] = (q[0][0], head_k) if q else self._bound(head_k, highwaters, idle_bound, now)
         # Everything at or before this has been read: run what falls due up to it.
@@ -535,10 +535,8 @@ class PartitionDriver:
             return (idle_bound + 1, -1)
         return (self.offered_ts[k], k)
 
-    def _take(
-        self, item: tuple[int, int, BaseEvent | None, Record, str | None], advanced: bool = False
-    ) -> None:
-        """Fold one record; ``advanced``: what was due before it has run (``step`` does that first)."""
+    def _take(self, item: tuple[int, int, BaseEvent | None, Record, str | None]) -> None:
+        """Fold one record; what was due before it has run (``step`` does that first)."""
         ts_ms, offset, event, record, reason = item
         out = self._out
         if event is None:
@@ -546,8 +544,6 @@ class PartitionDriver:
             out.acks.append(record.handle)
             return
         if ts_ms > self.clock_ms:
-            if not advanced:
-                self._advance(ts_ms - 1)
             self.clock_ms = ts_ms
         elif ts_ms < self.clock_ms:
             self.stats.late += 1
@@ -598,21 +594,18 @@ class PartitionDriver:
         due = self._due
         while True:
             if self._closing and not self._close_some():
-                self._behind = until_ms
-                return False
+                return self._pause(until_ms)
             close_at = self._close_at if self._dirty else None
             due_at = due[0][0] * 1000 + 999 if due else None
             if not self._freeze(min(t for t in (close_at, due_at, until_ms) if t is not None)):
-                self._behind = until_ms
-                return False
+                return self._pause(until_ms)
             if close_at is not None and close_at <= until_ms and (due_at is None or close_at <= due_at):
                 self._flush_dirty()
                 continue
             if due_at is None or due_at > until_ms:
                 break
             if self._work <= 0:
-                self._behind = until_ms
-                return False
+                return self._pause(until_ms)
             t, account_id = heapq.heappop(due)
             if self._scheduled.get(account_id) != t:
                 continue  # superseded by a later schedule of the account
@@ -625,6 +618,11 @@ class PartitionDriver:
         self._behind = NEVER
         self._frozen_metrics.clear()  # events may be folded next: the midnight's metrics are stale
         return True
+
+    def _pause(self, until_ms: int) -> bool:
+        """Out of budget: the next step goes on advancing to ``until_ms`` before anything else."""
+        self._behind = until_ms
+        return False
 
     def _freeze(self, t_ms: int) -> bool:
         """Before anything at merge time ``t_ms`` runs: if the end of a UTC midnight's second ``D``

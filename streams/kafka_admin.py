@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiokafka.admin import NewTopic
@@ -105,6 +107,27 @@ async def create_topics(s: Settings) -> list[tuple[str, str]]:
 
 class TopicsMissing(RuntimeError):
     pass
+
+
+async def poll_committed(
+    s: Settings, until: Callable[[dict[tuple[str, int], int]], bool], timeout: float, every: float = 0.5
+) -> dict[tuple[str, int], int]:
+    """The worker group's committed offsets by (topic, partition), read every ``every`` s with one
+    admin client until ``until`` accepts them; TimeoutError after ``timeout`` s. A positive signal for
+    tools, tests and benchmarks: a record is committed only after the states it changed are written."""
+    admin = await kafka_clients.started(kafka_clients.admin(s))
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            offsets = await admin.list_consumer_group_offsets(s.app_id)
+            got = {(tp.topic, tp.partition): m.offset for tp, m in offsets.items()}
+            if until(got):
+                return got
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"group {s.app_id}: committed {got} within {timeout:g} s")
+            await asyncio.sleep(every)
+    finally:
+        await admin.close()
 
 
 async def preflight(s: Settings, timeout: float = 20.0) -> None:

@@ -143,18 +143,8 @@ def bitmap_mark(packed: int, day: int, horizon: int = HORIZON_DAYS, mask: int = 
 
 
 def user_mark(packed: int, day: int) -> int:
-    """:func:`bitmap_mark` for a user's bitmap, which keeps :data:`USER_HORIZON_DAYS` days (inline:
-    one call per usage event)."""
-    if packed == 0:
-        return (1 << _DAY_BITS) | day
-    last = packed & _DAY_MASK
-    bits = packed >> _DAY_BITS
-    if day >= last:
-        bits = ((bits << (day - last)) | 1) & _USER_BITS_MASK
-        last = day
-    elif last - day < USER_HORIZON_DAYS:
-        bits |= 1 << (last - day)
-    return (bits << _DAY_BITS) | last
+    """:func:`bitmap_mark` for a user's bitmap, which keeps :data:`USER_HORIZON_DAYS` days."""
+    return bitmap_mark(packed, day, USER_HORIZON_DAYS, _USER_BITS_MASK)
 
 
 def user_keep_after(packed: int, oldest_day: int) -> int:
@@ -475,16 +465,22 @@ _CODED_USERS: dict[str, tuple[list[str], list[list]]] = {}
 _CODED_USERS_MAX = 1024
 
 
+def _remember(cache: dict[str, Any], account_id: str, ids: list[str], value: Any) -> None:
+    """Keep a coding of ``ids`` for the account, if they are many (small maps code fast enough);
+    at most ``_CODED_USERS_MAX`` accounts, the oldest entry going first."""
+    if len(ids) >= 32 and account_id:
+        if account_id not in cache and len(cache) >= _CODED_USERS_MAX:
+            del cache[next(iter(cache))]
+        cache[account_id] = (ids, value)
+
+
 def _front_code_users(account_id: str, users: dict[str, int]) -> list[list]:
     ids = list(users)
     cached = _CODED_USERS.get(account_id)
     if cached is not None and cached[0] == ids:
         return cached[1]
     coded = _front_code(ids)
-    if len(ids) >= 32:  # small maps code fast enough
-        if account_id not in _CODED_USERS and len(_CODED_USERS) >= _CODED_USERS_MAX:
-            del _CODED_USERS[next(iter(_CODED_USERS))]  # the oldest entry
-        _CODED_USERS[account_id] = (ids, coded)
+    _remember(_CODED_USERS, account_id, ids, coded)
     return coded
 
 
@@ -841,30 +837,34 @@ def _decode_days_v2(n: int, base_day: int, r: _ColumnReader) -> dict[int, list[i
     return dict(zip(days, rows, strict=True))
 
 
-def _encode_users_v2(users: dict[str, int], account_id: str, cols: list) -> list:
-    """Front-coded ids, each user's last active day (days before the newest), and the activity bits
-    as byte planes (byte 0 of every user, then byte 1, ...), as many as the widest bitmap needs: 8
-    for USER_HORIZON_DAYS bits, 12 for the 90 of states written before it."""
+def _encode_users_v2(users: dict[str, int], account_id: str, cols: list, v3: bool = False) -> list:
+    """Each user's last active day (days before the newest), ids front-coded (v3: as
+    :func:`_code_ids`, their columns after the last days'), and the activity bits as byte planes (byte
+    0 of every user, then byte 1, ...), as many as the widest bitmap needs: 8 for USER_HORIZON_DAYS
+    bits, 12 for the 90 of states written before it."""
     packed = list(users.values())
     lasts = [p & _DAY_MASK for p in packed]
     newest = max(lasts, default=0)
     cols.append([newest - d for d in lasts])
+    if v3:
+        coded: list = _code_users_v3(users, account_id, cols)
+    else:
+        coded = _front_code_users(account_id, users) if account_id else _front_code(users)
     bits = [p >> _DAY_BITS for p in packed]
     width = (max(bits, default=0).bit_length() + 7) // 8
     words = b"".join([b.to_bytes(width, "little") for b in bits])
     planes = np.frombuffer(words, np.uint8).reshape(len(packed), width).T.tobytes()
-    coded = _front_code_users(account_id, users) if account_id else _front_code(users)
     return [newest, coded, width, planes]
 
 
-def _decode_users_v2(part: list, r: _ColumnReader) -> dict[str, int]:
+def _decode_users_v2(part: list, r: _ColumnReader, v3: bool = False) -> dict[str, int]:
     newest, coded, width, planes = part
-    ids = _front_decode(coded)
-    n = len(ids)
-    words = np.frombuffer(planes, np.uint8).reshape(width, n).T.tobytes()
+    ages = r.take()
+    ids = _decode_ids(coded, r) if v3 else _front_decode(coded)
+    words = np.frombuffer(planes, np.uint8).reshape(width, len(ids)).T.tobytes()
     return {
         user: (int.from_bytes(words[i * width : (i + 1) * width], "little") << _DAY_BITS) | (newest - age)
-        for i, (user, age) in enumerate(zip(ids, r.take(), strict=True))
+        for i, (user, age) in enumerate(zip(ids, ages, strict=True))
     }
 
 
@@ -896,26 +896,35 @@ def _decode_open(part: list, base: int, r: _ColumnReader, v3: bool = False) -> d
     return dict(zip(ids, map(list, rows), strict=True))
 
 
-def _encode_closed(tickets: dict[str, list[int]], base: int, cols: list) -> list:
+def _encode_closed(tickets: dict[str, list[int]], base: int, cols: list, v3: bool = False) -> list:
     """[resolved_at, opened_at, urgent, agent_replies, first_response_at, was_fcr]: resolved_at from
     the previous ticket's (the first from ``base``), opened_at back from resolved_at, the first
-    response from the opening (0 stays 0: a column of which are set)."""
+    response from the opening (0 stays 0: a column of which are set). v3: the ids as
+    :func:`_code_ids` (their columns first), and the first response as it is when it is -1, 0 or 1
+    (the sign the reducer keeps), from the opening otherwise (a column of which are times)."""
+    coded = _code_ids(tickets, cols) if v3 else _front_code(tickets)
     resolved, opened, urgent, replies, first, fcr = _rows(tickets, 6)
     cols.append(_deltas(resolved, base))
     cols.append([a - b for a, b in zip(resolved, opened, strict=True)])
     cols.extend((urgent, replies, fcr))
-    cols.append([f - o if f else 0 for f, o in zip(first, opened, strict=True)])
-    cols.append([1 if f else 0 for f in first])
-    return _front_code(tickets)
+    if v3:
+        cols.append([f if -1 <= f <= 1 else f - o for f, o in zip(first, opened, strict=True)])
+        cols.append([0 if -1 <= f <= 1 else 1 for f in first])
+    else:
+        cols.append([f - o if f else 0 for f, o in zip(first, opened, strict=True)])
+        cols.append([1 if f else 0 for f in first])
+    return coded
 
 
-def _decode_closed(part: list, base: int, r: _ColumnReader) -> dict[str, list[int]]:
+def _decode_closed(part: list, base: int, r: _ColumnReader, v3: bool = False) -> dict[str, list[int]]:
+    ids = _decode_ids(part, r) if v3 else _front_decode(part)
     resolved = _undeltas(r.take(), base)
     opened = [a - d for a, d in zip(resolved, r.take(), strict=True)]
-    urgent, replies, fcr, first, has_first = r.take(), r.take(), r.take(), r.take(), r.take()
-    first = [f + o if h else 0 for f, o, h in zip(first, opened, has_first, strict=True)]
+    urgent, replies, fcr, first, is_time = r.take(), r.take(), r.take(), r.take(), r.take()
+    # the flag column: v2, a first response is set (a time); v3, it is a time, not a sign
+    first = [f + o if t else f for f, o, t in zip(first, opened, is_time, strict=True)]
     rows = zip(resolved, opened, urgent, replies, first, fcr, strict=True)
-    return dict(zip(_front_decode(part), map(list, rows), strict=True))
+    return dict(zip(ids, map(list, rows), strict=True))
 
 
 def _encode_nps(nps: dict[str, list[int]], base: int, index: dict[str, int], cols: list) -> list:
@@ -1001,13 +1010,13 @@ def values_v2(state: AccountState, v3: bool = False) -> list[object]:
         s.last_event_at,
         _ids_bytes_v2(s.recent_ids),
         _encode_days_v2(s.days, base_day, cols),
-        _encode_users_v3(s.users, s.account_id, cols) if v3 else _encode_users_v2(s.users, s.account_id, cols),
+        _encode_users_v2(s.users, s.account_id, cols, v3),
         _bitmap_bytes(s.login_days),
         s.last_login_at,
         _encode_features(s.features, base_day, cols),
         s.first_value_at,
         _encode_open(s.open_tickets, base, cols, v3),
-        _encode_closed_v3(s.closed_tickets, base, cols) if v3 else _encode_closed(s.closed_tickets, base, cols),
+        _encode_closed(s.closed_tickets, base, cols, v3),
         _encode_nps(s.nps, base, index, cols),
         s.nps_latest,
         None if s.nps_latest_user is None else index.get(s.nps_latest_user, s.nps_latest_user),
@@ -1050,20 +1059,27 @@ V2_FROM_ROWS = 24
 def encode_state_v2(state: AccountState) -> bytes:
     """The state as a binary v2 record (format byte, then msgpack, zstd-compressed when smaller); a
     small state, or one v2 cannot hold, is written as v1."""
+    return _encode_columnar(state, v3=False)
+
+
+def _encode_columnar(state: AccountState, v3: bool) -> bytes:
     s = state
     rows = len(s.days) + len(s.users) + len(s.open_tickets) + len(s.closed_tickets) + len(s.nps)
     if rows + len(s.score_history) < V2_FROM_ROWS:
         return encode_state_v1(state)
     try:
-        values = values_v2(state)
+        values = values_v2(state, v3)
     except (_Unfit, OverflowError):
         return encode_state_v1(state)
     body = _ENCODER.encode(values)
     if len(body) >= _ZSTD_MIN:
-        packed = bytes(cramjam.zstd.compress(body, level=ZSTD_LEVEL_V2))
+        if v3:
+            packed, fmt = _zstd_v3()[0].compress(body), FORMAT_V3_ZSTD
+        else:
+            packed, fmt = bytes(cramjam.zstd.compress(body, level=ZSTD_LEVEL_V2)), FORMAT_V2_ZSTD
         if len(packed) < len(body):
-            return bytes((FORMAT_V2_ZSTD,)) + packed
-    return bytes((FORMAT_V2,)) + body
+            return bytes((fmt,)) + packed
+    return bytes((FORMAT_V3 if v3 else FORMAT_V2,)) + body
 
 
 _V2_HEAD = 3  # column lengths, widths, planes
@@ -1082,12 +1098,11 @@ def _decode_v2(values: list, v3: bool = False) -> dict[str, Any]:
     # in the order values_v2 wrote their columns
     f["counts"], f["last_seen"] = _decode_kinds(f["counts"], base, r)
     f["days"] = _decode_days_v2(f["days"], base_day, r)
-    f["users"] = _decode_users_v3(f["users"], r) if v3 else _decode_users_v2(f["users"], r)
+    f["users"] = _decode_users_v2(f["users"], r, v3)
     ids = list(f["users"])
     f["features"] = dict(zip(f["features"], [base_day - d for d in r.take()], strict=True))
     f["open_tickets"] = _decode_open(f["open_tickets"], base, r, v3)
-    closed = f["closed_tickets"]
-    f["closed_tickets"] = _decode_closed_v3(closed, base, r) if v3 else _decode_closed(closed, base, r)
+    f["closed_tickets"] = _decode_closed(f["closed_tickets"], base, r, v3)
     f["nps"] = _decode_nps(f["nps"], base, ids, r)
     if (latest_user := f["nps_latest_user"]) is not None:
         f["nps_latest_user"] = ids[latest_user] if isinstance(latest_user, int) else latest_user
@@ -1144,70 +1159,23 @@ def _decode_ids(stems: list[str], r: _ColumnReader) -> list[str]:
     ]
 
 
-#: :func:`_code_ids` of the users of recently written accounts: account -> (ids, stems, columns);
+#: :func:`_code_ids` of the users of recently written accounts: account -> (ids, (stems, columns));
 #: bounded like :data:`_CODED_USERS`, and used only for the same ids in the same order.
-_CODED_USERS_V3: dict[str, tuple[list[str], list[str], list[list[int]]]] = {}
+_CODED_USERS_V3: dict[str, tuple[list[str], tuple[list[str], list[list[int]]]]] = {}
 
 
-def _encode_users_v3(users: dict[str, int], account_id: str, cols: list) -> list:
-    """:func:`_encode_users_v2`, the ids as :func:`_code_ids` (their columns after the last days')."""
-    packed = list(users.values())
-    lasts = [p & _DAY_MASK for p in packed]
-    newest = max(lasts, default=0)
-    cols.append([newest - d for d in lasts])
+def _code_users_v3(users: dict[str, int], account_id: str, cols: list) -> list[str]:
+    """:func:`_code_ids` of the user ids, from the cache when the account's ids have not changed."""
     ids = list(users)
     cached = _CODED_USERS_V3.get(account_id)
     if cached is not None and cached[0] == ids:
-        stems, id_cols = cached[1], cached[2]
+        stems, id_cols = cached[1]
         cols.extend(id_cols)
-    else:
-        start = len(cols)
-        stems = _code_ids(ids, cols)
-        if len(ids) >= 32 and account_id:
-            if account_id not in _CODED_USERS_V3 and len(_CODED_USERS_V3) >= _CODED_USERS_MAX:
-                del _CODED_USERS_V3[next(iter(_CODED_USERS_V3))]
-            _CODED_USERS_V3[account_id] = (ids, stems, cols[start:])
-    bits = [p >> _DAY_BITS for p in packed]
-    width = (max(bits, default=0).bit_length() + 7) // 8
-    words = b"".join([b.to_bytes(width, "little") for b in bits])
-    planes = np.frombuffer(words, np.uint8).reshape(len(packed), width).T.tobytes()
-    return [newest, stems, width, planes]
-
-
-def _decode_users_v3(part: list, r: _ColumnReader) -> dict[str, int]:
-    newest, stems, width, planes = part
-    ages = r.take()
-    ids = _decode_ids(stems, r)
-    n = len(ids)
-    words = np.frombuffer(planes, np.uint8).reshape(width, n).T.tobytes()
-    return {
-        user: (int.from_bytes(words[i * width : (i + 1) * width], "little") << _DAY_BITS) | (newest - age)
-        for i, (user, age) in enumerate(zip(ids, ages, strict=True))
-    }
-
-
-def _encode_closed_v3(tickets: dict[str, list[int]], base: int, cols: list) -> list:
-    """:func:`_encode_closed` with the ids as :func:`_code_ids` (their columns first) and the first
-    response as it is when it is -1, 0 or 1 (what the reducer keeps), from the opening otherwise (a
-    column of which are times)."""
-    coded = _code_ids(tickets, cols)
-    resolved, opened, urgent, replies, first, fcr = _rows(tickets, 6)
-    cols.append(_deltas(resolved, base))
-    cols.append([a - b for a, b in zip(resolved, opened, strict=True)])
-    cols.extend((urgent, replies, fcr))
-    cols.append([f if -1 <= f <= 1 else f - o for f, o in zip(first, opened, strict=True)])
-    cols.append([0 if -1 <= f <= 1 else 1 for f in first])
-    return coded
-
-
-def _decode_closed_v3(part: list, base: int, r: _ColumnReader) -> dict[str, list[int]]:
-    ids = _decode_ids(part, r)
-    resolved = _undeltas(r.take(), base)
-    opened = [a - d for a, d in zip(resolved, r.take(), strict=True)]
-    urgent, replies, fcr, first, is_time = r.take(), r.take(), r.take(), r.take(), r.take()
-    first = [f + o if t else f for f, o, t in zip(first, opened, is_time, strict=True)]
-    rows = zip(resolved, opened, urgent, replies, first, fcr, strict=True)
-    return dict(zip(ids, map(list, rows), strict=True))
+        return stems
+    start = len(cols)
+    stems = _code_ids(ids, cols)
+    _remember(_CODED_USERS_V3, account_id, ids, (stems, cols[start:]))
+    return stems
 
 
 _DICT_V3_PATH = Path(__file__).with_name("data") / "state_dict_v3.zdict"
@@ -1232,20 +1200,7 @@ def _zstd_v3() -> tuple[Any, Any]:
 def encode_state_v3(state: AccountState) -> bytes:
     """The state as a binary v3 record (format byte, then msgpack, in a zstd frame with the v3
     dictionary when smaller); a small state, or one the columns cannot hold, is written as v1."""
-    s = state
-    rows = len(s.days) + len(s.users) + len(s.open_tickets) + len(s.closed_tickets) + len(s.nps)
-    if rows + len(s.score_history) < V2_FROM_ROWS:
-        return encode_state_v1(state)
-    try:
-        values = values_v2(state, v3=True)
-    except (_Unfit, OverflowError):
-        return encode_state_v1(state)
-    body = _ENCODER.encode(values)
-    if len(body) >= _ZSTD_MIN:
-        packed = _zstd_v3()[0].compress(body)
-        if len(packed) < len(body):
-            return bytes((FORMAT_V3_ZSTD,)) + packed
-    return bytes((FORMAT_V3,)) + body
+    return _encode_columnar(state, v3=True)
 
 
 class StateBrief(NamedTuple):

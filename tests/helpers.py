@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
 from streams.events import TYPE_TOPIC
-from streams.kafka_admin import create_topics
+from streams.kafka_admin import create_topics, poll_committed
 from streams.producer import produce_events as send_records
 from streams.settings import Settings
 
@@ -61,26 +61,16 @@ async def produce(s: Settings, records: Iterable[tuple[str, bytes | None, bytes 
     await send_records(s, records)  # the same producer as `healthmon replay`
 
 
-async def committed_everywhere(s: Settings, topic: str, timeout: float = 120) -> dict[int, int]:
+async def committed_everywhere(s: Settings, topic: str, timeout: float = 120) -> None:
     """Wait until the worker's group has committed an offset past 0 on every partition of ``topic``:
     the states those records changed are then in the changelog (and in a RocksDB worker's
     databases), since a record is acked only after that write."""
-    from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
-    await admin.start()
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            offsets = await admin.list_consumer_group_offsets(s.app_id)
-            got = {tp.partition: m.offset for tp, m in offsets.items() if tp.topic == topic}
-            if len(got) == s.partitions and min(got.values()) > 0:
-                return got
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{s.app_id} committed only {got} on {topic} within {timeout}s")
-            await asyncio.sleep(0.2)
-    finally:
-        await admin.close()
+    def everywhere(got: dict[tuple[str, int], int]) -> bool:
+        mine = [o for (t, _), o in got.items() if t == topic]
+        return len(mine) == s.partitions and min(mine) > 0
+
+    await poll_committed(s, everywhere, timeout, every=0.2)
 
 
 async def produce_events(s: Settings, events: Iterable[dict]) -> None:

@@ -541,7 +541,10 @@ class ReferenceDriver(PartitionDriver):
                 if self.buffered <= self.config.max_buffered:
                     break
                 self.stats.forced_releases += 1
-            self._take(self.queues[head_k].popleft())
+            item = self.queues[head_k].popleft()
+            if item[2] is not None and item[0] > self.clock_ms:
+                self._advance(item[0] - 1)  # what is due before the record
+            self._take(item)
             self.buffered -= 1
         safe = min(bounds)[0] - 1
         if safe > self.clock_ms:
