@@ -342,16 +342,20 @@ def create_app(
     #: (topic, key, value, partition, timestamp in s, headers)
     Out = tuple[str, bytes | None, bytes | None, int | None, float | None, list[tuple[str, bytes]]]
 
-    async def deliver(pending: list[Out]) -> list[Any]:
-        """Send records and wait until every one is acknowledged, resending what failed.
+    async def send(pending: list[Out]) -> list[tuple[Out, Any]]:
+        """Hand records to the producer; their futures say later whether the broker has them."""
+        return [(rec, await app.producer.send(*rec)) for rec in pending]
+
+    async def settle(sent: list[tuple[Out, Any]]) -> list[Any]:
+        """Wait until every sent record is acknowledged, resending what failed.
 
         A send does not raise when the broker is away: its future fails after the producer gives
-        up on the batch. Each future is checked, and the step does not go on (so nothing is acked)
-        until all its records are in Kafka: during an outage the worker waits, it loses nothing."""
+        up on the batch. Each future is checked, and nothing after this goes on (so nothing is
+        acked) until all the records are in Kafka: during an outage the worker waits, it loses
+        nothing."""
         attempt = 0
         acked: list[Any] = []  # the RecordMetadata of each record, once acknowledged
-        while pending:
-            sent = [(rec, await app.producer.send(*rec)) for rec in pending]
+        while sent:
             await app.producer.flush()
             failed: list[Out] = []
             error: BaseException | None = None
@@ -361,18 +365,19 @@ def create_app(
                 except Exception as exc:
                     failed.append(rec)
                     error = exc
-            if failed:
-                delay = min(5.0, 0.2 * 2**attempt)
-                log.warning(
-                    "%d records not acknowledged (%r); sending them again in %.1f s",
-                    len(failed),
-                    error,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                attempt += 1
-            pending = failed
+            if not failed:
+                break
+            delay = min(5.0, 0.2 * 2**attempt)
+            log.warning(
+                "%d records not acknowledged (%r); sending them again in %.1f s", len(failed), error, delay
+            )
+            await asyncio.sleep(delay)
+            attempt += 1
+            sent = await send(failed)
         return acked
+
+    async def deliver(pending: list[Out]) -> list[Any]:
+        return await settle(await send(pending))
 
     def dead_letter(p: int, dl: DeadLetter) -> Out:
         rec = dl.record
@@ -381,9 +386,11 @@ def create_app(
         headers = dead_letter_headers(names[rec.kind], p, rec.offset, dl.reason, time.time(), len(value))
         return (deadletter_name, rec.key, value[:DEAD_LETTER_MAX_BYTES], None, None, headers)
 
-    #: Changed states not yet in the changelog, per partition, in the order of their latest change
-    #: (a state changed again moves to the end: it must not be written before a portfolio frozen
-    #: since), the partitions' stores, and the acks that wait for them.
+    #: Outputs sent but not yet known to be in Kafka; changed states not yet in the changelog, per
+    #: partition, in the order of their latest change (a state changed again moves to the end: it
+    #: must not be written before a portfolio frozen since), the partitions' stores, and the acks
+    #: that wait for them.
+    unsettled: list[tuple[Out, Any]] = []
     held: dict[int, dict[str, AccountState | Portfolio]] = {}
     held_stores: dict[int, StateStore] = {}
     held_acks: list[Any] = []
@@ -393,11 +400,12 @@ def create_app(
         """Outputs first, then states, then acks: each waits for the one before it. Runs under
         the lock, which a revocation takes before it drops a driver, so it always completes.
 
-        The steps of every partition a batch touched go together: one send-and-flush round for
-        all their outputs (a round per partition made a busy worker wait for the broker
-        2 x partitions times per batch). The states they changed are held and written at most every
-        ``HEALTHMON_STATE_FLUSH_S`` (:func:`write_states`): an account changed in many steps is
-        encoded and written once, and the records that changed it are acked after that write.
+        The outputs are sent now and the step goes on without waiting for the broker; the states
+        they imply are held and written at most every ``HEALTHMON_STATE_FLUSH_S``
+        (:func:`write_states`), which first waits until every output sent before is acknowledged.
+        So an account changed in many steps is encoded and written once, the records that changed
+        it are acked after that write, and the worker evaluates while the broker stores (waiting
+        for a send-and-flush round per step left a midnight's worker idle a third of the time).
         Within a partition the order is unchanged, and partitions do not depend on each other."""
         nonlocal held_since
         records: list[Out] = []
@@ -415,7 +423,7 @@ def create_app(
                 # retention delete a replay's outputs at once (docs/deploy.md).
                 records.append((output_names[name], key, value, None, None, headers))
             records.extend(dead_letter(p, dl) for dl in out.dead_letters)
-        await deliver(records)
+        unsettled.extend(await send(records))
         for p, out, store in steps:
             states = held.setdefault(p, {})
             for a, st in out.states.items():
@@ -423,7 +431,7 @@ def create_app(
                 states[a] = st
             held_stores[p] = store
             held_acks.extend(h for h in out.acks if h is not None)
-        if held_since is None and (held_acks or any(held.values())):
+        if held_since is None and (unsettled or held_acks or any(held.values())):
             held_since = time.monotonic()
         await write_states_when_due()
 
@@ -432,14 +440,18 @@ def create_app(
             await write_states()
 
     async def write_states(stopping: bool = False) -> None:
-        """The held states to the changelog (one send-and-flush round), then into the RocksDB
-        databases with the changelog offset they reached, then the acks. Under the lock.
+        """The outputs sent before acknowledged, then the held states to the changelog (one
+        send-and-flush round), then into the RocksDB databases with the changelog offset they
+        reached, then the acks. Under the lock.
 
         ``stopping``: the consumer and the tables have stopped (a clean shutdown). The changelog
         write is what matters then: a restart skips the records these states folded, so a clean
         stop repeats no output; the local databases may be closed already, and nothing is acked."""
         nonlocal held_since
         held_since = None
+        if unsettled:
+            await settle(list(unsettled))
+            unsettled.clear()  # (under the lock: nothing was sent meanwhile)
         if not held_acks and not any(held.values()):
             return
         changelog = accounts.changelog_topic.get_topic_name()
@@ -483,6 +495,7 @@ def create_app(
     #: metrics until they are evaluated, and 8 partitions of 125k accounts doing that side by side
     #: took 4.8 GB; one after the other, one partition's worth (the total work is the same).
     cut: dict[int, None] = {}
+    cut_waiting = asyncio.Event()  # set when a partition is cut: :func:`run_cut` steps it on
 
     async def step(parts: list[int]) -> None:
         """Step the drivers of ``parts`` and make what they produced durable, all together."""
@@ -505,6 +518,7 @@ def create_app(
                 done.append((p, out, driver.store))
             if driver.paused and p not in cut:
                 cut[p] = None
+                cut_waiting.set()
                 log.info(
                     "partition %s: more is due than one step runs; going on in steps of %d", p, s.step_budget
                 )
@@ -520,6 +534,20 @@ def create_app(
                 driver = drivers.get(p)
                 if driver is not None:
                     export_counts(p, driver)
+
+    @app.task
+    async def run_cut() -> None:
+        """Step the first cut partition again as soon as the loop has had a turn. A live worker's
+        midnight comes from the tick (the wall clock), and stepping it only there left the worker
+        idle for a tick between steps; the ingest agent's own loop covers only partitions that
+        had input."""
+        while True:
+            await cut_waiting.wait()
+            while cut:
+                await asyncio.sleep(0)
+                async with lock:
+                    await step(list(cut)[:1])
+            cut_waiting.clear()  # (no await since ``cut`` emptied: nothing was cut meanwhile)
 
     def export_counts(p: int, driver: PartitionDriver) -> None:
         """The driver's counters only grow; Prometheus gets what each grew by since the last step."""
