@@ -10,7 +10,15 @@ import faust
 from faust.types import TP
 
 from streams.codecs import STATE_CODEC
-from streams.driver import DriverConfig, Output, RocksStateStore, StateStore, portfolio_key, state_store
+from streams.driver import (
+    DriverConfig,
+    Output,
+    PartitionDriver,
+    RocksStateStore,
+    StateStore,
+    portfolio_key,
+    state_store,
+)
 from streams.metrics import Portfolio
 from streams.state import AccountState
 from tests.unit.test_driver import Run, history, topics_of  # noqa: F401  (history is a fixture)
@@ -114,6 +122,18 @@ def test_restart_on_the_local_database_after_a_crash(history, tmp_path):  # noqa
     assert second.driver._scheduled == {s.account_id: s.next_due for s in states if s.next_due is not None}
     assert second.driver.bands == {s.account_id: s.last_change_band or "none" for s in states}
     assert second.driver._dirty == {s.account_id: s.owed for s in states if s.owed is not None}
+    # The worker rebuilds in chunks, giving its event loop a turn between them: the same schedule.
+    d = second.driver
+    chunked = PartitionDriver(0, d.engine, root.for_partition(0), d.config, rebuild=False)
+    assert chunked.schedule_size == 0
+    assert sum(1 for _ in chunked.rebuild(chunk=3)) == len(states) // 3 > 1
+    assert (chunked._due, chunked._scheduled, chunked.bands, chunked._dirty, chunked.portfolio) == (
+        d._due,
+        d._scheduled,
+        d.bands,
+        d._dirty,
+        d.portfolio,
+    )
     second.records = list(first.records)
     second.changelog_offset = first.changelog_offset
     second.feed([t[r:] for t, r in zip(topics, resume, strict=True)], rng)
