@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -84,6 +84,15 @@ def kafka_version() -> str:
 
 
 # --- 0. load the input topics ---------------------------------------------------------------------
+
+
+def replay_end() -> datetime:
+    """Where a replay's simulated history ends: the start of the hour before the current one. The
+    events then lie over an hour before the wall clock (a replay, no live slots, however fast it
+    starts), and the same every run of the hour: slots and midnights fall at the same places. With
+    ``datetime.now()`` the skewed replay, started seconds after it was simulated, made 4,794 to
+    43,514 snapshots of the same 150,000 events."""
+    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
 
 
 def simulated_events(n: int, accounts: int, end: datetime) -> list[dict]:
@@ -626,7 +635,7 @@ async def run(args: argparse.Namespace) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     s = bench_settings(tag, args.partitions, workdir)
     log(f"simulating {args.events:,} events for {args.accounts:,} accounts")
-    events = simulated_events(args.events, args.accounts, datetime.now(UTC))
+    events = simulated_events(args.events, args.accounts, replay_end())
     log("loading the input topics")
     produce_rate = await load_topics(s, events)
     n = len(events)
@@ -687,7 +696,7 @@ async def skewed_rate(args: argparse.Namespace, tag: str) -> dict:
     workdir = ROOT / ".local" / "bench" / tag
     workdir.mkdir(parents=True, exist_ok=True)
     s = bench_settings(tag, args.partitions, workdir)
-    events = skewed(simulated_events(args.events, args.accounts, datetime.now(UTC)), args.accounts)
+    events = skewed(simulated_events(args.events, args.accounts, replay_end()), args.accounts)
     keys: dict[str, int] = {}
     for e in events:
         keys[e["account_id"]] = keys.get(e["account_id"], 0) + 1

@@ -60,6 +60,7 @@ from bench_pipeline import (  # noqa: E402
     log,
     machine,
     quiesce,
+    replay_end,
     rss_kb,
     simulated_events,
     worker_env,
@@ -522,7 +523,7 @@ async def scale_out(args: argparse.Namespace) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     base = settings(tag, workdir, args.partitions, "memory://", args.session_timeout)
     log(f"B. simulating {args.events:,} events of {args.scale_accounts:,} accounts")
-    events = simulated_events(args.events, args.scale_accounts, datetime.now(UTC))
+    events = simulated_events(args.events, args.scale_accounts, replay_end())
     accounts = len({e["account_id"] for e in events})
     produce_rate = await load_topics(base, events)
     total = len(events)

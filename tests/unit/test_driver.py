@@ -252,6 +252,31 @@ def test_due_schedule_keeps_one_live_entry_per_account(history):
     assert run.driver.schedule_size <= 3 * accounts
 
 
+def test_a_backlog_behind_one_topic_at_the_present_keeps_its_event_time_slots(history):
+    """A restart's catch-up: one topic is fetched up to the present while the others still hold
+    weeks of backlog. The backlog is evaluated per event-time slot, as a replay is: live (50 ms)
+    slots for it evaluated nearly every event on its own, and how many depended on fetch order."""
+    first = INPUT_KINDS.index("usage")
+    latest = max((e for e in history if TYPE_TOPIC[e["type"]] == "usage"), key=lambda e: e["occurred_at"])
+    now_iso = datetime.fromtimestamp(NOW - 1, UTC).isoformat().replace("+00:00", "Z")
+    topics = topics_of([*history, {**latest, "event_id": "present", "occurred_at": now_iso}])
+    horizon_ms = int((NOW - 120) * 1000)  # live slots only for the stream's last two minutes
+    runs = []
+    for config in (DriverConfig(hold_s=1.0), DriverConfig(hold_s=1.0, live=True, live_within_s=120)):
+        run = Run(config=config)
+        ends = [t[-1].offset + 1 if t else 0 for t in topics]
+        for rec in topics[first]:  # the current topic, whole, before anything of the others
+            run.driver.offer(rec, run.now)
+        run.step(ends)
+        rest = [t if k != first else [] for k, t in enumerate(topics)]
+        run.feed(rest, random.Random(8), ends=ends)
+        runs.append(run)
+    replay, live = ([r for r in run.records if r[3] < horizon_ms] for run in runs)
+    assert len(replay) > 100
+    assert live == replay
+    assert runs[1].driver.stats.evaluations < runs[0].driver.stats.evaluations + 20
+
+
 def test_hostile_but_valid_events_are_dead_lettered_with_a_reason(history):
     run = Run()
     base = {"event_id": "x", "account_id": "acct-hostile", "type": "login", "user_id": "u"}
@@ -525,7 +550,7 @@ class ReferenceDriver(PartitionDriver):
             self._released = self._held.popleft()[1]
         idle_bound = self._released
         cfg = self.config
-        self._realtime = cfg.live and now * 1000 - self._max_offered < cfg.live_within_s * 1000
+        self._realtime = self._caught_up(now)
         if self._realtime:
             idle_bound = max(idle_bound, int((now - cfg.live_lateness_s) * 1000))
         while True:
