@@ -90,8 +90,8 @@ def replay_end() -> datetime:
     """Where a replay's simulated history ends: the start of the hour before the current one. The
     events then lie over an hour before the wall clock (a replay, no live slots, however fast it
     starts), and the same every run of the hour: slots and midnights fall at the same places. With
-    ``datetime.now()`` the skewed replay, started seconds after it was simulated, made 4,794 to
-    43,514 snapshots of the same 150,000 events."""
+    ``datetime.now()`` the skewed replay, started seconds after it was simulated, made anything from
+    4,794 to 43,514 snapshots of 150,000 events (docs/processing.md, "Live mode")."""
     return datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
 
 
