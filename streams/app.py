@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -171,6 +172,9 @@ def create_app(
     exported: dict[tuple[object, ...], int] = {}  # per driver: counter values already exported
     store = state_store(accounts.data)  # the memory dict, or RocksDB's per-partition databases
     lock = asyncio.Lock()  # the ingest batches and the timer take turns on the drivers
+    #: Notified after every step and revocation: the ingest agent waits on it while a partition of
+    #: its batch is cut into steps (:func:`run_cut` steps it on).
+    stepped = asyncio.Condition(lock)
     waiting: dict[int, list[EventT]] = {}  # records of a partition whose driver is not ready yet
     end_offsets: dict[tuple[int, int], int] = {}  # (kind, partition) -> end offset, asked each second
     ends_read_at: dict[int, float] = {}  # partition -> when its end offsets were last read
@@ -455,7 +459,7 @@ def create_app(
         nonlocal held_since
         held_since = None
         if unsettled:
-            await settle(list(unsettled))
+            await settle(unsettled)
             unsettled.clear()  # (under the lock: nothing was sent meanwhile)
         if not held_acks and not any(held.values()):
             return
@@ -539,13 +543,14 @@ def create_app(
                 driver = drivers.get(p)
                 if driver is not None:
                     export_counts(p, driver)
+        stepped.notify_all()
 
     @app.task
     async def run_cut() -> None:
-        """Step the first cut partition again as soon as the loop has had a turn. A live worker's
-        midnight comes from the tick (the wall clock), and stepping it only there left the worker
-        idle for a tick between steps; the ingest agent's own loop covers only partitions that
-        had input."""
+        """Step the first cut partition again as soon as the loop has had a turn, the lock released
+        between steps so heartbeats, commits, the web endpoints and the other partitions' ticks run.
+        A live worker's midnight comes from the tick (the wall clock): stepped only there, the
+        worker was idle for a tick between steps."""
         while True:
             await cut_waiting.wait()
             while cut:
@@ -572,6 +577,10 @@ def create_app(
         for reason, n in st.dead_by_reason.items():
             if d := grown(("d", reason), n):
                 metrics.dead_letters.labels(reason=reason).inc(d)
+
+    def uncut(parts: set[int]) -> bool:
+        """None of ``parts`` has a driver stopped at its step budget (a dropped one does not count)."""
+        return not any((d := drivers.get(p)) is not None and d.paused for p in parts)
 
     @app.agent(inputs, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
@@ -603,13 +612,10 @@ def create_app(
                     if driver is not None and driver.gaps:
                         await reread(p, driver)
                 await step(sorted(touched))
-            # A driver that stopped at its step budget (a midnight: every account due) goes on in
-            # steps with the lock released between them, so heartbeats, commits, the web endpoints
-            # and the other partitions' ticks run; this agent reads no more input until it is done.
-            while busy := [p for p in sorted(touched) if (d := drivers.get(p)) is not None and d.paused]:
-                await asyncio.sleep(0)
-                async with lock:
-                    await step(sorted({*busy, *cut}))  # the first cut partition, whichever it is, goes on
+                # A partition that stopped at its step budget (a midnight: every account due) goes
+                # on in steps (:func:`run_cut`); this agent reads no more input until it is done,
+                # a backpressure. The wait releases the lock.
+                await stepped.wait_for(functools.partial(uncut, touched))
 
     pipeline.agents["ingest"] = ingest
 
@@ -649,6 +655,7 @@ def create_app(
             live = {id(d) for d in drivers.values()}
             for key in [k for k in exported if k[0] not in live]:
                 del exported[key]  # counters of dropped drivers
+            stepped.notify_all()  # an ingest batch waiting for a dropped partition goes on
 
     rules_stamp = _rules_stamp(rules_path)
     last_rules_check = time.monotonic()
