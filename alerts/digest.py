@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from alerts.model import Notification
+from alerts.text import one_line
 from rules.model import AlertEvent
-
-from .model import Notification
-from .text import one_line
 
 
 @dataclass

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from alerts.routing import RouteMatch
 from rules.model import AlertEvent
-
-from .routing import RouteMatch
 
 Position = tuple[int, int]  # (partition, offset)
 

@@ -16,14 +16,13 @@ from typing import Protocol
 
 from aiolimiter import AsyncLimiter
 
+from alerts.config import Receiver
+from alerts.dispatch import Snapshot
+from alerts.model import Notification
+from alerts.notifiers import Notifier, RetryableError
+from alerts.routing import alert_labels
+from alerts.store import DeliveryStore, Silence
 from rules.model import AlertEvent
-
-from .config import Receiver
-from .dispatch import Snapshot
-from .model import Notification
-from .notifiers import Notifier, RetryableError
-from .routing import alert_labels
-from .store import DeliveryStore, Silence
 
 
 class Clock(Protocol):

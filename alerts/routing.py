@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from alerts.config import Route, RoutingConfig
 from rules.model import AlertEvent
-
-from .config import Route, RoutingConfig
 
 DEFAULTS = {"group_by": ["csm"], "group_wait": 30, "group_interval": 300, "repeat_interval": 4 * 3600}
 

@@ -17,7 +17,7 @@ import orjson
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
-from .model import Notification
+from alerts.model import Notification
 
 NFLOG_TTL_S = 14 * 86400
 

@@ -21,20 +21,14 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from rules.engine import load_rules
-from rules.model import AlertEvent
-from streams import kafka_clients
-from streams.config import ConfigError
-from streams.settings import Settings
-
-from .config import Receiver, RoutingConfig, load_routing
-from .dispatch import Dispatcher, Group, Position
-from .notifiers import Notifier, PermanentError
-from .notifiers.alertmanager import AlertmanagerNotifier
-from .notifiers.email import EmailNotifier, SmtpSettings
-from .notifiers.slack import SlackNotifier
-from .notifiers.webhook import WebhookNotifier
-from .pipeline import (
+from alerts.config import Receiver, RoutingConfig, load_routing
+from alerts.dispatch import Dispatcher, Group, Position
+from alerts.notifiers import Notifier, PermanentError
+from alerts.notifiers.alertmanager import AlertmanagerNotifier
+from alerts.notifiers.email import EmailNotifier, SmtpSettings
+from alerts.notifiers.slack import SlackNotifier
+from alerts.notifiers.webhook import WebhookNotifier
+from alerts.pipeline import (
     Clock,
     Flush,
     LoopClock,
@@ -44,8 +38,13 @@ from .pipeline import (
     retry_stage,
     silence_stage,
 )
-from .routing import RouteMatch, alert_labels, group_key, route_alert
-from .store import DeliveryStore
+from alerts.routing import RouteMatch, alert_labels, group_key, route_alert
+from alerts.store import DeliveryStore
+from rules.engine import load_rules
+from rules.model import AlertEvent
+from streams.broker import clients as kafka_clients
+from streams.config import ConfigError
+from streams.settings import Settings
 
 log = logging.getLogger("healthmon.delivery")
 PROFILE_POLL_S = 1.0

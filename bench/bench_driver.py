@@ -39,15 +39,20 @@ from aiokafka.partitioner import murmur2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rules.engine import load_rules  # noqa: E402
-from streams.app import driver_config  # noqa: E402
-from streams.driver import Output, PartitionDriver, Record, StateStore  # noqa: E402
-from streams.engine import Engine  # noqa: E402
-from streams.events import TYPE_TOPIC  # noqa: E402
-from streams.scoring import load_scoring  # noqa: E402
-from streams.settings import Settings  # noqa: E402
-from streams.simulate import Simulator  # noqa: E402
-from streams.state import INPUT_KINDS  # noqa: E402
+from rules.engine import load_rules
+from streams.core.events import TYPE_TOPIC
+from streams.core.scoring import load_scoring
+from streams.core.state import INPUT_KINDS
+from streams.engine.driver import (
+    Output,
+    PartitionDriver,
+    Record,
+    StateStore,
+)
+from streams.engine.engine import Engine
+from streams.settings import Settings
+from streams.sim.simulate import Simulator
+from streams.worker.app import driver_config
 
 END = datetime(2026, 11, 1, tzinfo=UTC)  # fixed: the same events every run
 

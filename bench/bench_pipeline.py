@@ -40,11 +40,17 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streams.kafka_admin import create_topics, poll_committed  # noqa: E402
-from streams.producer import event_records, produce_events  # noqa: E402
-from streams.settings import Settings  # noqa: E402
-from streams.simulate import Simulator  # noqa: E402
-from streams.tail import read_to_end  # noqa: E402
+from streams.broker.admin import (
+    create_topics,
+    poll_committed,
+)
+from streams.broker.producer import (
+    event_records,
+    produce_events,
+)
+from streams.broker.tail import read_to_end
+from streams.settings import Settings
+from streams.sim.simulate import Simulator
 
 logging.getLogger("aiokafka").setLevel(logging.ERROR)  # retries on fresh topics' leader elections
 
@@ -477,7 +483,7 @@ def memory_probe(counts: list[int], sim_accounts: int) -> dict:
     from aiokafka import codec
     from bench_state import build  # the same book bench_state.py measures
 
-    from streams.state import AccountState
+    from streams.core.state import AccountState
 
     states = {st.account_id: st for st in build(sim_accounts, daily=False)}
     blobs = [st.dumps() for st in states.values()]

@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_pipeline import (  # noqa: E402
+from bench_pipeline import (
     committed_inputs,
     drop_topics,
     load_topics,
@@ -67,9 +67,9 @@ from bench_pipeline import (  # noqa: E402
     write_result,
 )
 
-from streams.kafka_admin import poll_committed  # noqa: E402
-from streams.settings import Settings  # noqa: E402
-from streams.tail import read_to_end  # noqa: E402
+from streams.broker.admin import poll_committed
+from streams.broker.tail import read_to_end
+from streams.settings import Settings
 
 SEGMENTS = ("smb", "mid_market", "enterprise")
 

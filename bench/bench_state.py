@@ -1,4 +1,4 @@
-"""Size and speed of the account-state changelog record (streams/state.py), and a very large account.
+"""Size and speed of the account-state changelog record (streams/core/state.py), and a very large account.
 
     python bench/bench_state.py                      # 300 simulated accounts, as bench_pipeline's probe
     python bench/bench_state.py --accounts 1000      # a larger book
@@ -40,13 +40,16 @@ import msgspec
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rules.engine import DEFAULT_RULES, load_rules  # noqa: E402
-from streams import state as S  # noqa: E402
-from streams.engine import Engine  # noqa: E402
-from streams.events import EVENT_ADAPTER  # noqa: E402
-from streams.scoring import load_scoring  # noqa: E402
-from streams.simulate import Simulator  # noqa: E402
-from streams.state import DAY_S, AccountState  # noqa: E402
+from rules.engine import DEFAULT_RULES, load_rules
+from streams.core import state as S
+from streams.core.events import EVENT_ADAPTER
+from streams.core.scoring import load_scoring
+from streams.core.state import (
+    DAY_S,
+    AccountState,
+)
+from streams.engine.engine import Engine
+from streams.sim.simulate import Simulator
 
 _ENC = msgspec.msgpack.Encoder()
 #: How many integer columns each field writes in layout v2 (values_v2's order).
@@ -191,8 +194,8 @@ def timings(states: list[AccountState], repeat: int) -> dict:
 def big_account(n_users: int, days: int = 90, max_users: int = S.MAX_USERS, seed: int = 7) -> dict:
     """One account, ``n_users`` users each active on ~60 % of ``days`` days (logins), at most
     ``max_users`` remembered."""
-    from streams import events as ev
-    from streams.aggregate import apply_event
+    from streams.core import events as ev
+    from streams.core.aggregate import apply_event
 
     rng = random.Random(seed)
     start = int(datetime(2026, 8, 1, tzinfo=UTC).timestamp())

@@ -30,8 +30,8 @@ import faust
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streams.settings import get_settings  # noqa: E402
-from streams.state import INPUT_KINDS  # noqa: E402
+from streams.core.state import INPUT_KINDS
+from streams.settings import get_settings
 
 s = get_settings()
 want = int(os.environ["NOOP_EVENTS"])

@@ -1,8 +1,8 @@
-"""Train the zstd dictionary of account-state layout v3 (streams/data/state_dict_v3.zdict).
+"""Train the zstd dictionary of account-state layout v3 (streams/core/data/state_dict_v3.zdict).
 
     python bench/train_state_dict.py            # writes the dictionary (do not, once v3 records exist)
 
-The dictionary is frozen with the format byte (streams/state.py, FORMAT_V3_ZSTD): records written with
+The dictionary is frozen with the format byte (streams/core/state.py, FORMAT_V3_ZSTD): records written with
 it can only be read with it, so this script is here to show how it was made, not to be run again for
 the same format byte; a new dictionary needs a new format byte. It is trained on the v3 bodies (msgpack,
 before zstd) of simulated books with other seeds than the benchmark's (bench_state.py uses seed 42):
@@ -21,9 +21,9 @@ import zstandard
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_state import build  # noqa: E402  (the book bench_state.py measures, other seeds)
+from bench_state import build
 
-from streams import state as S  # noqa: E402
+from streams.core import state as S
 
 DICT_BYTES = 16_384
 

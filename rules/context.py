@@ -5,10 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from streams.metrics import AccountMetrics
-from streams.snapshot import HealthSnapshot
-
-from .expr import FieldSpec
+from rules.expr import FieldSpec
+from streams.core.metrics import AccountMetrics
+from streams.core.snapshot import HealthSnapshot
 
 
 def _metric_fields() -> dict[str, FieldSpec]:

@@ -15,12 +15,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from rules.context import rule_context
+from rules.expr import Compiled
+from rules.model import AlertEvent, Rule, RuleFile
 from streams.config import ConfigError, load_yaml
-from streams.snapshot import HealthSnapshot
-
-from .context import rule_context
-from .expr import Compiled
-from .model import AlertEvent, Rule, RuleFile
+from streams.core.snapshot import HealthSnapshot
 
 DEFAULT_RULES = Path(__file__).with_name("default")
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from rules.engine import RuleSet, load_rules, rule_files
+from rules.model import Rule, format_duration
 from streams.config import ConfigError
-from streams.state import HORIZON_DAYS
-
-from .engine import RuleSet, load_rules, rule_files
-from .model import Rule, format_duration
+from streams.core.state import HORIZON_DAYS
 
 DAY = 86_400
 

@@ -9,11 +9,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator
 
-from streams.scoring import Driver
-from streams.snapshot import AccountInfo
-
-from .context import FIELDS
-from .expr import Compiled, ExprError, compile_condition
+from rules.context import FIELDS
+from rules.expr import Compiled, ExprError, compile_condition
+from streams.core.scoring import Driver
+from streams.core.snapshot import AccountInfo
 
 Severity = Literal["info", "warning", "critical"]
 _UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}

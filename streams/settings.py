@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     # (0.0.0.0 in a container, behind the container's own port mapping).
     web_bind: str = "127.0.0.1"
     metrics_bind: str = "127.0.0.1"
-    # Kafka security, for Faust and every aiokafka client alike (streams/kafka_clients.py).
+    # Kafka security, for Faust and every aiokafka client alike (streams/broker/clients.py).
     # Redis takes its password and TLS in redis_url: redis://:PASSWORD@host:6379/0, or
     # rediss://:PASSWORD@host:6380/0?ssl_ca_certs=/path/ca.pem for TLS.
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     state_format: int = Field(default=3, ge=1, le=3)
     # An event this far ahead of the wall clock is rejected: it would age every account on its partition.
     max_future_skew_s: float = Field(default=3600.0, ge=0)
-    # The scorecard YAML (default: the one shipped in streams/scorecard.default.yaml).
+    # The scorecard YAML (default: the one shipped in streams/core/scorecard.default.yaml).
     scorecard: Path | None = None
     # Trigger rules: a file or a folder of *.yaml (default: the shipped pack in rules/default).
     rules: Path | None = None

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 from rules.engine import alert_id
 from rules.model import AlertEvent
-from streams.scoring import Driver
-from streams.snapshot import AccountInfo
+from streams.core.scoring import Driver
+from streams.core.snapshot import AccountInfo
 
 
 def make_alert(

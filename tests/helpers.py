@@ -12,9 +12,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
-from streams.events import TYPE_TOPIC
-from streams.kafka_admin import create_topics, poll_committed
-from streams.producer import produce_events as send_records
+from streams.broker.admin import create_topics, poll_committed
+from streams.broker.producer import produce_events as send_records
+from streams.core.events import TYPE_TOPIC
 from streams.settings import Settings
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday

@@ -9,11 +9,10 @@ import orjson
 
 from alerts.config import AlertmanagerConfig
 from alerts.model import Notification
+from alerts.notifiers import post_json
 from alerts.routing import alert_labels
 from alerts.text import one_line
 from rules.model import AlertEvent
-
-from . import post_json
 
 
 def _iso(t: datetime) -> str:

@@ -13,9 +13,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from alerts.config import EMAIL_RE, EmailConfig
 from alerts.digest import rows
 from alerts.model import Notification
+from alerts.notifiers import PermanentError, RetryableError
 from alerts.text import one_line
-
-from . import PermanentError, RetryableError
 
 log = logging.getLogger("healthmon.delivery.email")
 _env = Environment(

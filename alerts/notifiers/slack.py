@@ -8,10 +8,9 @@ import orjson
 from alerts.config import SlackConfig
 from alerts.digest import Row, rows
 from alerts.model import Notification
+from alerts.notifiers import PermanentError, post_json
 from alerts.text import one_line, slack_escape
 from rules.model import AlertEvent
-
-from . import PermanentError, post_json
 
 MAX_ACCOUNTS = 15  # Slack allows 50 blocks a message: one per account, plus header and footers
 

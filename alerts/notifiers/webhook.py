@@ -9,8 +9,7 @@ import aiohttp
 
 from alerts.config import WebhookConfig
 from alerts.model import Notification
-
-from . import post_json
+from alerts.notifiers import post_json
 
 SIGNATURE_HEADER = "X-Healthmon-Signature"
 

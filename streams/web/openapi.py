@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..portfolio import PortfolioMetrics
-from ..snapshot import HealthSnapshot
+from streams.core.portfolio import PortfolioMetrics
+from streams.core.snapshot import HealthSnapshot
 
 
 def _params(model: type[BaseModel]) -> list[dict]:
@@ -35,8 +35,8 @@ def _ok(description: str, schema: str | dict) -> dict:
 
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
-    from .queries import AccountQuery
-    from .server import AlertsQuery, PortfolioQuery, SilenceRequest, TrendQuery
+    from streams.web.queries import AccountQuery
+    from streams.web.server import AlertsQuery, PortfolioQuery, SilenceRequest, TrendQuery
 
     comps: dict[str, Any] = {
         "Error": {

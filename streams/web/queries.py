@@ -1,4 +1,4 @@
-"""Reads of the Redis read model (see streams/readmodel.py for the keys) for the API and the page."""
+"""Reads of the Redis read model (see streams/readmodel/projector.py for the keys) for the API and the page."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import orjson
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
-from ..readmodel import read_history
+from streams.readmodel.projector import read_history
 
 SortKey = Literal["score", "-score", "mrr", "-mrr", "name", "-name", "renewal", "-renewal"]
 _ROW_FIELDS = (

@@ -25,11 +25,10 @@ from redis.exceptions import RedisError
 
 from alerts.store import DeliveryStore, Silence
 from rules.model import parse_duration
-
-from ..portfolio import period_months
-from ..settings import Settings
-from . import queries
-from .openapi import openapi_document
+from streams.core.portfolio import period_months
+from streams.settings import Settings
+from streams.web import queries
+from streams.web.openapi import openapi_document
 
 log = logging.getLogger("healthmon.serve")
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})

@@ -40,7 +40,7 @@ def test_pipeline_benchmark_smoke(kafka_settings, tmp_path: Path) -> None:
     (run,) = r["latency"]  # --smoke offers one fixed load
     assert run["snapshot"]["n"] > 0 and run["snapshot"]["p99_ms"] > 0 and run["alert"]["n"] > 0
     assert r["memory"]["rss_per_account"]["500"]["bytes"] > 0 and r["memory"]["state_bytes"]["mean"] > 0
-    # States are zstd-compressed already (streams/state.py): the batch codec adds a few bytes at most.
+    # States are zstd-compressed already (streams/core/state.py): the batch codec adds a few bytes at most.
     assert 0 < r["memory"]["changelog_bytes_per_state"]["zstd"] < 1.05 * r["memory"]["state_bytes"]["mean"]
     for label in ("raw aiokafka consume", "healthmon pipeline", "produce -> cs.health", "RSS per account"):
         assert label in done.stdout

@@ -9,9 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.scoring import load_scoring
+from streams.core.scoring import load_scoring
 from streams.settings import Settings
-from streams.simulate import Simulator
+from streams.sim.simulate import Simulator
 from tests.conftest import run_cli
 from tests.helpers import produce_events, setup_topics
 

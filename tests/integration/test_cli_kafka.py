@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from streams.broker.tail import read_to_end
 from streams.settings import Settings
-from streams.tail import read_to_end
 from tests.conftest import run_cli
 from tests.helpers import account_event, at, event, setup_topics
 

@@ -339,7 +339,7 @@ def test_silence_cli_validates_and_lists_in_human_time(kafka_settings, monkeypat
     import redis
     from click.testing import CliRunner
 
-    from streams.cli import main
+    from streams.cli.main import main
     from streams.settings import get_settings
 
     monkeypatch.setenv("HEALTHMON_REDIS_URL", kafka_settings.redis_url)

@@ -24,15 +24,15 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.events import TYPE_TOPIC
+from streams.broker.tail import read_to_end
+from streams.core.events import TYPE_TOPIC
 from streams.settings import Settings
-from streams.simulate import Simulator
-from streams.tail import read_to_end
+from streams.sim.simulate import Simulator
 from tests.conftest import WorkerProcess
 from tests.helpers import collect, produce, setup_topics
 
 # No re-runs: a difference is a bug. (Until issue 10's fix the crash scenarios differed in about one
-# run in four under full-suite load: Faust 0.15 can skip fetched records; see reread in streams/app.py.)
+# run in four under full-suite load: Faust 0.15 can skip fetched records; see reread in streams/worker/app.py.)
 pytestmark = pytest.mark.kafka
 
 END = datetime(2026, 6, 1, tzinfo=UTC)
@@ -149,7 +149,7 @@ async def while_producing(s: Settings, rate: float, action: Callable[[], Awaitab
 
 
 async def _paced(s: Settings, rate: float) -> None:
-    from streams.producer import produce_events
+    from streams.broker.producer import produce_events
 
     await produce_events(s, records(s, HISTORY), rate=rate)
 

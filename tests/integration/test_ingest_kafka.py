@@ -88,7 +88,7 @@ async def test_snapshot_and_dead_letters(kafka_settings, worker):
 
     health = await collect(s, "health", lambda rs: snapshot_total(rs, "acme") == 5)
     snap = latest_snapshots(health)["acme"]
-    # The output header contract (streams/headers.py), with the event time the record describes.
+    # The output header contract (streams/broker/headers.py), with the event time the record describes.
     last = headers(health[-1])
     assert last["content-type"] == "application/json" and last["healthmon.kind"] == "health"
     as_of = orjson.loads(health[-1].value)["as_of"]

@@ -16,11 +16,11 @@ import pytest
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
-from streams import kafka_clients
-from streams.kafka_admin import create_topics
-from streams.producer import produce_events
+from streams.broker import clients as kafka_clients
+from streams.broker.admin import create_topics
+from streams.broker.producer import produce_events
+from streams.broker.tail import read_to_end
 from streams.settings import Settings
-from streams.tail import read_to_end
 from tests.conftest import ROOT, WorkerProcess, settings_env
 from tests.helpers import account_event, at, event, topic_for
 

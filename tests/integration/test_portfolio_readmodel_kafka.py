@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from streams.readmodel import ReadModelWorker, read_history
+from streams.readmodel.projector import ReadModelWorker, read_history
 from tests.helpers import collect, produce, setup_topics
 from tests.unit.test_portfolio import doc_block, snapshot
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from streams.portfolio import PortfolioMetrics
+from streams.core.portfolio import PortfolioMetrics
 from tests.helpers import account_event, collect, event, produce_events, setup_topics
 from tests.integration.test_portfolio_readmodel_kafka import wait_for
 
@@ -38,7 +38,7 @@ def january_and_february() -> list[dict]:
 
 
 async def test_worker_snapshots_give_the_hand_computed_month(kafka_settings, worker) -> None:
-    from streams.readmodel import ReadModelWorker
+    from streams.readmodel.projector import ReadModelWorker
 
     s = kafka_settings.model_copy(update={"readmodel_enabled": False, "portfolio_interval_s": 0.05})
     worker.settings = s

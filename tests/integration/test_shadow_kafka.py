@@ -14,13 +14,13 @@ import yaml
 
 from rules.engine import load_rules
 from rules.model import AlertEvent
-from streams.driver import Output, run_offline
-from streams.engine import Engine
-from streams.events import EVENT_ADAPTER
-from streams.scoring import DEFAULT_SCORECARD, load_scoring
+from streams.broker.tail import count_records, read_to_end
+from streams.core.events import EVENT_ADAPTER
+from streams.core.scoring import DEFAULT_SCORECARD, load_scoring
+from streams.engine.driver import Output, run_offline
+from streams.engine.engine import Engine
 from streams.settings import Settings
-from streams.simulate import Simulator
-from streams.tail import count_records, read_to_end
+from streams.sim.simulate import Simulator
 from tests.conftest import run_cli
 from tests.helpers import produce_events, setup_topics
 

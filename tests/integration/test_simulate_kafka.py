@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from streams.settings import Settings
-from streams.simulate import GroundTruth, Simulator
+from streams.sim.simulate import GroundTruth, Simulator
 from tests.conftest import WorkerProcess, run_cli
 from tests.helpers import collect, latest_snapshots, setup_topics
 

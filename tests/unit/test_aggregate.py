@@ -3,9 +3,9 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.aggregate import apply_event
-from streams.events import EVENT_ADAPTER
-from streams.state import (
+from streams.core.aggregate import apply_event
+from streams.core.events import EVENT_ADAPTER
+from streams.core.state import (
     DAY_S,
     N_COUNTERS,
     AccountState,
@@ -170,7 +170,7 @@ def test_time_is_taken_from_the_event_only():
 
 
 def test_day_buckets_are_kept_and_written_without_trailing_zeros() -> None:
-    from streams.state import N_COUNTERS, AccountState
+    from streams.core.state import N_COUNTERS, AccountState
 
     st = AccountState(account_id="a", days={20000: [3, 1, 600] + [0] * (N_COUNTERS - 3)})
     assert b'"20000":[3,1,600]' in st.dumps_json()
@@ -188,7 +188,7 @@ def test_an_aligned_bitmap_gives_every_window_exactly():
     """compute_metrics aligns each user's bitmap once and masks its windows out of it."""
     import random
 
-    from streams.state import bitmap_aligned
+    from streams.core.state import bitmap_aligned
 
     rng = random.Random(1)
     for _ in range(3000):

@@ -4,10 +4,10 @@ import random
 
 import pytest
 
-from streams.calibrate import Observation, calibrate, choose_bands, fit, to_yaml
 from streams.config import load_yaml
-from streams.metrics import AccountMetrics
-from streams.scoring import ScoringConfig, load_scoring, ramp
+from streams.core.metrics import AccountMetrics
+from streams.core.scoring import ScoringConfig, load_scoring, ramp
+from streams.sim.calibrate import Observation, calibrate, choose_bands, fit, to_yaml
 
 BASE = load_scoring()
 #: The hidden truth: a scorecard of three measures with these weights (and a fourth metric that is noise).

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from rules.engine import DEFAULT_RULES
-from streams.scoring import DEFAULT_SCORECARD
+from streams.core.scoring import DEFAULT_SCORECARD
 
 ROOT = Path(__file__).resolve().parents[2]
 BAD_SCORECARD = "version: 1\ndefault:\n  components: {}\n  bands: {red: abc}\n"

@@ -10,12 +10,9 @@ import orjson
 import pytest
 
 from rules.engine import load_rules
-from streams.aggregate import apply_event
-from streams.codecs import AccountStateCodec
-from streams.driver import DriverConfig, Output, PartitionDriver, Record, StateStore, run_offline
-from streams.engine import Engine
-from streams.events import EVENT_ADAPTER, TYPE_TOPIC
-from streams.metrics import (
+from streams.core.aggregate import apply_event
+from streams.core.events import EVENT_ADAPTER, TYPE_TOPIC
+from streams.core.metrics import (
     PERCENTILE_OF,
     PORTFOLIO_MIN_ACCOUNTS,
     Percentiles,
@@ -24,9 +21,12 @@ from streams.metrics import (
     portfolio_at,
     with_portfolio,
 )
-from streams.scoring import load_scoring
-from streams.simulate import Simulator
-from streams.state import DAY_S, INPUT_KINDS, AccountState
+from streams.core.scoring import load_scoring
+from streams.core.state import DAY_S, INPUT_KINDS, AccountState
+from streams.engine.driver import DriverConfig, Output, PartitionDriver, Record, StateStore, run_offline
+from streams.engine.engine import Engine
+from streams.sim.simulate import Simulator
+from streams.worker.codecs import AccountStateCodec
 
 END = datetime(2026, 3, 1, tzinfo=UTC)
 NOW = END.timestamp() + 60  # the wall clock the tests pretend it is

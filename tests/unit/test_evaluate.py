@@ -8,11 +8,11 @@ import orjson
 import pytest
 
 from rules.engine import DEFAULT_RULES, load_rules
-from streams.engine import Engine
-from streams.evaluate import History, auc, evaluate, history_from_snapshots, score_events
-from streams.events import EVENT_ADAPTER
-from streams.scoring import load_scoring
-from streams.simulate import AccountTruth, GroundTruth, Simulator
+from streams.core.events import EVENT_ADAPTER
+from streams.core.scoring import load_scoring
+from streams.engine.engine import Engine
+from streams.sim.evaluate import History, auc, evaluate, history_from_snapshots, score_events
+from streams.sim.simulate import AccountTruth, GroundTruth, Simulator
 
 DAY = 86_400
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
@@ -115,7 +115,7 @@ def test_a_stayer_is_compared_at_a_moment_it_existed() -> None:
 
 
 def test_what_would_fire_differently() -> None:
-    from streams.evaluate import red_differences
+    from streams.sim.evaluate import red_differences
 
     old, new = History(), History()
     for acc, a, b in (("x", 5, 3), ("y", None, 4), ("z", 6, None), ("w", 2, 7), ("v", 1, 1)):

@@ -4,8 +4,8 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from streams.events import TOPIC_TYPES, InvalidEvent, parse_event
-from streams.schemas import all_schemas, schema_path
+from streams.core.events import TOPIC_TYPES, InvalidEvent, parse_event
+from streams.schema import all_schemas, schema_path
 from tests.helpers import account_event, at, event
 
 VALID = [

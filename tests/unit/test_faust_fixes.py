@@ -1,4 +1,4 @@
-"""Faust's commit bookkeeping with each acked offset counted once (streams/faust_fixes.py)."""
+"""Faust's commit bookkeeping with each acked offset counted once (streams/worker/faust_compat.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from faust.transport.consumer import Consumer
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from streams import faust_fixes
+from streams.worker import faust_compat as faust_fixes
 
 TP0 = TP("t", 0)
 

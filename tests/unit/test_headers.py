@@ -2,8 +2,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from streams.headers import output_headers, timestamp_ms
-from streams.schemas import all_schemas
+from streams.broker.headers import output_headers, timestamp_ms
+from streams.schema import all_schemas
 
 
 @pytest.mark.parametrize("kind", ["health", "health-changes", "alerts"])

@@ -2,7 +2,7 @@
 
 import logging
 
-from streams.logs import RateLimit
+from streams.cli.logs import RateLimit
 
 
 def test_one_line_per_interval_per_message_with_the_count():

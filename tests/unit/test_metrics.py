@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.aggregate import apply_event
-from streams.events import EVENT_ADAPTER
-from streams.metrics import MetricsConfig, compute_metrics
-from streams.state import AccountState
+from streams.core.aggregate import apply_event
+from streams.core.events import EVENT_ADAPTER
+from streams.core.metrics import MetricsConfig, compute_metrics
+from streams.core.state import AccountState
 from tests.helpers import account_event, at, event
 
 CFG = MetricsConfig(key_features=["reports", "dashboards", "integrations", "automation"])
@@ -219,7 +219,7 @@ def test_baseline_needs_a_week_before_this_one():
 
 
 def test_breadth_over_the_features_the_product_has():
-    from streams.metrics import Portfolio, with_portfolio
+    from streams.core.metrics import Portfolio, with_portfolio
 
     # Account a used 4 features in 90 days, 2 of them in the last 30; b used 6 other ones recently.
     a = fold(
@@ -238,7 +238,7 @@ def test_breadth_over_the_features_the_product_has():
 
 
 def test_percentiles_rank_among_the_portfolio_ties_half():
-    from streams.metrics import Percentiles
+    from streams.core.metrics import Percentiles
 
     p = Percentiles()
     for i, v in enumerate([1, 2, 2, 3, 4, 5, 6, 7, 8, 9]):
@@ -254,7 +254,7 @@ def test_percentiles_rank_among_the_portfolio_ties_half():
 @given(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=10, max_size=60), st.floats(-1e6, 1e6))
 @settings(max_examples=50, deadline=None)
 def test_percentile_matches_a_plain_count(values, probe):
-    from streams.metrics import Percentiles
+    from streams.core.metrics import Percentiles
 
     p = Percentiles()
     for i, v in enumerate(values):

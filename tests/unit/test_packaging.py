@@ -10,7 +10,7 @@ import click
 import pytest
 import yaml
 
-from streams.cli import main
+from streams.cli.main import main
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -182,11 +182,11 @@ def test_the_wheel_the_image_installs_ships_the_package_data(tmp_path: Path) -> 
         "rules/default/*.yaml",
         "alerts/templates/*",
         "alerts/routing.default.yaml",
-        "streams/scorecard.default.yaml",
+        "streams/core/scorecard.default.yaml",
         "streams/schema/*.json",
         "streams/data/sample.jsonl",
-        "streams/data/state_dict_v3.zdict",  # without it no v3 state record can be read
+        "streams/core/data/state_dict_v3.zdict",  # without it no v3 state record can be read
     ):
         assert any(Path(n).match(pattern) for n in names), f"{pattern} is not in the wheel"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "healthmon = streams.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "healthmon = streams.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

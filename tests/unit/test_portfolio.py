@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.portfolio import (
+from streams.core.portfolio import (
     PortfolioBook,
     affected_periods,
     period_months,

@@ -6,7 +6,7 @@ import urllib.request
 
 from aiokafka import TopicPartition
 
-from streams.prom import WorkerMetrics, start_exporter
+from streams.worker.telemetry import WorkerMetrics, start_exporter
 
 
 def test_metrics_are_exported() -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 import faust
 from faust.types import TP
 
-from streams.codecs import STATE_CODEC
-from streams.driver import (
+from streams.core.metrics import Portfolio
+from streams.core.state import AccountState
+from streams.engine.driver import (
     DriverConfig,
     Output,
     PartitionDriver,
@@ -19,8 +20,7 @@ from streams.driver import (
     portfolio_key,
     state_store,
 )
-from streams.metrics import Portfolio
-from streams.state import AccountState
+from streams.worker.codecs import STATE_CODEC
 from tests.unit.test_driver import Run, history, topics_of  # noqa: F401  (history is a fixture)
 
 

@@ -9,10 +9,10 @@ from click.testing import CliRunner
 from rules.engine import FIRING, INACTIVE, PENDING, RuleSet, alert_id, load_rules, next_rule_due
 from rules.engine import evaluate as evaluate_rules
 from rules.model import Rule, parse_duration
-from streams.cli import main
+from streams.cli.main import main
 from streams.config import ConfigError
-from streams.metrics import AccountMetrics
-from streams.snapshot import AccountInfo, HealthSnapshot
+from streams.core.metrics import AccountMetrics
+from streams.core.snapshot import AccountInfo, HealthSnapshot
 
 H = 3600
 D = 86_400

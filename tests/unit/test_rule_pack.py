@@ -6,9 +6,9 @@ import pytest
 from click.testing import CliRunner
 
 from rules.engine import load_rules
-from rules.testing import RuleTestFile, run_file
-from streams.cli import main
+from streams.cli.main import main
 from streams.config import load_yaml
+from streams.sim.rule_tests import RuleTestFile, run_file
 
 TEST_DIR = Path(__file__).resolve().parents[2] / "rules" / "tests"
 FILES = sorted(TEST_DIR.glob("*_test.yaml"))

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.config import ConfigError, load_yaml
-from streams.metrics import AccountMetrics
-from streams.scoring import (
+from streams.core.metrics import AccountMetrics
+from streams.core.scoring import (
     ScoringConfig,
     is_health_change,
     load_scoring,
@@ -105,7 +105,7 @@ def test_bands():
 
 def test_segment_scorecards(tmp_path: Path):
     text = (
-        Path("streams/scorecard.default.yaml")
+        Path("streams/core/scorecard.default.yaml")
         .read_text()
         .replace(
             "segments: {}",
@@ -161,7 +161,7 @@ def test_segment_scorecards(tmp_path: Path):
     ],
 )
 def test_config_errors_name_file_line_and_field(tmp_path: Path, edit, anchor, expected):
-    text = Path("streams/scorecard.default.yaml").read_text()
+    text = Path("streams/core/scorecard.default.yaml").read_text()
     assert edit[0] in text
     text = text.replace(edit[0], edit[1], 1)
     line = next(i for i, row in enumerate(text.splitlines(), 1) if anchor in row)
@@ -250,7 +250,7 @@ def test_a_better_measure_never_lowers_the_score(values, spec, data):
 )
 @settings(max_examples=300, deadline=None)
 def test_a_score_moves_at_most_the_documented_step(raw, prev, hours, hard):
-    from streams.scoring import Stability, stabilise
+    from streams.core.scoring import Stability, stabilise
 
     stab = Stability()
     t0 = 1_700_000_000
@@ -264,9 +264,9 @@ def test_a_score_moves_at_most_the_documented_step(raw, prev, hours, hard):
 
 
 def _state_with(*evs):
-    from streams.aggregate import apply_event
-    from streams.events import EVENT_ADAPTER
-    from streams.state import AccountState
+    from streams.core.aggregate import apply_event
+    from streams.core.events import EVENT_ADAPTER
+    from streams.core.state import AccountState
 
     s = AccountState(account_id="a")
     for e in evs:
@@ -281,7 +281,7 @@ def _ts(iso: str) -> int:
 
 
 def test_a_new_account_has_not_enough_data_rather_than_red():
-    from streams.snapshot import assess
+    from streams.core.snapshot import assess
     from tests.helpers import account_event, at, event
 
     s = _state_with(
@@ -296,7 +296,7 @@ def test_a_new_account_has_not_enough_data_rather_than_red():
 
 
 def test_one_login_cannot_swing_the_score_but_a_cancellation_acts_at_once():
-    from streams.snapshot import assess, remember
+    from streams.core.snapshot import assess, remember
     from tests.helpers import account_event, at, event
 
     evs = [
@@ -310,8 +310,8 @@ def test_one_login_cannot_swing_the_score_but_a_cancellation_acts_at_once():
         remember(s, snap, change)
     before = snap.score
     assert before is not None
-    from streams.aggregate import apply_event
-    from streams.events import EVENT_ADAPTER
+    from streams.core.aggregate import apply_event
+    from streams.core.events import EVENT_ADAPTER
 
     apply_event(s, EVENT_ADAPTER.validate_python(event("login", "a", at(60, 1), user_id="u0")))
     snap, _ = assess(s, _ts(at(60, 1)), CONFIG)

@@ -10,8 +10,8 @@ import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from pydantic import SecretStr, ValidationError
 
-from streams import kafka_clients
-from streams.cli_errors import _redact
+from streams.broker import clients as kafka_clients
+from streams.cli.errors import _redact
 from streams.settings import Settings
 
 

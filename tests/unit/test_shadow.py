@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.shadow import Run, diff
+from streams.sim.shadow import Run, diff
 
 H = 3600
 

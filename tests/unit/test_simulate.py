@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from streams.events import EVENT_ADAPTER, TOPIC_TYPES, TYPE_TOPIC
-from streams.simulate import PERSONAS, GroundTruth, Simulator
+from streams.core.events import EVENT_ADAPTER, TOPIC_TYPES, TYPE_TOPIC
+from streams.sim.simulate import PERSONAS, GroundTruth, Simulator
 
 END = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -143,7 +143,7 @@ def test_a_simulator_gives_the_same_events_every_run() -> None:
 def test_renewal_is_the_first_anniversary_after_the_start_even_for_29_february() -> None:
     from datetime import date
 
-    from streams.simulate import _anniversary_after
+    from streams.sim.simulate import _anniversary_after
 
     assert _anniversary_after(date(2024, 2, 29), date(2026, 1, 1)) == date(2026, 2, 28)
     assert _anniversary_after(date(2025, 6, 3), date(2026, 6, 3)) == date(2027, 6, 3)

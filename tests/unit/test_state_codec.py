@@ -13,13 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules.engine import DEFAULT_RULES, load_rules
-from streams import state as state_module
-from streams.aggregate import apply_event, event_hash
-from streams.engine import Engine
-from streams.events import EVENT_ADAPTER
-from streams.scoring import load_scoring
-from streams.simulate import Simulator
-from streams.state import (
+from streams.core import state as state_module
+from streams.core.aggregate import apply_event, event_hash
+from streams.core.events import EVENT_ADAPTER
+from streams.core.scoring import load_scoring
+from streams.core.state import (
     EVENT_HASH_MASK,
     FORMAT_V1,
     FORMAT_V1_ZSTD,
@@ -39,6 +37,8 @@ from streams.state import (
     encode_state_v1,
     encode_state_v2,
 )
+from streams.engine.engine import Engine
+from streams.sim.simulate import Simulator
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_a_v1_record_s_64_bit_hashes_still_catch_a_repeat() -> None:
     still dropped."""
     from hashlib import blake2b
 
-    from streams import events as ev
+    from streams.core import events as ev
 
     def login(event_id: str) -> ev.BaseEvent:
         return ev.EVENT_ADAPTER.validate_python(
@@ -377,8 +377,8 @@ def test_a_state_v2_cannot_hold_is_written_in_v1(monkeypatch: pytest.MonkeyPatch
 def test_the_user_cap_bounds_a_huge_account() -> None:
     """10,000 active users: the map stops at the cap (the least recently active are forgotten), and
     the record stays a bounded size."""
-    from streams import events as ev
-    from streams.aggregate import apply_event
+    from streams.core import events as ev
+    from streams.core.aggregate import apply_event
 
     s = AccountState(account_id="big")
     for i in range(10_000):

@@ -1,5 +1,5 @@
 """What the reducer keeps is what the metrics read: per-counter horizons of the day buckets and thin
-closed tickets (streams/state.py COUNTER_HORIZON_DAYS, streams/aggregate.py _prune_counters and
+closed tickets (streams/core/state.py COUNTER_HORIZON_DAYS, streams/core/aggregate.py _prune_counters and
 _closed_row) change no metric, score, band or alert.
 
 * each counter's horizon is exactly the oldest day any metric reads it on (tighter would change a
@@ -18,13 +18,11 @@ from datetime import UTC, datetime
 import pytest
 
 from rules.engine import DEFAULT_RULES, load_rules
-from streams import aggregate
-from streams.engine import Engine
-from streams.events import EVENT_ADAPTER
-from streams.metrics import MetricsConfig, compute_metrics
-from streams.scoring import load_scoring
-from streams.simulate import Simulator
-from streams.state import (
+from streams.core import aggregate
+from streams.core.events import EVENT_ADAPTER
+from streams.core.metrics import MetricsConfig, compute_metrics
+from streams.core.scoring import load_scoring
+from streams.core.state import (
     COUNTER_HORIZON_DAYS,
     DAY_S,
     HORIZON_DAYS,
@@ -32,6 +30,8 @@ from streams.state import (
     AccountState,
     C,
 )
+from streams.engine.engine import Engine
+from streams.sim.simulate import Simulator
 
 TODAY = 20_700
 AS_OF = TODAY * DAY_S + 12 * 3600

@@ -10,13 +10,13 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from streams import aggregate
-from streams.aggregate import apply_event
-from streams.engine import Engine
-from streams.events import EVENT_ADAPTER, BaseEvent
-from streams.metrics import MetricsConfig, compute_metrics
+from streams.core import aggregate
+from streams.core.aggregate import apply_event
+from streams.core.events import EVENT_ADAPTER, BaseEvent
+from streams.core.metrics import MetricsConfig, compute_metrics
+from streams.core.state import DAY_S, MAX_USERS, USER_HORIZON_DAYS, AccountState, bitmap_last_day, user_mark
+from streams.engine.engine import Engine
 from streams.settings import Settings
-from streams.state import DAY_S, MAX_USERS, USER_HORIZON_DAYS, AccountState, bitmap_last_day, user_mark
 
 T0 = 1_780_000_000 // DAY_S * DAY_S
 
@@ -128,7 +128,7 @@ def test_the_cap_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_every_engine_takes_the_cap_and_the_dedupe_window_from_the_settings() -> None:
     from rules.engine import load_rules
-    from streams.scoring import load_scoring
+    from streams.core.scoring import load_scoring
 
     s = Settings(max_users_per_account=7, dedupe_window=3)
     engine = Engine.configured(s, load_scoring(None), load_rules(None))

@@ -7,10 +7,10 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from streams.cli import main
-from streams.external.fightchurn import SimCustomer, SimResult, churn_date, convert
-from streams.scoring import load_scoring
-from streams.validation import compare, observe, read_events, render
+from streams.cli.main import main
+from streams.core.scoring import load_scoring
+from streams.sim.fightchurn import SimCustomer, SimResult, churn_date, convert
+from streams.sim.validation import compare, observe, read_events, render
 
 FIXTURE = Path(__file__).parent.parent / "data" / "churnsim_crm5_small.jsonl.gz"
 
@@ -139,7 +139,7 @@ def test_evaluate_compares_scorecards_side_by_side(tmp_path):
     assert r.exit_code == 0, r.output
     strict = tmp_path / "strict.yaml"  # the default card with red below 80: more accounts turn red
     strict.write_text(
-        (Path(__file__).parents[2] / "streams" / "scorecard.default.yaml")
+        (Path(__file__).parents[2] / "streams" / "core" / "scorecard.default.yaml")
         .read_text()
         .replace("bands: {red_below: 60, yellow_below: 75}", "bands: {red_below: 80, yellow_below: 90}")
     )
@@ -157,7 +157,7 @@ def test_the_fixture_regenerates_byte_for_byte(tmp_path):
     import gzip
 
     pytest.importorskip("fightchurn")
-    from streams.external.fightchurn import simulate, write_jsonl
+    from streams.sim.fightchurn import simulate, write_jsonl
 
     out = tmp_path / "again.jsonl.gz"
     write_jsonl(simulate("crm5", 6, "2023-01-01", "2023-04-01", seed=5, growth_rate=0), out)

@@ -1,0 +1,311 @@
+"""The 0-100 health score: a configurable scorecard applied to :class:`AccountMetrics`.
+
+Pure functions. Each measure is normalised to 0-100 by a linear ramp between a ``bad`` and a ``good``
+threshold (either direction). A measure without data is dropped and its weight shared among the rest of
+its component; a component without data is dropped and its weight shared among the other components.
+``confidence`` is the share of the configured weight that had data.
+"""
+
+from __future__ import annotations
+
+import string
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from streams.config import load_yaml
+from streams.core.metrics import AccountMetrics, MetricsConfig
+
+DEFAULT_SCORECARD = Path(__file__).with_name("scorecard.default.yaml")
+Band = Literal["red", "yellow", "green"]
+_NUMERIC_METRICS = {
+    name
+    for name, f in AccountMetrics.model_fields.items()
+    if any(t in str(f.annotation) for t in ("int", "float", "Decimal", "bool"))
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Measure(_Strict):
+    metric: str
+    bad: float
+    good: float
+    weight: float = Field(default=1.0, gt=0)
+    #: Plain words for a driver; ``{value}``, ``{good}`` and ``{bad}`` with format specs, e.g. {value:.0%}.
+    explain: str
+    #: Only score this measure when this boolean metric holds (e.g. support measures: has_tickets).
+    only_if: str | None = None
+
+    @field_validator("metric", "only_if")
+    @classmethod
+    def _known_metric(cls, v: str | None) -> str | None:
+        if v is not None and v not in _NUMERIC_METRICS:
+            raise ValueError(f"unknown metric {v!r}; known: {', '.join(sorted(_NUMERIC_METRICS))}")
+        return v
+
+    @field_validator("explain")
+    @classmethod
+    def _safe_template(cls, v: str) -> str:
+        for _, name, spec, _ in string.Formatter().parse(v):
+            if name is not None and name not in ("value", "good", "bad"):
+                raise ValueError(f"template field {{{name}}} is not one of value, good, bad")
+            if spec and "{" in spec:
+                raise ValueError("nested template fields are not allowed")
+        v.format(value=0.5, good=1.0, bad=0.0)  # a bad format spec fails here, at load time
+        return v
+
+    @model_validator(mode="after")
+    def _ramp(self) -> Measure:
+        if self.good == self.bad:
+            raise ValueError("good and bad must differ")
+        return self
+
+
+class Component(_Strict):
+    weight: float = Field(gt=0)
+    label: str | None = None
+    measures: dict[str, Measure] = Field(min_length=1)
+
+
+class Bands(_Strict):
+    red_below: float = Field(default=40, ge=0, le=100)
+    yellow_below: float = Field(default=60, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Bands:
+        if self.red_below > self.yellow_below:
+            raise ValueError("red_below must not be above yellow_below")
+        return self
+
+    def of(self, score: float) -> Band:
+        return "red" if score < self.red_below else "yellow" if score < self.yellow_below else "green"
+
+
+class ScoreCard(_Strict):
+    components: dict[str, Component] = Field(min_length=1)
+    bands: Bands = Bands()
+
+
+class Stability(_Strict):
+    """How far the published score may move: evidence moves it, one ordinary event does not swing it.
+
+    Between two evaluations the score moves at most ``max_step`` points plus ``per_day`` points per day
+    elapsed since the previous one (the raw score is always in the snapshot); a hard signal -- a
+    cancellation, an unpaid invoice -- lets it fall at once. An account healthmon has seen for fewer than
+    ``min_history_days`` days has no score: its status is "insufficient_data", not red.
+    """
+
+    max_step: float = Field(default=5, gt=0)
+    per_day: float = Field(default=25, ge=0)
+    min_history_days: int = Field(default=7, ge=0)
+
+
+def stabilise(
+    raw: float,
+    prev: float | None,
+    prev_at: int | None,
+    as_of: int,
+    hard_signal: bool,
+    stability: Stability,
+) -> float:
+    """The published score: ``raw`` moved toward from ``prev`` by no more than the allowed step."""
+    if prev is None or prev_at is None or (hard_signal and raw < prev):
+        return raw
+    limit = stability.max_step + stability.per_day * max(0, as_of - prev_at) / 86_400
+    return round(prev + max(-limit, min(limit, raw - prev)), 1)
+
+
+class ScoringConfig(_Strict):
+    version: Literal[1] = 1
+    metrics: MetricsConfig = MetricsConfig()
+    #: A change event is published when the band changes or the score moved this much since the last one.
+    change_threshold: float = Field(default=5, gt=0)
+    top_drivers: int = Field(default=3, ge=0, le=20)
+    stability: Stability = Stability()
+    default: ScoreCard
+    segments: dict[Literal["smb", "mid_market", "enterprise"], ScoreCard] = Field(default_factory=dict)
+
+    def scorecard_for(self, segment: str | None) -> tuple[str, ScoreCard]:
+        card = self.segments.get(segment)  # type: ignore[call-overload]
+        return (segment, card) if card is not None and segment else ("default", self.default)
+
+
+def load_scoring(path: Path | str | None = None) -> ScoringConfig:
+    return load_yaml(path or DEFAULT_SCORECARD, ScoringConfig)
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+class MeasureScore(BaseModel):
+    name: str
+    metric: str
+    value: float | None
+    score: float | None
+    weight: float
+    points_lost: float = 0.0
+
+
+class ComponentScore(BaseModel):
+    name: str
+    label: str | None
+    score: float | None
+    weight: float  # as configured
+    effective_weight: float  # share of the score after missing data was taken out, 0-1
+    contribution: float  # points of the 0-100 score this component gives
+    measures: list[MeasureScore]
+
+
+class Driver(BaseModel):
+    component: str
+    measure: str
+    metric: str
+    value: float
+    score: float
+    points_lost: float
+    text: str
+
+
+class HealthScore(BaseModel):
+    score: float | None
+    band: Band | None
+    confidence: float
+    scorecard: str
+    components: list[ComponentScore]
+    drivers: list[Driver]
+
+
+def _value(metrics: AccountMetrics, name: str) -> float | None:
+    v = getattr(metrics, name)
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return 1.0 if v else 0.0
+    return float(v) if isinstance(v, Decimal) else v
+
+
+def ramp(value: float, bad: float, good: float) -> float:
+    """0 at ``bad``, 100 at ``good``, linear between, clamped; works for either direction."""
+    t = (value - bad) / (good - bad)
+    return 100.0 * (0.0 if t < 0 else 1.0 if t > 1 else t)
+
+
+def score_account(
+    metrics: AccountMetrics,
+    config: ScoringConfig,
+    segment: str | None,
+    unavailable: frozenset[str] = frozenset(),
+) -> HealthScore:
+    """``unavailable``: metrics that cannot have data here (the portfolio ones where no portfolio is
+    kept); their measures count neither in the score nor against ``confidence``."""
+    # Runs on every evaluation: results are collected as plain dicts and validated into the models
+    # in one call (one pass in pydantic-core instead of ~25 model constructors), and driver texts
+    # are formatted only for the drivers shown.
+    card_name, card = config.scorecard_for(segment)
+    present_weight = 0.0  # configured weight (flattened to measures) that had data
+    possible_weight = 0.0  # configured weight that could have had data here
+    partial: list[
+        tuple[str, Component, float | None, list[tuple[str, Measure, float | None, float | None]], float]
+    ] = []
+    for cname, comp in card.components.items():
+        rows: list[tuple[str, Measure, float | None, float | None]] = []
+        m_total = sum(m.weight for m in comp.measures.values())
+        m_possible = sum(m.weight for m in comp.measures.values() if m.metric not in unavailable)
+        possible_weight += comp.weight * m_possible / m_total
+        got = 0.0
+        acc = 0.0
+        for mname, meas in comp.measures.items():
+            value = _value(metrics, meas.metric)
+            if meas.only_if is not None and not _value(metrics, meas.only_if):
+                value = None
+            s = None if value is None else ramp(value, meas.bad, meas.good)
+            rows.append((mname, meas, value, s))
+            if s is not None:
+                got += meas.weight
+                acc += meas.weight * s
+        present_weight += comp.weight * got / m_total
+        partial.append((cname, comp, acc / got if got else None, rows, got))
+
+    scored_weight = sum(comp.weight for _, comp, s, _, _ in partial if s is not None)
+    components: list[dict[str, Any]] = []
+    losses: list[tuple[float, str, str, Measure, float, float]] = []
+    total = 0.0
+    for cname, comp, cscore, rows, got in partial:
+        eff = comp.weight / scored_weight if cscore is not None else 0.0
+        contribution = eff * cscore if cscore is not None else 0.0
+        total += contribution
+        measures = []
+        for mname, meas, value, ms in rows:
+            lost = 0.0
+            if ms is not None:
+                lost = round(eff * meas.weight / got * (100.0 - ms), 2)
+                if lost > 0:
+                    losses.append((lost, cname, mname, meas, value, ms))  # type: ignore[arg-type]
+            measures.append(
+                dict(
+                    name=mname,
+                    metric=meas.metric,
+                    value=value,
+                    score=None if ms is None else round(ms, 1),
+                    weight=meas.weight,
+                    points_lost=lost,
+                )
+            )
+        components.append(
+            dict(
+                name=cname,
+                label=comp.label,
+                score=None if cscore is None else round(cscore, 1),
+                weight=comp.weight,
+                effective_weight=round(eff, 4),
+                contribution=round(contribution, 2),
+                measures=measures,
+            )
+        )
+    losses.sort(key=lambda d: (-d[0], d[1], d[2]))
+    drivers = [
+        dict(
+            component=cname,
+            measure=mname,
+            metric=meas.metric,
+            value=value,
+            score=round(ms, 1),
+            points_lost=lost,
+            text=meas.explain.format(value=value, good=meas.good, bad=meas.bad),
+        )
+        for lost, cname, mname, meas, value, ms in losses[: config.top_drivers]
+    ]
+    score = round(total, 1) if scored_weight else None
+    return HealthScore(
+        score=score,
+        band=card.bands.of(score) if score is not None else None,
+        confidence=round(present_weight / possible_weight, 3) if possible_weight else 0.0,
+        scorecard=card_name,
+        components=components,
+        drivers=drivers,
+    )
+
+
+def score_deltas(history: dict[int, int], today: int, score: float | None) -> dict[str, float | None]:
+    """Score now minus the score N days ago (the last daily score on or before that day)."""
+    out: dict[str, float | None] = {}
+    for n in (1, 7, 30):
+        past = [d for d in history if d <= today - n]
+        out[f"{n}d"] = None if score is None or not past else round(score - history[max(past)] / 10, 1)
+    return out
+
+
+def is_health_change(
+    prev_score: float | None, prev_band: str | None, score: float | None, band: str | None, threshold: float
+) -> bool:
+    """Band changed, or the score moved at least ``threshold`` since the last change event."""
+    if score is None:
+        return False
+    if prev_score is None or band != prev_band:
+        return True
+    return abs(score - prev_score) >= threshold
