@@ -131,18 +131,6 @@ def scan_file(s: Settings, path: Path) -> ReplayReport:
     return report
 
 
-async def replay_file(
-    s: Settings,
-    path: Path,
-    rate: float | None = None,
-    skip_invalid: bool = False,
-    on_sent: Callable[[Record], None] | None = None,
-) -> ReplayReport:
-    """Validate the whole file first; send nothing if a line is invalid, unless ``skip_invalid``
-    (then the valid lines are sent, in order, and the invalid ones counted)."""
-    return await send_file(s, path, scan_file(s, path), rate, skip_invalid, on_sent)
-
-
 async def send_file(
     s: Settings,
     path: Path,

@@ -93,10 +93,6 @@ def point_from_snapshot(snap: dict) -> Point:
 # --- periods: "2026-11" (a month) or "2026-Q4" (a quarter)
 
 
-def month_of(d: date | datetime) -> str:
-    return f"{d.year:04d}-{d.month:02d}"
-
-
 def quarter_of(month: str) -> str:
     y, m = month.split("-")
     return f"{y}-Q{(int(m) - 1) // 3 + 1}"

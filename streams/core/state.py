@@ -120,10 +120,6 @@ COUNTERS_DROPPED_AT_AGE: tuple[tuple[int, ...], ...] = tuple(
 )
 
 
-def day_of(ts: int) -> int:
-    return ts // DAY_S
-
-
 # --- packed per-day activity bitmaps: bit k set = active on day (last_day - k) ------------------
 
 
@@ -506,8 +502,8 @@ def _decode_users(row: list) -> dict[str, int]:
 
 
 def encode_state_v1(state: AccountState) -> bytes:
-    """The state as a binary v1 record (format byte, then msgpack, zstd-compressed when smaller).
-    No longer written (see :func:`encode_state`); kept to test that v1 records still load."""
+    """The state as a binary v1 record (format byte, then msgpack, zstd-compressed when smaller): what
+    v2 and v3 write for a small state or one their columns cannot hold, and HEALTHMON_STATE_FORMAT=1."""
     s = state
     p = s.profile
     values: list[object] = [

@@ -118,10 +118,6 @@ class ShadowReport(BaseModel):
     band_changes: list[BandChange]  # latest band per account, where it differs
     red: dict[str, list[RedChange]]  # only_new / only_old / earlier / later
 
-    @property
-    def changed_episodes(self) -> int:
-        return sum(len(r.only_current) + len(r.only_new) for r in self.rules)
-
 
 def _dt(ts: int | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)

@@ -135,12 +135,6 @@ class GroundTruth(BaseModel):
 
 
 @dataclass
-class _Ticket:
-    id: str
-    opened_at: int
-
-
-@dataclass
 class _Account:
     rng: random.Random
     truth: AccountTruth

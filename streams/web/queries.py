@@ -41,10 +41,6 @@ class AccountQuery(BaseModel):
     offset: int = Field(default=0, ge=0)
 
 
-def _num(value: bytes | None) -> float | None:
-    return float(value) if value else None
-
-
 def _row(aid: str, values: list[bytes | None]) -> dict[str, Any]:
     v = {k: (x.decode() if x is not None else None) for k, x in zip(_ROW_FIELDS, values, strict=True)}
     return {

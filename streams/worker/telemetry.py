@@ -8,7 +8,6 @@ docker-compose.yml (grafana/healthmon.json) draws them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,27 +90,6 @@ class WorkerMetrics:
 
     def dead_letter(self, reason: str) -> None:
         self.dead_letters.labels(reason=reason).inc()
-
-    def set_lag(self, positions: Mapping[Any, int], ends: Mapping[Any, int]) -> None:
-        """Lag per partition from the consumer's positions and the end offsets (TopicPartition keys)."""
-        for tp, end in ends.items():
-            pos = positions.get(tp)
-            if pos is not None:
-                self.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, end - pos))
-
-    def account_added(self, band: str | None = None) -> None:
-        """A new account (or one this worker took over); ``band`` None: not scored yet."""
-        self.accounts.labels(band=band or "none").inc()
-
-    def account_removed(self, band: str | None) -> None:
-        """An account this worker no longer owns (a rebalance)."""
-        self.accounts.labels(band=band or "none").dec()
-
-    def band_moved(self, before: str | None, after: str | None) -> None:
-        """An account's band changed; None is "not scored"."""
-        if before != after:
-            self.accounts.labels(band=before or "none").dec()
-            self.accounts.labels(band=after or "none").inc()
 
     def set_state(self, state: str) -> None:
         self.recovery.state(state)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import urllib.request
 
-from aiokafka import TopicPartition
-
 from streams.worker.telemetry import WorkerMetrics, start_exporter
 
 
@@ -13,12 +11,10 @@ def test_metrics_are_exported() -> None:
     m = WorkerMetrics()
     m.event("cs.usage", "login", 3)
     m.dead_letter("invalid")
-    m.set_lag({TopicPartition("cs.usage", 0): 90}, {TopicPartition("cs.usage", 0): 100})
+    m.consumer_lag.labels(topic="cs.usage", partition="0").set(10)
     m.evaluation_seconds.observe(0.0015)
-    m.account_added()
-    m.band_moved(None, "red")
-    m.account_added("green")
-    m.band_moved("green", "yellow")
+    m.accounts.labels(band="red").set(1)
+    m.accounts.labels(band="yellow").set(1)
     m.set_state("recovering")
     assert m.value("healthmon_events_processed_total", topic="cs.usage", type="login") == 3
     assert m.value("healthmon_consumer_lag", topic="cs.usage", partition="0") == 10
