@@ -135,9 +135,10 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no /metrics endpoint
     retry_max_delay_s: float = Field(default=300.0, gt=0)
     # The Redis read model for dashboards. `healthmon readmodel` keeps it in a process of its own;
-    # readmodel_enabled also runs it inside each worker (one-process setups; costs scoring latency).
+    # readmodel_enabled also runs it inside each worker: off by default, since every snapshot parsed
+    # and written to Redis on the scoring loop costs live latency (README, "Read model").
     redis_prefix: str = "healthmon:"
-    readmodel_enabled: bool = True
+    readmodel_enabled: bool = False
     # Portfolio figures (cs.portfolio, Redis) are recomputed at most this often while snapshots arrive.
     portfolio_interval_s: float = Field(default=1.0, gt=0)
     # Days of daily score history per account kept in the read model (the dashboard's trend).
