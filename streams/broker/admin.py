@@ -14,6 +14,12 @@ from streams.broker import clients as kafka_clients
 from streams.settings import Settings
 
 WEEK_MS = 7 * 24 * 3600 * 1000
+#: The largest record an input topic accepts (the broker's default message.max.bytes, set explicitly so
+#: the dead-letter topic can be sized from it): the worker dead-letters anything above
+#: HEALTHMON_MAX_RECORD_BYTES, and a dead letter keeps the original bytes whole so it can be replayed.
+INPUT_MAX_MESSAGE_BYTES = 1_048_588
+#: A dead letter is the original record plus its reason, source and offset headers.
+DEAD_LETTER_MAX_MESSAGE_BYTES = INPUT_MAX_MESSAGE_BYTES + 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -27,11 +33,13 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
     """Every topic healthmon reads or writes; input and table-fed topics share one partition count."""
     keep = {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)}
     compact = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
-    specs = [TopicSpec(name, s.partitions, keep) for name in s.input_topics]
+    inputs = {**keep, "max.message.bytes": str(INPUT_MAX_MESSAGE_BYTES)}
+    dead = {**keep, "max.message.bytes": str(DEAD_LETTER_MAX_MESSAGE_BYTES)}
+    specs = [TopicSpec(name, s.partitions, inputs) for name in s.input_topics]
     specs.append(TopicSpec(s.topic("health"), s.partitions, compact))
     specs.append(TopicSpec(s.topic("portfolio"), 1, compact))  # small; key "period|group"
     specs += [
-        TopicSpec(s.topic(n), s.partitions, keep)
+        TopicSpec(s.topic(n), s.partitions, dead if "deadletter" in n else keep)
         for n in ("health_changes", "alerts", "deadletter", "alerts_deadletter")
     ]
     return specs

@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP, EventT
 
 from rules.engine import DEFAULT_RULES, RuleSet, load_rules, rule_files
+from streams.broker.admin import DEAD_LETTER_MAX_MESSAGE_BYTES
 from streams.broker.clients import consumer as kafka_consumer
 from streams.broker.clients import faust_app_kwargs, started
 from streams.broker.headers import OutputKind, event_time_header, output_headers
@@ -52,7 +53,6 @@ from streams.worker.telemetry import WorkerMetrics, start_exporter
 log = logging.getLogger("healthmon.ingest")
 
 #: A dead-lettered record keeps at most this much of its value (the reason says how big it was).
-DEAD_LETTER_MAX_BYTES = 64 * 1024
 OUTPUT_KINDS: dict[str, OutputKind] = {"health": "health", "changes": "health-changes", "alerts": "alerts"}
 
 
@@ -145,6 +145,8 @@ def create_app(
         # not wait for them (they are redone by the next owner from the committed offsets).
         stream_wait_empty=False,
         broker_heartbeat_interval=min(3.0, s.session_timeout_s / 4),
+        # A dead letter carries the original record whole, up to the input topics' largest.
+        producer_max_request_size=DEAD_LETTER_MAX_MESSAGE_BYTES,
         **faust_app_kwargs(s),  # SASL/TLS credentials and the web server's bind address
     )
     kinds = {s.topic(kind): i for i, kind in enumerate(INPUT_KINDS)}
@@ -400,7 +402,7 @@ def create_app(
         value = rec.value or b""
         log.warning("dead-lettered %s[%s]@%s: %s", names[rec.kind], p, rec.offset, dl.reason[:300])
         headers = dead_letter_headers(names[rec.kind], p, rec.offset, dl.reason, time.time(), len(value))
-        return (deadletter_name, rec.key, value[:DEAD_LETTER_MAX_BYTES], None, None, headers)
+        return (deadletter_name, rec.key, value, None, None, headers)
 
     #: Outputs sent but not yet known to be in Kafka; changed states not yet in the changelog, per
     #: partition, in the order of their latest change (a state changed again moves to the end: it
