@@ -16,6 +16,8 @@ class Item:
     action: str
     since: str
     new: bool
+    #: A firing alert whose account has moved on since it fired: "health 52 (red) when it fired".
+    at_firing: str = ""
 
 
 @dataclass
@@ -26,6 +28,7 @@ class Row:
     score: str
     band: str
     mrr: str
+    #: "renews 2027-01-12", "renewal overdue since 2026-10-12", or "" (unknown, or cancelled).
     renewal: str
     since: str
     link: str
@@ -46,6 +49,39 @@ def _money(raw: str | None) -> str:
         return "n/a"
 
 
+#: How the resolutions of a notification are headed, in this order (``AlertEvent.ended_by``).
+ENDED_HEADINGS = {
+    "cancelled": "Closed: account cancelled",
+    "recovered": "Recovered",
+    "rule_removed": "Closed: rule removed",
+}
+
+
+def ended_sections(n: Notification) -> list[tuple[str, list[Row]]]:
+    """The resolutions by why they ended: an account that cancelled is never listed as recovered."""
+    out = []
+    for why, heading in ENDED_HEADINGS.items():
+        alerts = [a for a in n.resolved if (a.ended_by or "recovered") == why]
+        if alerts:
+            out.append((heading, rows(n, alerts, "")))
+    return out
+
+
+def _renewal(fig: dict[str, str], canceled: bool) -> str:
+    if canceled or not fig.get("renewal"):
+        return ""
+    if fig.get("renewal_overdue") == "1":
+        return f"renewal overdue since {fig['renewal']}"
+    return f"renews {fig['renewal']}"
+
+
+def _at_firing(a: AlertEvent, band_now: str | None) -> str:
+    if a.status != "firing" or not band_now or a.band is None or a.band == band_now:
+        return ""
+    score = "n/a" if a.score is None else f"{a.score:.0f}"
+    return f"health {score} ({a.band}) when it fired"
+
+
 def rows(n: Notification, alerts: list[AlertEvent], link_base_url: str) -> list[Row]:
     """Group alerts by account; figures from the read model when known (the latest), else from the
     newest alert of the account. NEW accounts first, then the lowest health first."""
@@ -59,24 +95,29 @@ def rows(n: Notification, alerts: list[AlertEvent], link_base_url: str) -> list[
         fig = n.accounts.get(aid, {})
         score = fig.get("score") or ("" if latest.score is None else str(latest.score))
         mrr = fig.get("mrr") or (str(latest.values["mrr"]) if latest.values.get("mrr") is not None else None)
+        canceled = fig.get("canceled") == "1" or any(
+            a.rule_id == "account_canceled" or a.ended_by == "cancelled" for a in items
+        )
+        band = fig.get("band") or latest.band or "unknown"
         out.append(
             Row(
                 account_id=aid,
                 name=one_line(latest.account.name or fig.get("name") or aid, 80),
                 new=any(a.alert_id in new for a in items),
                 score=f"{float(score):.0f}" if score else "n/a",
-                band=fig.get("band") or latest.band or "unknown",
+                band=band,
                 mrr=_money(mrr),
-                renewal=fig.get("renewal", "n/a"),
+                renewal=_renewal(fig, canceled),
                 since=_date(min(a.starts_at for a in items)),
                 link=f"{link_base_url.rstrip('/')}/accounts/{aid}" if link_base_url else "",
-                canceled=fig.get("canceled") == "1" or any(a.rule_id == "account_canceled" for a in items),
+                canceled=canceled,
                 items=[
                     Item(
                         one_line(a.description, 200),
                         one_line(a.action, 300),
                         _date(a.ends_at if a.status == "resolved" else a.starts_at),
                         a.alert_id in new,
+                        _at_firing(a, fig.get("band")),
                     )
                     for a in sorted(items, key=lambda a: (a.alert_id not in new, a.starts_at))
                 ],

@@ -72,6 +72,8 @@ class DeliveryStore:
                 if days is not None and got.get("as_of"):
                     as_of = datetime.fromisoformat(got["as_of"].replace("Z", "+00:00"))
                     got["renewal"] = (as_of + timedelta(days=int(days))).date().isoformat()
+                    if days < 0:  # a renewal date that has passed is not a coming one
+                        got["renewal_overdue"] = "1"
                 if metrics.get("canceled"):
                     got["canceled"] = "1"
             if got:

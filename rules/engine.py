@@ -103,8 +103,24 @@ def _summary(rule: Rule, ctx: dict[str, Any], name: str | None) -> str:
     return SUMMARY.format(rule.summary, **{**ctx, "account": name or ""})
 
 
+def _ended_summary(rule: Rule, snapshot: HealthSnapshot, ended_by: str) -> str:
+    """A resolution's line, true when it is sent: the rule's own summary describes the firing
+    ("is red: health 52") and would be false of the account now."""
+    who = snapshot.account.name or snapshot.account_id
+    if ended_by == "cancelled":
+        return f"{who}: account cancelled; closed: {rule.description}"
+    score = "n/a" if snapshot.score is None else SUMMARY.format("{0}", snapshot.score)
+    return f"{who}: no longer: {rule.description}; health {score} ({snapshot.band or 'unknown'})"
+
+
 def _alert(
-    rule: Rule, snapshot: HealthSnapshot, ctx: dict[str, Any], st: list[int], status: str, t: int
+    rule: Rule,
+    snapshot: HealthSnapshot,
+    ctx: dict[str, Any],
+    st: list[int],
+    status: str,
+    t: int,
+    ended_by: str | None = None,
 ) -> AlertEvent:
     return AlertEvent(
         alert_id=alert_id(snapshot.account_id, rule.id, st[1], st[5]),
@@ -115,7 +131,10 @@ def _alert(
         active_since=_dt(st[1]),
         starts_at=_dt(st[2]),
         ends_at=_dt(t) if status == "resolved" else None,
-        summary=_summary(rule, ctx, snapshot.account.name),
+        ended_by=ended_by,  # type: ignore[arg-type]
+        summary=_summary(rule, ctx, snapshot.account.name)
+        if ended_by is None
+        else _ended_summary(rule, snapshot, ended_by),
         description=rule.description,
         action=rule.action,
         labels={"severity": rule.severity, "rule": rule.id, **rule.labels},
@@ -163,7 +182,8 @@ def evaluate(
             # alerts resolve at once instead of staying open for days beside the cancellation.
             st[0], st[4] = INACTIVE, t
             if rule.send_resolved:
-                out.append(_alert(rule, snapshot, ctx, st, "resolved", t))
+                ended_by = "cancelled" if canceled else "recovered"
+                out.append(_alert(rule, snapshot, ctx, st, "resolved", t, ended_by))
     for stale in states.keys() - ruleset.ids:  # a rule removed by a reload: its episode ends
         st = states[stale]
         if st[0] == FIRING:
@@ -184,6 +204,7 @@ def _orphan_resolved(rule_id: str, snapshot: HealthSnapshot, st: list[int], t: i
         active_since=_dt(st[1]),
         starts_at=_dt(st[2]),
         ends_at=_dt(max(t, st[2])),
+        ended_by="rule_removed",
         summary=f"{snapshot.account.name or snapshot.account_id}: rule {rule_id} was removed",
         description=f"The rule {rule_id} was removed from the rule pack; its alert is closed.",
         action="None: the rule no longer exists.",

@@ -139,6 +139,9 @@ class AlertEvent(BaseModel):
     active_since: datetime  # when the condition started to hold (the episode start)
     starts_at: datetime  # when it fired (active_since + for)
     ends_at: datetime | None = None  # when it resolved
+    #: Why a resolved episode ended: its condition stopped holding, the account cancelled (never
+    #: "recovered"), or its rule was removed from the pack. None while firing.
+    ended_by: Literal["recovered", "cancelled", "rule_removed"] | None = None
     summary: str
     description: str
     action: str

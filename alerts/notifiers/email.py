@@ -11,7 +11,7 @@ import aiosmtplib
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from alerts.config import EMAIL_RE, EmailConfig
-from alerts.digest import rows
+from alerts.digest import ended_sections, rows
 from alerts.model import Notification
 from alerts.notifiers import PermanentError, RetryableError
 from alerts.text import one_line
@@ -78,7 +78,7 @@ def build_message(
     firing_rows = rows(n, n.firing, link_base_url)
     ctx = {
         "firing_rows": firing_rows,
-        "resolved_rows": rows(n, n.resolved, ""),
+        "ended": ended_sections(n),
         "new_count": sum(r.new for r in firing_rows),
     }
     msg.set_content(_env.get_template("email.txt.j2").render(**ctx))

@@ -6,7 +6,7 @@ import aiohttp
 import orjson
 
 from alerts.config import SlackConfig
-from alerts.digest import Row, rows
+from alerts.digest import Row, ended_sections, rows
 from alerts.model import Notification
 from alerts.notifiers import PermanentError, post_json
 from alerts.text import one_line, slack_escape
@@ -21,16 +21,19 @@ def _account_block(r: Row, alerts: list[AlertEvent]) -> dict:
     icon = ":red_circle:" if any(a.severity == "critical" for a in alerts) else ":large_orange_circle:"
     new = "*NEW* " if r.new else ""
     name = slack_escape(r.name)
-    head = f"{icon} {new}*{name}* · Health *{r.score}* ({r.band}) · MRR {r.mrr} · renews {r.renewal}"
+    head = f"{icon} {new}*{name}* · Health *{r.score}* ({r.band}) · MRR {r.mrr}"
+    if r.renewal:
+        head += f" · {r.renewal}"
     if r.canceled:
-        head += " · canceled"
+        head += " · cancelled"
     lines = [head]
     drivers = "; ".join(slack_escape(one_line(d.text, 160)) for d in latest.drivers[:3])
     if drivers:
         lines.append(f"why: {drivers}")
     for item in r.items:
         mark = "*NEW* " if item.new and not r.new else ""
-        lines.append(f"• {mark}{slack_escape(item.description)} (since {item.since})")
+        then = f"; {item.at_firing}" if item.at_firing else ""
+        lines.append(f"• {mark}{slack_escape(item.description)} (since {item.since}{then})")
         lines.append(f"   *Next step:* {slack_escape(item.action)}")
     csm = slack_escape(one_line(latest.account.csm_name or latest.account.csm_email, 120))
     if csm:
@@ -54,14 +57,14 @@ def render(n: Notification, link_base_url: str = "") -> dict:
         blocks.append(
             {"type": "context", "elements": [{"type": "mrkdwn", "text": f"…and {rest} more accounts"}]}
         )
-    if n.resolved:
+    for heading, ended in ended_sections(n):
+        icon = ":white_check_mark:" if heading == "Recovered" else ":heavy_multiplication_x:"
         done = "; ".join(
             f"{slack_escape(r.name)}: " + ", ".join(slack_escape(i.description) for i in r.items)
-            for r in rows(n, n.resolved, "")[:MAX_ACCOUNTS]
+            for r in ended[:MAX_ACCOUNTS]
         )
-        blocks.append(
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": f":white_check_mark: {done}"[:2900]}]}
-        )
+        text = f"{icon} *{heading}:* {done}"
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": text[:2900]}]})
     fallback = "; ".join(slack_escape(one_line(a.summary, 120)) for a in n.alerts[:5])
     return {"text": f"{title}: {fallback}"[:3000], "blocks": blocks}
 

@@ -21,7 +21,7 @@ DAY = 86_400
 
 def scenario() -> list[dict]:
     """Four accounts on one partition; 'clock' keeps event time moving while 'silent' sends nothing."""
-    evs = [account_event(a) for a in ("silent", "clock", "nps", "billing")]
+    evs = [account_event(a) for a in ("silent", "clock", "nps", "billing", "quits")]
     evs.append(
         event("subscription", "silent", at(0), mrr="300", plan="team", seats=3, renewal_date="2027-01-01")
     )
@@ -33,6 +33,12 @@ def scenario() -> list[dict]:
     )
     evs.append(event("payment_failed", "billing", at(3, 8), invoice_id="inv-1", amount="80"))
     evs.append(event("invoice_paid", "billing", at(8, 8), invoice_id="inv-1", amount="80"))
+    # 'quits' fails a payment, then cancels: its open alert closes as cancelled, not recovered
+    evs.append(
+        event("subscription", "quits", at(0), mrr="50", plan="solo", seats=1, renewal_date="2027-01-01")
+    )
+    evs.append(event("payment_failed", "quits", at(4, 8), invoice_id="inv-q", amount="50"))
+    evs.append(event("subscription_canceled", "quits", at(6, 8), reason="budget"))
     return sorted(evs, key=lambda e: e["occurred_at"])
 
 
@@ -90,6 +96,7 @@ async def test_replay_fires_each_episode_once_on_event_time(kafka_settings, work
         ("nps", "nps_detractor", "resolved"),
         ("billing", "payment_failed", "firing"),
         ("billing", "payment_failed", "resolved"),
+        ("quits", "payment_failed", "resolved"),
     }
     await collect(s, "alerts", lambda rs: expected <= {key(a) for a in alerts_of(rs)}, timeout=60)
     records = await collect(s, "alerts", None, timeout=3)  # and whatever else arrives: no repeats
@@ -114,6 +121,11 @@ async def test_replay_fires_each_episode_once_on_event_time(kafka_settings, work
     paid = by["billing", "payment_failed", "resolved"]
     assert paid["alert_id"] == by["billing", "payment_failed", "firing"]["alert_id"]
     assert ("clock", "no_login_14d", "firing") not in by
+    assert (paid["ended_by"], by["quits", "payment_failed", "resolved"]["ended_by"]) == (
+        "recovered",
+        "cancelled",
+    )
+    assert offset_days(by["quits", "payment_failed", "resolved"]["ends_at"]) == offset_days(at(6, 8))
     assert all(r.key.decode() == a["account_id"] for r, a in zip(records, alerts, strict=True))
 
 

@@ -7,11 +7,12 @@ import asyncio
 import pytest
 
 from alerts.config import EmailConfig
-from alerts.digest import rows
+from alerts.digest import ended_sections, rows
 from alerts.model import Notification
 from alerts.notifiers import RetryableError
 from alerts.notifiers.alertmanager import postable
 from alerts.notifiers.email import build_message
+from alerts.notifiers.slack import render as slack_render
 from alerts.pipeline import LoopClock, ReceiverGate, retry_stage
 from tests.alert_fixtures import make_alert
 
@@ -116,8 +117,32 @@ def test_digest_puts_new_first_one_line_per_account_with_latest_figures():
     r = rows(n, n.firing, "https://cs.example.com")
     assert [x.name for x in r] == ["Acme Corp", "Bolt Ltd"]  # NEW first
     assert r[0].new and r[0].score == "38" and r[0].band == "red" and r[0].mrr == "$1,250"
-    assert r[0].renewal == "2026-03-01" and r[0].link == "https://cs.example.com/accounts/acme"
+    assert r[0].renewal == "renews 2026-03-01" and r[0].link == "https://cs.example.com/accounts/acme"
     assert [i.new for i in r[0].items] == [True, False]
+    # acme's alerts fired while it was yellow; it is red now: each item says what held when it fired
+    assert {i.at_firing for i in r[0].items} == {"health 42 (yellow) when it fired"}
+    assert r[1].renewal == "" and {i.at_firing for i in r[1].items} == {""}  # bolt: still yellow
+
+
+def test_a_passed_renewal_date_and_a_cancellation_are_never_written_as_coming_or_recovered():
+    n = digest()
+    n.accounts["acme"].update(renewal="2025-10-12", renewal_overdue="1")
+    gone = make_alert(account="dune", name="Dune Co", status="resolved").model_copy(
+        update={"ended_by": "cancelled"}
+    )
+    n.resolved.append(gone)
+    assert rows(n, n.firing, "")[0].renewal == "renewal overdue since 2025-10-12"
+    sections = {heading: [r.name for r in rs] for heading, rs in ended_sections(n)}
+    assert sections == {"Closed: account cancelled": ["Dune Co"], "Recovered": ["Cask Inc"]}
+    cfg = EmailConfig(to=["account_csm"], sender="healthmon@example.com")
+    text = build_message(cfg, n, ["ana@example.com"]).get_body(("plain",)).get_content()
+    closed, recovered = text.index("Closed: account cancelled:"), text.index("Recovered:")
+    assert "Dune Co" in text[closed:recovered] and "Dune Co" not in text[recovered:]
+    assert "renews 2025-10-12" not in text and "renewal overdue since 2025-10-12" in text
+    blocks = slack_render(n)["blocks"]
+    ended = [b["elements"][0]["text"] for b in blocks if b["type"] == "context"]
+    assert any("*Closed: account cancelled:* Dune Co" in t for t in ended)
+    assert not any("Recovered" in t and "Dune" in t for t in ended)
 
 
 def test_plain_text_digest_has_one_item_per_line():
@@ -128,7 +153,7 @@ def test_plain_text_digest_has_one_item_per_line():
     lines = text.splitlines()
     head = [ln for ln in lines if ln.startswith(("NEW ", "    Acme", "    Bolt"))]
     assert head[0].startswith("NEW Acme Corp: health 38 (red), MRR $1,250, renews 2026-03-01, since ")
-    assert head[1].startswith("    Bolt Ltd: health 55 (yellow), MRR $300, renews n/a, since 2026-01-21")
+    assert head[1].startswith("    Bolt Ltd: health 55 (yellow), MRR $300, since 2026-01-21")
     assert sum("Acme Corp" in ln for ln in lines) == 1  # one line per account
     assert "    * A user answered" not in text  # descriptions come from the alerts
     assert any(ln.strip() == "https://cs.example.com/accounts/acme" for ln in lines)

@@ -123,6 +123,18 @@ def test_a_cancellation_resolves_at_once_despite_keep_firing_for():
     assert [(a.status, a.ends_at.timestamp() if a.ends_at else None) for a in resolved] == [
         ("resolved", 2 * H)
     ]
+    # closed because the account cancelled: never "recovered", whatever the score did
+    assert resolved[0].ended_by == "cancelled"
+    assert resolved[0].summary == "Acme: account cancelled; closed: low score"
+
+
+def test_a_resolution_says_what_holds_when_it_is_sent():
+    rs = ruleset(summary="{account} is red: health {score}")
+    states: dict = {}
+    (fired,) = evaluate(rs, snap(52), states, 0)
+    (ended,) = evaluate(rs, snap(71.4), states, H)
+    assert (fired.summary, fired.ended_by) == ("Acme is red: health 52.0", None)
+    assert (ended.ended_by, ended.summary) == ("recovered", "Acme: no longer: low score; health 71.4 (green)")
 
 
 def test_cooldown_suppresses_a_new_episode_too_soon():
@@ -169,6 +181,7 @@ def test_a_reload_keeps_state_of_unchanged_ids_and_drops_removed_ones():
     assert set(states) == {"low", "other"}
     (closed,) = evaluate(RuleSet((other,), {"other": "x"}), snap(50), states, 2 * H)
     assert (closed.rule_id, closed.status, closed.labels["reason"]) == ("low", "resolved", "rule_removed")
+    assert closed.ended_by == "rule_removed"
     assert set(states) == {"other"}
 
 
