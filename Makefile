@@ -72,6 +72,7 @@ run: install _demo_reset stack
 	@echo "  $(BIN)/healthmon tail cs.deadletter                  # rejected events with the reason"
 	@echo "  redis-cli -p $(HEALTHMON_REDIS_PORT) zrange healthmon:scores 0 9 withscores   # the ten least healthy (read model)"
 	@echo "  less $(RUN_DIR)/mail.log                             # the CSMs' alert emails (after group_wait, 30 s)"
+	@echo "  $(BIN)/healthmon mail-preview                        # what a CSM really gets per day (the replay's mail is grouped on the wall clock)"
 	@echo "  $(BIN)/healthmon evaluate $(RUN_DIR)/truth.json      # once the history is in: does the score predict churn?"
 	@echo "  tail -f $(RUN_DIR)/worker.log $(RUN_DIR)/simulator.log; make status; make stop"
 

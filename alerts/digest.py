@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 from alerts.model import Notification
 from alerts.text import one_line
@@ -34,6 +35,22 @@ class Row:
     link: str
     canceled: bool
     items: list[Item] = field(default_factory=list)
+
+
+def snapshot_figures(snapshot: dict[str, Any]) -> dict[str, str]:
+    """What a digest adds from an account's latest snapshot (``cs.health``): the renewal date and
+    whether it has passed, and a cancellation."""
+    got: dict[str, str] = {}
+    metrics = snapshot.get("metrics") or {}
+    days, as_of = metrics.get("days_to_renewal"), snapshot.get("as_of")
+    if days is not None and as_of:
+        when = datetime.fromisoformat(str(as_of).replace("Z", "+00:00"))
+        got["renewal"] = (when + timedelta(days=int(days))).date().isoformat()
+        if days < 0:  # a renewal date that has passed is not a coming one
+            got["renewal_overdue"] = "1"
+    if metrics.get("canceled"):
+        got["canceled"] = "1"
+    return got
 
 
 def _date(t: datetime | None) -> str:

@@ -62,15 +62,24 @@ class Group:
             for e in self.entries.values()
         )
 
-    def due(self, now: float) -> bool:
-        if self.inflight or now < self.next_attempt or not self.entries:
-            return False
+    def next_due(self, now: float) -> float | None:
+        """When the group is next due if nothing else arrives (None: not while it stays as it is),
+        so a replay on event time can jump from one flush to the next instead of polling."""
+        if self.inflight or not self.entries:
+            return None
         if self.last_flush is None:
-            return now >= self.created + self.match.group_wait
-        if self.changed or self.snooze_due(now):
-            return now >= self.last_flush + self.match.group_interval
-        firing = any(a.status == "firing" for a in self.alerts.values())
-        return firing and now >= self.last_flush + self.match.repeat_interval
+            at = self.created + self.match.group_wait
+        elif self.changed or self.snooze_due(now):
+            at = self.last_flush + self.match.group_interval
+        elif any(a.status == "firing" for a in self.alerts.values()):
+            at = self.last_flush + self.match.repeat_interval
+        else:
+            return None
+        return max(at, self.next_attempt)
+
+    def due(self, now: float) -> bool:
+        at = self.next_due(now)
+        return at is not None and now >= at
 
 
 @dataclass(frozen=True)

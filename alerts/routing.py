@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from alerts.config import Route, RoutingConfig
 from rules.model import AlertEvent
 
-DEFAULTS = {"group_by": ["csm"], "group_wait": 30, "group_interval": 300, "repeat_interval": 4 * 3600}
+#: Timers of a route that sets none (and of the root): one digest per CSM, re-sent daily while firing.
+GROUP_WAIT_S, GROUP_INTERVAL_S, REPEAT_INTERVAL_S = 30, 300, 24 * 3600
+DEFAULTS = {
+    "group_by": ["csm"],
+    "group_wait": GROUP_WAIT_S,
+    "group_interval": GROUP_INTERVAL_S,
+    "repeat_interval": REPEAT_INTERVAL_S,
+}
 
 
 @dataclass(frozen=True)

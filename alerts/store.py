@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timedelta
 
 import orjson
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
+from alerts.digest import snapshot_figures
 from alerts.model import Notification
 
 NFLOG_TTL_S = 14 * 86400
@@ -67,15 +67,7 @@ class DeliveryStore:
             got = {k: v.decode() for k, v in zip(fields, row, strict=True) if v is not None}
             snap = got.pop("snapshot", None)
             if snap:
-                metrics = orjson.loads(snap).get("metrics", {})
-                days = metrics.get("days_to_renewal")
-                if days is not None and got.get("as_of"):
-                    as_of = datetime.fromisoformat(got["as_of"].replace("Z", "+00:00"))
-                    got["renewal"] = (as_of + timedelta(days=int(days))).date().isoformat()
-                    if days < 0:  # a renewal date that has passed is not a coming one
-                        got["renewal_overdue"] = "1"
-                if metrics.get("canceled"):
-                    got["canceled"] = "1"
+                got.update(snapshot_figures({"as_of": got.get("as_of"), **orjson.loads(snap)}))
             if got:
                 out[aid] = got
         return out

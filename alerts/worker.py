@@ -38,7 +38,15 @@ from alerts.pipeline import (
     retry_stage,
     silence_stage,
 )
-from alerts.routing import RouteMatch, alert_labels, group_key, route_alert
+from alerts.routing import (
+    GROUP_INTERVAL_S,
+    GROUP_WAIT_S,
+    REPEAT_INTERVAL_S,
+    RouteMatch,
+    alert_labels,
+    group_key,
+    route_alert,
+)
 from alerts.store import DeliveryStore
 from rules.engine import load_rules
 from rules.model import AlertEvent
@@ -274,9 +282,9 @@ class DeliveryWorker:
         m = RouteMatch(
             receiver=name,
             group_by=("account",),
-            group_wait=root.group_wait if root.group_wait is not None else 30,
-            group_interval=root.group_interval if root.group_interval is not None else 300,
-            repeat_interval=root.repeat_interval if root.repeat_interval is not None else 4 * 3600,
+            group_wait=root.group_wait if root.group_wait is not None else GROUP_WAIT_S,
+            group_interval=root.group_interval if root.group_interval is not None else GROUP_INTERVAL_S,
+            repeat_interval=root.repeat_interval if root.repeat_interval is not None else REPEAT_INTERVAL_S,
         )
         return [(m, group_key(m, alert_labels(alert)), {"account": alert.account_id})]
 

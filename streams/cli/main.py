@@ -618,6 +618,52 @@ def sample() -> None:
     click.echo(str(resources.files("streams") / "data" / "sample.jsonl"))
 
 
+@main.command("mail-preview")
+@click.option("--accounts", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--days", type=click.IntRange(7), default=60, show_default=True, help="Days of history.")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--end", default=None, help="End of the history: a date or RFC 3339 time (default: now).")
+@click.option("--to", "person", default=None, help="Whose mail to print (default: the busiest CSM).")
+@click.option("--day", default=None, help="Which day (YYYY-MM-DD; default: that person's busiest day).")
+def mail_preview(accounts, days, seed, end, person, day) -> None:
+    """Each CSM's email, day by day, as delivery would send it over the simulated history.
+
+    The timers run on the replayed time (a live demo replays weeks in minutes, so it cannot show
+    this). Uses the rule pack, scorecard and routing in force (HEALTHMON_RULES, HEALTHMON_SCORECARD,
+    HEALTHMON_ROUTING). Prints the volume per person and day, then one person's mail of one day.
+    """
+    from datetime import date as date_
+
+    from alerts.config import load_routing
+    from rules.engine import load_rules
+    from streams.core.scoring import load_scoring
+    from streams.sim.mail import MailPreview, busiest, day_of, replay_history, volume
+    from streams.sim.simulate import Simulator
+
+    s = get_settings()
+    sim = Simulator(accounts, days, seed, _parse_end(end))
+    rules = load_rules(s.rules)
+    history = replay_history(sim, load_scoring(s.scorecard), rules)
+    mail = MailPreview(load_routing(s.routing), rules, history).run(until=sim.end)
+    v = volume(mail, days)
+    click.echo(
+        f"{v.emails} emails to {v.people} people over {v.days} days: {v.per_person_day:.2f} per person-day; "
+        f"on days with mail a median of {v.median_on_mail_days:g}, at most {v.busiest_day}"
+    )
+    top = busiest(mail, {a.account.csm_email for a in history.alerts if a.account.csm_email})
+    if top is None:
+        return
+    try:
+        when = date_.fromisoformat(day) if day else top[1]
+    except ValueError:
+        raise click.BadParameter(f"{day!r} is not a date (YYYY-MM-DD)", param_hint="--day") from None
+    person = person or top[0]
+    chosen = day_of(mail, person, when)
+    click.echo(f"\n{person} on {when.isoformat()}: {len(chosen)} email(s)")
+    for m in chosen:
+        click.echo(f"\n--- {m.sent_at:%H:%M} UTC  {m.subject}\n{m.text}")
+
+
 @main.command()
 @click.option("--loglevel", "-l", default="info")
 def deliver(loglevel: str) -> None:

@@ -1,6 +1,6 @@
 """The alert budget of a rule pack on the simulator: how much a CSM is asked to read, and what it buys.
 
-``python -m alerts.budget --accounts 100 --days 60 --seed 7 [--rules DIR] [--compare DIR]``
+``python -m streams.sim.budget --accounts 100 --days 60 --seed 7 [--rules DIR] [--compare DIR]``
 
 Offline and deterministic: the simulator's events are folded in event-time order and every account is
 evaluated at each of its events and at each UTC midnight (as the worker's timers do). Reported:
