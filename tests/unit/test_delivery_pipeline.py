@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -167,4 +168,4 @@ def test_gcra_reserves_slots_one_interval_apart_whoever_asks():
         now = 1_000_000 + i * 37_000
         wait, tat = reserve(tat, now, interval)
         starts.append(now + wait)
-    assert all(b - a >= interval for a, b in zip(starts, starts[1:]))
+    assert all(b - a >= interval for a, b in itertools.pairwise(starts))
