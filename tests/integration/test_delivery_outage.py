@@ -81,7 +81,9 @@ class Smtp:
             self.ctl = None
 
 
-def timeline(accounts: int, rules: list[str], episodes: int, seed: int = 7) -> list[list[AlertEvent]]:
+def timeline(
+    accounts: int, rules: list[str], episodes: int, replays: float = 0.1, seed: int = 7
+) -> list[list[AlertEvent]]:
     """Per (account, rule) group, its records in order: episodes firing then resolving (the last may
     stay open), and now and then a replay (the engine publishing an episode's records again)."""
     rnd = random.Random(seed)
@@ -101,7 +103,7 @@ def timeline(accounts: int, rules: list[str], episodes: int, seed: int = 7) -> l
                 if k < episodes - 1 or rnd.random() < 0.5:
                     resolved = fired.model_copy(update={"status": "resolved"})
                     out.append(resolved)
-                    if rnd.random() < 0.1:
+                    if rnd.random() < replays:
                         out += [fired, resolved]  # replayed at least once
             groups.append(out)
     return groups
@@ -143,7 +145,7 @@ async def test_smtp_outage_and_a_second_deliver_killed_lose_no_resolution(kafka_
         " repeat_interval: 1d}\n"
     )
     ps = s.model_copy(update={"routing": cfg})
-    groups = timeline(accounts, ["no_login_14d", "band_red"], episodes)
+    groups = timeline(accounts, ["no_login_14d", "band_red"], episodes, env("REPLAYS", 0.1))
     chunks = phases(groups, 5)
     one = DeliveryProcess(ps, tmp_path / "one.log")
     two = DeliveryProcess(ps, tmp_path / "two.log")
@@ -201,7 +203,7 @@ async def test_smtp_outage_and_a_second_deliver_killed_lose_no_resolution(kafka_
         f"{len(resolved_at)} resolved; lost resolutions {len(lost)}, resolution before firing "
         f"{len(late)}, resolution never notified {len(spurious)}; identical digests sent twice "
         f"{len(twice)}; most emails in 1 s {per_1s}, in 10 s {per_10s} (limit {RATE}/s); "
-        f"span {max(times) - min(times):.1f} s"
+        f"span {max(times) - min(times):.1f} s; lost: {lost}"
     )
     assert lost == [], f"{len(lost)} notified firings never got their resolution"
     assert late == [], f"{len(late)} episodes announced firing after their resolution"
