@@ -73,3 +73,37 @@ async def test_two_limiters_reserve_from_one_bucket_in_turn(settings):
     finally:
         for c in clients:
             await c.aclose()
+
+
+async def test_a_busy_event_loop_does_not_turn_the_limit_into_a_burst(settings):
+    """Sleepers whose slots pass while the loop is blocked take new slots instead of all sending at
+    once when it frees up: the receiver never sees the slots the loop slept through arrive together."""
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        limiter = RedisRateLimiter(redis, f"{settings.redis_prefix}rate:busy", 5, LoopClock())
+        granted: list[float] = []
+
+        async def send() -> None:
+            await limiter.acquire()
+            granted.append(time.monotonic())
+
+        tasks = [asyncio.create_task(send()) for _ in range(6)]
+        await until_reserved(redis, limiter.key)
+        time.sleep(0.7)  # noqa: ASYNC251 - the loop is busy: the slots at 0.2, 0.4, 0.6 s pass meanwhile
+        await asyncio.gather(*tasks)
+    finally:
+        await redis.aclose()
+    assert len(granted) == 6
+    for t0 in granted:  # slots 0.2 s apart: at most 3 in any half second (without re-slotting: 5)
+        assert sum(t0 <= t < t0 + 0.5 for t in granted) <= 3, [round(t - granted[0], 2) for t in granted]
+
+
+async def until_reserved(redis: Redis, key: str) -> None:
+    """Every sender has reserved a slot (the bucket's next slot is 6 intervals ahead)."""
+    for _ in range(200):
+        raw = await redis.get(key)
+        now_s, now_us = await redis.time()
+        if raw is not None and int(raw) - (now_s * 1_000_000 + now_us) > 5 * 200_000 - 100_000:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the senders did not reserve their slots")
