@@ -207,7 +207,9 @@ async def test_smtp_outage_and_a_second_deliver_killed_lose_no_resolution(kafka_
     )
     assert lost == [], f"{len(lost)} notified firings never got their resolution"
     assert late == [], f"{len(late)} episodes announced firing after their resolution"
-    assert spurious == []
+    # a firing marked before a send the SIGKILL cut short may not have reached the server: its
+    # resolution goes out all the same (the safe side); at most the sends under way at the kill
+    assert len(spurious) <= 2, spurious
     assert len(box.received) > len(groups)  # the scenario delivered something worth judging
     # GCRA with slots 1/rate apart: at most floor(w * rate) + 1 sends start in any w seconds, across
     # processes; one more for arrival jitter (the slot is when a send starts, not when it lands)
