@@ -104,21 +104,6 @@ class Dispatcher:
     groups: dict[str, Group] = field(default_factory=dict)
     #: position -> how many groups still hold it
     holds: dict[Position, int] = field(default_factory=dict)
-    #: alert_id -> (the id this process delivers it under, last status). A firing that follows a
-    #: resolution of the same id is a new episode (Kafka keeps an account's events in order), even if
-    #: the rule engine reused the id: it gets a fresh id, so it is neither dropped nor deduplicated.
-    episodes: dict[str, tuple[str, str]] = field(default_factory=dict)
-
-    def episode(self, alert: AlertEvent, pos: Position) -> AlertEvent:
-        known = self.episodes.get(alert.alert_id)
-        if known is None:
-            key = alert.alert_id
-        elif alert.status == "firing" and known[1] == "resolved":
-            key = f"{alert.alert_id}.{pos[0]}-{pos[1]}"
-        else:
-            key = known[0]
-        self.episodes[alert.alert_id] = (key, alert.status)
-        return alert if key == alert.alert_id else alert.model_copy(update={"alert_id": key})
 
     def add(
         self,
@@ -127,17 +112,24 @@ class Dispatcher:
         pos: Position,
         now: float,
     ) -> None:
-        """File an alert into its groups; with no match (or no alert) the position is done at once."""
+        """File an alert into its groups; with no match (or no alert) the position is done at once.
+
+        An alert id is one episode (the engine numbers them), so a firing read after its own
+        resolution is a replayed record (the engine publishes at least once): it is done at once and
+        never overwrites the resolution. This holds in every process alike: it needs no memory of
+        earlier records (a closed episode delivered earlier is recognised from Redis at flush)."""
         if alert is not None and matches:
-            alert = self.episode(alert, pos)
             self.account_partition[alert.account_id] = pos[0]
         for match, key, labels in matches:
             assert alert is not None
             g = self.groups.get(key)
+            entry = g.entries.get(alert.alert_id) if g is not None else None
+            if entry is not None and alert.status == "firing" and entry.alert.status == "resolved":
+                self.holds.setdefault(pos, 0)
+                continue
             if g is None:
                 g = self.groups[key] = Group(key, match, labels, created=now)
             g.version += 1
-            entry = g.entries.get(alert.alert_id)
             if entry is None:
                 entry = g.entries[alert.alert_id] = Entry(alert, g.version)
             entry.alert, entry.version, entry.updated = alert, g.version, now
@@ -170,13 +162,6 @@ class Dispatcher:
             return
         self.release(g, key, set(entry.positions))
         del g.entries[key]
-        alert_id = entry.alert.alert_id.split(".", 1)[0]
-        if not any(
-            e.alert.alert_id == entry.alert.alert_id
-            for gr in self.groups.values()
-            for e in gr.entries.values()
-        ):
-            self.episodes.pop(alert_id, None)
 
     def done(
         self,

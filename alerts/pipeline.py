@@ -2,8 +2,9 @@
 
 Each stage is a small unit (Alertmanager's notify/ package is the model). The group timers (group_wait,
 group_interval, repeat_interval) live in the dispatcher; ``wait`` here honours a receiver's Retry-After,
-``rate`` is a leaky bucket per receiver (aiolimiter) that holds however many flushes run at once. Time
-comes from an injected clock, so tests drive it with a fake one.
+``rate`` is the receiver's limit: in production a GCRA bucket in Redis shared by every ``deliver``
+process (alerts/ratelimit.py), in-process (aiolimiter) for a single process without Redis. Time comes
+from an injected clock, so tests drive it with a fake one.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class Flush:
     #: firing keys held back by a silence -> until when
     silenced: dict[str, float] = field(default_factory=dict)
     new: list[str] = field(default_factory=list)
+    #: firing keys of episodes that already resolved (replayed records): dropped, never sent
+    stale: list[str] = field(default_factory=list)
     accounts: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def notification(self) -> Notification:
@@ -107,8 +110,13 @@ async def silence_stage(f: Flush, silences: list[Silence], now: float) -> list[t
 
 
 async def dedupe_stage(f: Flush, store: DeliveryStore, repeat_interval: float, now: float) -> bool:
-    """No resolution for what was never notified (Alertmanager's rule), none at all when the receiver
-    says ``send_resolved: false``; then send only if something is new or the repeat is due."""
+    """No firing of an episode that already resolved (a replayed record), no resolution for what was
+    never notified (Alertmanager's rule), none at all when the receiver says ``send_resolved: false``;
+    then send only if something is new or the repeat is due."""
+    if f.firing:
+        closed = await store.closed(f.snap.group.key, [a.alert_id for a in f.firing])
+        f.stale = [a.alert_id for a in f.firing if a.alert_id in closed]
+        f.firing = [a for a in f.firing if a.alert_id not in closed]
     if not f.receiver.send_resolved:
         f.resolved = []
     elif f.resolved:
@@ -121,11 +129,17 @@ async def dedupe_stage(f: Flush, store: DeliveryStore, repeat_interval: float, n
     return await store.needs_update(f.notification(), repeat_interval, now)
 
 
+class Limiter(Protocol):
+    async def acquire(self) -> None:
+        """Return when one more send is allowed."""
+        ...
+
+
 @dataclass
 class ReceiverGate:
     """Per receiver: the rate limit and a pause a 429's Retry-After asks for (the ``wait`` stage)."""
 
-    limiter: AsyncLimiter
+    limiter: Limiter
     paused_until: float = 0.0
 
     @classmethod
@@ -147,10 +161,19 @@ async def send_stage(notifier: Notifier, n: Notification) -> None:
     await notifier.notify(n)
 
 
+@dataclass(frozen=True)
+class Failed:
+    """A send that failed and is to be tried again at ``at``."""
+
+    at: float
+    #: The receiver may have got it all the same (see RetryableError).
+    maybe_delivered: bool
+
+
 async def retry_stage(
     gate: ReceiverGate, notifier: Notifier, n: Notification, clock: Clock, attempt: int, cap: float
-) -> float | None:
-    """Send once; on a retryable failure return when to try again (a 429 pauses the whole receiver).
+) -> Failed | None:
+    """Send once; on a retryable failure say when to try again (a 429 pauses the whole receiver).
     PermanentError propagates: retrying cannot help."""
     try:
         await send_stage(notifier, n)
@@ -160,5 +183,5 @@ async def retry_stage(
             gate.paused_until = max(gate.paused_until, clock.time() + delay)
         else:
             delay = backoff(attempt + 1, cap)
-        return clock.time() + delay
+        return Failed(clock.time() + delay, exc.maybe_delivered)
     return None

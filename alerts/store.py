@@ -2,9 +2,15 @@
 
 Keys (``{p}`` = HEALTHMON_REDIS_PREFIX): ``{p}nflog:{group_key}`` (JSON: the firing and resolved alert
 ids last notified, and when), ``{p}notified:{group_key}`` (hash: alert id -> when its firing went out, so
-a resolution is sent only for what was notified, also after a restart), ``{p}silences`` (hash id ->
-silence JSON), ``{p}silenced`` (a capped list of what silences held back). Redis runs with append-only
-persistence (.ci/stack.sh, docker-compose.yml), so silences and the log survive its restart.
+a resolution is sent only for what was notified, also after a restart or by another process),
+``{p}closed:{group_key}`` (hash: alert id -> when its resolution was handled: a firing of a closed
+episode read again is a replay, not news), ``{p}silences`` (hash id -> silence JSON), ``{p}silenced`` (a
+capped list of what silences held back). Redis runs with append-only persistence (.ci/stack.sh,
+docker-compose.yml), so silences and the log survive its restart.
+
+A firing is marked in ``notified`` *before* it is sent (``PENDING``): a process killed, or a partition
+taken away, between the send and the log leaves the mark, so whoever reads the resolution sends it. The
+mark is taken back only when the send certainly did not reach the receiver.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from alerts.digest import snapshot_figures
 from alerts.model import Notification
 
 NFLOG_TTL_S = 14 * 86400
+#: The value of a ``notified`` mark whose send was attempted but not (yet) confirmed.
+PENDING = "pending"
 
 
 class Silence(BaseModel):
@@ -72,9 +80,12 @@ class DeliveryStore:
                 out[aid] = got
         return out
 
-    async def log(self, n: Notification, now: float, sent: bool = True) -> None:
+    async def log(
+        self, n: Notification, now: float, sent: bool = True, closed: list[str] | None = None
+    ) -> None:
         """Record what the group's receiver now knows. ``sent=False``: nothing went out (only
-        resolutions nobody was told about), but the firing set moved on, keep the last send time."""
+        resolutions nobody was told about), but the firing set moved on, keep the last send time.
+        ``closed``: every resolution the flush handled (sent or not): those episodes are over."""
         key = f"{self.p}nflog:{n.group_key}"
         at = now
         if not sent:
@@ -93,7 +104,35 @@ class DeliveryStore:
             if n.resolved:
                 pipe.hdel(notified, *[a.alert_id for a in n.resolved])
             pipe.expire(notified, NFLOG_TTL_S)
+            if closed:
+                pipe.hset(f"{self.p}closed:{n.group_key}", mapping=dict.fromkeys(closed, now))
+                pipe.expire(f"{self.p}closed:{n.group_key}", NFLOG_TTL_S)
             await pipe.execute()
+
+    async def mark_pending(self, group_key: str, alert_ids: list[str]) -> list[str]:
+        """Before a send: mark these firings as (maybe) notified; returns the ids this call marked
+        (those not marked already), the ones to take back if the send certainly failed."""
+        if not alert_ids:
+            return []
+        key = f"{self.p}notified:{group_key}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for i in alert_ids:
+                pipe.hsetnx(key, i, PENDING)
+            pipe.expire(key, NFLOG_TTL_S)
+            got = await pipe.execute()
+        return [i for i, new in zip(alert_ids, got[:-1], strict=True) if new]
+
+    async def unmark(self, group_key: str, alert_ids: list[str]) -> None:
+        """The send certainly reached nobody: these firings were not notified after all."""
+        if alert_ids:
+            await self.redis.hdel(f"{self.p}notified:{group_key}", *alert_ids)
+
+    async def closed(self, group_key: str, alert_ids: list[str]) -> set[str]:
+        """Which of these episodes already resolved (a firing of one is a replayed record)."""
+        if not alert_ids:
+            return set()
+        got = await self.redis.hmget(f"{self.p}closed:{group_key}", alert_ids)
+        return {i for i, v in zip(alert_ids, got, strict=True) if v is not None}
 
     async def notified(self, group_key: str, alert_ids: list[str]) -> set[str]:
         """Which of these alerts had their firing notified to this group (for resolved-only filtering)."""

@@ -1,10 +1,15 @@
 """``healthmon deliver``: cs.alerts -> routing -> groups -> silence -> dedupe -> wait -> rate -> retry -> send.
 
 Its own consumer group, so a slow or broken channel never stalls scoring, and any number of ``deliver``
-processes share it: a rebalance listener lets each commit only the partitions it owns, after the flushes
-in flight for a partition it loses have finished. At-least-once: an offset is committed only once every
-notification that needs its record has been delivered (or deliberately dropped), so a restart re-reads
-what was pending; the notification log in Redis keeps that from sending anything twice.
+processes share it: a rebalance listener lets each commit only the partitions it owns. A partition it
+loses is let go only once none of its flushes runs any more: those still queued for the rate limit are
+cancelled (nothing went out; the new owner re-reads them), those sending are awaited (bounded by the
+channel's timeout), so an old owner never sends after the new one has read the same records.
+At-least-once: an offset is committed only once every notification that needs its record has been
+delivered (or deliberately dropped), so a restart re-reads what was pending; the notification log in
+Redis keeps that from sending anything twice, except what a process killed between a send and its log
+entry sent (the only duplicates left). A firing is marked notified before it is sent, so its resolution
+is sent whoever reads it, after any crash. The rate limit per receiver is held in Redis across processes.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from alerts.pipeline import (
     retry_stage,
     silence_stage,
 )
+from alerts.ratelimit import RedisRateLimiter
 from alerts.routing import (
     GROUP_INTERVAL_S,
     GROUP_WAIT_S,
@@ -56,6 +62,8 @@ from streams.settings import Settings
 
 log = logging.getLogger("healthmon.delivery")
 PROFILE_POLL_S = 1.0
+#: How long a revocation waits for sends under way (each is bounded by its channel's own timeout).
+REVOKE_WAIT_S = 20.0
 
 
 @dataclass
@@ -129,6 +137,8 @@ class DeliveryWorker:
         self.waiting: list[Waiting] = []
         self.gates: dict[str, ReceiverGate] = {}
         self.tasks: dict[asyncio.Task, set[int]] = {}
+        #: flushes past the rate limit, talking to the receiver: let finish, not cancelled, on revocation
+        self.sending: set[asyncio.Task] = set()
         self._stop = asyncio.Event()
         self._next_profile_poll = 0.0
 
@@ -151,7 +161,12 @@ class DeliveryWorker:
         self.redis = Redis.from_url(s.redis_url)
         self.store = DeliveryStore(self.redis, s.redis_prefix)
         self.notifiers = {r.name: self.notifier_for(r) for r in self.routing.receivers}
-        self.gates = {r.name: ReceiverGate.for_rate(r.rate_per_s) for r in self.routing.receivers}
+        self.gates = {
+            r.name: ReceiverGate(
+                RedisRateLimiter(self.redis, f"{s.redis_prefix}rate:{r.name}", r.rate_per_s, self.clock)
+            )
+            for r in self.routing.receivers
+        }
         self.consumer = kafka_clients.consumer(
             s, group_id=f"{s.app_id}-delivery", enable_auto_commit=False, auto_offset_reset="earliest"
         )
@@ -197,10 +212,14 @@ class DeliveryWorker:
             self.metrics.expired.inc(expired)
         for g in self.dispatcher.due(self.clock.time()):
             g.inflight = True
-            parts = {p for e in g.entries.values() for p, _ in e.positions}
+            parts = {p for e in g.entries.values() for p, _ in e.positions} | {
+                p
+                for e in g.entries.values()
+                if (p := self.dispatcher.account_partition.get(e.alert.account_id)) is not None
+            }
             task = asyncio.create_task(self.flush(g))
             self.tasks[task] = parts
-            task.add_done_callback(lambda t: self.tasks.pop(t, None))
+            task.add_done_callback(self._forget)
         await self.commit()
 
     def matches(self, alert: AlertEvent) -> list[tuple[RouteMatch, str, dict[str, str]]]:
@@ -288,11 +307,22 @@ class DeliveryWorker:
         )
         return [(m, group_key(m, alert_labels(alert)), {"account": alert.account_id})]
 
+    def _forget(self, task: asyncio.Task) -> None:
+        self.tasks.pop(task, None)
+        self.sending.discard(task)
+
     async def revoked(self, partitions: set[int]) -> None:
-        """Before partitions move: finish their flushes in flight, commit them, then forget them."""
+        """Before partitions move: stop their flushes (cancel the queued, let the sending finish),
+        commit what was delivered, then forget them. Nothing of theirs runs after this returns."""
         busy = [t for t, parts in self.tasks.items() if parts & partitions]
+        for t in busy:
+            if t not in self.sending:
+                t.cancel()
         if busy:
-            await asyncio.wait(busy, timeout=15)
+            await asyncio.wait(busy, timeout=REVOKE_WAIT_S)
+            for t in busy:
+                t.cancel()  # a send hanging past its timeout: its firing stays marked notified
+            await asyncio.gather(*busy, return_exceptions=True)
         await self.commit(only=partitions)
         self.dispatcher.revoke(partitions)
         self.waiting = [w for w in self.waiting if w.pos[0] not in partitions]
@@ -345,7 +375,11 @@ class DeliveryWorker:
         snap = self.dispatcher.snapshot(g)
         f = Flush(snap, receiver, snap.firing, snap.resolved)
         once = self.once_keys(snap.firing)
+        #: every resolution this flush handles, sent or not: the episode is over
+        closed = [a.alert_id for a in snap.resolved]
         gate = self.gates[receiver.name]
+        marked: list[str] = []
+        me = asyncio.current_task()
         try:
             now = self.clock.time()
             for alert_id, silence_id in await silence_stage(f, await self.store.silences(now), now):
@@ -358,8 +392,8 @@ class DeliveryWorker:
             if not await dedupe_stage(f, self.store, g.match.repeat_interval, now):
                 if f.firing or f.resolved:
                     self.metrics.deduplicated.labels(**labels).inc()
-                await self.store.log(f.notification(), now, sent=False)
-                self.dispatcher.done(snap, now, sent=set(), held=held, once=once - held)
+                await self.store.log(f.notification(), now, sent=False, closed=closed)
+                self.dispatcher.done(snap, now, sent=set(), held=held, once=(once | set(f.stale)) - held)
                 return
             try:
                 f.accounts = await self.store.account_figures(list({a.account_id for a in f.firing}))
@@ -369,18 +403,26 @@ class DeliveryWorker:
             await gate.wait_stage(self.clock)
             await gate.rate_stage()
             await gate.wait_stage(self.clock)  # a 429 may have paused the receiver while we queued
-            retry_at = await retry_stage(
+            # from here on the receiver may get it: a revocation waits for this flush, and the firing
+            # is marked notified first, so its resolution goes out even if this process dies mid-send
+            if me is not None:
+                self.sending.add(me)
+            marked = await self.store.mark_pending(g.key, [a.alert_id for a in n.firing])
+            failed = await retry_stage(
                 gate, self.notifiers[receiver.name], n, self.clock, g.attempts, self.s.retry_max_delay_s
             )
-            if retry_at is not None:
-                self.dispatcher.failed(g, retry_at)
+            if failed is not None:
+                if not failed.maybe_delivered:
+                    await self.store.unmark(g.key, marked)
+                self.dispatcher.failed(g, failed.at)
                 self.metrics.failed.labels(**labels).inc()
                 self.metrics.retried.labels(**labels).inc()
                 log.warning(
-                    "%s delivery to %s failed; retry in %.1fs", channel, receiver.name, retry_at - now
+                    "%s delivery to %s failed; retry in %.1fs", channel, receiver.name, failed.at - now
                 )
                 return
         except PermanentError as exc:
+            await self.store.unmark(g.key, marked)
             self.metrics.failed.labels(**labels).inc()
             self.metrics.dead_lettered.labels(**labels).inc()
             log.error("%s delivery to %s failed for good: %s", channel, receiver.name, exc)
@@ -397,8 +439,8 @@ class DeliveryWorker:
             return
         sent = {a.alert_id for a in n.alerts}
         try:
-            await self.store.log(n, self.clock.time())
+            await self.store.log(n, self.clock.time(), closed=closed)
         except Exception as exc:  # delivered all the same: release it (a restart may repeat it once)
             log.warning("notification log not written: %s", exc)
         self.metrics.sent.labels(**labels).inc()
-        self.dispatcher.done(snap, self.clock.time(), sent=sent, held=held, once=once - held)
+        self.dispatcher.done(snap, self.clock.time(), sent=sent, held=held, once=(once | set(f.stale)) - held)

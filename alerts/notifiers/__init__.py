@@ -14,9 +14,14 @@ class DeliveryError(Exception):
 
 
 class RetryableError(DeliveryError):
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    """Try again later. ``maybe_delivered``: the receiver may have got it all the same (a timeout or a
+    lost connection after the message went out); False only when it certainly did not (no connection,
+    or the receiver answered with an error), which lets delivery forget the attempt."""
+
+    def __init__(self, reason: str, retry_after: float | None = None, maybe_delivered: bool = True) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+        self.maybe_delivered = maybe_delivered
 
 
 class PermanentError(DeliveryError):
@@ -42,9 +47,9 @@ def classify_http(status: int, retry_after: str | None, what: str) -> None:
                 delay = max(0.0, float(retry_after))
             except ValueError:
                 delay = None
-        raise RetryableError(f"{what}: rate limited (429)", retry_after=delay)
+        raise RetryableError(f"{what}: rate limited (429)", retry_after=delay, maybe_delivered=False)
     if status >= 500 or status in (408, 425):
-        raise RetryableError(f"{what}: server error {status}")
+        raise RetryableError(f"{what}: server error {status}", maybe_delivered=False)
     raise PermanentError(f"{what}: rejected with {status}")
 
 
@@ -66,5 +71,7 @@ async def post_json(
         ) as resp:
             await resp.read()
             classify_http(resp.status, resp.headers.get("Retry-After"), what)
+    except aiohttp.ClientConnectorError as exc:  # no connection: nothing went out
+        raise RetryableError(f"{what}: {type(exc).__name__}", maybe_delivered=False) from None
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise RetryableError(f"{what}: {type(exc).__name__}") from None

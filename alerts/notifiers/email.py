@@ -112,9 +112,11 @@ class EmailNotifier:
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             raise PermanentError(f"email: recipients refused ({len(exc.recipients)})") from None
-        except aiosmtplib.SMTPResponseException as exc:
+        except aiosmtplib.SMTPResponseException as exc:  # the server said no: it did not take it
             if 500 <= exc.code < 600:
                 raise PermanentError(f"email: SMTP {exc.code}") from None
-            raise RetryableError(f"email: SMTP {exc.code}") from None
+            raise RetryableError(f"email: SMTP {exc.code}", maybe_delivered=False) from None
+        except aiosmtplib.SMTPConnectError as exc:  # no connection: nothing went out
+            raise RetryableError(f"email: {type(exc).__name__}", maybe_delivered=False) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise RetryableError(f"email: {type(exc).__name__}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -14,6 +15,7 @@ from alerts.notifiers.alertmanager import postable
 from alerts.notifiers.email import build_message
 from alerts.notifiers.slack import render as slack_render
 from alerts.pipeline import LoopClock, ReceiverGate, retry_stage
+from alerts.ratelimit import reserve
 from tests.alert_fixtures import make_alert
 
 EPOCH = 1_770_000_000.0
@@ -66,7 +68,7 @@ class Flaky:
         self.calls.append(self.clock.time() - EPOCH)
         if self.failures:
             self.failures -= 1
-            raise RetryableError("429", retry_after=self.retry_after)
+            raise RetryableError("429", retry_after=self.retry_after, maybe_delivered=False)
 
 
 @pytest.mark.looptime
@@ -75,8 +77,8 @@ async def test_retry_after_pauses_the_whole_receiver():
     gate = ReceiverGate.for_rate(100)
     notifier = Flaky(failures=1, retry_after=7)
     n = Notification(receiver="r", group_key="g", group_labels={}, firing=[make_alert()], resolved=[])
-    retry_at = await retry_stage(gate, notifier, n, clock, attempt=0, cap=300)
-    assert retry_at == pytest.approx(EPOCH + 7)
+    failed = await retry_stage(gate, notifier, n, clock, attempt=0, cap=300)
+    assert failed is not None and failed.at == pytest.approx(EPOCH + 7) and not failed.maybe_delivered
     await gate.wait_stage(clock)  # another group of the same receiver waits too
     assert clock.time() - EPOCH == pytest.approx(7)
     assert await retry_stage(gate, notifier, n, clock, attempt=1, cap=300) is None
@@ -88,9 +90,10 @@ async def test_retry_after_is_capped_and_backoff_is_bounded():
     clock = LoopClock(EPOCH)
     gate = ReceiverGate.for_rate(100)
     n = Notification(receiver="r", group_key="g", group_labels={}, firing=[make_alert()], resolved=[])
-    assert await retry_stage(gate, Flaky(1, 3600), n, clock, 0, cap=60) == pytest.approx(EPOCH + 60)
-    at = await retry_stage(gate, Flaky(1, None), n, clock, 10, cap=60)
-    assert at is not None and EPOCH <= at <= EPOCH + 60
+    capped = await retry_stage(gate, Flaky(1, 3600), n, clock, 0, cap=60)
+    assert capped is not None and capped.at == pytest.approx(EPOCH + 60)
+    failed = await retry_stage(gate, Flaky(1, None), n, clock, 10, cap=60)
+    assert failed is not None and EPOCH <= failed.at <= EPOCH + 60
 
 
 def digest() -> Notification:
@@ -171,3 +174,23 @@ def test_alertmanager_postable_alert():
     assert body["endsAt"] == "2026-02-02T00:00:00Z" and body["generatorURL"].endswith("/accounts/acme")
     resolved = postable(make_alert(status="resolved"), now, 86400, "")
     assert resolved["endsAt"] <= "2026-02-01T00:00:00Z" and "generatorURL" not in resolved
+
+
+def test_gcra_reserves_slots_one_interval_apart_whoever_asks():
+    """The rate limit's arithmetic (the Lua script in alerts/ratelimit.py does the same in Redis)."""
+    interval = 200_000  # 5 a second, in microseconds
+    tat, waits = 0, []
+    for now in [1_000_000, 1_000_000, 1_000_000, 1_050_000, 2_000_000, 5_000_000]:
+        wait, tat = reserve(tat, now, interval)
+        waits.append(wait)
+    # three at once: now, +0.2 s, +0.4 s; one 50 ms later queues behind them (+0.6 s from the start);
+    # after an idle second and more, the next goes at once
+    assert waits == [0, 200_000, 400_000, 550_000, 0, 0]
+    assert tat == 5_200_000
+    starts = []
+    tat = 0
+    for i in range(100):  # a crowd asking at random times: every start is an interval after the last
+        now = 1_000_000 + i * 37_000
+        wait, tat = reserve(tat, now, interval)
+        starts.append(now + wait)
+    assert all(b - a >= interval for a, b in itertools.pairwise(starts))

@@ -184,16 +184,21 @@ def test_a_flush_releases_only_what_its_snapshot_held():
     assert g.entries[make_alert(account="b").alert_id].alert.status == "resolved"
 
 
-def test_a_firing_after_its_resolution_is_a_new_episode_even_with_the_same_id():
+def test_a_firing_replayed_after_its_resolution_never_overwrites_it():
+    """An alert id is one episode: a firing read after its resolution is the engine publishing again
+    (at least once). It must not turn the resolution back into a firing, nor be renamed into a new
+    episode only this process knows (another process would look the resolution up under another id)."""
     d = Dispatcher()
     g = _add(d, make_alert(), 0)
     _add(d, make_alert(status="resolved"), 1)
-    _add(d, make_alert(), 2)  # the engine reused the id: true -> false -> true
+    _add(d, make_alert(), 2)  # replayed
+    _add(d, make_alert(status="resolved"), 3)  # replayed
     snap = d.snapshot(g)
-    assert [a.status for a in snap.resolved] == ["resolved"] and len(snap.firing) == 1
-    assert snap.firing[0].alert_id != snap.resolved[0].alert_id
-    _add(d, make_alert(status="resolved"), 3)  # the second episode's resolution finds it
-    assert [e.alert.status for e in g.entries.values()] == ["resolved", "resolved"]
+    assert [a.status for a in snap.resolved] == ["resolved"] and snap.firing == []
+    assert [a.alert_id for a in snap.resolved] == [make_alert().alert_id]
+    assert d.committable({0: 3}) == {0: 0}  # the firing and both resolutions held; the replay is done
+    d.done(snap, 2, sent={make_alert().alert_id})
+    assert d.groups == {} and d.committable({0: 3}) == {0: 4}
 
 
 def test_silenced_firing_keeps_its_offset_and_is_due_when_the_silence_ends():
