@@ -51,6 +51,12 @@ class Point:
     ces_n: int
     renewal: date | None
     drivers: tuple[str, ...] = ()
+    unpaid: int = 0  # failed invoices not paid yet
+
+    @property
+    def paid(self) -> bool:
+        """Paying and not behind: MRR > 0, not canceled, no unpaid invoice."""
+        return self.mrr > 0 and not self.canceled and not self.unpaid
 
     @property
     def month(self) -> str:
@@ -87,10 +93,11 @@ def point_from_snapshot(snap: dict) -> Point:
         ces_n=int(m.get("ces_responses_90d") or 0),
         renewal=None if days is None else as_of.date() + timedelta(days=int(days)),
         drivers=tuple(d.get("text", "") for d in (snap.get("drivers") or [])[:3]),
+        unpaid=int(m.get("unpaid_invoices") or 0),
     )
 
 
-# --- periods: "2026-11" (a month) or "2026-Q4" (a quarter)
+# --- periods: "2026-11" (a month), "2026-Q4" (a quarter) or "2026" (a year)
 
 
 def month_of(d: date | datetime) -> str:
@@ -103,7 +110,9 @@ def quarter_of(month: str) -> str:
 
 
 def period_months(period: str) -> list[str]:
-    """The months of a period; ValueError for anything but YYYY-MM or YYYY-Qn."""
+    """The months of a period; ValueError for anything but YYYY-MM, YYYY-Qn or YYYY."""
+    if len(period) == 4 and period.isdigit():
+        return [f"{period}-{m:02d}" for m in range(1, 13)]
     y, rest = period.split("-", 1)
     year = int(y)
     if rest.startswith("Q") and rest[1:] in ("1", "2", "3", "4"):
@@ -113,6 +122,13 @@ def period_months(period: str) -> list[str]:
     if len(rest) != 2 or not 1 <= month <= 12:
         raise ValueError(f"not a period (YYYY-MM or YYYY-Qn): {period!r}")
     return [f"{year:04d}-{month:02d}"]
+
+
+def month_days(month: str) -> tuple[date, date]:
+    """The first and last day of a month (YYYY-MM)."""
+    y, m = (int(x) for x in month.split("-"))
+    first = date(y, m, 1)
+    return first, (date(y + 1, 1, 1) if m == 12 else date(y, m + 1, 1)) - timedelta(days=1)
 
 
 def previous_month(month: str) -> str:
@@ -173,6 +189,23 @@ class PortfolioMetrics(BaseModel):
     renewals_90d_accounts: int = 0
     renewals_90d_mrr: float = 0
     renewals_90d: list[AccountRef] = Field(default_factory=list)  # by renewal date, at most 100
+    paying_accounts: int = 0  # active with MRR > 0 (ARPA's denominator)
+    accounts_by_segment: dict[str, int] = Field(default_factory=dict)  # active accounts
+    #: Cohort accounts lost in the period by their last band (for the churn-neutral deltas).
+    churned_by_band: dict[str, int] = Field(default_factory=dict)
+    churned_mrr_by_band: dict[str, float] = Field(default_factory=dict)
+    #: Renewals due in the period (a renewal date within it, up to the latest day counted) and outcomes.
+    renewals_due_accounts: int = 0
+    renewals_due_mrr: float = 0
+    renewals_renewed_accounts: int = 0
+    renewals_renewed_mrr: float = 0
+    renewals_lost_accounts: int = 0  # canceled instead
+    renewals_open_accounts: int = 0  # neither renewed nor canceled yet
+    renewal_rate: float | None = None  # renewed / due x 100
+    #: Active accounts whose renewal date is past and did not move forward (listed apart, never dropped).
+    renewals_overdue_accounts: int = 0
+    renewals_overdue_mrr: float = 0
+    renewals_overdue: list[AccountRef] = Field(default_factory=list)  # oldest first, at most 100
 
 
 @dataclass
@@ -200,6 +233,12 @@ class _Acc:
     at_risk: list[tuple[str, Point]] = field(default_factory=list)
     renewals: list[tuple[str, Point]] = field(default_factory=list)
     as_of: datetime | None = None
+    paying: int = 0
+    segments: dict[str, int] = field(default_factory=dict)
+    churned_bands: dict[str, int] = field(default_factory=dict)
+    churned_band_mrr: dict[str, Decimal] = field(default_factory=dict)
+    #: (due date, outcome "renewed" / "lost" / "open", MRR at the start of the month)
+    due: list[tuple[date, str, Decimal]] = field(default_factory=list)
 
 
 def _pct(num: Decimal | float, den: Decimal | float) -> float | None:
@@ -256,11 +295,13 @@ class PortfolioBook:
             if end is None:
                 continue
             ends.append(end.as_of)
+            due = _renewals_due(points, months)
             for g in ("all", f"segment:{end.segment}", f"csm:{end.csm}"):
                 acc = groups.get(g)
                 if acc is None:
                     acc = groups[g] = _Acc()
                 _add(acc, aid, start, end)
+                acc.due.extend(due)
         ref = max(ends, default=None)
         return {g: _finish(period, g, acc, ref) for g, acc in sorted(groups.items())}
 
@@ -268,6 +309,29 @@ class PortfolioBook:
 def _latest(points: dict[str, Point], month: str) -> Point | None:
     best = max((m for m in points if m <= month), default=None)
     return None if best is None else points[best]
+
+
+def _renewals_due(points: dict[str, Point], months: list[str]) -> list[tuple[date, str, Decimal]]:
+    """Each month's renewal due: the date the account had at the start of the month falls in the month;
+    renewed if by the month's end that date moved forward with the subscription still paid, lost if it
+    was canceled, else open. (Whether a due date is reached yet is decided against the latest day.)"""
+    out = []
+    for month in months:
+        start = _latest(points, previous_month(month))
+        if start is None or start.renewal is None or not start.paid:
+            continue
+        first, last = month_days(month)
+        if not first <= start.renewal <= last:
+            continue
+        end = _latest(points, month) or start
+        if end.canceled:
+            outcome = "lost"
+        elif end.renewal is not None and end.renewal > start.renewal and end.paid:
+            outcome = "renewed"
+        else:
+            outcome = "open"
+        out.append((start.renewal, outcome, start.mrr))
+    return out
 
 
 def _add(acc: _Acc, aid: str, start: Point | None, end: Point) -> None:
@@ -279,6 +343,9 @@ def _add(acc: _Acc, aid: str, start: Point | None, end: Point) -> None:
         if end.canceled:
             acc.churned += start.mrr
             acc.churned_n += 1
+            lost_band = end.band or start.band or "none"
+            acc.churned_bands[lost_band] = acc.churned_bands.get(lost_band, 0) + 1
+            acc.churned_band_mrr[lost_band] = acc.churned_band_mrr.get(lost_band, Decimal(0)) + start.mrr
         elif end.mrr > start.mrr:
             acc.expansion += end.mrr - start.mrr
         else:
@@ -291,6 +358,8 @@ def _add(acc: _Acc, aid: str, start: Point | None, end: Point) -> None:
         return
     acc.active += 1
     acc.ending += end.mrr
+    acc.paying += end.mrr > 0
+    acc.segments[end.segment] = acc.segments.get(end.segment, 0) + 1
     band = end.band or "none"
     acc.bands[band] += 1
     acc.band_mrr[band] += end.mrr
@@ -320,6 +389,16 @@ def _finish(period: str, group: str, a: _Acc, ref: datetime | None) -> Portfolio
         and today <= p.renewal <= today + timedelta(days=RENEWAL_WINDOW_DAYS)
     ]
     renewals.sort(key=lambda r: (r[1].renewal, r[0]))
+    overdue = sorted(
+        (
+            (aid, p)
+            for aid, p in a.renewals
+            if today is not None and p.renewal is not None and p.renewal < today
+        ),
+        key=lambda r: (r[1].renewal, r[0]),
+    )
+    due = [d for d in a.due if today is not None and d[0] <= today]
+    renewed = [d for d in due if d[1] == "renewed"]
     at_risk = sorted(a.at_risk, key=lambda r: (-r[1].mrr, r[0]))
     return PortfolioMetrics(
         period=period,
@@ -355,15 +434,29 @@ def _finish(period: str, group: str, a: _Acc, ref: datetime | None) -> Portfolio
         renewals_90d_accounts=len(renewals),
         renewals_90d_mrr=_money(sum((p.mrr for _, p in renewals), Decimal(0))),
         renewals_90d=[_ref(aid, p) for aid, p in renewals[:LIST_LIMIT]],
+        paying_accounts=a.paying,
+        accounts_by_segment=dict(sorted(a.segments.items())),
+        churned_by_band=a.churned_bands,
+        churned_mrr_by_band={b: _money(v) for b, v in a.churned_band_mrr.items()},
+        renewals_due_accounts=len(due),
+        renewals_due_mrr=_money(sum((d[2] for d in due), Decimal(0))),
+        renewals_renewed_accounts=len(renewed),
+        renewals_renewed_mrr=_money(sum((d[2] for d in renewed), Decimal(0))),
+        renewals_lost_accounts=sum(d[1] == "lost" for d in due),
+        renewals_open_accounts=sum(d[1] == "open" for d in due),
+        renewal_rate=_pct(len(renewed), len(due)),
+        renewals_overdue_accounts=len(overdue),
+        renewals_overdue_mrr=_money(sum((p.mrr for _, p in overdue), Decimal(0))),
+        renewals_overdue=[_ref(aid, p) for aid, p in overdue[:LIST_LIMIT]],
     )
 
 
 def affected_periods(changed_months: Iterable[str], known_months: Iterable[str]) -> list[str]:
     """Periods whose figures a change in ``changed_months`` can move: those months, every later month
-    (its starting MRR may be carried from them) and the quarters of all of these."""
+    (its starting MRR may be carried from them) and the quarters and years of all of these."""
     changed = sorted(set(changed_months))
     if not changed:
         return []
     months = sorted({m for m in known_months if m >= changed[0]} | set(changed))
     quarters = sorted({quarter_of(m) for m in months})
-    return months + quarters
+    return months + quarters + sorted({m[:4] for m in months})

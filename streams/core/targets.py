@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from streams.config import load_yaml
 
@@ -93,6 +93,17 @@ class Targets(BaseModel):
 
     version: Literal[1] = 1
     figures: dict[str, Target]
+    #: Accounts per CSM by segment, (fewest, most) (seed 000: enterprise 5-15, mid-market 15-30, SMB 30-100+)
+    csm_accounts: dict[str, tuple[PositiveInt, PositiveInt]] = Field(
+        default_factory=lambda: {"enterprise": (5, 15), "mid_market": (15, 30), "smb": (30, 100)}
+    )
+
+    @model_validator(mode="after")
+    def _ranges_in_order(self) -> Targets:
+        for seg, (lo, hi) in self.csm_accounts.items():
+            if lo > hi:
+                raise ValueError(f"csm_accounts.{seg}: {lo}-{hi} is not a range")
+        return self
 
     def target(self, figure: str, segment: str | None = None) -> ResolvedTarget | None:
         t = self.figures.get(figure)

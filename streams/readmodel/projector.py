@@ -79,6 +79,7 @@ _MONTH_METRICS = (
     "ces_mean_90d",
     "ces_responses_90d",
     "days_to_renewal",
+    "unpaid_invoices",
 )
 
 

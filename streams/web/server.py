@@ -194,7 +194,7 @@ async def portfolio(request: web.Request) -> web.Response:
     s = request.app[SETTINGS]
     redis = request.app[REDIS]
     known = await queries.periods(redis, s.redis_prefix)
-    period = q.period or next((x for x in reversed(known) if "Q" not in x), None)
+    period = q.period or next((x for x in reversed(known) if len(x) == 7 and "Q" not in x), None)
     if period is None:
         return error(404, "no portfolio figures yet (is healthmon readmodel running?)")
     try:
@@ -211,7 +211,7 @@ async def portfolio_periods(request: web.Request) -> web.Response:
     s = request.app[SETTINGS]
     redis = request.app[REDIS]
     known = await queries.periods(redis, s.redis_prefix)
-    latest = next((x for x in reversed(known) if "Q" not in x), None)
+    latest = next((x for x in reversed(known) if len(x) == 7 and "Q" not in x), None)
     groups = await queries.portfolio_groups(redis, s.redis_prefix, latest) if latest else []
     return json_response({"periods": known, "latest_month": latest, "groups": groups})
 
