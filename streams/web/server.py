@@ -27,7 +27,7 @@ from alerts.store import DeliveryStore, Silence
 from rules.model import parse_duration
 from streams.core.portfolio import period_months
 from streams.settings import Settings
-from streams.web import queries
+from streams.web import leader, queries
 from streams.web.openapi import openapi_document
 
 log = logging.getLogger("healthmon.serve")
@@ -357,6 +357,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/portfolio", portfolio)
     app.router.add_get("/api/portfolio/periods", portfolio_periods)
     app.router.add_get("/api/portfolio/trend", portfolio_trend)
+    leader.add_routes(app, settings)  # targets, scorecard, CSM table (streams/web/leader.py)
     app.router.add_get("/api/alerts", alerts)
     app.router.add_get("/api/silences", silences_list)
     app.router.add_post("/api/silences", silences_add)

@@ -23,8 +23,9 @@ from tests.unit.test_portfolio import doc_block
 AS_OF = {"oct": "2026-10-31T12:00:00Z", "nov": "2026-11-30T12:00:00Z", "dec": "2026-12-07T09:00:00Z"}
 
 
-def renewal_book() -> PortfolioBook:
-    book = PortfolioBook()
+def renewal_snapshots() -> list[dict]:
+    """The renewal example of docs/portfolio.md as cs.health snapshots (October, November, 7 December)."""
+    out = []
     for row in doc_block("renewal-fixture"):
         for month, pt in row["points"].items():
             as_of = AS_OF[month]
@@ -32,7 +33,12 @@ def renewal_book() -> PortfolioBook:
             snap = {
                 "account_id": row["id"],
                 "as_of": as_of,
-                "account": {"name": row["id"], "segment": row["seg"], "csm_email": row["csm"]},
+                "account": {
+                    "name": row["id"].upper(),
+                    "segment": row["seg"],
+                    "csm_email": row["csm"],
+                    "csm_name": row["csm"].split("@")[0].title(),
+                },
                 "score": 50.0,
                 "band": row["band"],
                 "metrics": {
@@ -42,7 +48,14 @@ def renewal_book() -> PortfolioBook:
                     "unpaid_invoices": pt.get("unpaid", 0),
                 },
             }
-            book.apply(row["id"], point_from_snapshot(snap))
+            out.append(snap)
+    return out
+
+
+def renewal_book() -> PortfolioBook:
+    book = PortfolioBook()
+    for snap in renewal_snapshots():
+        book.apply(snap["account_id"], point_from_snapshot(snap))
     return book
 
 
