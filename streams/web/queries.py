@@ -159,6 +159,8 @@ _TREND_FIELDS = (
     "at_risk_accounts",
     "ending_mrr",
     "nps",
+    "csat",
+    "renewal_rate",
 )
 
 

@@ -79,7 +79,11 @@ async def test_scorecard_and_csm_table(kafka_settings: Settings, tmp_path: Path)
             assert t12["nrr"] == pytest.approx(28.24, abs=0.01)  # 0.9^12
             assert {a["figure"]: a["rating"] for a in dec["trailing_12"]["figures"]}["nrr"] == "off_track"
             ue = dec["unit_economics"]
-            assert (ue["arr"], ue["arpa"], ue["gross_margin"]) == (54000.0, 900.0, 1.0)  # 4,500 MRR / 5 paying
+            assert (ue["arr"], ue["arpa"], ue["gross_margin"]) == (
+                54000.0,
+                900.0,
+                1.0,
+            )  # 4,500 MRR / 5 paying
 
             # November is closed: below target is flagged, churn-moved deltas get no verdict
             nov = by_figure(await get("/api/portfolio/scorecard?period=2026-11"))
