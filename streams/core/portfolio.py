@@ -16,6 +16,7 @@ one pass over the accounts. Formulas are the seeds' (docs/portfolio.md has them 
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -315,22 +316,24 @@ def _renewals_due(points: dict[str, Point], months: list[str]) -> list[tuple[dat
     """Each month's renewal due: the date the account had at the start of the month falls in the month;
     renewed if by the month's end that date moved forward with the subscription still paid, lost if it
     was canceled, else open. (Whether a due date is reached yet is decided against the latest day.)"""
+    keys = sorted(points)
     out = []
     for month in months:
-        start = _latest(points, previous_month(month))
-        if start is None or start.renewal is None or not start.paid:
+        i = bisect_left(keys, month)  # keys[:i] are the months before this one
+        if not i:
             continue
-        first, last = month_days(month)
-        if not first <= start.renewal <= last:
+        start = points[keys[i - 1]]
+        due = start.renewal
+        if due is None or due.year != int(month[:4]) or due.month != int(month[5:]) or not start.paid:
             continue
-        end = _latest(points, month) or start
+        end = points[keys[bisect_right(keys, month) - 1]]
         if end.canceled:
             outcome = "lost"
-        elif end.renewal is not None and end.renewal > start.renewal and end.paid:
+        elif end.renewal is not None and end.renewal > due and end.paid:
             outcome = "renewed"
         else:
             outcome = "open"
-        out.append((start.renewal, outcome, start.mrr))
+        out.append((due, outcome, start.mrr))
     return out
 
 
