@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from statistics import fmean, quantiles
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -28,6 +29,8 @@ from pydantic import BaseModel, Field
 PORTFOLIO_SCHEMA_VERSION = 1
 BANDS = ("red", "yellow", "green")
 RENEWAL_WINDOW_DAYS = 90
+SPREAD = ("adoption", "dau_mau", "ttfv_days", "first_response_hours")  # figures served with quartiles
+PERCENT = frozenset({"adoption", "dau_mau"})  # 0-1 in the snapshot, % in the figures
 LIST_LIMIT = 100
 
 
@@ -53,6 +56,11 @@ class Point:
     renewal: date | None
     drivers: tuple[str, ...] = ()
     unpaid: int = 0  # failed invoices not paid yet
+    adoption: float | None = None  # active users 30 d / seats (0-1)
+    dau_mau: float | None = None  # 0-1
+    active_users: int = 0  # 30 d
+    ttfv_days: float | None = None  # sign-up to first key-feature use
+    first_response_hours: float | None = None  # mean over the account's tickets of 30 d
 
     @property
     def paid(self) -> bool:
@@ -95,6 +103,11 @@ def point_from_snapshot(snap: dict) -> Point:
         renewal=None if days is None else as_of.date() + timedelta(days=int(days)),
         drivers=tuple(d.get("text", "") for d in (snap.get("drivers") or [])[:3]),
         unpaid=int(m.get("unpaid_invoices") or 0),
+        adoption=m.get("adoption_rate"),
+        dau_mau=m.get("dau_mau"),
+        active_users=int(m.get("active_users_30d") or 0),
+        ttfv_days=m.get("ttfv_days"),
+        first_response_hours=m.get("first_response_hours_30d"),
     )
 
 
@@ -153,6 +166,30 @@ class AccountRef(BaseModel):
     renewal_date: date | None = None
 
 
+class Distribution(BaseModel):
+    """A figure over the accounts that have it: how many, the mean and the quartiles (linear
+    interpolation between ranks, ``statistics.quantiles(method="inclusive")``)."""
+
+    accounts: int
+    mean: float
+    p25: float
+    p50: float
+    p75: float
+
+
+def distribution(values: list[float]) -> Distribution | None:
+    if not values:
+        return None
+    q = quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
+    return Distribution(
+        accounts=len(values),
+        mean=round(fmean(values), 2),
+        p25=round(q[0], 2),
+        p50=round(q[1], 2),
+        p75=round(q[2], 2),
+    )
+
+
 class PortfolioMetrics(BaseModel):
     """One period's figures for one group: the whole book (``all``), a segment or a CSM (cs.portfolio)."""
 
@@ -207,6 +244,13 @@ class PortfolioMetrics(BaseModel):
     renewals_overdue_accounts: int = 0
     renewals_overdue_mrr: float = 0
     renewals_overdue: list[AccountRef] = Field(default_factory=list)  # oldest first, at most 100
+    #: Adoption and engagement of the active accounts (their month-end points), in % / days / hours:
+    adoption: float | None = None  # mean adoption rate (active users 30 d / seats) x 100
+    dau_mau: float | None = None  # mean DAU/MAU x 100
+    active_users: int = 0  # Σ active users 30 d
+    ttfv_days: float | None = None  # median time to first value (first key-feature use), days
+    first_response_hours: float | None = None  # median of the accounts' mean first response, 30 d
+    distributions: dict[str, Distribution] = Field(default_factory=dict)  # the same, with quartiles
 
 
 @dataclass
@@ -240,6 +284,8 @@ class _Acc:
     churned_band_mrr: dict[str, Decimal] = field(default_factory=dict)
     #: (due date, outcome "renewed" / "lost" / "open", MRR at the start of the month)
     due: list[tuple[date, str, Decimal]] = field(default_factory=list)
+    active_users: int = 0
+    spread: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in SPREAD})
 
 
 def _pct(num: Decimal | float, den: Decimal | float) -> float | None:
@@ -363,6 +409,15 @@ def _add(acc: _Acc, aid: str, start: Point | None, end: Point) -> None:
     acc.ending += end.mrr
     acc.paying += end.mrr > 0
     acc.segments[end.segment] = acc.segments.get(end.segment, 0) + 1
+    acc.active_users += end.active_users
+    for key, value in (
+        ("adoption", end.adoption),
+        ("dau_mau", end.dau_mau),
+        ("ttfv_days", end.ttfv_days),
+        ("first_response_hours", end.first_response_hours),
+    ):
+        if value is not None:
+            acc.spread[key].append(value * 100 if key in PERCENT else value)
     band = end.band or "none"
     acc.bands[band] += 1
     acc.band_mrr[band] += end.mrr
@@ -401,6 +456,7 @@ def _finish(period: str, group: str, a: _Acc, ref: datetime | None) -> Portfolio
         key=lambda r: (r[1].renewal, r[0]),
     )
     due = [d for d in a.due if today is not None and d[0] <= today]
+    spread = {k: d for k, v in a.spread.items() if (d := distribution(v)) is not None}
     renewed = [d for d in due if d[1] == "renewed"]
     at_risk = sorted(a.at_risk, key=lambda r: (-r[1].mrr, r[0]))
     return PortfolioMetrics(
@@ -451,6 +507,12 @@ def _finish(period: str, group: str, a: _Acc, ref: datetime | None) -> Portfolio
         renewals_overdue_accounts=len(overdue),
         renewals_overdue_mrr=_money(sum((p.mrr for _, p in overdue), Decimal(0))),
         renewals_overdue=[_ref(aid, p) for aid, p in overdue[:LIST_LIMIT]],
+        adoption=spread["adoption"].mean if "adoption" in spread else None,
+        dau_mau=spread["dau_mau"].mean if "dau_mau" in spread else None,
+        active_users=a.active_users,
+        ttfv_days=spread["ttfv_days"].p50 if "ttfv_days" in spread else None,
+        first_response_hours=spread["first_response_hours"].p50 if "first_response_hours" in spread else None,
+        distributions=spread,
     )
 
 

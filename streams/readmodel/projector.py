@@ -80,6 +80,11 @@ _MONTH_METRICS = (
     "ces_responses_90d",
     "days_to_renewal",
     "unpaid_invoices",
+    "adoption_rate",
+    "dau_mau",
+    "active_users_30d",
+    "ttfv_days",
+    "first_response_hours_30d",
 )
 
 

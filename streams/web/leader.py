@@ -30,7 +30,7 @@ from streams.core.leader import (
     trailing_12,
     unit_economics,
 )
-from streams.core.portfolio import AccountRef, PortfolioMetrics, previous_month
+from streams.core.portfolio import AccountRef, Distribution, PortfolioMetrics, previous_month
 from streams.core.targets import Assessment, Targets, assess, load_targets
 from streams.settings import Settings
 
@@ -49,6 +49,13 @@ HEADLINE = (
     ("renewal_rate", "Renewal rate", "%"),
 )
 TRAILING_FIGURES = ("nrr", "grr", "logo_churn_rate", "revenue_churn_rate")
+ADOPTION = (
+    ("adoption", "Product adoption (mean)", "%"),
+    ("dau_mau", "DAU/MAU (mean)", "%"),
+    ("active_users", "Active users (30 days)", "count"),
+    ("ttfv_days", "Time to first value (median)", "days"),
+    ("first_response_hours", "First response (median)", "hours"),
+)
 
 
 class FigureView(BaseModel):
@@ -59,6 +66,16 @@ class FigureView(BaseModel):
     to_date: bool
     assessment: Assessment | None  # target, value on the target's basis, rating; None without a target
     delta: Delta
+
+
+class AdoptionView(BaseModel):
+    figure: str
+    label: str
+    unit: str
+    value: float | None
+    distribution: Distribution | None
+    to_date: bool
+    assessment: Assessment | None
 
 
 class TrailingView(BaseModel):
@@ -91,6 +108,7 @@ class Scorecard(BaseModel):
     trailing_12: TrailingView
     renewals: Renewals
     unit_economics: UnitEconomics
+    adoption: list[AdoptionView]
 
 
 class CsmTable(BaseModel):
@@ -229,6 +247,18 @@ async def scorecard(request: web.Request) -> web.Response:
             overdue=figures.renewals_overdue,
         ),
         unit_economics=unit_economics(figures, trailing, s.gross_margin),
+        adoption=[
+            AdoptionView(
+                figure=key,
+                label=label,
+                unit=unit,
+                value=getattr(figures, key),
+                distribution=figures.distributions.get(key),
+                to_date=progress.to_date,
+                assessment=assess(key, getattr(figures, key), progress.months, targets, segment),
+            )
+            for key, label, unit in ADOPTION
+        ],
     )
     return web.Response(body=body.model_dump_json(), content_type="application/json")
 

@@ -24,6 +24,10 @@ async def seed_renewals(s: Settings) -> None:
     """The renewal example of docs/portfolio.md (October to 7 December 2026) through the read model."""
     await setup_topics(s)
     snaps = renewal_snapshots()
+    adoption = {"r1": 0.9, "r3": 0.6, "r4": 0.3, "r5": 0.75}  # as the adoption example of docs/portfolio.md
+    for snap in snaps:
+        if snap["as_of"].startswith("2026-12") and snap["account_id"] in adoption:
+            snap["metrics"]["adoption_rate"] = adoption[snap["account_id"]]
     await produce(s, ((s.topic("health"), x["account_id"].encode(), orjson.dumps(x)) for x in snaps))
     redis = Redis.from_url(s.redis_url)
     try:
@@ -84,6 +88,19 @@ async def test_scorecard_and_csm_table(kafka_settings: Settings, tmp_path: Path)
                 900.0,
                 1.0,
             )  # 4,500 MRR / 5 paying
+
+            # adoption for the book, with its distribution and target
+            ad = {x["figure"]: x for x in dec["adoption"]}
+            assert ad["adoption"]["value"] == 63.75 and ad["adoption"]["to_date"] is True
+            assert ad["adoption"]["distribution"] == {
+                "accounts": 4,
+                "mean": 63.75,
+                "p25": 52.5,
+                "p50": 67.5,
+                "p75": 78.75,
+            }
+            assert ad["adoption"]["assessment"]["rating"] == "at_risk"
+            assert ad["dau_mau"]["value"] is None and ad["active_users"]["assessment"] is None
 
             # November is closed: below target is flagged, churn-moved deltas get no verdict
             nov = by_figure(await get("/api/portfolio/scorecard?period=2026-11"))

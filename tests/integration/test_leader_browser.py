@@ -54,6 +54,8 @@ async def test_targets_to_date_and_the_csm_table(kafka_settings, browser: Browse
             "[...document.querySelectorAll('#csms tbody tr')].map(r => r.dataset.csm)"
         ) == ["bo@example.com", "ana@example.com"]
         assert "enterprise 3" in await browser.text('#csms tr[data-csm="bo@example.com"]')
+        assert "at risk" in await browser.text('#adoption tr[data-metric="adoption"]')
+        assert "52.5% · 67.5% · 78.8%" in await browser.text('#adoption tr[data-metric="adoption"]')
         assert "ARPA \u00d7 gross margin" in await browser.text("#economics")
         await browser.screenshot(tmp_path / "december.png")
 

@@ -18,6 +18,7 @@ from streams.core.leader import (
     unit_economics,
 )
 from streams.core.portfolio import PortfolioBook, PortfolioMetrics, point_from_snapshot
+from streams.core.targets import load_targets, rate
 from tests.unit.test_portfolio import doc_block
 
 AS_OF = {"oct": "2026-10-31T12:00:00Z", "nov": "2026-11-30T12:00:00Z", "dec": "2026-12-07T09:00:00Z"}
@@ -140,3 +141,29 @@ def test_unit_economics_match_the_docs() -> None:
     assert unit_economics(book, t12, 0.8).ltv == 36000
     assert "ARPA x gross margin / monthly revenue churn" in ue.formula
     assert unit_economics(book, trailing_12([], "2026-11"), 1.0).ltv is None
+
+
+def test_adoption_for_the_book_matches_the_docs() -> None:
+    book = PortfolioBook()
+    for row in doc_block("adoption-fixture"):
+        snap = {
+            "account_id": row["id"],
+            "as_of": "2026-11-30T12:00:00Z",
+            "account": {"segment": "smb", "csm_email": "ana@example.com"},
+            "metrics": {
+                "mrr": 100,
+                "canceled": row.get("canceled", False),
+                "adoption_rate": row["adoption"],
+                "dau_mau": row["dau_mau"],
+                "active_users_30d": row["users"],
+                "ttfv_days": row["ttfv"],
+                "first_response_hours_30d": row["frh"],
+            },
+        }
+        book.apply(row["id"], point_from_snapshot(snap))
+    got = book.compute("2026-11")["segment:smb"].model_dump()
+    for key, value in doc_block("adoption-expected").items():
+        assert got[key] == (value if isinstance(value, dict) else pytest.approx(value)), key
+    targets = load_targets()
+    ratings = {k: rate(got[k], targets.target(k)) for k in ("adoption", "dau_mau", "first_response_hours")}  # type: ignore[arg-type]
+    assert ratings == {"adoption": "at_risk", "dau_mau": "on_track", "first_response_hours": "on_track"}

@@ -101,6 +101,16 @@ function economics(card) {
   </tbody></table>`;
 }
 
+function adoption(card) {
+  const f = (u, v) => (u === "%" ? pct(v) : u === "count" ? num(v) : `${num(v, 1)} ${u === "days" ? "d" : "h"}`);
+  const rows = card.adoption.map((x) => {
+    const d = x.distribution;
+    const q = d ? `${f(x.unit, d.p25)} · ${f(x.unit, d.p50)} · ${f(x.unit, d.p75)}` : "–";
+    return `<tr data-metric="${x.figure}"><th scope="row">${esc(x.label)}</th><td class="num">${f(x.unit, x.value)}</td><td class="num">${q}</td><td class="num">${d ? num(d.accounts) : "–"}</td><td>${x.assessment ? ratingBadge(x.assessment) : ""}</td><td class="muted">${x.assessment ? targetText(x.assessment, x.unit === "hours" ? "score" : "%") : x.figure === "ttfv_days" ? "shorter is better" : ""}</td></tr>`;
+  }).join("");
+  return `<table id="adoption"><caption class="sr">Adoption and engagement</caption><thead><tr><th>Figure</th><th class="num">Book</th><th class="num">p25 · median · p75</th><th class="num">Accounts</th><th>Rating</th><th>Target</th></tr></thead><tbody>${rows}</tbody></table>`;
+}
+
 function csmTable(t) {
   if (!t.rows.length) return `<p class="muted">No CSM in this period.</p>`;
   const ranges = Object.entries(t.ranges).map(([s, [lo, hi]]) => `${esc(s)} ${lo}-${hi}`).join(", ");
@@ -192,6 +202,7 @@ async function showPortfolio() {
       <section><h2>Trailing 12 months</h2><div class="panel">${trailing(card)}</div></section>
       <section><h2>Unit economics</h2><div class="panel">${economics(card)}</div></section>
     </div>
+    <section><h2>Adoption and engagement${p.to_date ? ' <span class="todate">to date</span>' : ""}</h2><div class="panel">${adoption(card)}</div></section>
     <section><h2>CSMs side by side</h2><div class="panel">${csmTable(csms)}</div></section>
     <div class="grid2">
       <section><h2>Band distribution</h2><div class="panel">${bands(fig)}</div></section>
