@@ -146,6 +146,10 @@ class Assessment(BaseModel):
     target: ResolvedTarget
     value_on_basis: float | None  # compounded onto the target's basis (month / year); level: the value
     rating: Rating | None
+    #: The marks compounded the other way, onto the span the value was measured over (the same rating):
+    #: GRR ≥ 90 % a year is ≥ 99.13 % a month; churn ≤ 5 % a month is ≤ 1.15 % over 7 of 31 days.
+    good_on_span: float
+    warn_on_span: float
 
 
 def assess(
@@ -156,7 +160,19 @@ def assess(
     t = targets.target(figure, segment)
     if t is None:
         return None
-    on_basis = value
-    if value is not None and t.basis in BASIS_MONTHS:
-        on_basis = round(rebase(value, t.direction, months, BASIS_MONTHS[t.basis]), 2)
-    return Assessment(figure=figure, value=value, target=t, value_on_basis=on_basis, rating=rate(on_basis, t))
+    on_basis, good, warn = value, t.good, t.warn
+    if t.basis in BASIS_MONTHS:
+        basis = BASIS_MONTHS[t.basis]
+        if value is not None:
+            on_basis = round(rebase(value, t.direction, months, basis), 2)
+        good = round(rebase(t.good, t.direction, basis, months), 2)
+        warn = round(rebase(t.warn, t.direction, basis, months), 2)
+    return Assessment(
+        figure=figure,
+        value=value,
+        target=t,
+        value_on_basis=on_basis,
+        rating=rate(on_basis, t),
+        good_on_span=good,
+        warn_on_span=warn,
+    )

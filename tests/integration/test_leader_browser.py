@@ -36,6 +36,8 @@ async def test_targets_to_date_and_the_csm_table(kafka_settings, browser: Browse
             "[...document.querySelectorAll('.tile')].every(t => t.dataset.toDate === 'true')"
         )
         assert "to date" in await browser.text('.tile[data-metric="healthy_pct"] h3')
+        # a monthly target over the days elapsed: churn at most 5 % a month is at most 1.15 % in 7 days
+        assert "in 7 days (5.0%/mo)" in await browser.text('.tile[data-metric="logo_churn_rate"] .target')
         assert "compared when the period closes" in await browser.text(
             '.tile[data-metric="healthy_pct"] .delta'
         )
@@ -77,6 +79,7 @@ async def test_targets_to_date_and_the_csm_table(kafka_settings, browser: Browse
         )
         assert colour == "rgb(179, 38, 30)"  # --red
         assert "to date" not in await browser.text(f"{churn} h3")
+        assert "99.1% a month (90.0%/yr)" in await browser.text('.tile[data-metric="grr"] .target')
         assert "moved by churn" in await browser.text('.tile[data-metric="healthy_pct"] .delta')
         assert "25.0%" in await browser.text("#renewal-rate")
         await browser.screenshot(tmp_path / "november.png")

@@ -66,6 +66,11 @@ def test_compounding_onto_the_basis() -> None:
         and pace.rating == "off_track"
     )
     assert assess("healthy_pct", 50.0, 7 / 31, t).value_on_basis == 50.0  # type: ignore[union-attr]
+    grr = assess("grr", 99.0, 1, t)
+    assert (
+        grr is not None and (grr.good_on_span, grr.warn_on_span) == (99.13, 98.65) and grr.rating == "at_risk"
+    )
+    assert pace.good_on_span == 1.15 and pace.warn_on_span == 1.63
 
 
 BAD = """version: 1

@@ -33,12 +33,21 @@ function spark(values, label) {
 
 const fmtOf = (unit) => (unit === "money" ? money : unit === "score" ? (v) => num(v, 1) : pct);
 
-// "target ≥ 100%/yr (stretch 120%)", or "no target"
-function targetText(a, unit) {
+// "target ≥ 100%/yr · stretch 120%", or on the span measured: "target ≥ 99.1% a month (90.0%/yr)"
+function targetText(a, unit, span) {
   if (!a) return "no target";
-  const t = a.target, f = fmtOf(unit);
+  const t = a.target, f = fmtOf(unit), op = t.direction === "higher" ? "≥" : "≤";
   const stretch = t.stretch === null || t.stretch === undefined ? "" : ` · stretch ${f(t.stretch)}`;
-  return `target ${t.direction === "higher" ? "≥" : "≤"} ${f(t.good)}${BASIS[t.basis]}${stretch}`;
+  if (span && t.basis !== "level" && a.good_on_span !== t.good) {
+    return `target ${op} ${f(a.good_on_span)} ${span} (${f(t.good)}${BASIS[t.basis]})`;
+  }
+  return `target ${op} ${f(t.good)}${BASIS[t.basis]}${stretch}`;
+}
+
+// How long the figures of the period measure: "a month", "a quarter", "in 7 days"
+function spanText(p) {
+  if (p.to_date) return `in ${plural(p.days_elapsed, "day")}`;
+  return p.period.length === 7 && !p.period.includes("Q") ? "a month" : p.period.includes("Q") ? "a quarter" : "a year";
 }
 
 function ratingBadge(a) {
@@ -55,14 +64,13 @@ function deltaText(d, unit) {
 }
 
 function tiles(card, trend) {
+  const span = card.period.startsWith("T12-") ? "" : spanText(card.progress);
   return card.figures.map((f) => {
     const fmt = fmtOf(f.unit), a = f.assessment;
-    const paced = a && a.value_on_basis !== null && a.value_on_basis !== f.value && a.target.basis !== "level"
-      ? `<p class="paced muted">≈ ${pct(a.value_on_basis)}${BASIS[a.target.basis]} ${f.to_date ? "at this pace" : "compounded"}</p>` : "";
     const todate = f.to_date ? `<span class="todate" title="the period is not over">to date</span>` : "";
     return `<div class="tile ${a?.rating || "unrated"}" data-metric="${f.figure}" data-rating="${a?.rating || "none"}" data-to-date="${f.to_date}">
       <h3>${esc(f.label)} ${todate}</h3><p class="value" data-value="${esc(f.value)}">${fmt(f.value)}</p>
-      <p class="target">${ratingBadge(a)} <span class="muted">${targetText(a, f.unit)}</span></p>${paced}
+      <p class="target">${ratingBadge(a)} <span class="muted">${targetText(a, f.unit, span)}</span></p>
       ${spark(trend.map((t) => t[f.figure]), f.label)}<p class="delta">${deltaText(f.delta, f.unit) || "&nbsp;"}</p></div>`;
   }).join("");
 }
