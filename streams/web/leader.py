@@ -197,6 +197,10 @@ async def scorecard(request: web.Request) -> web.Response:
         return _error(400, problem)
     trailing_view = period.startswith(T12)
     base = period[len(T12) :] if trailing_view else period
+    if trailing_view and base > last_closed_month(today):
+        return _error(
+            400, f"the trailing 12 months end at a closed month: at most {T12}{last_closed_month(today)}"
+        )
     figures = await _figures(redis, p, base, q.group)
     if figures is None:
         return _error(404, f"no figures for group {q.group!r} in {base}")

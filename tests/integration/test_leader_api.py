@@ -129,6 +129,8 @@ async def test_scorecard_and_csm_table(kafka_settings: Settings, tmp_path: Path)
             assert rows["bo@example.com"]["guidance"] == "under"
             assert rows["ana@example.com"]["csm_name"] == "Ana"
 
+            closed = await get("/api/portfolio/scorecard?period=T12-2026-12", 400)
+            assert "at most T12-2026-11" in closed["error"]["message"]
             for bad in ("2026-13", "T12-nope", "x" * 13):
                 assert (await get(f"/api/portfolio/scorecard?period={bad}", 400))["error"]["status"] == 400
             assert (
