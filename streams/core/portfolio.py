@@ -61,6 +61,7 @@ class Point:
     active_users: int = 0  # 30 d
     ttfv_days: float | None = None  # sign-up to first key-feature use
     first_response_hours: float | None = None  # mean over the account's tickets of 30 d
+    signup_month: str | None = None  # the account's sign-up month (its cohort)
 
     @property
     def paid(self) -> bool:
@@ -108,6 +109,7 @@ def point_from_snapshot(snap: dict) -> Point:
         active_users=int(m.get("active_users_30d") or 0),
         ttfv_days=m.get("ttfv_days"),
         first_response_hours=m.get("first_response_hours_30d"),
+        signup_month=_dt(acc["signed_up_at"]).strftime("%Y-%m") if acc.get("signed_up_at") else None,
     )
 
 
@@ -514,6 +516,76 @@ def _finish(period: str, group: str, a: _Acc, ref: datetime | None) -> Portfolio
         first_response_hours=spread["first_response_hours"].p50 if "first_response_hours" in spread else None,
         distributions=spread,
     )
+
+
+# --- cohorts by sign-up month and tenure
+
+COHORT_TENURES = (1, 3, 6, 12)
+
+
+class CohortCell(BaseModel):
+    """A sign-up cohort ``tenure`` months on: the end of month ``month`` (to date if it is the latest)."""
+
+    tenure: int
+    month: str
+    to_date: bool
+    retained_accounts: int
+    logo_retention: float | None  # retained (not canceled) / cohort accounts x 100
+    mrr: float  # the retained accounts' MRR
+    nrr: float | None  # MRR now / the cohort's MRR at the end of its sign-up month x 100
+    adoption: float | None  # mean adoption rate of the retained accounts x 100
+
+
+class Cohort(BaseModel):
+    cohort: str  # sign-up month
+    accounts: int  # known from their sign-up month on
+    starting_mrr: float  # at the end of the sign-up month
+    cells: list[CohortCell]
+
+
+def add_months(month: str, n: int) -> str:
+    y, m = (int(x) for x in month.split("-"))
+    y, m = divmod(y * 12 + m - 1 + n, 12)
+    return f"{y:04d}-{m + 1:02d}"
+
+
+def cohorts(accounts: dict[str, dict[str, Point]], tenures: Iterable[int] = COHORT_TENURES) -> list[Cohort]:
+    """Retention, NRR and adoption by sign-up month at each tenure. An account is in its sign-up month's
+    cohort when healthmon has a point of that month (else its start is unknown and it is left out); a
+    tenure is shown once its month has begun (the latest month: to date)."""
+    latest = max((m for points in accounts.values() for m in points), default=None)
+    members: dict[str, list[dict[str, Point]]] = {}
+    for points in accounts.values():
+        first = points[min(points)]
+        signup = first.signup_month
+        if signup is not None and signup in points:
+            members.setdefault(signup, []).append(points)
+    out = []
+    for cohort, group in sorted(members.items()):
+        start = sum((pts[cohort].mrr for pts in group), Decimal(0))
+        cells = []
+        for k in tenures:
+            month = add_months(cohort, k)
+            if latest is None or month > latest:
+                break
+            ends = [_latest(pts, month) for pts in group]
+            kept = [p for p in ends if p is not None and not p.canceled]
+            mrr = sum((p.mrr for p in kept), Decimal(0))
+            adoption = [p.adoption * 100 for p in kept if p.adoption is not None]
+            cells.append(
+                CohortCell(
+                    tenure=k,
+                    month=month,
+                    to_date=month == latest,
+                    retained_accounts=len(kept),
+                    logo_retention=_pct(len(kept), len(group)),
+                    mrr=_money(mrr),
+                    nrr=_pct(mrr, start),
+                    adoption=round(fmean(adoption), 2) if adoption else None,
+                )
+            )
+        out.append(Cohort(cohort=cohort, accounts=len(group), starting_mrr=_money(start), cells=cells))
+    return out
 
 
 def affected_periods(changed_months: Iterable[str], known_months: Iterable[str]) -> list[str]:

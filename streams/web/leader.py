@@ -30,7 +30,14 @@ from streams.core.leader import (
     trailing_12,
     unit_economics,
 )
-from streams.core.portfolio import AccountRef, Distribution, PortfolioMetrics, previous_month
+from streams.core.portfolio import (
+    COHORT_TENURES,
+    AccountRef,
+    Cohort,
+    Distribution,
+    PortfolioMetrics,
+    previous_month,
+)
 from streams.core.targets import Assessment, Targets, assess, load_targets
 from streams.settings import Settings
 
@@ -116,6 +123,13 @@ class CsmTable(BaseModel):
     progress: PeriodProgress
     ranges: dict[str, tuple[int, int]]
     rows: list[CsmRow]
+
+
+class CohortTable(BaseModel):
+    """Sign-up cohorts read at each tenure (docs/portfolio.md, "Cohorts"), oldest cohort first."""
+
+    tenures: list[int]
+    cohorts: list[Cohort]
 
 
 class ScorecardQuery(BaseModel):
@@ -291,18 +305,29 @@ async def csms(request: web.Request) -> web.Response:
     return web.Response(body=body.model_dump_json(), content_type="application/json")
 
 
+async def cohort_table(request: web.Request) -> web.Response:
+    from streams.web.server import REDIS, SETTINGS
+
+    s: Settings = request.app[SETTINGS]
+    raw = await request.app[REDIS].get(f"{s.redis_prefix}portfolio:cohorts")
+    found = [] if raw is None else [Cohort.model_validate(c) for c in orjson.loads(raw)]
+    body = CohortTable(tenures=list(COHORT_TENURES), cohorts=found)
+    return web.Response(body=body.model_dump_json(), content_type="application/json")
+
+
 def add_routes(app: web.Application, settings: Settings) -> None:
     """Load the targets (a bad file stops the start: ConfigError naming file, line and field) and route."""
     app[TARGETS] = load_targets(settings.targets_file)
     app.router.add_get("/api/portfolio/scorecard", scorecard)
     app.router.add_get("/api/portfolio/csms", csms)
+    app.router.add_get("/api/portfolio/cohorts", cohort_table)
 
 
 def openapi_paths() -> tuple[dict[str, Any], list[type[BaseModel]]]:
     """The paths of this module for the OpenAPI document, and the models their bodies use."""
 
-    def ok(summary: str, model: str, query: type[BaseModel]) -> dict:
-        props = query.model_json_schema().get("properties", {})
+    def ok(summary: str, model: str, query: type[BaseModel] | None) -> dict:
+        props = {} if query is None else query.model_json_schema().get("properties", {})
         return {
             "get": {
                 "summary": summary,
@@ -335,4 +360,9 @@ def openapi_paths() -> tuple[dict[str, Any], list[type[BaseModel]]]:
             "The CSMs side by side with the accounts-per-CSM guidance", "CsmTable", CsmQuery
         ),
     }
-    return paths, [Scorecard, CsmTable]
+    paths["/api/portfolio/cohorts"] = ok(
+        "Retention, NRR and adoption by sign-up month at tenure 1, 3, 6 and 12 months",
+        "CohortTable",
+        None,
+    )
+    return paths, [Scorecard, CsmTable, CohortTable]

@@ -15,7 +15,8 @@ from streams.settings import Settings
 from tests.helpers import produce, setup_topics
 from tests.integration.test_portfolio_readmodel_kafka import run_until_built
 from tests.integration.test_serve_api import TOKEN, Server, serve_settings
-from tests.unit.test_leader import renewal_snapshots
+from tests.unit.test_leader import cohort_snapshots, renewal_snapshots
+from tests.unit.test_portfolio import doc_block
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
@@ -153,3 +154,32 @@ def test_a_bad_targets_file_stops_serve(kafka_settings: Settings, tmp_path: Path
     s = serve_settings(kafka_settings).model_copy(update={"targets_file": bad})
     with pytest.raises(RuntimeError, match=rf"{bad}:4: figures.nps.direction"):
         Server(s, tmp_path / "serve.log")
+
+
+async def seed_cohorts(s: Settings) -> None:
+    """The cohort example of docs/portfolio.md through the read model."""
+    await setup_topics(s)
+    snaps = cohort_snapshots()
+    await produce(s, ((s.topic("health"), x["account_id"].encode(), orjson.dumps(x)) for x in snaps))
+    redis = Redis.from_url(s.redis_url)
+    try:
+        await run_until_built(s, redis)
+    finally:
+        await redis.aclose()
+
+
+async def test_cohorts(kafka_settings: Settings, tmp_path: Path) -> None:
+    s = serve_settings(kafka_settings)
+    await seed_cohorts(s)
+    server = Server(s, tmp_path / "serve.log")
+    try:
+        async with aiohttp.ClientSession(
+            base_url=server.base, headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as http:
+            async with http.get("/api/portfolio/cohorts") as r:
+                assert r.status == 200
+                body = await r.json()
+        assert body["tenures"] == [1, 3, 6, 12]
+        assert body["cohorts"] == doc_block("cohort-expected")
+    finally:
+        server.stop()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser import Browser, squash
-from tests.integration.test_leader_api import seed_renewals
+from tests.integration.test_leader_api import seed_cohorts, seed_renewals
 from tests.integration.test_serve_api import TOKEN, Server, serve_settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
@@ -83,5 +83,27 @@ async def test_targets_to_date_and_the_csm_table(kafka_settings, browser: Browse
         assert "moved by churn" in await browser.text('.tile[data-metric="healthy_pct"] .delta')
         assert "25.0%" in await browser.text("#renewal-rate")
         await browser.screenshot(tmp_path / "november.png")
+    finally:
+        server.stop()
+
+
+async def test_cohort_heat_map(kafka_settings, browser: Browser, tmp_path: Path) -> None:
+    s = serve_settings(kafka_settings)
+    await seed_cohorts(s)
+    server = Server(s, tmp_path / "serve.log")
+    try:
+        await browser.start(f"{server.base}/?token={TOKEN}")
+        await browser.wait_for("!!document.querySelector('#cohorts')")
+        rows = "[...document.querySelectorAll('#cohorts tbody tr')].map(r => r.dataset.cohort)"
+        assert await browser.evaluate(rows) == ["2026-09", "2026-10"]
+        cell = '#cohorts tr[data-cohort="2026-09"] td[data-tenure="3"]'
+        assert squash(await browser.text(cell)) == "50.0% NRR 75.0% · adoption 90.0% to date"
+        full = '#cohorts tr[data-cohort="2026-09"] td[data-tenure="1"]'
+        colours = await browser.evaluate(
+            f"[getComputedStyle(document.querySelector('{full}')).backgroundColor,"
+            f" getComputedStyle(document.querySelector('{cell}')).backgroundColor]"
+        )
+        assert colours[0] != colours[1]  # the heat-map: 100 % and 50 % retention differ in colour
+        await browser.screenshot(tmp_path / "cohorts.png")
     finally:
         server.stop()

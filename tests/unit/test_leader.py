@@ -17,7 +17,7 @@ from streams.core.leader import (
     trailing_12,
     unit_economics,
 )
-from streams.core.portfolio import PortfolioBook, PortfolioMetrics, point_from_snapshot
+from streams.core.portfolio import PortfolioBook, PortfolioMetrics, cohorts, point_from_snapshot
 from streams.core.targets import load_targets, rate
 from tests.unit.test_portfolio import doc_block
 
@@ -167,3 +167,27 @@ def test_adoption_for_the_book_matches_the_docs() -> None:
     targets = load_targets()
     ratings = {k: rate(got[k], targets.target(k)) for k in ("adoption", "dau_mau", "first_response_hours")}  # type: ignore[arg-type]
     assert ratings == {"adoption": "at_risk", "dau_mau": "on_track", "first_response_hours": "on_track"}
+
+
+def cohort_snapshots() -> list[dict]:
+    """The cohort example of docs/portfolio.md as cs.health snapshots (one per account and month)."""
+    out = []
+    for row in doc_block("cohort-fixture"):
+        for month, (mrr, adoption, *canceled) in row["points"].items():
+            out.append(
+                {
+                    "account_id": row["id"],
+                    "as_of": f"{month}-{'07' if month == '2026-12' else '28'}T12:00:00Z",
+                    "account": {"segment": "smb", "signed_up_at": f"{row['signup']}T09:00:00Z"},
+                    "metrics": {"mrr": mrr, "canceled": bool(canceled), "adoption_rate": adoption},
+                }
+            )
+    return out
+
+
+def test_cohorts_match_the_docs() -> None:
+    book = PortfolioBook()
+    for snap in cohort_snapshots():
+        book.apply(snap["account_id"], point_from_snapshot(snap))
+    assert [c.model_dump() for c in cohorts(book.accounts)] == doc_block("cohort-expected")
+    assert cohorts({}) == []

@@ -110,13 +110,27 @@ function economics(card) {
 }
 
 function adoption(card) {
-  const f = (u, v) => (u === "%" ? pct(v) : u === "count" ? num(v) : `${num(v, 1)} ${u === "days" ? "d" : "h"}`);
+  const f = (u, v) => (v === null || v === undefined ? "–" : u === "%" ? pct(v) : u === "count" ? num(v) : `${num(v, 1)} ${u === "days" ? "d" : "h"}`);
   const rows = card.adoption.map((x) => {
     const d = x.distribution;
     const q = d ? `${f(x.unit, d.p25)} · ${f(x.unit, d.p50)} · ${f(x.unit, d.p75)}` : "–";
     return `<tr data-metric="${x.figure}"><th scope="row">${esc(x.label)}</th><td class="num">${f(x.unit, x.value)}</td><td class="num">${q}</td><td class="num">${d ? num(d.accounts) : "–"}</td><td>${x.assessment ? ratingBadge(x.assessment) : ""}</td><td class="muted">${x.assessment ? targetText(x.assessment, x.unit === "hours" ? "score" : "%") : x.figure === "ttfv_days" ? "shorter is better" : ""}</td></tr>`;
   }).join("");
   return `<table id="adoption"><caption class="sr">Adoption and engagement</caption><thead><tr><th>Figure</th><th class="num">Book</th><th class="num">p25 · median · p75</th><th class="num">Accounts</th><th>Rating</th><th>Target</th></tr></thead><tbody>${rows}</tbody></table>`;
+}
+
+// The cohort table as a heat-map: each cell's colour follows its logo retention (and says it in words).
+function cohortTable(t) {
+  if (!t.cohorts.length) return `<p class="muted">No cohort yet: an account joins its sign-up month's cohort when healthmon has seen it since that month.</p>`;
+  const head = t.tenures.map((k) => `<th class="num">Month ${k}</th>`).join("");
+  const cell = (c) => {
+    if (!c) return `<td class="num muted">–</td>`;
+    const r = c.logo_retention ?? 0;
+    const bg = `hsl(${Math.round((r / 100) * 130)}, 55%, ${92 - (r / 100) * 12}%)`;
+    return `<td class="num heat" data-tenure="${c.tenure}" style="background:${bg}" title="${esc(c.month)}"><b>${pct(c.logo_retention)}</b><br><span class="muted">NRR ${pct(c.nrr)} · adoption ${pct(c.adoption)}</span>${c.to_date ? ` <span class="todate">to date</span>` : ""}</td>`;
+  };
+  const rows = t.cohorts.map((c) => `<tr data-cohort="${esc(c.cohort)}"><th scope="row">${esc(c.cohort)}</th><td class="num">${num(c.accounts)}</td><td class="num">${money(c.starting_mrr)}</td>${t.tenures.map((k) => cell(c.cells.find((x) => x.tenure === k))).join("")}</tr>`).join("");
+  return `<table id="cohorts"><caption>Logo retention (colour), NRR and adoption by sign-up month, months after sign-up</caption><thead><tr><th>Signed up</th><th class="num">Accounts</th><th class="num">MRR then</th>${head}</tr></thead><tbody>${rows}</tbody></table>`;
 }
 
 function csmTable(t) {
@@ -192,11 +206,12 @@ async function showPortfolio() {
   }
   const base = state.period.startsWith("T12-") ? state.period.slice(4) : state.period; // lists: the last month
   const g = encodeURIComponent(state.group);
-  const [fig, trend, card, csms] = await Promise.all([
+  const [fig, trend, card, csms, cohorts] = await Promise.all([
     api(`/api/portfolio?period=${encodeURIComponent(base)}&group=${g}`),
     api(`/api/portfolio/trend?group=${g}&months=12`),
     api(`/api/portfolio/scorecard?period=${encodeURIComponent(state.period)}&group=${g}`),
     api(`/api/portfolio/csms?period=${encodeURIComponent(base)}`),
+    api("/api/portfolio/cohorts"),
   ]);
   const upto = trend.filter((t) => t.period <= base);
   const p = card.progress;
@@ -212,6 +227,7 @@ async function showPortfolio() {
     </div>
     <section><h2>Adoption and engagement${p.to_date ? ' <span class="todate">to date</span>' : ""}</h2><div class="panel">${adoption(card)}</div></section>
     <section><h2>CSMs side by side</h2><div class="panel">${csmTable(csms)}</div></section>
+    <section><h2>Cohorts (whole book)</h2><div class="panel">${cohortTable(cohorts)}</div></section>
     <div class="grid2">
       <section><h2>Band distribution</h2><div class="panel">${bands(fig)}</div></section>
       <section><h2>MRR and satisfaction</h2><div class="panel">${bridge(fig)}</div></section>
