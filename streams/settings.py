@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     max_future_skew_s: float = Field(default=3600.0, ge=0)
     # The scorecard YAML (default: the one shipped in streams/core/scorecard.default.yaml).
     scorecard: Path | None = None
+    # Targets and benchmarks of the portfolio figures (default: streams/core/targets.default.yaml).
+    targets_file: Path | None = None
+    # Gross margin (0-1] used in customer lifetime value = ARPA x gross margin / monthly revenue churn.
+    gross_margin: float = Field(default=1.0, gt=0, le=1)
     # Trigger rules: a file or a folder of *.yaml (default: the shipped pack in rules/default).
     rules: Path | None = None
     # How often rule files are checked for changes (a change reloads them; ids keep their state).

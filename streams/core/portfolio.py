@@ -16,10 +16,12 @@ one pass over the accounts. Formulas are the seeds' (docs/portfolio.md has them 
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from statistics import fmean, quantiles
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -27,6 +29,8 @@ from pydantic import BaseModel, Field
 PORTFOLIO_SCHEMA_VERSION = 1
 BANDS = ("red", "yellow", "green")
 RENEWAL_WINDOW_DAYS = 90
+SPREAD = ("adoption", "dau_mau", "ttfv_days", "first_response_hours")  # figures served with quartiles
+PERCENT = frozenset({"adoption", "dau_mau"})  # 0-1 in the snapshot, % in the figures
 LIST_LIMIT = 100
 
 
@@ -51,6 +55,18 @@ class Point:
     ces_n: int
     renewal: date | None
     drivers: tuple[str, ...] = ()
+    unpaid: int = 0  # failed invoices not paid yet
+    adoption: float | None = None  # active users 30 d / seats (0-1)
+    dau_mau: float | None = None  # 0-1
+    active_users: int = 0  # 30 d
+    ttfv_days: float | None = None  # sign-up to first key-feature use
+    first_response_hours: float | None = None  # mean over the account's tickets of 30 d
+    signup_month: str | None = None  # the account's sign-up month (its cohort)
+
+    @property
+    def paid(self) -> bool:
+        """Paying and not behind: MRR > 0, not canceled, no unpaid invoice."""
+        return self.mrr > 0 and not self.canceled and not self.unpaid
 
     @property
     def month(self) -> str:
@@ -87,10 +103,17 @@ def point_from_snapshot(snap: dict) -> Point:
         ces_n=int(m.get("ces_responses_90d") or 0),
         renewal=None if days is None else as_of.date() + timedelta(days=int(days)),
         drivers=tuple(d.get("text", "") for d in (snap.get("drivers") or [])[:3]),
+        unpaid=int(m.get("unpaid_invoices") or 0),
+        adoption=m.get("adoption_rate"),
+        dau_mau=m.get("dau_mau"),
+        active_users=int(m.get("active_users_30d") or 0),
+        ttfv_days=m.get("ttfv_days"),
+        first_response_hours=m.get("first_response_hours_30d"),
+        signup_month=_dt(acc["signed_up_at"]).strftime("%Y-%m") if acc.get("signed_up_at") else None,
     )
 
 
-# --- periods: "2026-11" (a month) or "2026-Q4" (a quarter)
+# --- periods: "2026-11" (a month), "2026-Q4" (a quarter) or "2026" (a year)
 
 
 def quarter_of(month: str) -> str:
@@ -99,7 +122,9 @@ def quarter_of(month: str) -> str:
 
 
 def period_months(period: str) -> list[str]:
-    """The months of a period; ValueError for anything but YYYY-MM or YYYY-Qn."""
+    """The months of a period; ValueError for anything but YYYY-MM, YYYY-Qn or YYYY."""
+    if len(period) == 4 and period.isdigit():
+        return [f"{period}-{m:02d}" for m in range(1, 13)]
     y, rest = period.split("-", 1)
     year = int(y)
     if rest.startswith("Q") and rest[1:] in ("1", "2", "3", "4"):
@@ -109,6 +134,13 @@ def period_months(period: str) -> list[str]:
     if len(rest) != 2 or not 1 <= month <= 12:
         raise ValueError(f"not a period (YYYY-MM or YYYY-Qn): {period!r}")
     return [f"{year:04d}-{month:02d}"]
+
+
+def month_days(month: str) -> tuple[date, date]:
+    """The first and last day of a month (YYYY-MM)."""
+    y, m = (int(x) for x in month.split("-"))
+    first = date(y, m, 1)
+    return first, (date(y + 1, 1, 1) if m == 12 else date(y, m + 1, 1)) - timedelta(days=1)
 
 
 def previous_month(month: str) -> str:
@@ -130,6 +162,30 @@ class AccountRef(BaseModel):
     band: str | None
     drivers: list[str] = Field(default_factory=list)
     renewal_date: date | None = None
+
+
+class Distribution(BaseModel):
+    """A figure over the accounts that have it: how many, the mean and the quartiles (linear
+    interpolation between ranks, ``statistics.quantiles(method="inclusive")``)."""
+
+    accounts: int
+    mean: float
+    p25: float
+    p50: float
+    p75: float
+
+
+def distribution(values: list[float]) -> Distribution | None:
+    if not values:
+        return None
+    q = quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
+    return Distribution(
+        accounts=len(values),
+        mean=round(fmean(values), 2),
+        p25=round(q[0], 2),
+        p50=round(q[1], 2),
+        p75=round(q[2], 2),
+    )
 
 
 class PortfolioMetrics(BaseModel):
@@ -169,6 +225,30 @@ class PortfolioMetrics(BaseModel):
     renewals_90d_accounts: int = 0
     renewals_90d_mrr: float = 0
     renewals_90d: list[AccountRef] = Field(default_factory=list)  # by renewal date, at most 100
+    paying_accounts: int = 0  # active with MRR > 0 (ARPA's denominator)
+    accounts_by_segment: dict[str, int] = Field(default_factory=dict)  # active accounts
+    #: Cohort accounts lost in the period by their last band (for the churn-neutral deltas).
+    churned_by_band: dict[str, int] = Field(default_factory=dict)
+    churned_mrr_by_band: dict[str, float] = Field(default_factory=dict)
+    #: Renewals due in the period (a renewal date within it, up to the latest day counted) and outcomes.
+    renewals_due_accounts: int = 0
+    renewals_due_mrr: float = 0
+    renewals_renewed_accounts: int = 0
+    renewals_renewed_mrr: float = 0
+    renewals_lost_accounts: int = 0  # canceled instead
+    renewals_open_accounts: int = 0  # neither renewed nor canceled yet
+    renewal_rate: float | None = None  # renewed / due x 100
+    #: Active accounts whose renewal date is past and did not move forward (listed apart, never dropped).
+    renewals_overdue_accounts: int = 0
+    renewals_overdue_mrr: float = 0
+    renewals_overdue: list[AccountRef] = Field(default_factory=list)  # oldest first, at most 100
+    #: Adoption and engagement of the active accounts (their month-end points), in % / days / hours:
+    adoption: float | None = None  # mean adoption rate (active users 30 d / seats) x 100
+    dau_mau: float | None = None  # mean DAU/MAU x 100
+    active_users: int = 0  # Σ active users 30 d
+    ttfv_days: float | None = None  # median time to first value (first key-feature use), days
+    first_response_hours: float | None = None  # median of the accounts' mean first response, 30 d
+    distributions: dict[str, Distribution] = Field(default_factory=dict)  # the same, with quartiles
 
 
 @dataclass
@@ -196,6 +276,14 @@ class _Acc:
     at_risk: list[tuple[str, Point]] = field(default_factory=list)
     renewals: list[tuple[str, Point]] = field(default_factory=list)
     as_of: datetime | None = None
+    paying: int = 0
+    segments: dict[str, int] = field(default_factory=dict)
+    churned_bands: dict[str, int] = field(default_factory=dict)
+    churned_band_mrr: dict[str, Decimal] = field(default_factory=dict)
+    #: (due date, outcome "renewed" / "lost" / "open", MRR at the start of the month)
+    due: list[tuple[date, str, Decimal]] = field(default_factory=list)
+    active_users: int = 0
+    spread: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in SPREAD})
 
 
 def _pct(num: Decimal | float, den: Decimal | float) -> float | None:
@@ -252,11 +340,13 @@ class PortfolioBook:
             if end is None:
                 continue
             ends.append(end.as_of)
+            due = _renewals_due(points, months)
             for g in ("all", f"segment:{end.segment}", f"csm:{end.csm}"):
                 acc = groups.get(g)
                 if acc is None:
                     acc = groups[g] = _Acc()
                 _add(acc, aid, start, end)
+                acc.due.extend(due)
         ref = max(ends, default=None)
         return {g: _finish(period, g, acc, ref) for g, acc in sorted(groups.items())}
 
@@ -264,6 +354,31 @@ class PortfolioBook:
 def _latest(points: dict[str, Point], month: str) -> Point | None:
     best = max((m for m in points if m <= month), default=None)
     return None if best is None else points[best]
+
+
+def _renewals_due(points: dict[str, Point], months: list[str]) -> list[tuple[date, str, Decimal]]:
+    """Each month's renewal due: the date the account had at the start of the month falls in the month;
+    renewed if by the month's end that date moved forward with the subscription still paid, lost if it
+    was canceled, else open. (Whether a due date is reached yet is decided against the latest day.)"""
+    keys = sorted(points)
+    out = []
+    for month in months:
+        i = bisect_left(keys, month)  # keys[:i] are the months before this one
+        if not i:
+            continue
+        start = points[keys[i - 1]]
+        due = start.renewal
+        if due is None or due.year != int(month[:4]) or due.month != int(month[5:]) or not start.paid:
+            continue
+        end = points[keys[bisect_right(keys, month) - 1]]
+        if end.canceled:
+            outcome = "lost"
+        elif end.renewal is not None and end.renewal > due and end.paid:
+            outcome = "renewed"
+        else:
+            outcome = "open"
+        out.append((due, outcome, start.mrr))
+    return out
 
 
 def _add(acc: _Acc, aid: str, start: Point | None, end: Point) -> None:
@@ -275,6 +390,9 @@ def _add(acc: _Acc, aid: str, start: Point | None, end: Point) -> None:
         if end.canceled:
             acc.churned += start.mrr
             acc.churned_n += 1
+            lost_band = end.band or start.band or "none"
+            acc.churned_bands[lost_band] = acc.churned_bands.get(lost_band, 0) + 1
+            acc.churned_band_mrr[lost_band] = acc.churned_band_mrr.get(lost_band, Decimal(0)) + start.mrr
         elif end.mrr > start.mrr:
             acc.expansion += end.mrr - start.mrr
         else:
@@ -287,6 +405,17 @@ def _add(acc: _Acc, aid: str, start: Point | None, end: Point) -> None:
         return
     acc.active += 1
     acc.ending += end.mrr
+    acc.paying += end.mrr > 0
+    acc.segments[end.segment] = acc.segments.get(end.segment, 0) + 1
+    acc.active_users += end.active_users
+    for key, value in (
+        ("adoption", end.adoption),
+        ("dau_mau", end.dau_mau),
+        ("ttfv_days", end.ttfv_days),
+        ("first_response_hours", end.first_response_hours),
+    ):
+        if value is not None:
+            acc.spread[key].append(value * 100 if key in PERCENT else value)
     band = end.band or "none"
     acc.bands[band] += 1
     acc.band_mrr[band] += end.mrr
@@ -316,6 +445,17 @@ def _finish(period: str, group: str, a: _Acc, ref: datetime | None) -> Portfolio
         and today <= p.renewal <= today + timedelta(days=RENEWAL_WINDOW_DAYS)
     ]
     renewals.sort(key=lambda r: (r[1].renewal, r[0]))
+    overdue = sorted(
+        (
+            (aid, p)
+            for aid, p in a.renewals
+            if today is not None and p.renewal is not None and p.renewal < today
+        ),
+        key=lambda r: (r[1].renewal, r[0]),
+    )
+    due = [d for d in a.due if today is not None and d[0] <= today]
+    spread = {k: d for k, v in a.spread.items() if (d := distribution(v)) is not None}
+    renewed = [d for d in due if d[1] == "renewed"]
     at_risk = sorted(a.at_risk, key=lambda r: (-r[1].mrr, r[0]))
     return PortfolioMetrics(
         period=period,
@@ -351,15 +491,105 @@ def _finish(period: str, group: str, a: _Acc, ref: datetime | None) -> Portfolio
         renewals_90d_accounts=len(renewals),
         renewals_90d_mrr=_money(sum((p.mrr for _, p in renewals), Decimal(0))),
         renewals_90d=[_ref(aid, p) for aid, p in renewals[:LIST_LIMIT]],
+        paying_accounts=a.paying,
+        accounts_by_segment=dict(sorted(a.segments.items())),
+        churned_by_band=a.churned_bands,
+        churned_mrr_by_band={b: _money(v) for b, v in a.churned_band_mrr.items()},
+        renewals_due_accounts=len(due),
+        renewals_due_mrr=_money(sum((d[2] for d in due), Decimal(0))),
+        renewals_renewed_accounts=len(renewed),
+        renewals_renewed_mrr=_money(sum((d[2] for d in renewed), Decimal(0))),
+        renewals_lost_accounts=sum(d[1] == "lost" for d in due),
+        renewals_open_accounts=sum(d[1] == "open" for d in due),
+        renewal_rate=_pct(len(renewed), len(due)),
+        renewals_overdue_accounts=len(overdue),
+        renewals_overdue_mrr=_money(sum((p.mrr for _, p in overdue), Decimal(0))),
+        renewals_overdue=[_ref(aid, p) for aid, p in overdue[:LIST_LIMIT]],
+        adoption=spread["adoption"].mean if "adoption" in spread else None,
+        dau_mau=spread["dau_mau"].mean if "dau_mau" in spread else None,
+        active_users=a.active_users,
+        ttfv_days=spread["ttfv_days"].p50 if "ttfv_days" in spread else None,
+        first_response_hours=spread["first_response_hours"].p50 if "first_response_hours" in spread else None,
+        distributions=spread,
     )
+
+
+# --- cohorts by sign-up month and tenure
+
+COHORT_TENURES = (1, 3, 6, 12)
+
+
+class CohortCell(BaseModel):
+    """A sign-up cohort ``tenure`` months on: the end of month ``month`` (to date if it is the latest)."""
+
+    tenure: int
+    month: str
+    to_date: bool
+    retained_accounts: int
+    logo_retention: float | None  # retained (not canceled) / cohort accounts x 100
+    mrr: float  # the retained accounts' MRR
+    nrr: float | None  # MRR now / the cohort's MRR at the end of its sign-up month x 100
+    adoption: float | None  # mean adoption rate of the retained accounts x 100
+
+
+class Cohort(BaseModel):
+    cohort: str  # sign-up month
+    accounts: int  # known from their sign-up month on
+    starting_mrr: float  # at the end of the sign-up month
+    cells: list[CohortCell]
+
+
+def add_months(month: str, n: int) -> str:
+    y, m = (int(x) for x in month.split("-"))
+    y, m = divmod(y * 12 + m - 1 + n, 12)
+    return f"{y:04d}-{m + 1:02d}"
+
+
+def cohorts(accounts: dict[str, dict[str, Point]], tenures: Iterable[int] = COHORT_TENURES) -> list[Cohort]:
+    """Retention, NRR and adoption by sign-up month at each tenure. An account is in its sign-up month's
+    cohort when healthmon has a point of that month (else its start is unknown and it is left out); a
+    tenure is shown once its month has begun (the latest month: to date)."""
+    latest = max((m for points in accounts.values() for m in points), default=None)
+    members: dict[str, list[dict[str, Point]]] = {}
+    for points in accounts.values():
+        first = points[min(points)]
+        signup = first.signup_month
+        if signup is not None and signup in points:
+            members.setdefault(signup, []).append(points)
+    out = []
+    for cohort, group in sorted(members.items()):
+        start = sum((pts[cohort].mrr for pts in group), Decimal(0))
+        cells = []
+        for k in tenures:
+            month = add_months(cohort, k)
+            if latest is None or month > latest:
+                break
+            ends = [_latest(pts, month) for pts in group]
+            kept = [p for p in ends if p is not None and not p.canceled]
+            mrr = sum((p.mrr for p in kept), Decimal(0))
+            adoption = [p.adoption * 100 for p in kept if p.adoption is not None]
+            cells.append(
+                CohortCell(
+                    tenure=k,
+                    month=month,
+                    to_date=month == latest,
+                    retained_accounts=len(kept),
+                    logo_retention=_pct(len(kept), len(group)),
+                    mrr=_money(mrr),
+                    nrr=_pct(mrr, start),
+                    adoption=round(fmean(adoption), 2) if adoption else None,
+                )
+            )
+        out.append(Cohort(cohort=cohort, accounts=len(group), starting_mrr=_money(start), cells=cells))
+    return out
 
 
 def affected_periods(changed_months: Iterable[str], known_months: Iterable[str]) -> list[str]:
     """Periods whose figures a change in ``changed_months`` can move: those months, every later month
-    (its starting MRR may be carried from them) and the quarters of all of these."""
+    (its starting MRR may be carried from them) and the quarters and years of all of these."""
     changed = sorted(set(changed_months))
     if not changed:
         return []
     months = sorted({m for m in known_months if m >= changed[0]} | set(changed))
     quarters = sorted({quarter_of(m) for m in months})
-    return months + quarters
+    return months + quarters + sorted({m[:4] for m in months})

@@ -16,6 +16,7 @@ Key layout (``{p}`` is ``HEALTHMON_REDIS_PREFIX``, default ``healthmon:``):
 - ``{p}months:{account_id}``   hash month -> the month's last snapshot, trimmed to what the portfolio needs
 - ``{p}portfolio:{period}``    hash group -> portfolio figures JSON (as on ``cs.portfolio``)
 - ``{p}portfolio:periods``     sorted set of the periods present (all scores 0: lexicographic)
+- ``{p}portfolio:cohorts``     the cohort table (JSON list, streams.core.portfolio.cohorts)
 - ``{p}alerts``                list, newest first (1,000): alert events; ``{p}alerts:{account_id}`` (100)
 - ``{p}alerts:firing``         hash alert_id -> the firing event, removed when it resolves
 - ``{p}readmodel:built``       set once the read model holds everything on the topics (see rebuild)
@@ -36,7 +37,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from streams.broker import clients as kafka_clients
-from streams.core.portfolio import PortfolioBook, affected_periods, point_from_snapshot
+from streams.core.portfolio import PortfolioBook, affected_periods, cohorts, point_from_snapshot
 from streams.settings import Settings
 
 log = logging.getLogger("healthmon.readmodel")
@@ -79,6 +80,12 @@ _MONTH_METRICS = (
     "ces_mean_90d",
     "ces_responses_90d",
     "days_to_renewal",
+    "unpaid_invoices",
+    "adoption_rate",
+    "dau_mau",
+    "active_users_30d",
+    "ttfv_days",
+    "first_response_hours_30d",
 )
 
 
@@ -319,6 +326,7 @@ class ReadModelWorker:
         self.book = PortfolioBook()
         self.dirty_months: set[str] = set()
         self.published: dict[tuple[str, str], bytes] = {}
+        self.published_cohorts = b""  # the cohort table last written to Redis
         self.last_compute = 0.0
         self.compute_seconds = 0.0  # the last portfolio pass, for logs and the benchmark
         #: How often a running read model checks that Redis still holds it (a restarted Redis without
@@ -403,6 +411,7 @@ class ReadModelWorker:
         log.warning("the read model is gone from Redis (restarted or flushed?): rebuilding from the topics")
         self.book = PortfolioBook()
         self.published.clear()
+        self.published_cohorts = b""
         self.dirty_months.clear()
         self.rebuilding = True
         await _retry(clear, redis, self.settings.redis_prefix)  # what was written since it came back
@@ -446,7 +455,12 @@ class ReadModelWorker:
                 if self.published.get((period, group)) != body:
                     changed.append((period, group, figures.model_dump_json().encode()))
                     self.published[period, group] = body
+        cohort_body = orjson.dumps([c.model_dump() for c in cohorts(self.book.accounts)])
+        new_cohorts = cohort_body != self.published_cohorts
+        self.published_cohorts = cohort_body
         self.compute_seconds = time.perf_counter() - started
+        if new_cohorts:
+            await _retry(redis.set, f"{p}portfolio:cohorts", cohort_body)
         if not changed:
             return []
         for period, group, value in changed:

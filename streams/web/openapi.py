@@ -35,6 +35,7 @@ def _ok(description: str, schema: str | dict) -> dict:
 
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
+    from streams.web.leader import openapi_paths
     from streams.web.queries import AccountQuery
     from streams.web.server import AlertsQuery, PortfolioQuery, SilenceRequest, TrendQuery
 
@@ -88,7 +89,9 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     }
-    for model in (PortfolioMetrics, HealthSnapshot, SilenceRequest):
+    leader_paths, leader_models = openapi_paths()
+    models: list[type[BaseModel]] = [PortfolioMetrics, HealthSnapshot, SilenceRequest, *leader_models]
+    for model in models:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         comps.update(schema.pop("$defs", {}))
         comps[model.__name__] = schema
@@ -180,6 +183,7 @@ def openapi_document() -> dict[str, Any]:
             }
         },
     }
+    paths.update(leader_paths)
     return {
         "openapi": "3.1.0",
         "info": {

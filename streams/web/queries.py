@@ -155,12 +155,14 @@ _TREND_FIELDS = (
     "at_risk_accounts",
     "ending_mrr",
     "nps",
+    "csat",
+    "renewal_rate",
 )
 
 
 async def trend(redis: Redis, p: str, group: str, months: int) -> list[dict]:
     """The group's monthly figures, oldest first, without the account lists (for the tiles' trend)."""
-    monthly = [x for x in await periods(redis, p) if "Q" not in x][-months:]
+    monthly = [x for x in await periods(redis, p) if len(x) == 7 and "Q" not in x][-months:]
     async with redis.pipeline(transaction=False) as pipe:
         for period in monthly:
             pipe.hget(f"{p}portfolio:{period}", group)

@@ -27,7 +27,7 @@ from alerts.store import DeliveryStore, Silence
 from rules.model import parse_duration
 from streams.core.portfolio import period_months
 from streams.settings import Settings
-from streams.web import queries
+from streams.web import leader, queries
 from streams.web.openapi import openapi_document
 
 log = logging.getLogger("healthmon.serve")
@@ -194,7 +194,7 @@ async def portfolio(request: web.Request) -> web.Response:
     s = request.app[SETTINGS]
     redis = request.app[REDIS]
     known = await queries.periods(redis, s.redis_prefix)
-    period = q.period or next((x for x in reversed(known) if "Q" not in x), None)
+    period = q.period or next((x for x in reversed(known) if len(x) == 7 and "Q" not in x), None)
     if period is None:
         return error(404, "no portfolio figures yet (is healthmon readmodel running?)")
     try:
@@ -211,7 +211,7 @@ async def portfolio_periods(request: web.Request) -> web.Response:
     s = request.app[SETTINGS]
     redis = request.app[REDIS]
     known = await queries.periods(redis, s.redis_prefix)
-    latest = next((x for x in reversed(known) if "Q" not in x), None)
+    latest = next((x for x in reversed(known) if len(x) == 7 and "Q" not in x), None)
     groups = await queries.portfolio_groups(redis, s.redis_prefix, latest) if latest else []
     return json_response({"periods": known, "latest_month": latest, "groups": groups})
 
@@ -357,6 +357,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/portfolio", portfolio)
     app.router.add_get("/api/portfolio/periods", portfolio_periods)
     app.router.add_get("/api/portfolio/trend", portfolio_trend)
+    leader.add_routes(app, settings)  # targets, scorecard, CSM table (streams/web/leader.py)
     app.router.add_get("/api/alerts", alerts)
     app.router.add_get("/api/silences", silences_list)
     app.router.add_post("/api/silences", silences_add)

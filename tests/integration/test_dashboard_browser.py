@@ -36,7 +36,7 @@ async def test_tiles_at_risk_and_account_chart(kafka_settings, browser: Browser,
     server = Server(s, tmp_path / "serve.log")
     try:
         await browser.start(f"{server.base}/?token={TOKEN}")
-        await browser.wait_for("document.querySelectorAll('.tile').length === 6")
+        await browser.wait_for("document.querySelectorAll('.tile').length === 9")
         # the worked example of docs/portfolio.md, November 2026
         assert await tile(browser, "nrr") == "95.9%"
         assert await tile(browser, "grr") == "90.2%"

@@ -98,6 +98,7 @@ async def test_portfolio_history_alerts_and_rebuild(kafka_settings) -> None:
         smb = orjson.loads(await redis.hget(f"{p}portfolio:2026-11", "segment:smb"))
         assert smb["revenue_churn_rate"] == 30.43
         assert await redis.zrange(f"{p}portfolio:periods", 0, -1) == [
+            b"2026",  # the year (its cohort: December 2025)
             b"2026-07",
             b"2026-08",
             b"2026-09",

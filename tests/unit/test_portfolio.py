@@ -111,4 +111,6 @@ def test_periods() -> None:
         "2026-10",
         "2026-11",
         "2026-Q4",
+        "2026",
     ]
+    assert period_months("2026") == [f"2026-{m:02d}" for m in range(1, 13)]

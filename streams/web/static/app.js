@@ -17,14 +17,8 @@ async function api(path) {
   return body;
 }
 
-const TILES = [
-  ["nrr", "NRR", pct, true],
-  ["grr", "GRR", pct, true],
-  ["logo_churn_rate", "Logo churn", pct, false],
-  ["revenue_churn_rate", "Revenue churn", pct, false],
-  ["healthy_pct", "% healthy", pct, true],
-  ["at_risk_mrr", "MRR at risk", money, false],
-];
+const RATING = { on_track: "on track", at_risk: "at risk", off_track: "off track" };
+const BASIS = { month: "/mo", year: "/yr", level: "" };
 
 // A sparkline of the group's monthly values (inline SVG, described for screen readers).
 function spark(values, label) {
@@ -37,19 +31,115 @@ function spark(values, label) {
   return `<svg viewBox="0 0 ${w} ${h}" preserveAspectRatio="none" role="img" aria-label="${esc(label)} trend: ${ys.map((y) => num(y, 1)).join(", ")}"><path d="${d}" fill="none" stroke="#0b57d0" stroke-width="1.6"/></svg>`;
 }
 
-function tiles(fig, trend) {
-  return TILES.map(([key, title, fmt, upIsGood]) => {
-    const series = trend.map((t) => t[key]);
-    const prev = trend.length > 1 ? trend[trend.length - 2] : null;
-    let delta = "";
-    if (prev && prev[key] !== null && fig[key] !== null && prev[key] !== undefined) {
-      const diff = fig[key] - prev[key];
-      const arrow = diff > 0 ? "▲" : diff < 0 ? "▼" : "→";
-      const good = diff === 0 ? "" : (diff > 0) === upIsGood ? " (better)" : " (worse)";
-      delta = `${arrow} ${key === "at_risk_mrr" ? money(Math.abs(diff)) : num(Math.abs(diff), 1)} vs ${esc(prev.period)}${good}`;
-    }
-    return `<div class="tile" data-metric="${key}"><h3>${title}</h3><p class="value" data-value="${esc(fig[key])}">${fmt(fig[key])}</p>${spark(series, title)}<p class="delta">${delta || "&nbsp;"}</p></div>`;
+const fmtOf = (unit) => (unit === "money" ? money : unit === "score" ? (v) => num(v, 1) : pct);
+
+// "target ≥ 100%/yr · stretch 120%", or on the span measured: "target ≥ 99.1% a month (90.0%/yr)"
+function targetText(a, unit, span) {
+  if (!a) return "no target";
+  const t = a.target, f = fmtOf(unit), op = t.direction === "higher" ? "≥" : "≤";
+  const stretch = t.stretch === null || t.stretch === undefined ? "" : ` · stretch ${f(t.stretch)}`;
+  if (span && t.basis !== "level" && a.good_on_span !== t.good) {
+    return `target ${op} ${f(a.good_on_span)} ${span} (${f(t.good)}${BASIS[t.basis]})`;
+  }
+  return `target ${op} ${f(t.good)}${BASIS[t.basis]}${stretch}`;
+}
+
+// How long the figures of the period measure: "a month", "a quarter", "in 7 days"
+function spanText(p) {
+  if (p.to_date) return `in ${plural(p.days_elapsed, "day")}`;
+  return p.period.length === 7 && !p.period.includes("Q") ? "a month" : p.period.includes("Q") ? "a quarter" : "a year";
+}
+
+function ratingBadge(a) {
+  const r = a?.rating;
+  return r ? `<span class="rating ${r}" data-rating="${r}">${RATING[r]}</span>` : `<span class="rating none" data-rating="none">not rated</span>`;
+}
+
+function deltaText(d, unit) {
+  if (d.diff === null || d.diff === undefined) return esc(d.note || "");
+  const arrow = d.diff > 0 ? "▲" : d.diff < 0 ? "▼" : "→";
+  const size = unit === "money" ? money(Math.abs(d.diff)) : num(Math.abs(d.diff), 1);
+  const verdict = d.verdict && d.verdict !== "same" ? ` (${d.verdict})` : d.note ? ` (${esc(d.note)})` : "";
+  return `${arrow} ${size} vs ${esc(d.previous_period)}${verdict}`;
+}
+
+function tiles(card, trend) {
+  const span = card.period.startsWith("T12-") ? "" : spanText(card.progress);
+  return card.figures.map((f) => {
+    const fmt = fmtOf(f.unit), a = f.assessment;
+    const todate = f.to_date ? `<span class="todate" title="the period is not over">to date</span>` : "";
+    return `<div class="tile ${a?.rating || "unrated"}" data-metric="${f.figure}" data-rating="${a?.rating || "none"}" data-to-date="${f.to_date}">
+      <h3>${esc(f.label)} ${todate}</h3><p class="value" data-value="${esc(f.value)}">${fmt(f.value)}</p>
+      <p class="target">${ratingBadge(a)} <span class="muted">${targetText(a, f.unit, span)}</span></p>
+      ${spark(trend.map((t) => t[f.figure]), f.label)}<p class="delta">${deltaText(f.delta, f.unit) || "&nbsp;"}</p></div>`;
   }).join("");
+}
+
+function trailing(card) {
+  const t = card.trailing_12.trailing;
+  if (!t.months_counted) return `<p class="muted">No closed month with a starting cohort yet.</p>`;
+  const labels = { nrr: "NRR", grr: "GRR", logo_churn_rate: "Logo churn", revenue_churn_rate: "Revenue churn" };
+  const rows = card.trailing_12.figures.map((a) => `<tr data-metric="${a.figure}"><th scope="row">${labels[a.figure]}</th><td class="num">${pct(a.value)}</td><td class="num">${a.target.basis === "month" ? pct(a.value_on_basis) + "/mo" : ""}</td><td>${ratingBadge(a)}</td><td class="muted">${targetText(a, "%")}</td></tr>`).join("");
+  const note = t.annualised ? `annualised from ${plural(t.months_counted, "closed month")} (${esc(t.first_month)} to ${esc(t.last_month)})` : `${esc(t.first_month)} to ${esc(t.last_month)}`;
+  return `<table id="trailing"><caption>Trailing 12 months, chain-linked: ${note}</caption><thead><tr><th>Figure</th><th class="num">A year</th><th class="num">A month</th><th>Rating</th><th>Target</th></tr></thead><tbody>${rows}</tbody></table>`;
+}
+
+function renewalRate(card) {
+  const r = card.renewals;
+  const rows = [
+    ["Renewal rate", pct(r.renewal_rate), "renewed ÷ due"],
+    ["Due", num(r.due_accounts), `${money(r.due_mrr)} MRR`],
+    ["Renewed", num(r.renewed_accounts), `${money(r.renewed_mrr)} MRR`],
+    ["Lost (canceled)", num(r.lost_accounts), ""],
+    ["Open (not renewed yet)", num(r.open_accounts), ""],
+  ];
+  const table = `<table id="renewal-rate"><caption>Renewals due in ${esc(card.period)}${card.progress.to_date ? " (to date)" : ""}</caption><tbody>${rows.map(([k, v, n]) => `<tr><th scope="row">${k}</th><td class="num">${v}</td><td class="muted">${n}</td></tr>`).join("")}</tbody></table>`;
+  const overdue = r.overdue.length
+    ? `<table id="overdue"><caption>Overdue: ${plural(r.overdue_accounts, "account")}, ${money(r.overdue_mrr)} MRR — renewal date past, not moved</caption><thead><tr><th>Account</th><th>Was due</th><th class="num">MRR</th><th>Health</th><th>CSM</th></tr></thead><tbody>${r.overdue.map((a) => `<tr data-account="${esc(a.account_id)}"><td>${accountLink(a)}</td><td>${esc(a.renewal_date)}</td><td class="num">${money(a.mrr)}</td><td>${band(a.band)} ${num(a.score, 1)}</td><td>${esc(a.csm_name || a.csm)}</td></tr>`).join("")}</tbody></table>`
+    : `<p class="muted">No overdue renewal.</p>`;
+  return table + overdue;
+}
+
+function economics(card) {
+  const u = card.unit_economics;
+  return `<table id="economics"><caption class="sr">Unit economics</caption><tbody>
+    <tr><th scope="row">ARR</th><td class="num">${money(u.arr)}</td><td class="muted">ending MRR × 12</td></tr>
+    <tr><th scope="row">ARPA</th><td class="num">${money(u.arpa)}</td><td class="muted">MRR ÷ paying accounts</td></tr>
+    <tr><th scope="row">Customer lifetime value</th><td class="num">${money(u.ltv)}</td><td class="muted">ARPA × gross margin (${num(u.gross_margin, 2)}) ÷ monthly revenue churn (${pct(u.monthly_revenue_churn)}, trailing 12 months)</td></tr>
+  </tbody></table>`;
+}
+
+function adoption(card) {
+  const f = (u, v) => (v === null || v === undefined ? "–" : u === "%" ? pct(v) : u === "count" ? num(v) : `${num(v, 1)} ${u === "days" ? "d" : "h"}`);
+  const rows = card.adoption.map((x) => {
+    const d = x.distribution;
+    const q = d ? `${f(x.unit, d.p25)} · ${f(x.unit, d.p50)} · ${f(x.unit, d.p75)}` : "–";
+    return `<tr data-metric="${x.figure}"><th scope="row">${esc(x.label)}</th><td class="num">${f(x.unit, x.value)}</td><td class="num">${q}</td><td class="num">${d ? num(d.accounts) : "–"}</td><td>${x.assessment ? ratingBadge(x.assessment) : ""}</td><td class="muted">${x.assessment ? targetText(x.assessment, x.unit === "hours" ? "score" : "%") : x.figure === "ttfv_days" ? "shorter is better" : ""}</td></tr>`;
+  }).join("");
+  return `<table id="adoption"><caption class="sr">Adoption and engagement</caption><thead><tr><th>Figure</th><th class="num">Book</th><th class="num">p25 · median · p75</th><th class="num">Accounts</th><th>Rating</th><th>Target</th></tr></thead><tbody>${rows}</tbody></table>`;
+}
+
+// The cohort table as a heat-map: each cell's colour follows its logo retention (and says it in words).
+function cohortTable(t) {
+  if (!t.cohorts.length) return `<p class="muted">No cohort yet: an account joins its sign-up month's cohort when healthmon has seen it since that month.</p>`;
+  const head = t.tenures.map((k) => `<th class="num">Month ${k}</th>`).join("");
+  const cell = (c) => {
+    if (!c) return `<td class="num muted">–</td>`;
+    const r = c.logo_retention ?? 0;
+    const bg = `hsl(${Math.round((r / 100) * 130)}, 55%, ${92 - (r / 100) * 12}%)`;
+    return `<td class="num heat" data-tenure="${c.tenure}" style="background:${bg}" title="${esc(c.month)}"><b>${pct(c.logo_retention)}</b><br><span class="muted">NRR ${pct(c.nrr)} · adoption ${pct(c.adoption)}</span>${c.to_date ? ` <span class="todate">to date</span>` : ""}</td>`;
+  };
+  const rows = t.cohorts.map((c) => `<tr data-cohort="${esc(c.cohort)}"><th scope="row">${esc(c.cohort)}</th><td class="num">${num(c.accounts)}</td><td class="num">${money(c.starting_mrr)}</td>${t.tenures.map((k) => cell(c.cells.find((x) => x.tenure === k))).join("")}</tr>`).join("");
+  return `<table id="cohorts"><caption>Logo retention (colour), NRR and adoption by sign-up month, months after sign-up</caption><thead><tr><th>Signed up</th><th class="num">Accounts</th><th class="num">MRR then</th>${head}</tr></thead><tbody>${rows}</tbody></table>`;
+}
+
+function csmTable(t) {
+  if (!t.rows.length) return `<p class="muted">No CSM in this period.</p>`;
+  const ranges = Object.entries(t.ranges).map(([s, [lo, hi]]) => `${esc(s)} ${lo}-${hi}`).join(", ");
+  const mix = (m) => Object.entries(m).map(([s, n]) => `${esc(s)} ${n}`).join(", ");
+  const load = (r) => (r.load === null ? "–" : `${num(r.load * 100, 0)}% <span class="guide ${esc(r.guidance)}">${esc(r.guidance)}</span>`);
+  const rows = t.rows.map((r) => `<tr data-csm="${esc(r.csm)}"><td>${esc(r.csm_name || r.csm)}</td><td class="num">${num(r.accounts)}</td><td class="num">${money(r.arr)}</td><td>${mix(r.accounts_by_segment)}</td><td class="num">${load(r)}</td><td class="num">${pct(r.healthy_pct)}</td><td class="num">${pct(r.nrr)}</td><td class="num">${pct(r.grr)}</td><td class="num">${money(r.at_risk_mrr)}</td><td class="num">${num(r.nps, 1)}</td><td class="num">${pct(r.csat)}</td><td class="num">${pct(r.renewal_rate)}</td></tr>`).join("");
+  return `<table id="csms"><caption>CSMs side by side · accounts per CSM guidance: ${ranges}</caption><thead><tr><th>CSM</th><th class="num">Accounts</th><th class="num">ARR</th><th>Segments</th><th class="num">Load</th><th class="num">% healthy</th><th class="num">NRR</th><th class="num">GRR</th><th class="num">MRR at risk</th><th class="num">NPS</th><th class="num">CSAT</th><th class="num">Renewal rate</th></tr></thead><tbody>${rows}</tbody></table>`;
 }
 
 function bands(fig) {
@@ -98,7 +188,9 @@ async function loadFilters() {
   const info = await api("/api/portfolio/periods");
   const sel = $("#period");
   const cur = state.pinned && state.period ? state.period : info.latest_month; // else follow the latest
-  sel.innerHTML = info.periods.slice().reverse().map((p) => `<option ${p === cur ? "selected" : ""}>${esc(p)}</option>`).join("");
+  const months = info.periods.filter((p) => p.length === 7 && !p.includes("Q"));
+  const t12 = months.length > 1 ? [`T12-${months[months.length - 2]}`] : []; // through the last closed month
+  sel.innerHTML = [...t12, ...info.periods.slice().reverse()].map((p) => `<option value="${esc(p)}" ${p === cur ? "selected" : ""}>${esc(p.startsWith("T12-") ? `Trailing 12 months to ${p.slice(4)}` : p)}</option>`).join("");
   state.period = cur;
   const g = $("#group");
   const groups = info.groups.filter((x) => x !== "all");
@@ -112,19 +204,39 @@ async function showPortfolio() {
     $("#view").innerHTML = `<p class="muted">No portfolio figures yet: is <code>healthmon readmodel</code> running and are snapshots arriving?</p>`;
     return;
   }
-  const q = `period=${encodeURIComponent(state.period)}&group=${encodeURIComponent(state.group)}`;
-  const [fig, trend] = await Promise.all([api(`/api/portfolio?${q}`), api(`/api/portfolio/trend?group=${encodeURIComponent(state.group)}&months=6`)]);
-  const upto = trend.filter((t) => t.period <= state.period);
+  const base = state.period.startsWith("T12-") ? state.period.slice(4) : state.period; // lists: the last month
+  const g = encodeURIComponent(state.group);
+  const [fig, trend, card, csms, cohorts] = await Promise.all([
+    api(`/api/portfolio?period=${encodeURIComponent(base)}&group=${g}`),
+    api(`/api/portfolio/trend?group=${g}&months=12`),
+    api(`/api/portfolio/scorecard?period=${encodeURIComponent(state.period)}&group=${g}`),
+    api(`/api/portfolio/csms?period=${encodeURIComponent(base)}`),
+    api("/api/portfolio/cohorts"),
+  ]);
+  const upto = trend.filter((t) => t.period <= base);
+  const p = card.progress;
+  const todate = p.to_date ? ` <span class="todate" id="period-to-date">to date · day ${p.days_elapsed} of ${p.days_total}</span>` : "";
   $("#asof").textContent = fig.as_of || "–";
   $("#view").innerHTML = `
-    <h2 id="portfolio-title">${esc(state.group === "all" ? "Whole book" : state.group)} · ${esc(fig.period)}</h2>
-    <section class="tiles" aria-labelledby="portfolio-title">${tiles(fig, upto.length ? upto : [fig])}</section>
+    <h2 id="portfolio-title">${esc(state.group === "all" ? "Whole book" : state.group)} · ${esc(state.period.startsWith("T12-") ? `trailing 12 months to ${base}` : fig.period)}${todate}</h2>
+    <section class="tiles" aria-labelledby="portfolio-title">${tiles(card, upto.length ? upto : [fig])}</section>
+    <p class="muted legend">Each figure against its target (docs/portfolio.md, "Targets"): <span class="rating on_track">on track</span> <span class="rating at_risk">at risk</span> <span class="rating off_track">off track</span>. Annual targets are met by compounding a month's rate; a period to date is not compared with the last one.</p>
+    <div class="grid2">
+      <section><h2>Trailing 12 months</h2><div class="panel">${trailing(card)}</div></section>
+      <section><h2>Unit economics</h2><div class="panel">${economics(card)}</div></section>
+    </div>
+    <section><h2>Adoption and engagement${p.to_date ? ' <span class="todate">to date</span>' : ""}</h2><div class="panel">${adoption(card)}</div></section>
+    <section><h2>CSMs side by side</h2><div class="panel">${csmTable(csms)}</div></section>
+    <section><h2>Cohorts (whole book)</h2><div class="panel">${cohortTable(cohorts)}</div></section>
     <div class="grid2">
       <section><h2>Band distribution</h2><div class="panel">${bands(fig)}</div></section>
       <section><h2>MRR and satisfaction</h2><div class="panel">${bridge(fig)}</div></section>
     </div>
     <section><h2>At risk</h2><div class="panel">${atRisk(fig)}</div></section>
-    <section><h2>Renewals ahead</h2><div class="panel">${renewals(fig)}</div></section>
+    <div class="grid2">
+      <section><h2>Renewal rate</h2><div class="panel">${renewalRate(card)}</div></section>
+      <section><h2>Renewals ahead</h2><div class="panel">${renewals(fig)}</div></section>
+    </div>
     <p class="muted">${info.periods.length} periods in the read model.</p>`;
 }
 
