@@ -32,8 +32,17 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
     specs.append(TopicSpec(s.topic("portfolio"), 1, compact))  # small; key "period|group"
     specs += [
         TopicSpec(s.topic(n), s.partitions, keep)
-        for n in ("health_changes", "alerts", "deadletter", "alerts_deadletter")
+        for n in (
+            "health_changes",
+            "alerts",
+            "deadletter",
+            "alerts_deadletter",
+            "task_actions",
+            "task_notices",
+        )
     ]
+    # Each account's task book (streams/tasks): the state of `healthmon tasks-worker`, co-partitioned.
+    specs.append(TopicSpec(s.topic("tasks"), s.partitions, compact))
     return specs
 
 

@@ -156,9 +156,16 @@ def _reminder_due(task: Task) -> datetime | None:
 
 
 def _deadlines(task: Task, now: datetime) -> tuple[Task, list[TaskNotice]]:
-    """Reminder and escalation of an unacknowledged task whose time has come by ``now``."""
+    """Reminder and escalation of an unacknowledged task whose time has come by ``now``, each
+    stamped when it was due: a clock that jumps past both (a replay between two alerts) gives
+    what a live clock would have given, in the same order."""
+    notices: list[TaskNotice] = []
     if task.state != "open" or task.escalated_at is not None:
-        return task, []
+        return task, notices
+    remind = _reminder_due(task)
+    if remind is not None and now >= remind:
+        task = _log(task, remind, SYSTEM, "reminded", None, reminded_at=remind)
+        notices.append(_notice("reminder", task, remind))
     if now >= task.due_at:
         task = _log(
             task,
@@ -168,12 +175,8 @@ def _deadlines(task: Task, now: datetime) -> tuple[Task, list[TaskNotice]]:
             "not acknowledged by the deadline",
             escalated_at=task.due_at,
         )
-        return task, [_notice("escalation", task, task.due_at)]
-    remind = _reminder_due(task)
-    if remind is not None and now >= remind:
-        task = _log(task, remind, SYSTEM, "reminded", None, reminded_at=remind)
-        return task, [_notice("reminder", task, remind)]
-    return task, []
+        notices.append(_notice("escalation", task, task.due_at))
+    return task, notices
 
 
 def _human(task: Task, a: TaskAction) -> tuple[Task, list[TaskNotice]]:

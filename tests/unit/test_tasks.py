@@ -258,13 +258,18 @@ def test_an_acknowledged_task_is_neither_reminded_nor_escalated():
     assert tick(t, T0 + 100 * H) == (t, [])
 
 
-def test_a_jump_past_the_deadline_escalates_without_a_late_reminder():
+def test_a_jump_past_the_deadline_gives_what_a_live_clock_would_have_given():
     task = opened()
     _t, n = tick(task, T0 + 60 * H)
-    assert [x.kind for x in n] == ["escalation"]
-    # a task opened already past its deadline (an old alert in live mode) escalates at once
+    assert [(x.kind, x.at) for x in n] == [("reminder", T0 + 36 * H), ("escalation", T0 + 48 * H)]
+    # a task opened already past its deadline (an old alert in live mode) is reminded and escalated at once
     _late, notices = apply(None, AlertSeen(fired(T0)), T0 + 60 * H)
-    assert [x.kind for x in notices] == ["opened", "escalation"]
+    assert [x.kind for x in notices] == ["opened", "reminder", "escalation"]
+    # snoozed past the deadline: no reminder, the escalation only
+    snoozed, _ = apply(task, act(task, "snooze", T0 + H, until=T0 + 60 * H), T0 + H)
+    assert snoozed is not None
+    _s, n = tick(snoozed, T0 + 70 * H)
+    assert [x.kind for x in n] == ["escalation"]
 
 
 def test_snooze_moves_the_reminder_not_the_deadline():
