@@ -162,6 +162,13 @@ class Settings(BaseSettings):
     tasks_commit_interval_s: float = Field(default=2.8, gt=0)
     tasks_time_zone: str | None = None
     tasks_cancel_rules: list[str] = Field(default_factory=lambda: ["account_canceled"])
+    # One-click task links in mail (`/t/<token>` on `healthmon serve`): signed with this secret (links are
+    # off without it), valid this long, each usable once; public_url is where people reach `healthmon serve`.
+    task_link_secret: SecretStr | None = None
+    task_link_max_age_s: float = Field(default=7 * 86400.0, gt=0)
+    public_url: str | None = None
+    # Slack's interactive buttons (`POST /slack/interactions`): the app's signing secret (off without it).
+    slack_signing_secret: SecretStr | None = None
 
     @model_validator(mode="after")
     def _kafka_security_is_complete(self) -> Settings:
