@@ -18,6 +18,7 @@ carries its addressee, a Slack button its user.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -46,7 +47,8 @@ log = logging.getLogger("healthmon.serve.tasks")
 #: Paths that carry their own proof instead of the bearer token (a signed link, Slack's signature).
 OPEN_PREFIXES = ("/t/", "/slack/")
 LINK_SALT = "healthmon.task-link"
-SEND_TIMEOUT_S = 2.0  # Slack wants an answer within 3 s
+SEND_TIMEOUT_S = 2.0  # a produce that takes longer is reported as not recorded
+SLACK_BUDGET_S = 2.5  # Slack wants an answer within 3 s
 VERBS: tuple[HumanVerb, ...] = ("acknowledge", "complete", "dismiss", "snooze", "reassign")
 
 
@@ -58,14 +60,24 @@ class TaskProducer:
         self.producer: AIOKafkaProducer | None = None
         self.lock = asyncio.Lock()
 
-    async def send(self, action: TaskAction) -> None:
+    async def start(self) -> AIOKafkaProducer:
         async with self.lock:
             if self.producer is None:
                 fresh = kafka_clients.producer(
                     self.s, acks="all", enable_idempotence=True, client_id=f"{self.s.app_id}-serve-tasks"
                 )
                 self.producer = await asyncio.wait_for(kafka_clients.started(fresh), 10)
-            producer: AIOKafkaProducer = self.producer
+            return self.producer
+
+    async def warm(self) -> None:
+        """Connect at start, so that the first click is quick; a broker away now is tried again later."""
+        try:
+            await self.start()
+        except Exception as exc:
+            log.info("task actions: Kafka not reachable yet (%r); trying again on the first action", exc)
+
+    async def send(self, action: TaskAction) -> None:
+        producer = await self.start()
         await asyncio.wait_for(
             producer.send_and_wait(
                 self.s.topic("task_actions"),
@@ -423,8 +435,8 @@ async def slack_interactions(request: web.Request) -> web.Response:
             via="slack",
         )
         started = time.monotonic()
-        try:
-            after, refused = await _submit(request, task, action)
+        try:  # Slack shows an error after 3 s without an answer
+            after, refused = await asyncio.wait_for(_submit(request, task, action), SLACK_BUDGET_S)
         except Exception as exc:
             log.warning("slack task action not recorded after %.1f s: %r", time.monotonic() - started, exc)
             replies.append("healthmon could not record this just now; nothing was changed. Try again.")
@@ -447,7 +459,11 @@ def register(app: web.Application, settings: Settings) -> None:
     app[PRODUCER] = TaskProducer(settings)
 
     async def lifecycle(app: web.Application):
+        warming = asyncio.create_task(app[PRODUCER].warm())
         yield
+        warming.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await warming
         await app[PRODUCER].close()
 
     app.cleanup_ctx.append(lifecycle)

@@ -27,11 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.types import TP
 from pydantic import TypeAdapter, ValidationError
 from redis.asyncio import Redis
 
 from rules.model import AlertEvent
-from streams.broker.clients import faust_app_kwargs
+from streams.broker.clients import consumer as kafka_consumer
+from streams.broker.clients import faust_app_kwargs, started
 from streams.readmodel.projector import _retry
 from streams.readmodel.tasks import write_book
 from streams.settings import Settings, get_settings
@@ -94,6 +97,7 @@ def create_tasks_app(settings: Settings | None = None) -> TasksPipeline:
         key_serializer="raw",
         value_serializer="raw",
         table_standby_replicas=0,
+        stream_wait_empty=False,  # (the agent acks each record as soon as it is applied)
         broker_commit_interval=s.tasks_commit_interval_s,
         broker_session_timeout=s.session_timeout_s,
         broker_heartbeat_interval=min(3.0, s.session_timeout_s / 4),
@@ -195,9 +199,42 @@ def create_tasks_app(settings: Settings | None = None) -> TasksPipeline:
             if not live:
                 await clock_to(p, now.timestamp())
 
+    offsets: AIOKafkaConsumer | None = None  # our own client for committed offsets (outside the group)
+
+    async def seek_uncommitted() -> None:
+        """Read again from the log start where the group committed nothing yet.
+
+        Faust drops what it fetches while a recovery holds the flow and then seeks back to the
+        committed offsets; aiokafka's seek skips a partition without a commit (or at 0), so records
+        that arrived in a new partition during a rebalance were never delivered (seen in the
+        rebalance test: actions on the partitions the first worker kept). Runs before Faust resumes
+        the flow; reading again is harmless, every record is applied idempotently."""
+        nonlocal offsets
+        names = {s.topic("alerts"), s.topic("task_actions")}
+        tps = [
+            TopicPartition(tp.topic, tp.partition) for tp in app.consumer.assignment() if tp.topic in names
+        ]
+        if not tps:
+            return
+        try:
+            if offsets is None:
+                offsets = await started(
+                    kafka_consumer(
+                        s, group_id=app.conf.id, client_id=f"{app.conf.id}-offsets", enable_auto_commit=False
+                    )
+                )
+            begin = await offsets.beginning_offsets(tps)
+            for tp in tps:
+                committed = await offsets.committed(tp)
+                if not committed:
+                    await app.consumer.seek(TP(tp.topic, tp.partition), begin[tp])
+        except Exception as exc:  # the broker is away: Faust's own seek is all there is
+            log.warning("could not check the committed offsets: %r", exc)
+
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def index_books(app: faust.App, **kwargs: Any) -> None:
         """After recovery: the deadlines of the books this worker now owns, and the read model."""
+        await seek_uncommitted()
         mine = {
             tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog.get_topic_name()
         }
@@ -239,5 +276,7 @@ def create_tasks_app(settings: Settings | None = None) -> TasksPipeline:
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close_redis(app: faust.App, **kwargs: Any) -> None:
         await redis.aclose()
+        if offsets is not None:
+            await offsets.stop()
 
     return pipe

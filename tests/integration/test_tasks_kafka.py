@@ -4,6 +4,7 @@ in a replay), a cancellation closes the tasks, and an action survives a SIGKILL 
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -193,3 +194,68 @@ async def test_replay_deadlines_are_event_time_exact_and_a_cancellation_closes_t
         assert (beta.state, beta.reason) == ("cancelled", "account cancelled")
     finally:
         w.stop()
+
+
+async def test_a_rebalance_moves_the_books_with_their_partitions(kafka_settings, tmp_path):
+    """A second worker joins: the partitions it takes over come with their books (recovered from
+    cs.tasks), so actions on tasks the first worker opened are applied, each once."""
+    s = kafka_settings.model_copy(update={"clock": "live", "partitions": 4})
+    await setup_topics(s)
+    first = WorkerProcess(s, tmp_path / "tasks-a.log", command="tasks-worker").start()
+    second = WorkerProcess(
+        s.model_copy(update={"data_dir": str(tmp_path / "b")}),
+        tmp_path / "tasks-b.log",
+        command="tasks-worker",
+    )
+    try:
+        accounts = [f"acc-{i}" for i in range(12)]
+        now = datetime.now(UTC).replace(microsecond=0)
+        await produce(
+            s,
+            [
+                (
+                    s.topic("alerts"),
+                    a.encode(),
+                    alert(a, "health_below_60", now, CHECK_IN).model_dump_json().encode(),
+                )
+                for a in accounts
+            ],
+        )
+        recs = await collect(
+            s, "task_notices", lambda rs: all("opened" in kinds(rs, a) for a in accounts), timeout=60
+        )
+        task_ids = {n["account_id"]: n["task_id"] for n in notices(recs) if n["kind"] == "opened"}
+        assert len({r.partition for r in recs}) == 4  # the accounts are on every partition
+        second.start()
+        # each action twice (a retry): applied once
+        actions = [
+            TaskAction(
+                action_id=f"ack-{a}",
+                account_id=a,
+                task_id=task_ids[a],
+                action="acknowledge",
+                by="ana",
+                at=now,
+            )
+            for a in accounts
+        ]
+        batch = [
+            (s.topic("task_actions"), x.account_id.encode(), x.model_dump_json().encode()) for x in actions
+        ]
+        await produce(s, batch + batch)
+
+        def all_acknowledged(rs) -> bool:
+            b = books(rs)
+            return all(a in b and b[a].tasks[task_ids[a]].state == "acknowledged" for a in accounts)
+
+        final = books(await collect(s, "tasks", all_acknowledged, timeout=90))
+        for a in accounts:
+            assert [h.action for h in final[a].tasks[task_ids[a]].history] == ["opened", "acknowledge"]
+        # the second worker owned some partitions (their books came from cs.tasks)
+        owned = re.findall(
+            r"(\d+) account books on partitions \[([\d, ]*)\]", second.log().decode(errors="replace")
+        )
+        assert any(parts and int(n) > 0 for n, parts in owned), owned
+    finally:
+        second.stop()
+        first.stop()
