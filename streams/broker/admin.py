@@ -139,6 +139,17 @@ async def poll_committed(
         await admin.close()
 
 
+async def missing_topics(s: Settings, names: list[str], timeout: float = 20.0) -> list[str]:
+    """Which of ``names`` the broker does not have."""
+    admin = kafka_clients.admin(s, client_id=f"{s.app_id}-preflight", request_timeout_ms=int(timeout * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout)
+        existing = set(await asyncio.wait_for(admin.list_topics(), timeout))
+    finally:
+        await admin.close()
+    return [n for n in names if n not in existing]
+
+
 async def preflight(s: Settings, timeout: float = 20.0) -> None:
     """Fail fast, in one line, when the broker cannot be reached or the input topics are missing."""
     admin = kafka_clients.admin(s, client_id=f"{s.app_id}-preflight", request_timeout_ms=int(timeout * 1000))

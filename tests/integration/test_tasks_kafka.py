@@ -4,6 +4,7 @@ in a replay), a cancellation closes the tasks, and an action survives a SIGKILL 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -14,12 +15,12 @@ import pytest
 from redis.asyncio import Redis
 
 from rules.model import Action, AlertEvent
-from streams.broker.admin import poll_committed
+from streams.broker.admin import ensure_topic, poll_committed, topic_specs
 from streams.readmodel.tasks import get_task, list_tasks
 from streams.settings import Settings
 from streams.tasks.model import TaskAction, TaskBook
 from tests.alert_fixtures import make_alert
-from tests.conftest import WorkerProcess
+from tests.conftest import WorkerProcess, run_cli
 from tests.helpers import collect, produce, setup_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
@@ -192,6 +193,14 @@ async def test_replay_deadlines_are_event_time_exact_and_a_cancellation_closes_t
         state = books(await collect(s, "tasks", lambda rs: "beta" in books(rs), timeout=30))
         (beta,) = state["beta"].tasks.values()
         assert (beta.state, beta.reason) == ("cancelled", "account cancelled")
+        # a record that is no task action goes to the dead-letter topic with the reason, and nothing stops
+        await send(s, "task_actions", "acme", b'{"kind": "human", "action": "explode"}')
+        dead = await collect(s, "deadletter", lambda rs: len(rs) >= 1, timeout=30)
+        reason = dict(dead[0].headers)["healthmon.reason"].decode()
+        assert dead[0].value == b'{"kind": "human", "action": "explode"}' and "invalid task record" in reason
+        later = alert("acme", "nps_detractor", t0 + timedelta(hours=52), NPS)
+        await send(s, "alerts", "acme", later.model_dump_json().encode())
+        await collect(s, "task_notices", lambda rs: kinds(rs, "acme").count("opened") == 2, timeout=30)
     finally:
         w.stop()
 
@@ -259,3 +268,14 @@ async def test_a_rebalance_moves_the_books_with_their_partitions(kafka_settings,
     finally:
         second.stop()
         first.stop()
+
+
+async def test_the_tasks_worker_refuses_to_start_without_its_topics(kafka_settings):
+    s = kafka_settings
+    for spec in topic_specs(s):
+        if spec.name in s.input_topics:
+            await ensure_topic(s, spec)
+    out = await asyncio.to_thread(run_cli, s, "tasks-worker", timeout=120)
+    assert out.returncode != 0
+    assert f"task topics missing on {s.kafka_bootstrap}: {s.topic('alerts')}" in out.stderr
+    assert "healthmon topics create" in out.stderr
