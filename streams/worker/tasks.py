@@ -19,6 +19,7 @@ Its own consumer group (``{app_id}-tasks``): it runs beside ``healthmon worker``
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from streams.tasks.model import DeadlineTick, InputRecord, TaskBook, TaskNotice
 
 log = logging.getLogger("healthmon.tasks")
 INPUT = TypeAdapter(InputRecord)
+TICK_RETRY_S = 30.0  # live: a deadline still due this long after its tick is ticked again
 
 
 @dataclass
@@ -52,6 +54,42 @@ class TasksPipeline:
     table: Any
     #: account -> (partition, next deadline as a UNIX time): what the clock must look at.
     deadlines: dict[str, tuple[int, float]] = field(default_factory=dict)
+    #: per partition, a heap of (deadline, account); entries that no longer match ``deadlines`` are
+    #: skipped when they come up (a deadline read is O(log n), not a walk over every book).
+    heaps: dict[int, list[tuple[float, str, bool]]] = field(default_factory=dict)
+
+    def set_deadline(self, account: str, p: int, due: float | None) -> None:
+        if due is None:
+            self.deadlines.pop(account, None)
+            return
+        self.deadlines[account] = (p, due)
+        heap = self.heaps.setdefault(p, [])
+        heapq.heappush(heap, (due, account, False))
+        if len(heap) > 64 and len(heap) > 4 * len(self.deadlines):  # mostly stale: rebuild
+            self.heaps = {}
+            for a, (q, d) in self.deadlines.items():
+                self.heaps.setdefault(q, []).append((d, a, False))
+            for h in self.heaps.values():
+                heapq.heapify(h)
+
+    def due(self, p: int, now: float) -> list[str]:
+        """The partition's accounts with a deadline at or before ``now``, earliest first (each once);
+        their entries leave the heap (the caller's step sets the next deadline)."""
+        heap = self.heaps.get(p, [])
+        out: dict[str, None] = {}
+        while heap and heap[0][0] <= now:
+            at, account, retry = heapq.heappop(heap)
+            current = self.deadlines.get(account)
+            if current == (p, at) or (
+                retry and current is not None and current[0] == p and current[1] <= now
+            ):
+                out[account] = None
+        return list(out)
+
+    def retry(self, p: int, account: str, at: float) -> None:
+        """Look at the account again at ``at`` if its deadline has not moved by then (a lost tick)."""
+        heapq.heappush(self.heaps.setdefault(p, []), (at, account, True))
+
     #: event mode: each partition's clock (the latest alert time read), UNIX seconds
     clocks: dict[int, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
@@ -123,7 +161,6 @@ def create_tasks_app(settings: Settings | None = None) -> TasksPipeline:
     table.value_serializer = "raw"
     pipe = TasksPipeline(s, app, table)
     redis = Redis.from_url(s.redis_url)
-    ticked: dict[str, float] = {}  # live: account -> deadline a tick was written for
 
     def count(what: str, n: int = 1) -> None:
         pipe.counts[what] = pipe.counts.get(what, 0) + n
@@ -137,10 +174,7 @@ def create_tasks_app(settings: Settings | None = None) -> TasksPipeline:
         if new is not old:
             table[new.account_id.encode()] = new.model_dump_json().encode()
         due = book_deadline(new)
-        if due is None:
-            pipe.deadlines.pop(new.account_id, None)
-        else:
-            pipe.deadlines[new.account_id] = (p, due.timestamp())
+        pipe.set_deadline(new.account_id, p, None if due is None else due.timestamp())
         for n in notes:
             await notices.send(key=n.account_id.encode(), value=n.model_dump_json().encode(), partition=p)
             count(f"notice_{n.kind}")
@@ -160,8 +194,7 @@ def create_tasks_app(settings: Settings | None = None) -> TasksPipeline:
 
     async def clock_to(p: int, now_ts: float) -> None:
         """Event mode: every deadline of the partition the clock passed, in time order."""
-        due = sorted((d, a) for a, (q, d) in pipe.deadlines.items() if q == p and d <= now_ts)
-        for _, account in due:
+        for account in pipe.due(p, now_ts):
             await step(account, DeadlineTick(account_id=account, at=_dt(now_ts)), _dt(now_ts), p)
 
     @app.agent(inputs, name="tasks")
@@ -239,6 +272,7 @@ def create_tasks_app(settings: Settings | None = None) -> TasksPipeline:
             tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog.get_topic_name()
         }
         pipe.deadlines.clear()
+        pipe.heaps.clear()
         n = 0
         for key, raw in list(table.items()):
             book = TaskBook.model_validate_json(raw)
@@ -246,7 +280,7 @@ def create_tasks_app(settings: Settings | None = None) -> TasksPipeline:
                 continue
             due = book_deadline(book)
             if due is not None and book.partition is not None:
-                pipe.deadlines[key.decode()] = (book.partition, due.timestamp())
+                pipe.set_deadline(key.decode(), book.partition, due.timestamp())
             await _retry(write_book, redis, s.redis_prefix, book)
             n += 1
         log.info(
@@ -262,16 +296,15 @@ def create_tasks_app(settings: Settings | None = None) -> TasksPipeline:
         async def deadlines_due() -> None:
             """Live mode: a tick into cs.task-actions for each account whose deadline has come."""
             now = time.time()
-            for account, (p, due) in list(pipe.deadlines.items()):
-                if due <= now and ticked.get(account) != due:
-                    ticked[account] = due
+            for p in list(pipe.heaps):
+                for account in pipe.due(p, now):
                     tick = DeadlineTick(account_id=account, at=_dt(now))
                     await actions.send(
                         key=account.encode(), value=tick.model_dump_json().encode(), partition=p
                     )
                     count("ticks")
-            for account in [a for a in ticked if a not in pipe.deadlines]:
-                del ticked[account]
+                    # once more in a while if the tick's step has not moved the deadline by then
+                    pipe.retry(p, account, now + TICK_RETRY_S)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close_redis(app: faust.App, **kwargs: Any) -> None:
