@@ -44,7 +44,7 @@ stack-stop:
 
 status:
 	@.ci/stack.sh status || true
-	@for n in simulator worker readmodel serve deliver mail; do \
+	@for n in simulator worker tasks readmodel serve deliver mail; do \
 	  if [ -f $(RUN_DIR)/$$n.pid ] && kill -0 $$(cat $(RUN_DIR)/$$n.pid) 2>/dev/null; then \
 	    echo "$$n: running, pid $$(cat $(RUN_DIR)/$$n.pid), log $(RUN_DIR)/$$n.log"; else echo "$$n: stopped"; fi; \
 	done
@@ -57,6 +57,7 @@ run: install _demo_reset stack
 	$(BIN)/healthmon topics create
 	@$(MAKE) --no-print-directory _start NAME=mail CMD="$(PY) -m aiosmtpd -n -c aiosmtpd.handlers.Debugging -l 127.0.0.1:$(DEMO_SMTP_PORT)"
 	@HEALTHMON_CLOCK=live HEALTHMON_READMODEL_ENABLED=false $(MAKE) --no-print-directory _start NAME=worker CMD="$(BIN)/healthmon worker -l info"
+	@HEALTHMON_CLOCK=live $(MAKE) --no-print-directory _start NAME=tasks CMD="$(BIN)/healthmon tasks-worker -l info"
 	@$(MAKE) --no-print-directory _start NAME=readmodel CMD="$(BIN)/healthmon readmodel"
 	@$(MAKE) --no-print-directory _start NAME=serve CMD="$(BIN)/healthmon serve"
 	@HEALTHMON_SMTP_PORT=$(DEMO_SMTP_PORT) $(MAKE) --no-print-directory _start NAME=deliver CMD="$(BIN)/healthmon deliver"
@@ -98,7 +99,7 @@ _start:
 	fi
 
 stop:
-	@for n in simulator deliver serve readmodel worker mail; do \
+	@for n in simulator deliver serve readmodel tasks worker mail; do \
 	  if [ -f $(RUN_DIR)/$$n.pid ]; then kill $$(cat $(RUN_DIR)/$$n.pid) 2>/dev/null || true; rm -f $(RUN_DIR)/$$n.pid; echo "$$n stopped"; fi; \
 	done
 	@.ci/stack.sh down

@@ -136,7 +136,8 @@ def _alert(
         if ended_by is None
         else _ended_summary(rule, snapshot, ended_by),
         description=rule.description,
-        action=rule.action,
+        action=rule.action.step,
+        playbook=rule.action if rule.action.tracked else None,
         labels={"severity": rule.severity, "rule": rule.id, **rule.labels},
         values={f: ctx.get(f) for f in rule.condition.fields},
         score=snapshot.score,

@@ -7,7 +7,15 @@ import string
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 from rules.context import FIELDS
 from rules.expr import Compiled, ExprError, compile_condition
@@ -53,6 +61,73 @@ def format_duration(seconds: int) -> str:
     return "".join(out)
 
 
+def parse_deadline(value: Any) -> int | str:
+    """``same_day`` (the end of the account's local day) or a positive duration in seconds."""
+    if value == "same_day":
+        return "same_day"
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a deadline: same_day, or a duration like 48h, 24h, 7d") from None
+    if seconds <= 0:
+        raise ValueError("a deadline must be later than the moment the task opens")
+    return seconds
+
+
+#: ``respond_within`` and a step's ``within``: seconds after the task opens, or "same_day".
+Deadline = Annotated[int | Literal["same_day"], BeforeValidator(parse_deadline)]
+OwnerRole = Literal["csm", "manager"]
+PlaybookType = Literal["risk", "opportunity"]
+
+
+def deadline_order(d: int | str) -> int:
+    """Sorts deadlines: same_day ends within a day, so it comes before any offset over a day."""
+    return 86_400 if d == "same_day" else int(d)
+
+
+class PlaybookStep(BaseModel):
+    """One step of a playbook, due ``within`` this long after the task opens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    step: str = Field(min_length=1, max_length=500)
+    within: Deadline
+
+
+class Action(BaseModel):
+    """What the CSM does when the rule fires. With ``respond_within`` it is a tracked playbook: a
+    firing alert opens a task (streams/tasks) due then, owned by ``owner``; without it, the step is
+    only text in the notification. A plain string in YAML is the text alone."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    step: str = Field(min_length=1, max_length=500)
+    respond_within: Deadline | None = None
+    owner: OwnerRole = "csm"
+    type: PlaybookType = "risk"
+    #: Ordered follow-up steps, each due at its own offset from the opening (e.g. call within 48h,
+    #: then log the save plan within 7d); the first response is still due at ``respond_within``.
+    steps: tuple[PlaybookStep, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Action:
+        if self.steps and self.respond_within is None:
+            raise ValueError("steps need respond_within (the deadline of the first response)")
+        offsets = [deadline_order(st.within) for st in self.steps]
+        if offsets != sorted(offsets):
+            raise ValueError("steps must be in the order they are due (each within no earlier than the last)")
+        return self
+
+    @property
+    def tracked(self) -> bool:
+        """A firing alert of this rule opens a task."""
+        return self.respond_within is not None
+
+
+def _action(value: Any) -> Any:
+    return {"step": value} if isinstance(value, str) else value
+
+
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -68,8 +143,8 @@ class Rule(BaseModel):
     cooldown: Duration = 0
     severity: Severity = "warning"
     labels: dict[str, str] = Field(default_factory=dict)
-    #: The playbook step for the CSM.
-    action: str = Field(min_length=1, max_length=500)
+    #: The playbook step for the CSM: a line of text, or a mapping with a deadline (see Action).
+    action: Annotated[Action, BeforeValidator(_action)]
     #: One line for the notification; ``{field}`` placeholders take values from the snapshot.
     summary: str | None = None
     send_resolved: bool = True
@@ -145,6 +220,9 @@ class AlertEvent(BaseModel):
     summary: str
     description: str
     action: str
+    #: The rule's tracked playbook (deadline, owner role, type, steps) when it has one: a firing
+    #: alert with a playbook opens a task (streams/tasks).
+    playbook: Action | None = None
     labels: dict[str, str]
     #: The values the condition read when it fired (or resolved).
     values: dict[str, Any]

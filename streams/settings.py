@@ -27,6 +27,11 @@ class TopicNames(BaseModel):
     portfolio: str = "cs.portfolio"
     #: Snapshots of `healthmon shadow` (a new scorecard tried on the history); never read by the worker.
     health_shadow: str = "cs.health.shadow"
+    #: Playbook tasks (streams/tasks, `healthmon tasks-worker`): people's actions in (co-partitioned with
+    #: the inputs, key: account id), each account's task book out (compacted), reminders/escalations out.
+    task_actions: str = "cs.task-actions"
+    tasks: str = "cs.tasks"
+    task_notices: str = "cs.task-notices"
 
 
 ENV_PREFIX = "HEALTHMON_"
@@ -152,6 +157,23 @@ class Settings(BaseSettings):
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(default=8080, ge=0, le=65535)
     api_token: SecretStr | None = None
+    # Playbook tasks (`healthmon tasks-worker`): how often live mode looks for deadlines that have come
+    # (each one is then written to cs.task-actions as a tick, so it is in the log like a person's action),
+    # the time zone of `same_day` deadlines for accounts without one of their own (UTC when unset), and
+    # the rules whose firing means the account cancelled (its open tasks close as "account cancelled").
+    tasks_tick_s: float = Field(default=1.0, gt=0)
+    # How often the task worker commits its input offsets (Faust's commit interval); the books are in
+    # cs.tasks before, and an action redelivered after a crash is recognised by its id.
+    tasks_commit_interval_s: float = Field(default=2.8, gt=0)
+    tasks_time_zone: str | None = None
+    tasks_cancel_rules: list[str] = Field(default_factory=lambda: ["account_canceled"])
+    # One-click task links in mail (`/t/<token>` on `healthmon serve`): signed with this secret (links are
+    # off without it), valid this long, each usable once; public_url is where people reach `healthmon serve`.
+    task_link_secret: SecretStr | None = None
+    task_link_max_age_s: float = Field(default=7 * 86400.0, gt=0)
+    public_url: str | None = None
+    # Slack's interactive buttons (`POST /slack/interactions`): the app's signing secret (off without it).
+    slack_signing_secret: SecretStr | None = None
 
     @model_validator(mode="after")
     def _kafka_security_is_complete(self) -> Settings:

@@ -63,9 +63,15 @@ class WorkerProcess:
     """``healthmon worker`` in a subprocess, as an operator would run it."""
 
     def __init__(
-        self, s: Settings, log_path: Path, module: str = "streams", env: dict[str, str] | None = None
+        self,
+        s: Settings,
+        log_path: Path,
+        module: str = "streams",
+        env: dict[str, str] | None = None,
+        command: str = "worker",
     ) -> None:
         self.settings = s
+        self.command = command  # tasks-worker: the playbook-task worker
         self.log_path = log_path
         self.module = module  # tests.faults.lossy_worker: the same worker with a client that loses records
         self.env = env or {}
@@ -75,7 +81,7 @@ class WorkerProcess:
         self._log = self.log_path.open("ab")
         self._log_start = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module, "worker", "-l", "info"],
+            [sys.executable, "-m", self.module, self.command, "-l", "info"],
             cwd=ROOT,
             env={**settings_env(self.settings), **self.env},
             stdout=self._log,

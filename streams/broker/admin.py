@@ -40,8 +40,17 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
     specs.append(TopicSpec(s.topic("portfolio"), 1, compact))  # small; key "period|group"
     specs += [
         TopicSpec(s.topic(n), s.partitions, dead if "deadletter" in n else keep)
-        for n in ("health_changes", "alerts", "deadletter", "alerts_deadletter")
+        for n in (
+            "health_changes",
+            "alerts",
+            "deadletter",
+            "alerts_deadletter",
+            "task_actions",
+            "task_notices",
+        )
     ]
+    # Each account's task book (streams/tasks): the state of `healthmon tasks-worker`, co-partitioned.
+    specs.append(TopicSpec(s.topic("tasks"), s.partitions, compact))
     return specs
 
 
@@ -136,6 +145,17 @@ async def poll_committed(
             await asyncio.sleep(every)
     finally:
         await admin.close()
+
+
+async def missing_topics(s: Settings, names: list[str], timeout: float = 20.0) -> list[str]:
+    """Which of ``names`` the broker does not have."""
+    admin = kafka_clients.admin(s, client_id=f"{s.app_id}-preflight", request_timeout_ms=int(timeout * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout)
+        existing = set(await asyncio.wait_for(admin.list_topics(), timeout))
+    finally:
+        await admin.close()
+    return [n for n in names if n not in existing]
 
 
 async def preflight(s: Settings, timeout: float = 20.0) -> None:

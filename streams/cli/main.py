@@ -58,6 +58,36 @@ def worker(loglevel: str | None) -> None:
     Worker(pipeline.app, loglevel=loglevel or s.log_level).execute_from_commandline()
 
 
+@main.command("tasks-worker")
+@click.option("--loglevel", "-l", default=None, help="debug, info, warning (default: HEALTHMON_LOG_LEVEL)")
+def tasks_worker(loglevel: str | None) -> None:
+    """Run the playbook-task worker: cs.alerts + cs.task-actions -> cs.tasks, cs.task-notices, Redis."""
+    import faust
+
+    from streams.broker.admin import missing_topics, preflight
+    from streams.cli.logs import rate_limit_handlers
+    from streams.worker.tasks import create_tasks_app
+
+    s = get_settings()
+    asyncio.run(preflight(s))
+    missing = asyncio.run(
+        missing_topics(s, [s.topic(n) for n in ("alerts", "task_actions", "tasks", "task_notices")])
+    )
+    if missing:
+        raise click.ClickException(
+            f"task topics missing on {s.kafka_bootstrap}: {', '.join(missing)}\n"
+            "hint: create them with `healthmon topics create` (same HEALTHMON_ settings)"
+        )
+    pipeline = create_tasks_app(s)
+
+    class Worker(faust.Worker):
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            super().on_setup_root_logger(logger, level)
+            rate_limit_handlers(logger)
+
+    Worker(pipeline.app, loglevel=loglevel or s.log_level).execute_from_commandline()
+
+
 @main.group()
 def topics() -> None:
     """Kafka topics healthmon reads and writes."""

@@ -35,6 +35,7 @@ def _ok(description: str, schema: str | dict) -> dict:
 
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
+    from streams.web import tasks_api
     from streams.web.leader import openapi_paths
     from streams.web.queries import AccountQuery
     from streams.web.server import AlertsQuery, PortfolioQuery, SilenceRequest, TrendQuery
@@ -184,6 +185,9 @@ def openapi_document() -> dict[str, Any]:
         },
     }
     paths.update(leader_paths)
+    task_paths, task_schemas = tasks_api.openapi_paths(_ok, _json)
+    paths.update(task_paths)
+    comps.update(task_schemas)
     return {
         "openapi": "3.1.0",
         "info": {

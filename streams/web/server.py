@@ -27,7 +27,7 @@ from alerts.store import DeliveryStore, Silence
 from rules.model import parse_duration
 from streams.core.portfolio import period_months
 from streams.settings import Settings
-from streams.web import leader, queries
+from streams.web import leader, queries, tasks_api
 from streams.web.openapi import openapi_document
 
 log = logging.getLogger("healthmon.serve")
@@ -94,8 +94,8 @@ async def bearer_auth(
     """Everything but the health endpoints needs the token: a Bearer header (API clients) or the
     cookie the page sets when opened once as ``/?token=...`` (a browser's EventSource sends no header)."""
     secret = request.app[SETTINGS].api_token
-    if secret is None or request.path in OPEN_PATHS:
-        return await handler(request)
+    if secret is None or request.path in OPEN_PATHS or request.path.startswith(tasks_api.OPEN_PREFIXES):
+        return await handler(request)  # (task links and Slack carry their own signatures)
     token = secret.get_secret_value()
     if not _authorized(request, token):
         refused = error(401, "a bearer token is required (Authorization: Bearer <HEALTHMON_API_TOKEN>)")
@@ -363,6 +363,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/api/silences", silences_add)
     app.router.add_delete("/api/silences/{silence_id}", silences_remove)
     app.router.add_get("/api/events", events)
+    tasks_api.register(app, settings)  # /api/tasks, /t/<signed link>, /slack/interactions
     app.router.add_get("/", index)
     app.router.add_get("/static/{name}", static)
     return app
