@@ -95,15 +95,16 @@ def test_a_bad_playbook_fails_at_load_naming_file_line_and_field(tmp_path, actio
 
 def test_the_default_pack_carries_the_seed_deadlines():
     rules = {r.id: r for r in load_rules().rules}
-    assert rules["health_below_60"].action.respond_within == 48 * 3600
-    assert rules["health_below_60"].action.owner == "csm"
-    assert [s.within for s in rules["health_below_60"].action.steps] == [48 * 3600, 7 * 86400]
+    assert rules["band_red"].action.respond_within == 48 * 3600
+    assert rules["band_red"].action.owner == "csm"
+    assert [s.within for s in rules["band_red"].action.steps] == ["same_day", 48 * 3600, 7 * 86400]
+    assert "health_below_60" not in rules  # one crossing, one rule: red is below 60 in the shipped card
+    assert rules["band_yellow"].action.respond_within == 7 * 86400
     assert (rules["nps_detractor"].action.respond_within, rules["nps_detractor"].action.owner) == (
         24 * 3600,
         "manager",
     )
     assert rules["csat_1_2"].action.respond_within == "same_day"
-    assert rules["band_red"].action.respond_within == "same_day"
     assert rules["nps_promoter"].action.type == "opportunity"
     # The cancellation notice is not a task: a cancellation closes the account's tasks.
     assert not rules["account_canceled"].action.tracked
