@@ -693,6 +693,32 @@ def serve(loglevel: str) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+@main.command()
+@click.option("--loglevel", "-l", default="info")
+def ingest(loglevel: str) -> None:
+    """Segment-style calls and Stripe/Zendesk/webhook events in, contract-v1 events on the input topics
+    (HEALTHMON_INGEST_HOST/PORT; mappings in HEALTHMON_INGEST_CONFIG; secrets HEALTHMON_INGEST_*)."""
+    import logging
+    import signal
+
+    from streams.ingest.service import IngestSetupError
+    from streams.ingest.service import serve as run_ingest
+
+    logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] [%(levelname)s] %(name)s: %(message)s")
+
+    async def main_loop() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await run_ingest(get_settings(), stopping)
+
+    try:
+        asyncio.run(main_loop())
+    except IngestSetupError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @main.group()
 def silence() -> None:
     """Snooze alerts for an account, a rule or a CSM: they are recorded, not sent."""
