@@ -8,14 +8,15 @@ its section in the file; its secret comes from the settings (never from this fil
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from streams.config import load_yaml
 
 DEFAULT_CONFIG = Path(__file__).with_name("ingest.default.yaml")
 
+WebhookName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 Priority = Literal["low", "normal", "high", "urgent"]
 _PRIORITIES: dict[str, Priority] = {"low": "low", "normal": "normal", "high": "high", "urgent": "urgent"}
 
@@ -85,7 +86,9 @@ class StripeConfig(_Model):
 
 class ZendeskConfig(_Model):
     #: Where the ticket's account is found in the payload (the organization, by default).
-    account_from: list[str] = Field(default_factory=lambda: ["detail.organization_id"], min_length=1)
+    account_from: list[str] = Field(
+        default_factory=lambda: ["detail.organization_id", "organization_id"], min_length=1
+    )
     #: Zendesk organization (or whatever account_from finds) -> account id; values not listed pass as they are.
     accounts: dict[str, str] = Field(default_factory=dict)
     priorities: dict[str, Priority] = Field(default_factory=lambda: dict(_PRIORITIES))
@@ -143,7 +146,8 @@ class IngestConfig(_Model):
     segment: SegmentConfig | None = None
     stripe: StripeConfig | None = None
     zendesk: ZendeskConfig | None = None
-    webhooks: dict[str, WebhookConfig] = Field(default_factory=dict)
+    #: name (the URL's last part) -> mapping.
+    webhooks: dict[WebhookName, WebhookConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _some_source(self) -> IngestConfig:

@@ -50,8 +50,7 @@ class SegmentSource:
     invalid_status = 400
 
     def __init__(self, cfg: SegmentConfig, write_keys: list[str], call: str) -> None:
-        if not write_keys:
-            raise ValueError("segment needs at least one write key")
+        # No write key (``healthmon import events`` parses files, it verifies nothing): verify refuses all.
         if call not in CALLS:
             raise ValueError(f"unknown Segment call {call!r}")
         self.cfg = cfg
@@ -62,7 +61,8 @@ class SegmentSource:
         if not key:
             return False
         raw = key.encode()
-        return any(same(raw, k) for k in self.keys)  # every key compared: no early exit by position
+        matches = [same(raw, k) for k in self.keys]  # every key compared: the time says nothing of which
+        return any(matches)
 
     def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> None:
         if self._known(basic_auth_user(headers.get("Authorization"))):

@@ -26,6 +26,8 @@ from streams.ingest.segment import CALLS, SegmentSource
 from streams.ingest.sink import BrokerUnavailable, Sink, record
 from streams.ingest.source import Parsed, Rejected, Source, Unauthorized
 from streams.ingest.stripe_webhooks import StripeSource
+from streams.ingest.webhook import WebhookSource
+from streams.ingest.zendesk import ZendeskSource
 from streams.settings import Settings
 
 log = logging.getLogger("healthmon.ingest")
@@ -105,7 +107,22 @@ def build_sources(cfg: IngestConfig, s: Settings) -> dict[str, Source]:
 
 
 def _more_sources(cfg: IngestConfig, s: Settings, missing: list[str]) -> dict[str, Source]:
-    return {}
+    sources: dict[str, Source] = {}
+    tolerance = s.ingest_signature_tolerance_s
+    if cfg.zendesk is not None:
+        secret = _secret(s.ingest_zendesk_secret)
+        if not secret:
+            missing.append("HEALTHMON_INGEST_ZENDESK_SECRET (zendesk)")
+        else:
+            sources["/v1/zendesk"] = ZendeskSource(cfg.zendesk, secret, tolerance)
+    if cfg.webhooks:
+        secret = _secret(s.ingest_webhook_secret)
+        if not secret:
+            missing.append("HEALTHMON_INGEST_WEBHOOK_SECRET (webhooks: " + ", ".join(cfg.webhooks) + ")")
+        else:
+            for name, wcfg in cfg.webhooks.items():
+                sources[f"/v1/webhooks/{name}"] = WebhookSource(name, wcfg, secret, tolerance)
+    return sources
 
 
 class IngestService:
@@ -125,8 +142,6 @@ class IngestService:
         app = web.Application(client_max_size=self.s.ingest_max_body_bytes)
         for path in self.sources:
             app.router.add_post(path, self.handle)
-        if any(p.startswith("/v1/webhooks/") for p in self.sources):
-            app.router.add_post("/v1/webhooks/{name}", self.handle)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics_page)
         return app

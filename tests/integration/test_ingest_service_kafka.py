@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -44,7 +45,21 @@ segment:
 stripe:
   account_metadata_key: healthmon_account_id
   seat_products: [prod_Na6dGcTsmU0I4R]
+zendesk:
+  accounts: {"8447388091137": initech}
+webhooks:
+  nps:
+    type: nps
+    fields:
+      event_id: event_data.id
+      account_id: event_data.person_properties.account_id
+      occurred_at: event_data.created_at
+      user_id: event_data.person
+      score: event_data.score
+      comment: event_data.comment
 """
+ZENDESK_SECRET = "zd_test_" + "z" * 32
+WEBHOOK_SECRET = "hook_test_" + "h" * 32
 
 
 class IngestProcess:
@@ -60,6 +75,8 @@ class IngestProcess:
             "HEALTHMON_INGEST_CONFIG": str(cfg),
             "HEALTHMON_INGEST_SEGMENT_WRITE_KEYS": f"wk_old_key,{WRITE_KEY}",
             "HEALTHMON_INGEST_STRIPE_SECRET": STRIPE_SECRET,
+            "HEALTHMON_INGEST_ZENDESK_SECRET": ZENDESK_SECRET,
+            "HEALTHMON_INGEST_WEBHOOK_SECRET": WEBHOOK_SECRET,
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
@@ -112,11 +129,25 @@ def stripe_signed(body: bytes, secret: str = STRIPE_SECRET, t: int | None = None
     return {"Stripe-Signature": f"t={t},v1={sig}", "Content-Type": "application/json"}
 
 
+def zendesk_signed(body: bytes, secret: str = ZENDESK_SECRET, ts: str | None = None) -> dict[str, str]:
+    """Zendesk's scheme: base64(HMAC-SHA256(secret, timestamp + body)), the timestamp in its own header."""
+    ts = ts or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    sig = base64.b64encode(hmac.new(secret.encode(), ts.encode() + body, hashlib.sha256).digest()).decode()
+    return {"X-Zendesk-Webhook-Signature": sig, "X-Zendesk-Webhook-Signature-Timestamp": ts}
+
+
+def webhook_signed(body: bytes, secret: str = WEBHOOK_SECRET) -> dict[str, str]:
+    ts = str(int(time.time()))
+    sig = hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return {"X-Healthmon-Timestamp": ts, "X-Healthmon-Signature": f"sha256={sig}"}
+
+
 async def post(
     http: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]
 ) -> tuple[int, dict]:
     async with http.post(url, data=body, headers={"Content-Type": "application/json", **headers}) as resp:
-        return resp.status, await resp.json(content_type=None)
+        text = await resp.read()
+        return resp.status, orjson.loads(text) if resp.content_type == "application/json" else {"text": text}
 
 
 async def topic_values(s: Settings, name: str) -> list[tuple[bytes | None, bytes | None, dict[str, bytes]]]:
@@ -242,6 +273,64 @@ async def test_signed_unsigned_retries_and_dead_letters_end_to_end(
     assert 'healthmon_ingest_messages_dead_lettered_total{source="stripe"} 1.0' in metrics
     assert 'healthmon_ingest_request_seconds_count{source="stripe"} 7.0' in metrics
     assert WRITE_KEY not in ingest.log() and STRIPE_SECRET not in ingest.log()
+
+
+async def test_zendesk_and_generic_webhook_signed_and_unsigned(
+    kafka_settings: Settings, ingest: IngestProcess
+) -> None:
+    s = kafka_settings
+    await create_topics(s)
+    ingest.start()
+    u = ingest.url
+    created = (DATA / "zendesk_ticket_created.json").read_bytes()
+    comment = (DATA / "zendesk_comment_added.json").read_bytes()
+    csat = (DATA / "zendesk_satisfaction_trigger.json").read_bytes()
+    nps = (DATA / "nps_survey_response.json").read_bytes()
+    async with aiohttp.ClientSession() as http:
+        assert (await post(http, f"{u}/v1/zendesk", created, {}))[0] == 401
+        assert (await post(http, f"{u}/v1/zendesk", created, zendesk_signed(created, secret="other")))[
+            0
+        ] == 401
+        old = zendesk_signed(created, ts="2026-01-01T00:00:00Z")
+        assert (await post(http, f"{u}/v1/zendesk", created, old))[0] == 401
+        assert (await post(http, f"{u}/v1/webhooks/nps", nps, {}))[0] == 401
+        assert (await post(http, f"{u}/v1/webhooks/nps", nps, webhook_signed(nps, secret="other")))[0] == 401
+        assert (await post(http, f"{u}/v1/webhooks/unknown", nps, webhook_signed(nps)))[0] == 404
+
+        for body in (created, comment, csat, created):  # the last: Zendesk re-delivers
+            assert (await post(http, f"{u}/v1/zendesk", body, zendesk_signed(body)))[0] == 200
+        assert (await post(http, f"{u}/v1/webhooks/nps", nps, webhook_signed(nps)))[0] == 200
+
+        bad_ticket = orjson.loads(created)
+        bad_ticket["detail"]["organization_id"] = "0"
+        raw_ticket = orjson.dumps(bad_ticket)
+        status, body = await post(http, f"{u}/v1/zendesk", raw_ticket, zendesk_signed(raw_ticket))
+        assert status == 400 and body["dead_lettered"] is True
+        bad_nps = orjson.loads(nps)
+        bad_nps["event_data"]["score"] = 11
+        raw_nps = orjson.dumps(bad_nps)
+        status, body = await post(http, f"{u}/v1/webhooks/nps", raw_nps, webhook_signed(raw_nps))
+        assert status == 422 and "score" in body["detail"][0]
+
+    tickets = [orjson.loads(v) for _, v, _ in await topic_values(s, "tickets") if v]
+    assert sorted((e["type"], e["event_id"]) for e in tickets) == sorted(
+        [
+            ("ticket_opened", "cbe4028c-7239-495d-b020-f22348516046"),
+            ("ticket_opened", "cbe4028c-7239-495d-b020-f22348516046"),
+            ("ticket_replied", "9f0c3a5e-1b2d-4c6e-8a7f-0d1e2f3a4b5c"),
+            ("csat", "zendesk-csat-5158-1796635200"),
+        ]
+    )
+    assert {e["account_id"] for e in tickets} == {"initech"}
+    surveys = [orjson.loads(v) for _, v, _ in await topic_values(s, "surveys") if v]
+    assert [(e["type"], e["score"], e["account_id"]) for e in surveys] == [("nps", 6, "initech")]
+    dead = await topic_values(s, "deadletter")
+    assert sorted(v for _, v, _ in dead) == sorted([raw_ticket, raw_nps])
+    assert {h["healthmon.topic"] for _, _, h in dead} == {
+        b"ingest:zendesk/v1/zendesk",
+        b"ingest:webhook/nps/v1/webhooks/nps",
+    }
+    assert ZENDESK_SECRET not in ingest.log() and WEBHOOK_SECRET not in ingest.log()
 
 
 async def test_body_size_and_rate_limits(kafka_settings: Settings, tmp_path: Path) -> None:

@@ -18,10 +18,12 @@ from streams.ingest.config import DEFAULT_CONFIG, IngestConfig, StripeConfig, lo
 from streams.ingest.segment import SegmentSource
 from streams.ingest.source import Rejected, Unauthorized
 from streams.ingest.stripe_webhooks import StripeSource, subscription_mrr
+from streams.ingest.webhook import WebhookSource, webhook_signature
+from streams.ingest.zendesk import ZendeskSource
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ingest"
 STRIPE_SECRET = "whsec_test_" + "a" * 32
-NOW = 1796630000.0  # 2026-12-07T08:33:20Z
+NOW = 1796630000.0  # 2026-12-07T07:53:20Z
 
 
 def fixture(name: str) -> dict:
@@ -235,3 +237,159 @@ def test_a_bad_mapping_fails_naming_file_line_and_field() -> None:
         parse_yaml("stripe:\n  acount_metadata_key: x\n", IngestConfig, "ingest.yaml")
     with pytest.raises(ConfigError, match="no source is configured"):
         parse_yaml("{}\n", IngestConfig, "ingest.yaml")
+
+
+# --- Zendesk -----------------------------------------------------------------------------------
+
+ZENDESK_SECRET = "dGhpc19zZWNyZXRfaXNfZm9yX3Rlc3RzX29ubHk="
+
+
+def zendesk_headers(body: bytes, ts: str = "2026-12-07T07:53:20Z", secret: str = ZENDESK_SECRET) -> dict:
+    """Zendesk's scheme: base64(HMAC-SHA256(secret, timestamp + body))."""
+    sig = base64.b64encode(hmac.new(secret.encode(), ts.encode() + body, hashlib.sha256).digest()).decode()
+    return {"X-Zendesk-Webhook-Signature": sig, "X-Zendesk-Webhook-Signature-Timestamp": ts}
+
+
+def zendesk(cfg: IngestConfig) -> ZendeskSource:
+    assert cfg.zendesk is not None
+    return ZendeskSource(
+        cfg.zendesk.model_copy(update={"accounts": {"8447388091137": "initech"}}), ZENDESK_SECRET
+    )
+
+
+def test_zendesk_signature_and_timestamp(cfg: IngestConfig) -> None:
+    src = zendesk(cfg)
+    body = (DATA / "zendesk_ticket_created.json").read_bytes()
+    src.verify(zendesk_headers(body), body, NOW)
+    for headers in [
+        {},
+        zendesk_headers(body, secret="other"),
+        zendesk_headers(body, ts="2026-12-07T07:40:00Z"),  # 13 minutes old
+        {**zendesk_headers(body), "X-Zendesk-Webhook-Signature": "not base64!"},
+    ]:
+        with pytest.raises(Unauthorized):
+            src.verify(headers, body, NOW)
+    with pytest.raises(Unauthorized):
+        src.verify(zendesk_headers(body), body + b"\n", NOW)
+
+
+def test_zendesk_ticket_events_map_to_the_contract(cfg: IngestConfig) -> None:
+    src = zendesk(cfg)
+
+    def one(name: str, **change) -> dict:
+        payload = fixture(name)
+        for path, value in change.items():
+            node = payload
+            *parents, last = path.split("__")
+            for part in parents:
+                node = node[part]
+            node[last] = value
+        parsed = src.parse({}, orjson.dumps(payload), NOW)
+        return parsed.events[0].model_dump(mode="json") if parsed.events else {"ignored": parsed.ignored}
+
+    opened = one("zendesk_ticket_created.json")
+    assert opened == {
+        "event_id": "cbe4028c-7239-495d-b020-f22348516046",
+        "account_id": "initech",
+        "occurred_at": "2026-12-07T08:14:05.236443Z",
+        "ticket_id": "5158",
+        "type": "ticket_opened",
+        "priority": "high",
+        "sentiment": None,
+    }
+    assert one("zendesk_ticket_created.json", detail__priority=None)["priority"] == "normal"
+    reply = one("zendesk_comment_added.json")
+    assert (reply["type"], reply["author"]) == ("ticket_replied", "agent")
+    customer = one("zendesk_comment_added.json", event__comment__author__is_staff=False)
+    assert customer["author"] == "customer"
+    assert one("zendesk_status_changed.json")["type"] == "ticket_resolved"
+    reopened = one("zendesk_status_changed.json", event__previous="SOLVED", event__current="OPEN")
+    assert reopened["type"] == "ticket_reopened"
+    assert one("zendesk_status_changed.json", event__previous="OPEN", event__current="PENDING") == {
+        "ignored": 1
+    }
+    csat = one("zendesk_satisfaction_trigger.json")
+    assert (csat["type"], csat["score"], csat["ticket_id"], csat["account_id"]) == (
+        "csat",
+        5,
+        "5158",
+        "initech",
+    )
+    assert one("zendesk_satisfaction_trigger.json", rating="Bad, I'm unsatisfied")["score"] == 1
+    with pytest.raises(Rejected, match="no account"):
+        one("zendesk_ticket_created.json", detail__organization_id="0")
+    with pytest.raises(Rejected, match="priority 'p1'"):
+        one("zendesk_ticket_created.json", detail__priority="P1")
+
+
+# --- the generic webhook -----------------------------------------------------------------------
+
+
+def test_generic_webhook_signature_and_configured_mapping(cfg: IngestConfig) -> None:
+    src = WebhookSource("nps", cfg.webhooks["nps"], "hook-secret")
+    body = (DATA / "nps_survey_response.json").read_bytes()
+    ts = str(int(NOW))
+    good = {"X-Healthmon-Timestamp": ts, "X-Healthmon-Signature": webhook_signature("hook-secret", ts, body)}
+    src.verify(good, body, NOW)
+    old = str(int(NOW) - 600)
+    for headers in [
+        {},
+        {**good, "X-Healthmon-Signature": webhook_signature("other", ts, body)},
+        {"X-Healthmon-Timestamp": old, "X-Healthmon-Signature": webhook_signature("hook-secret", old, body)},
+    ]:
+        with pytest.raises(Unauthorized):
+            src.verify(headers, body, NOW)
+    (nps,) = src.parse({}, body, NOW).events
+    assert nps.model_dump(mode="json") == {
+        "event_id": "178921404",
+        "account_id": "initech",
+        "occurred_at": "2026-12-07T08:50:00Z",
+        "type": "nps",
+        "user_id": "163953592",
+        "score": 6,
+        "comment": "Reporting is slow lately.",
+    }
+    broken = fixture("nps_survey_response.json")
+    broken["event_data"]["score"] = 11
+    with pytest.raises(Rejected, match="score"):
+        src.parse({}, orjson.dumps(broken), NOW)
+
+
+def test_generic_webhook_items_and_value_maps() -> None:
+    text = """
+webhooks:
+  ces:
+    type: ces
+    items_from: responses
+    fields:
+      event_id: id
+      account_id: {path: company}
+      occurred_at: answered_at
+      user_id: email
+      score: {path: answer, map: {very easy: 7, easy: 6, hard: 2}}
+"""
+    cfg = parse_yaml(text, IngestConfig, "ingest.yaml")
+    src = WebhookSource("ces", cfg.webhooks["ces"], "s")
+    body = {
+        "responses": [
+            {
+                "id": 1,
+                "company": "acme",
+                "answered_at": "2026-12-07T08:00:00Z",
+                "email": "a@x",
+                "answer": "easy",
+            },
+            {
+                "id": 2,
+                "company": "acme",
+                "answered_at": "2026-12-07T08:01:00Z",
+                "email": "b@x",
+                "answer": "meh",
+            },
+        ]
+    }
+    parsed = src.parse({}, orjson.dumps(body), NOW)
+    assert [(e.event_id, e.score) for e in parsed.events] == [("1", 6)]  # type: ignore[union-attr]
+    assert parsed.problems and parsed.problems[0].startswith("item 1: breaks contract v1")
+    with pytest.raises(ConfigError, match=r"webhooks\.Bad Name"):
+        parse_yaml(text.replace("ces:", "Bad Name:", 1), IngestConfig, "ingest.yaml")
