@@ -27,7 +27,9 @@ from streams.ingest.source import (
     to_event,
 )
 
-CALLS = ("track", "identify", "group", "batch")
+#: The HTTP API's calls, and ``segment``: any one message, its ``type`` saying which (what Segment's own
+#: webhook destination sends to a single URL).
+CALLS = ("track", "identify", "group", "batch", "segment")
 _UNITS = {"s": 1.0, "ms": 0.001, "min": 60.0}
 _SEGMENTS = ("smb", "mid_market", "enterprise")
 
@@ -92,6 +94,8 @@ class SegmentSource:
                 if shared:
                     msg = {**msg, "context": {**shared, **(msg.get("context") or {})}}
                 self._one(msg, str(msg.get("type") or ""), now, out, f"batch[{i}]")
+        elif self.call == "segment":
+            self._one(obj, str(obj.get("type") or ""), now, out, "message")
         else:
             self._one(obj, self.call, now, out, self.call)
         if not out.events and out.problems:

@@ -393,3 +393,12 @@ webhooks:
     assert parsed.problems and parsed.problems[0].startswith("item 1: breaks contract v1")
     with pytest.raises(ConfigError, match=r"webhooks\.Bad Name"):
         parse_yaml(text.replace("ces:", "Bad Name:", 1), IngestConfig, "ingest.yaml")
+
+
+def test_segment_single_url_takes_any_message_by_its_type(cfg: IngestConfig) -> None:
+    src = segment(cfg, "segment")
+    batch = orjson.loads((DATA / "segment_batch.json").read_bytes())["batch"]
+    kinds = [[e.type for e in src.parse({}, orjson.dumps(m), NOW).events] for m in batch]
+    assert kinds == [[], ["login"], ["feature_used"], ["session"], []]
+    (acc,) = src.parse({}, (DATA / "segment_group.json").read_bytes(), NOW).events
+    assert acc.type == "account"
