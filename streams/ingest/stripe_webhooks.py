@@ -159,7 +159,13 @@ class StripeSource:
 
     def account(self, obj: dict[str, Any]) -> str:
         key = self.cfg.account_metadata_key
-        for path in ("metadata", "subscription_details.metadata", "parent.subscription_details.metadata"):
+        paths = (
+            "metadata",
+            "subscription_details.metadata",
+            "parent.subscription_details.metadata",
+            "customer.metadata",
+        )
+        for path in paths:  # customer.metadata: when the customer comes expanded
             meta = get_path(obj, path)
             if isinstance(meta, dict) and as_id(meta.get(key)):
                 return str(meta[key])

@@ -215,6 +215,15 @@ def test_stripe_invoice_and_cancellation_events_and_the_account_lookup() -> None
     fallback = stripe_source(customer_id_fallback=True)
     assert fallback.parse({}, orjson.dumps(evt), NOW).events[0].account_id == "cus_Na6dX7aXxi11N4"
 
+    expanded = copy.deepcopy(evt)
+    customer = {
+        "id": "cus_Na6dX7aXxi11N4",
+        "object": "customer",
+        "metadata": {"healthmon_account_id": "acme-c"},
+    }
+    expanded["data"]["object"]["customer"] = customer  # an expanded customer: its metadata names the account
+    assert src.parse({}, orjson.dumps(expanded), NOW).events[0].account_id == "acme-c"
+
     other = {**evt, "type": "charge.succeeded"}
     assert src.parse({}, orjson.dumps(other), NOW).ignored == 1
 
