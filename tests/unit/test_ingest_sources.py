@@ -411,3 +411,47 @@ def test_segment_single_url_takes_any_message_by_its_type(cfg: IngestConfig) -> 
     assert kinds == [[], ["login"], ["feature_used"], ["session"], []]
     (acc,) = src.parse({}, (DATA / "segment_group.json").read_bytes(), NOW).events
     assert acc.type == "account"
+
+
+def test_a_crm_workflow_pushes_account_changes_through_a_generic_webhook() -> None:
+    text = """
+webhooks:
+  crm:
+    type: account
+    fields:
+      event_id: {path: eventId}
+      account_id: {path: properties.healthmon_account_id}
+      occurred_at: {path: occurredAt}
+      name: {path: properties.name}
+      segment: {path: properties.tier, map: {Strategic: enterprise, Growth: mid_market, Starter: smb}}
+      csm_name: {path: properties.owner_name}
+      csm_email: {path: properties.owner_email}
+      signed_up_at: {path: properties.createdate}
+"""
+    cfg = parse_yaml(text, IngestConfig, "ingest.yaml")
+    src = WebhookSource("crm", cfg.webhooks["crm"], "s")
+    payload = {
+        "eventId": 4242,
+        "occurredAt": 1796630000000 / 1000,
+        "properties": {
+            "healthmon_account_id": "acme",
+            "name": "Acme Corp",
+            "tier": "Strategic",
+            "owner_name": "Dana Lee",
+            "owner_email": "dana@example.com",
+            "createdate": "2024-02-01T00:00:00Z",
+        },
+    }
+    (acc,) = src.parse({}, orjson.dumps(payload), NOW).events
+    assert acc.model_dump(mode="json") == {
+        "event_id": "4242",
+        "account_id": "acme",
+        "occurred_at": "2026-12-07T07:53:20Z",
+        "type": "account",
+        "name": "Acme Corp",
+        "segment": "enterprise",
+        "csm_name": "Dana Lee",
+        "csm_email": "dana@example.com",
+        "slack_channel": None,
+        "signed_up_at": "2024-02-01T00:00:00Z",
+    }
