@@ -143,6 +143,7 @@ bench: install stack
 	$(PY) bench/bench_driver.py --json bench/results/driver.json
 	$(PY) bench/bench_pipeline.py --skewed --json bench/results/pipeline.json
 	$(PY) bench/bench_scale.py --json bench/results/scale.json
+	$(PY) bench/bench_ingest.py --json bench/results/ingest.json
 
 lint: install
 	$(BIN)/ruff check .
