@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 RUN_DIR := .local/run
+INGEST_ENV := $(RUN_DIR)/ingest.env
 export HEALTHMON_KAFKA_PORT ?= 9092
 export HEALTHMON_REDIS_PORT ?= 6379
 export HEALTHMON_BROKER ?= kafka://127.0.0.1:$(HEALTHMON_KAFKA_PORT)
@@ -17,10 +18,10 @@ DEMO_DAYS ?= 60
 DEMO_RATE ?= 1500
 
 .PHONY: help install run _start stop status stack stack-stop test test-faults lint format bench clean
-.PHONY: test-kafka4 _demo_reset
+.PHONY: test-kafka4 _demo_reset ingest-secrets
 
 help:
-	@echo "make run    start Kafka + Redis + a worker and feed a simulated customer base"
+	@echo "make run    start Kafka + Redis + a worker (+ serve, ingest, deliver) and feed a simulated customer base"
 	@echo "make stop   stop the worker and the local stack that make run started"
 	@echo "make clean  stop, then delete all local state (.local: topics, tables) and the venv"
 	@echo "make test   install, start the test stack, run the whole suite, stop it"
@@ -44,7 +45,7 @@ stack-stop:
 
 status:
 	@.ci/stack.sh status || true
-	@for n in simulator worker tasks readmodel serve deliver mail; do \
+	@for n in simulator worker tasks readmodel serve ingest deliver mail; do \
 	  if [ -f $(RUN_DIR)/$$n.pid ] && kill -0 $$(cat $(RUN_DIR)/$$n.pid) 2>/dev/null; then \
 	    echo "$$n: running, pid $$(cat $(RUN_DIR)/$$n.pid), log $(RUN_DIR)/$$n.log"; else echo "$$n: stopped"; fi; \
 	done
@@ -52,7 +53,7 @@ status:
 # The demo simulates a customer base (personas drifting towards churn, payment trouble, growth):
 # DEMO_DAYS of history up to now are replayed at DEMO_RATE events/s on event time, then the simulator
 # goes on live. Alerts are delivered by email to a local SMTP sink that writes .local/run/mail.log.
-run: install _demo_reset stack
+run: install _demo_reset stack $(INGEST_ENV)
 	@mkdir -p $(RUN_DIR)
 	$(BIN)/healthmon topics create
 	@$(MAKE) --no-print-directory _start NAME=mail CMD="$(PY) -m aiosmtpd -n -c aiosmtpd.handlers.Debugging -l 127.0.0.1:$(DEMO_SMTP_PORT)"
@@ -60,6 +61,7 @@ run: install _demo_reset stack
 	@HEALTHMON_CLOCK=live $(MAKE) --no-print-directory _start NAME=tasks CMD="$(BIN)/healthmon tasks-worker -l info"
 	@$(MAKE) --no-print-directory _start NAME=readmodel CMD="$(BIN)/healthmon readmodel"
 	@$(MAKE) --no-print-directory _start NAME=serve CMD="$(BIN)/healthmon serve"
+	@set -a && . $(INGEST_ENV) && set +a && $(MAKE) --no-print-directory _start NAME=ingest CMD="$(BIN)/healthmon ingest"
 	@HEALTHMON_SMTP_PORT=$(DEMO_SMTP_PORT) $(MAKE) --no-print-directory _start NAME=deliver CMD="$(BIN)/healthmon deliver"
 	@for i in $$(seq 1 60); do grep -q "Worker ready" $(RUN_DIR)/worker.log 2>/dev/null && break; sleep 1; done
 	@$(MAKE) --no-print-directory _start NAME=simulator CMD="$(BIN)/healthmon simulate --accounts $(DEMO_ACCOUNTS) --days $(DEMO_DAYS) --seed 7 --truth $(RUN_DIR)/truth.json --produce --rate $(DEMO_RATE) --follow"
@@ -71,6 +73,7 @@ run: install _demo_reset stack
 	@echo "  $(BIN)/healthmon tail cs.alerts --from-end           # alerts firing / resolving, with the playbook step"
 	@echo "  $(BIN)/healthmon tail cs.health --latest             # latest snapshot per account: score, band, drivers"
 	@echo "  $(BIN)/healthmon tail cs.deadletter                  # rejected events with the reason"
+	@echo "  set -a; . $(INGEST_ENV); set +a                     # the ingest demo secrets, then the curl calls of README 'Ingest'"
 	@echo "  redis-cli -p $(HEALTHMON_REDIS_PORT) zrange healthmon:scores 0 9 withscores   # the ten least healthy (read model)"
 	@echo "  less $(RUN_DIR)/mail.log                             # the CSMs' alert emails (after group_wait, 30 s)"
 	@echo "  $(BIN)/healthmon mail-preview                        # what a CSM really gets per day (the replay's mail is grouped on the wall clock)"
@@ -90,6 +93,20 @@ _demo_reset:
 	fi
 	@mkdir -p $(RUN_DIR) && touch $(RUN_DIR)/demo.state
 
+# The ingest service's demo secrets (a Segment write key, Stripe/Zendesk/webhook signing secrets):
+# random, generated once into $(INGEST_ENV) (mode 600). The service has no default secret and refuses
+# to start without them; docker-compose.yml reads the same file.
+ingest-secrets: $(INGEST_ENV)
+
+$(INGEST_ENV):
+	@mkdir -p $(RUN_DIR)
+	@umask 077 && $(PYTHON) -c 'import secrets as s; print("\n".join([ \
+	  "HEALTHMON_INGEST_SEGMENT_WRITE_KEYS=wk_" + s.token_hex(16), \
+	  "HEALTHMON_INGEST_STRIPE_SECRET=whsec_" + s.token_hex(24), \
+	  "HEALTHMON_INGEST_ZENDESK_SECRET=" + s.token_urlsafe(32), \
+	  "HEALTHMON_INGEST_WEBHOOK_SECRET=" + s.token_urlsafe(32)]))' > $@.tmp && mv $@.tmp $@
+	@echo "ingest demo secrets written to $@"
+
 _start:
 	@if [ -f $(RUN_DIR)/$(NAME).pid ] && kill -0 $$(cat $(RUN_DIR)/$(NAME).pid) 2>/dev/null; then \
 	  echo "$(NAME) already running (pid $$(cat $(RUN_DIR)/$(NAME).pid))"; \
@@ -99,7 +116,7 @@ _start:
 	fi
 
 stop:
-	@for n in simulator deliver serve readmodel tasks worker mail; do \
+	@for n in simulator deliver ingest serve readmodel tasks worker mail; do \
 	  if [ -f $(RUN_DIR)/$$n.pid ]; then kill $$(cat $(RUN_DIR)/$$n.pid) 2>/dev/null || true; rm -f $(RUN_DIR)/$$n.pid; echo "$$n stopped"; fi; \
 	done
 	@.ci/stack.sh down
@@ -128,6 +145,7 @@ bench: install stack
 	$(PY) bench/bench_driver.py --json bench/results/driver.json
 	$(PY) bench/bench_pipeline.py --skewed --json bench/results/pipeline.json
 	$(PY) bench/bench_scale.py --json bench/results/scale.json
+	$(PY) bench/bench_ingest.py --json bench/results/ingest.json
 
 lint: install
 	$(BIN)/ruff check .

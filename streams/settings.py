@@ -174,6 +174,25 @@ class Settings(BaseSettings):
     public_url: str | None = None
     # Slack's interactive buttons (`POST /slack/interactions`): the app's signing secret (off without it).
     slack_signing_secret: SecretStr | None = None
+    # `healthmon ingest`: Segment-style calls and vendors' webhooks in, contract-v1 events out
+    # (streams/ingest). The mappings live in one YAML file (default: streams/ingest/ingest.default.yaml);
+    # each source it configures needs its secret here, with no default: the service refuses to start
+    # without it. Write keys: comma-separated (several senders, or a key being rotated).
+    ingest_host: str = "127.0.0.1"
+    ingest_port: int = Field(default=8090, ge=0, le=65535)
+    ingest_config: Path | None = None
+    ingest_segment_write_keys: SecretStr | None = None
+    ingest_stripe_secret: SecretStr | None = None  # the endpoint's signing secret, whsec_...
+    ingest_zendesk_secret: SecretStr | None = None  # the webhook's signing secret
+    ingest_webhook_secret: SecretStr | None = None  # the generic signed JSON webhooks
+    # Signed timestamps older (or further ahead) than this are refused: Stripe's own default, 5 minutes.
+    ingest_signature_tolerance_s: float = Field(default=300.0, gt=0)
+    # Larger bodies get 413 (Segment's batch limit is 500 KB; Stripe events stay well under 1 MB).
+    ingest_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Requests per second per source (a token bucket of one second): past it, 429 with Retry-After.
+    ingest_rate_per_s: float = Field(default=500.0, gt=0)
+    # How long a request waits for Kafka to acknowledge its events before the sender gets 503.
+    ingest_ack_timeout_s: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _kafka_security_is_complete(self) -> Settings:

@@ -769,6 +769,151 @@ def serve(loglevel: str) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+@main.command()
+@click.option("--loglevel", "-l", default="info")
+def ingest(loglevel: str) -> None:
+    """Segment-style calls and Stripe/Zendesk/webhook events in, contract-v1 events on the input topics
+    (HEALTHMON_INGEST_HOST/PORT; mappings in HEALTHMON_INGEST_CONFIG; secrets HEALTHMON_INGEST_*)."""
+    import logging
+    import signal
+
+    from streams.ingest.service import IngestSetupError
+    from streams.ingest.service import serve as run_ingest
+
+    logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] [%(levelname)s] %(name)s: %(message)s")
+
+    async def main_loop() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await run_ingest(get_settings(), stopping)
+
+    try:
+        asyncio.run(main_loop())
+    except IngestSetupError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.group("import")
+def import_() -> None:
+    """Bring in what a team already has: its accounts (a CRM export) and its history, through the
+    ingest path (the same mappings, Kafka acknowledging every event)."""
+
+
+def _import_run(send) -> int:
+    """Run an import coroutine; Kafka or file problems become one-line errors."""
+    from streams.ingest.imports import ImportFailed
+    from streams.ingest.sink import BrokerUnavailable
+
+    try:
+        return asyncio.run(send())
+    except ImportFailed as exc:
+        raise click.ClickException(str(exc)) from None
+    except BrokerUnavailable as exc:
+        raise click.ClickException(
+            f"{exc}; nothing after the last acknowledged chunk was sent. Run the import again: events "
+            "already sent carry the same event_id, and the worker drops repeats within its de-duplication window"
+        ) from None
+
+
+async def _send_events(events, total: int, desc: str) -> int:
+    from streams.cli.progress import bar
+    from streams.ingest.imports import send_all
+    from streams.ingest.sink import Sink
+
+    sink = Sink(get_settings())
+    await sink.start()
+    try:
+        with bar(desc, total=total) as progress:
+            return await send_all(sink, events, progress.update)
+    finally:
+        await sink.stop()
+
+
+@import_.command("accounts")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--column",
+    "columns",
+    multiple=True,
+    metavar="FIELD=COLUMN",
+    help="The CSV column of an account field (default: the field's own name). Fields: account_id, name, "
+    "segment, csm_name, csm_email, slack_channel, signed_up_at, renewal_date, executive_sponsor.",
+)
+@click.option(
+    "--segment-value",
+    "segment_values",
+    multiple=True,
+    metavar="VALUE=SEGMENT",
+    help="A CRM value of the segment column -> smb, mid_market or enterprise (e.g. 'Strategic=enterprise').",
+)
+@click.option("--as-of", default=None, help="When the profiles were current: RFC 3339 (default: now).")
+@click.option("--skip-invalid", is_flag=True, help="Send the valid rows and count the invalid ones.")
+def import_accounts(file: Path, columns, segment_values, as_of: str | None, skip_invalid: bool) -> None:
+    """Accounts from a CRM export (CSV with a header row) as account events on cs.accounts."""
+    from streams.ingest.imports import ImportFailed, Report, account_rows, parse_pairs
+    from streams.ingest.source import parse_time
+
+    when = datetime.now(UTC) if as_of is None else parse_time(as_of)
+    if when is None:
+        raise click.ClickException(f"--as-of {as_of!r} is not an RFC 3339 time")
+    try:
+        cols = parse_pairs(columns, "--column")
+        values = parse_pairs(segment_values, "--segment-value")
+        report = Report()
+        for _ in account_rows(file, cols, values, when, report):
+            pass
+        report.refuse_if_invalid(file, skip_invalid)
+    except ImportFailed as exc:
+        raise click.ClickException(str(exc)) from None
+
+    async def send() -> int:
+        return await _send_events(account_rows(file, cols, values, when, Report()), report.events, "accounts")
+
+    sent = _import_run(send)
+    click.echo(
+        f"{sent} account(s) sent to cs.accounts"
+        + (f", {report.invalid} invalid row(s) skipped" if report.invalid else "")
+    )
+
+
+@import_.command("events")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    default="auto",
+    show_default=True,
+    help="auto, contract, segment, stripe, zendesk or webhook:NAME (a generic webhook of the ingest config).",
+)
+@click.option("--skip-invalid", is_flag=True, help="Send the valid lines and count the invalid ones.")
+def import_events(file: Path, fmt: str, skip_invalid: bool) -> None:
+    """History from JSON lines: Segment messages or batches, Stripe events, Zendesk payloads, a generic
+    webhook's payloads, or contract events; mapped by HEALTHMON_INGEST_CONFIG like the live service."""
+    from streams.config import ConfigError
+    from streams.ingest.config import load_config
+    from streams.ingest.imports import ImportFailed, LineParser, Report, event_lines
+
+    try:
+        parser = LineParser(load_config(get_settings().ingest_config), fmt)
+        report = Report()
+        now = time.time()  # the time of a message that has none (Segment's receivedAt)
+        for _ in event_lines(file, parser, now, report):
+            pass
+        report.refuse_if_invalid(file, skip_invalid)
+    except (ImportFailed, ConfigError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+    async def send() -> int:
+        return await _send_events(event_lines(file, parser, now, Report()), report.events, "events")
+
+    sent = _import_run(send)
+    extra = [f"{report.ignored} message(s) the mapping ignores"] if report.ignored else []
+    extra += [f"{report.invalid} invalid skipped"] if report.invalid else []
+    click.echo(f"{sent} event(s) sent" + (f" ({', '.join(extra)})" if extra else ""))
+
+
 @main.group()
 def silence() -> None:
     """Snooze alerts for an account, a rule or a CSM: they are recorded, not sent."""

@@ -48,7 +48,7 @@ def env_of(service: dict) -> dict[str, str]:
 
 def test_the_stack_is_complete() -> None:
     assert set(SERVICES) >= {
-        "kafka", "topics", "redis", "worker", "readmodel", "deliver", "serve", "mailpit", "simulator"
+        "kafka", "topics", "redis", "worker", "readmodel", "deliver", "serve", "ingest", "mailpit", "simulator"
     }  # fmt: skip
     assert SERVICES["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
     assert SERVICES["simulator"]["profiles"] == ["demo"]
@@ -107,7 +107,7 @@ def test_restart_policies_and_health_checks() -> None:
             assert service["restart"] == "no", name
         else:
             assert service["restart"] == "unless-stopped", name
-    for name in ("kafka", "redis", "mailpit", "deliver", "serve"):
+    for name in ("kafka", "redis", "mailpit", "deliver", "serve", "ingest"):
         assert SERVICES[name]["healthcheck"]["test"], name
 
 
@@ -143,6 +143,20 @@ def test_the_demo_is_the_one_make_run_runs() -> None:
     assert env_of(SERVICES["worker"])["HEALTHMON_CLOCK"] == "event"  # as make run's worker
     assert env_of(SERVICES["deliver"])["HEALTHMON_SMTP_HOST"] == "mailpit"
     assert env_of(SERVICES["worker"])["HEALTHMON_BROKER"] == "kafka://kafka:19092"
+
+
+def test_ingest_runs_with_generated_secrets_never_defaults() -> None:
+    """make run and compose start `healthmon ingest` with the secrets `make ingest-secrets` generates;
+    neither file holds a secret of its own (the service has no default and refuses to start without)."""
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^run: .*\$\(INGEST_ENV\)", makefile, re.M)
+    assert ". $(INGEST_ENV)" in makefile and 'NAME=ingest CMD="$(BIN)/healthmon ingest"' in makefile
+    assert "secrets" in makefile.split("$(INGEST_ENV):", 1)[1].split("\n\n", 1)[0]  # generated at random
+    ingest = SERVICES["ingest"]
+    assert ingest["env_file"] == [{"path": ".local/run/ingest.env", "required": False}]
+    env = env_of(ingest)
+    assert not [k for k in env if "SECRET" in k or "WRITE_KEY" in k], env
+    assert env["HEALTHMON_INGEST_HOST"] == "0.0.0.0" and ingest["ports"] == ["127.0.0.1:8090:8090"]
 
 
 def test_the_image_is_small_non_root_and_installed_at_build_time() -> None:
@@ -186,6 +200,7 @@ def test_the_wheel_the_image_installs_ships_the_package_data(tmp_path: Path) -> 
         "streams/schema/*.json",
         "streams/data/sample.jsonl",
         "streams/core/data/state_dict_v3.zdict",  # without it no v3 state record can be read
+        "streams/ingest/ingest.default.yaml",
     ):
         assert any(Path(n).match(pattern) for n in names), f"{pattern} is not in the wheel"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
