@@ -301,7 +301,9 @@ def create_app(
             # Its stream buffer may have left it out of the fetches, too.
             app.consumer.on_buffer_drop(tp)
             app.consumer.resume_partitions([tp])
-            await app.consumer.seek(tp, first)
+            # From the consumer's thread: a seek from this one raced aiokafka's fetch (KeyError).
+            if not await faust_fixes.seek(app.consumer, tp, first):
+                rereads.pop((p, k), None)  # not done: asked again at the next tick
 
     def highwaters(p: int) -> list[int | None]:
         """The topics' end offsets, or None (unknown) when the broker has not told us for seconds.
@@ -325,7 +327,7 @@ def create_app(
         """The partition's driver, made once its table is recovered (never before: a state write
         for a recovering partition would overwrite what the changelog is about to restore)."""
         driver = drivers.get(p)
-        if driver is not None or not recovered.is_set() or p not in assigned():
+        if driver is not None or not recovered.is_set() or halted() or p not in assigned():
             return driver
         generation = recovered_generation
         positions = await start_positions(p)
@@ -467,6 +469,12 @@ def create_app(
         stop repeats no output; the local databases may be closed already, and nothing is acked."""
         nonlocal held_since
         held_since = None
+        if broken:
+            if stopping:
+                log.warning(
+                    "a step broke half-way: nothing written; the restart redoes it from the last commit"
+                )
+            return
         if unsettled:
             await settle(unsettled)
             unsettled.clear()  # (under the lock: nothing was sent meanwhile)
@@ -515,8 +523,31 @@ def create_app(
     cut: dict[int, None] = {}
     cut_waiting = asyncio.Event()  # set when a partition is cut: :func:`run_cut` steps it on
 
+    #: Set when a step stopped half-way (an exception, or its task cancelled): the drivers changed
+    #: states in place whose outputs were never sent, so nothing may be written or acked any more
+    #: (a restart redoes the work from the last commit, as after a SIGKILL).
+    broken: list[BaseException] = []
+
+    def halted() -> bool:
+        """No step may start: the app is stopping (Faust's crash path stops the fetcher and leaves
+        the group, then lets agents and timers run until ``on_before_shutdown`` has run, without a
+        revocation), or a step broke."""
+        return bool(broken) or app.should_stop
+
     async def step(parts: list[int]) -> None:
         """Step the drivers of ``parts`` and make what they produced durable, all together."""
+        if halted():
+            return
+        try:
+            await _step(parts)
+        except BaseException as exc:
+            broken.append(exc)
+            if not isinstance(exc, asyncio.CancelledError):
+                log.error("a step failed half-way (%r): stopping; nothing more is written or acked", exc)
+                await app.crash(exc)  # the worker exits; its restart recovers from the changelog
+            raise
+
+    async def _step(parts: list[int]) -> None:
         done: list[tuple[int, Output, StateStore]] = []
         for q in [q for q in cut if (d := drivers.get(q)) is None or not d.paused]:
             del cut[q]  # done, or dropped at a revocation
@@ -562,7 +593,7 @@ def create_app(
         worker was idle for a tick between steps."""
         while True:
             await cut_waiting.wait()
-            while cut:
+            while cut and not halted():
                 await asyncio.sleep(0)
                 async with lock:
                     await step(list(cut)[:1])

@@ -208,6 +208,41 @@ async def test_a_worker_joins_then_one_is_sigkilled(kafka_settings, tmp_path):
     assert_same(got, want)
 
 
+@pytest.mark.engine_crash
+async def test_fetcher_crash_through_fausts_own_crash_path(kafka_settings, tmp_path):
+    """The worker dies through Faust's crash path three times (the fetcher raises, as aiokafka's
+    KeyError made it: tests/faults/crashing_worker.py) and is started again each time. Unlike a
+    SIGKILL this path runs the shutdown: the consumer commits, the agent is cancelled wherever it is
+    and ``on_before_shutdown`` runs; nothing it writes may get ahead of what was published. Steps of
+    one evaluation each, so the crashes also land half-way through slot closes and midnights.
+
+    Each stop lasts 6 s more than it would (as one did in the wild), longer than a topic may starve
+    before it stops holding time back (``max_block_s``, 4 s here): a worker that went on stepping
+    while it stopped released event time past records still in Kafka, and wrote those states."""
+    want = await reference(kafka_settings, tmp_path)
+    s = kafka_settings.model_copy(update={"step_budget": 1, "max_block_s": 4.0})
+    await setup_topics(s)
+    await produce(s, records(s, HISTORY))
+    await send_markers(s)
+    log = tmp_path / "worker.log"
+    for after in (3.0, 5.0, 7.0):
+        env = {"HM_CRASH_FETCH_AFTER_S": str(after), "HM_SLOW_STOP_S": "6"}
+        w = WorkerProcess(s, log, module="tests.faults.crashing_worker", env=env)
+        w.start()
+        assert w.proc is not None
+        rc = await asyncio.to_thread(w.proc.wait, 120)  # it exits by itself: the positive signal
+        w.stop()
+        assert rc != 0
+    text = log.read_bytes()
+    assert text.count(b"We experienced a crash!") == 3 and b"InjectedFetcherCrash" in text
+    w = WorkerProcess(s, log).start()
+    try:
+        got = await outcome(s)
+    finally:
+        w.stop()
+    assert_same(got, want)
+
+
 async def test_paced_and_topic_by_topic_equal_the_backlog(kafka_settings, tmp_path):
     want = await reference(kafka_settings, tmp_path)
     s = kafka_settings
