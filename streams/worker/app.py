@@ -29,7 +29,6 @@ from streams.broker.clients import consumer as kafka_consumer
 from streams.broker.clients import faust_app_kwargs, started
 from streams.broker.headers import OutputKind, event_time_header, output_headers
 from streams.config import ConfigError
-from streams.core.metrics import Portfolio
 from streams.core.scoring import ScoringConfig, load_scoring
 from streams.core.state import DAY_S, INPUT_KINDS, AccountState, set_write_format
 from streams.engine.driver import (
@@ -46,6 +45,7 @@ from streams.readmodel.projector import write_with_retry
 from streams.settings import Settings, get_settings
 from streams.worker import codecs as _codecs  # noqa: F401  (registers the state codec)
 from streams.worker import faust_compat as faust_fixes
+from streams.worker.checkpoint import Checkpoint, Durable
 from streams.worker.codecs import STATE_CODEC
 from streams.worker.telemetry import WorkerMetrics, start_exporter
 
@@ -404,15 +404,19 @@ def create_app(
         headers = dead_letter_headers(names[rec.kind], p, rec.offset, dl.reason, time.time(), len(value))
         return (deadletter_name, rec.key, value[:DEAD_LETTER_MAX_BYTES], None, None, headers)
 
-    #: Outputs sent but not yet known to be in Kafka; changed states not yet in the changelog, per
-    #: partition, in the order of their latest change (a state changed again moves to the end: it
-    #: must not be written before a portfolio frozen since), the partitions' stores, and the acks
-    #: that wait for them.
-    unsettled: list[tuple[Out, Any]] = []
-    held: dict[int, dict[str, AccountState | Portfolio]] = {}
-    held_stores: dict[int, StateStore] = {}
-    held_acks: list[Any] = []
-    held_since: float | None = None
+    async def write_changelog(rows: list[tuple[int, bytes, bytes]]) -> dict[int, int]:
+        """States to the table's changelog; per partition, the offset of its last record written."""
+        changelog = accounts.changelog_topic.get_topic_name()
+        acked = await deliver([(changelog, key, value, p, None, []) for p, key, value in rows])
+        reached: dict[int, int] = {}
+        for m in acked:
+            reached[m.partition] = max(m.offset, reached.get(m.partition, m.offset))
+        return reached
+
+    #: Outputs sent, then the states they imply, then the acks (streams/worker/checkpoint.py).
+    checkpoint: Checkpoint[Out] = Checkpoint(
+        Durable(send, settle, write_changelog, lambda handle: handle.ack()), s.state_flush_s, time.monotonic
+    )
 
     async def make_durable(steps: list[tuple[int, Output, StateStore]]) -> None:
         """Outputs first, then states, then acks: each waits for the one before it. Runs under
@@ -425,7 +429,6 @@ def create_app(
         it are acked after that write, and the worker evaluates while the broker stores (waiting
         for a send-and-flush round per step left a midnight's worker idle a third of the time).
         Within a partition the order is unchanged, and partitions do not depend on each other."""
-        nonlocal held_since
         records: list[Out] = []
         for p, out, _ in steps:
             for name, key, value, ts_ms in out.records:
@@ -443,71 +446,21 @@ def create_app(
                 # retention delete a replay's outputs at once (docs/deploy.md).
                 records.append((output_names[name], key, value, None, None, headers))
             records.extend(dead_letter(p, dl) for dl in out.dead_letters)
-        unsettled.extend(await send(records))
-        for p, out, store in steps:
-            states = held.setdefault(p, {})
-            for a, st in out.states.items():
-                states.pop(a, None)
-                states[a] = st
-            held_stores[p] = store
-            held_acks.extend(h for h in out.acks if h is not None)
-        if held_since is None and (unsettled or held_acks or any(held.values())):
-            held_since = time.monotonic()
+        await checkpoint.add(records, [(p, out.states, store, out.acks) for p, out, store in steps])
         await write_states_when_due()
 
     async def write_states_when_due() -> None:
-        if held_since is not None and time.monotonic() - held_since >= s.state_flush_s:
+        if checkpoint.due():
             await write_states()
 
     async def write_states(stopping: bool = False) -> None:
-        """The outputs sent before acknowledged, then the held states to the changelog (one
-        send-and-flush round), then into the RocksDB databases with the changelog offset they
-        reached, then the acks. Under the lock.
-
-        ``stopping``: the consumer and the tables have stopped (a clean shutdown). The changelog
-        write is what matters then: a restart skips the records these states folded, so a clean
-        stop repeats no output; the local databases may be closed already, and nothing is acked."""
-        nonlocal held_since
-        held_since = None
-        if broken:
-            if stopping:
-                log.warning(
-                    "a step broke half-way: nothing written; the restart redoes it from the last commit"
-                )
-            return
-        if unsettled:
-            await settle(unsettled)
-            unsettled.clear()  # (under the lock: nothing was sent meanwhile)
-        if not held_acks and not any(held.values()):
-            return
-        changelog = accounts.changelog_topic.get_topic_name()
-        written = {p: [(a.encode(), st.dumps()) for a, st in states.items()] for p, states in held.items()}
-        acked = await deliver(
-            [(changelog, key, value, p, None, []) for p, w in written.items() for key, value in w]
-        )
-        reached: dict[int, int] = {}  # changelog partition -> offset of its last record written
-        for m in acked:
-            reached[m.partition] = max(m.offset, reached.get(m.partition, m.offset))
-        for p, w in written.items():
-            # RocksDB: the same states into the partition's database, with the changelog offset
-            # they reached (recovery reads the changelog after it). Memory: already in place.
-            try:
-                held_stores[p].commit(w, reached.get(p))
-            except Exception:
-                if not stopping:
-                    raise
-                log.info("partition %s: states in the changelog, not in the closed local database", p)
-        for p, states in held.items():
+        """What the steps since the last write hold, made durable (:meth:`Checkpoint.flush`); the
+        drivers then know their accounts' bands as written. Under the lock."""
+        for p, states in (await checkpoint.flush(stopping)).items():
             if (driver := drivers.get(p)) is not None:
                 for a, st in states.items():
                     if isinstance(st, AccountState):  # not a partition's portfolio
                         driver.bands[a] = st.last_change_band or "none"
-        acks = [] if stopping else list(held_acks)
-        held.clear()
-        held_stores.clear()
-        held_acks.clear()
-        for handle in acks:
-            handle.ack()
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def on_shutdown(app: faust.App, **kwargs: Any) -> None:
@@ -523,16 +476,11 @@ def create_app(
     cut: dict[int, None] = {}
     cut_waiting = asyncio.Event()  # set when a partition is cut: :func:`run_cut` steps it on
 
-    #: Set when a step stopped half-way (an exception, or its task cancelled): the drivers changed
-    #: states in place whose outputs were never sent, so nothing may be written or acked any more
-    #: (a restart redoes the work from the last commit, as after a SIGKILL).
-    broken: list[BaseException] = []
-
     def halted() -> bool:
         """No step may start: the app is stopping (Faust's crash path stops the fetcher and leaves
         the group, then lets agents and timers run until ``on_before_shutdown`` has run, without a
         revocation), or a step broke."""
-        return bool(broken) or app.should_stop
+        return checkpoint.broken is not None or app.should_stop
 
     async def step(parts: list[int]) -> None:
         """Step the drivers of ``parts`` and make what they produced durable, all together."""
@@ -541,7 +489,7 @@ def create_app(
         try:
             await _step(parts)
         except BaseException as exc:
-            broken.append(exc)
+            checkpoint.breaks(exc)  # states changed in place, their outputs unsent: nothing more written
             if not isinstance(exc, asyncio.CancelledError):
                 log.error("a step failed half-way (%r): stopping; nothing more is written or acked", exc)
                 await app.crash(exc)  # the worker exits; its restart recovers from the changelog

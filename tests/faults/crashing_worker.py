@@ -1,6 +1,7 @@
 """``healthmon worker`` that dies through Faust's own crash path, as the fetcher's KeyError made it.
 
 ``HM_CRASH_FETCH_AFTER_S=T``: the first fetch T seconds after the first record was fetched raises
+(``HM_CRASH_FETCH_AFTER=N``: the fetch after N records)
 (Faust logs "Drain messages raised", then "We experienced a crash!", stops the app and exits), as
 aiokafka's ``fetched_records`` did when a seek from the event loop's thread raced it. Unlike a SIGKILL,
 this path runs Faust's shutdown: the fetcher stops and the consumer leaves the group first, while the
@@ -24,6 +25,7 @@ from faust.app.base import App
 from faust.transport import consumer as faust_consumer
 
 CRASH_AFTER_S = float(os.environ.get("HM_CRASH_FETCH_AFTER_S", "0") or 0)
+CRASH_AFTER_N = int(os.environ.get("HM_CRASH_FETCH_AFTER", "0") or 0)
 original = faust_consumer.Consumer.getmany
 fetched = 0
 first_at: float | None = None
@@ -37,7 +39,9 @@ async def getmany(self: Any, timeout: float) -> AsyncIterator[Any]:
     global fetched, first_at
     async for tp, message in original(self, timeout):
         first_at = first_at or time.monotonic()
-        if CRASH_AFTER_S and time.monotonic() - first_at >= CRASH_AFTER_S:
+        if (CRASH_AFTER_S and time.monotonic() - first_at >= CRASH_AFTER_S) or (
+            CRASH_AFTER_N and fetched >= CRASH_AFTER_N
+        ):
             print(f"crashing worker: the fetcher raises after {fetched} records", flush=True)
             raise InjectedFetcherCrash(f"injected after {fetched} records")
         fetched += 1
