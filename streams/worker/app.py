@@ -166,7 +166,7 @@ def create_app(
     # topic made with the old ones so that it is made again (lazily) with these.
     accounts.key_serializer = "raw"
     accounts.value_serializer = STATE_CODEC
-    accounts._changelog_topic = None
+    faust_fixes.renew_changelog_topic(accounts)
     pipeline = Pipeline(
         s,
         engine,
@@ -292,9 +292,7 @@ def create_app(
             if got is not None and first < got:
                 # Faust counts a jump it saw as acked (meant for transaction markers): left over
                 # records it skipped, its next commit could pass them before they are folded in.
-                faust_gaps = app.consumer._gap.get(tp)  # type: ignore[attr-defined]
-                if faust_gaps:
-                    faust_gaps.chop(first, got + 1)
+                faust_fixes.forget_gap(app.consumer, tp, first, got + 1)
             if first == want:
                 came = f"{got} came next" if got is not None else "none came"
                 log.warning("%s[%s]: records from %s were not delivered (%s); reading again", *tp, want, came)

@@ -80,3 +80,23 @@ async def seek(consumer: Any, tp: TP, offset: int, timeout: float = 10.0) -> boo
         log.info("%s[%s]: seek to %s not done (%r); asked again later", *tp[:2], offset, exc)
         return False
     return True
+
+
+def renew_changelog_topic(table: Any) -> None:
+    """Make the table's changelog topic again (lazily, on first use) with the serializers set since.
+
+    Faust's ``Collection`` derives both serializers from the key/value types and builds its
+    changelog topic with them in ``__init__``; ``changelog_topic`` builds it again when
+    ``_changelog_topic`` is None."""
+    table._changelog_topic = None
+
+
+def forget_gap(consumer: Any, tp: TP, start: int, end: int) -> None:
+    """Take ``[start, end)`` out of the offsets Faust counts as acked for ``tp`` without a record.
+
+    Faust records a jump it sees in a partition's offsets as a gap (meant for transaction markers)
+    in ``Consumer._gap`` and counts it as acked when it commits; records it skipped there and that
+    are read again must not be committed past before they are folded in."""
+    gaps = consumer._gap.get(tp)
+    if gaps:
+        gaps.chop(start, end)

@@ -111,3 +111,28 @@ async def test_seek_gives_up_without_raising_when_the_consumer_cannot() -> None:
 
     assert await faust_fixes.seek(Unassigned(), TP0, 5) is False
     assert await faust_fixes.seek(Stuck(), TP0, 5, timeout=0.05) is False
+
+
+def test_a_table_makes_its_changelog_topic_again_when_asked() -> None:
+    """``renew_changelog_topic`` relies on ``Collection.changelog_topic`` building the topic lazily
+    when ``_changelog_topic`` is None."""
+    import inspect
+
+    from faust.tables.base import Collection
+
+    src = inspect.getsource(Collection.changelog_topic.fget)  # type: ignore[attr-defined]
+    assert "if self._changelog_topic is None:" in src and "self._new_changelog_topic()" in src
+
+
+def test_forget_gap_takes_the_range_out_of_fausts_gaps() -> None:
+    """``forget_gap`` relies on ``Consumer._gap``: a per-partition IntervalTree of offsets Faust counts
+    as acked (the shape ``Consumer.__init__`` makes and ``_add_gap`` fills)."""
+    import inspect
+
+    assert "self._gap = defaultdict(IntervalTree)" in inspect.getsource(Consumer.__init__)
+    assert "gap_for_tp.addi(" in inspect.getsource(Consumer._add_gap)
+    c = consumer(100, (101, 111), [])
+    faust_fixes.forget_gap(c, TP0, 103, 108)
+    assert sorted((i.begin, i.end) for i in c._gap[TP0]) == [(101, 103), (108, 111)]
+    faust_fixes.forget_gap(c, TP("other", 0), 0, 5)  # no gap there: nothing to do
+    assert "other" not in {tp.topic for tp in c._gap}
