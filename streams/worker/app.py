@@ -329,12 +329,12 @@ def create_app(
             return driver
         generation = recovered_generation
         positions = await start_positions(p)
-        if p in drivers or generation != recovered_generation or p not in assigned():
+        if p in drivers or generation != recovered_generation or halted() or p not in assigned():
             return drivers.get(p)  # the world moved while we asked
         driver = PartitionDriver(p, engine, store.for_partition(p), config, positions, rebuild=False)
         for _ in driver.rebuild():
             await asyncio.sleep(0)  # the loop's other tasks (heartbeats, the web) get a turn
-        if generation != recovered_generation or p not in assigned():
+        if generation != recovered_generation or halted() or p not in assigned():
             return None  # revoked meanwhile (the revocation waits for the lock we hold)
         drivers[p] = driver
         log.info("partition %s ready: %d accounts due", p, driver.schedule_size)
