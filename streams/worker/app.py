@@ -30,7 +30,6 @@ from streams.broker.clients import consumer as kafka_consumer
 from streams.broker.clients import faust_app_kwargs, started
 from streams.broker.headers import OutputKind, event_time_header, output_headers
 from streams.config import ConfigError
-from streams.core.metrics import Portfolio
 from streams.core.scoring import ScoringConfig, load_scoring
 from streams.core.state import DAY_S, INPUT_KINDS, AccountState, set_write_format
 from streams.engine.driver import (
@@ -47,6 +46,7 @@ from streams.readmodel.projector import write_with_retry
 from streams.settings import Settings, get_settings
 from streams.worker import codecs as _codecs  # noqa: F401  (registers the state codec)
 from streams.worker import faust_compat as faust_fixes
+from streams.worker.checkpoint import Checkpoint, Durable
 from streams.worker.codecs import STATE_CODEC
 from streams.worker.telemetry import WorkerMetrics, start_exporter
 
@@ -168,7 +168,7 @@ def create_app(
     # topic made with the old ones so that it is made again (lazily) with these.
     accounts.key_serializer = "raw"
     accounts.value_serializer = STATE_CODEC
-    accounts._changelog_topic = None
+    faust_fixes.renew_changelog_topic(accounts)
     pipeline = Pipeline(
         s,
         engine,
@@ -294,16 +294,16 @@ def create_app(
             if got is not None and first < got:
                 # Faust counts a jump it saw as acked (meant for transaction markers): left over
                 # records it skipped, its next commit could pass them before they are folded in.
-                faust_gaps = app.consumer._gap.get(tp)  # type: ignore[attr-defined]
-                if faust_gaps:
-                    faust_gaps.chop(first, got + 1)
+                faust_fixes.forget_gap(app.consumer, tp, first, got + 1)
             if first == want:
                 came = f"{got} came next" if got is not None else "none came"
                 log.warning("%s[%s]: records from %s were not delivered (%s); reading again", *tp, want, came)
             # Its stream buffer may have left it out of the fetches, too.
             app.consumer.on_buffer_drop(tp)
             app.consumer.resume_partitions([tp])
-            await app.consumer.seek(tp, first)
+            # From the consumer's thread: a seek from this one raced aiokafka's fetch (KeyError).
+            if not await faust_fixes.seek(app.consumer, tp, first):
+                rereads.pop((p, k), None)  # not done: asked again at the next tick
 
     def highwaters(p: int) -> list[int | None]:
         """The topics' end offsets, or None (unknown) when the broker has not told us for seconds.
@@ -327,16 +327,16 @@ def create_app(
         """The partition's driver, made once its table is recovered (never before: a state write
         for a recovering partition would overwrite what the changelog is about to restore)."""
         driver = drivers.get(p)
-        if driver is not None or not recovered.is_set() or p not in assigned():
+        if driver is not None or not recovered.is_set() or halted() or p not in assigned():
             return driver
         generation = recovered_generation
         positions = await start_positions(p)
-        if p in drivers or generation != recovered_generation or p not in assigned():
+        if p in drivers or generation != recovered_generation or halted() or p not in assigned():
             return drivers.get(p)  # the world moved while we asked
         driver = PartitionDriver(p, engine, store.for_partition(p), config, positions, rebuild=False)
         for _ in driver.rebuild():
             await asyncio.sleep(0)  # the loop's other tasks (heartbeats, the web) get a turn
-        if generation != recovered_generation or p not in assigned():
+        if generation != recovered_generation or halted() or p not in assigned():
             return None  # revoked meanwhile (the revocation waits for the lock we hold)
         drivers[p] = driver
         log.info("partition %s ready: %d accounts due", p, driver.schedule_size)
@@ -404,15 +404,19 @@ def create_app(
         headers = dead_letter_headers(names[rec.kind], p, rec.offset, dl.reason, time.time(), len(value))
         return (deadletter_name, rec.key, value, None, None, headers)
 
-    #: Outputs sent but not yet known to be in Kafka; changed states not yet in the changelog, per
-    #: partition, in the order of their latest change (a state changed again moves to the end: it
-    #: must not be written before a portfolio frozen since), the partitions' stores, and the acks
-    #: that wait for them.
-    unsettled: list[tuple[Out, Any]] = []
-    held: dict[int, dict[str, AccountState | Portfolio]] = {}
-    held_stores: dict[int, StateStore] = {}
-    held_acks: list[Any] = []
-    held_since: float | None = None
+    async def write_changelog(rows: list[tuple[int, bytes, bytes]]) -> dict[int, int]:
+        """States to the table's changelog; per partition, the offset of its last record written."""
+        changelog = accounts.changelog_topic.get_topic_name()
+        acked = await deliver([(changelog, key, value, p, None, []) for p, key, value in rows])
+        reached: dict[int, int] = {}
+        for m in acked:
+            reached[m.partition] = max(m.offset, reached.get(m.partition, m.offset))
+        return reached
+
+    #: Outputs sent, then the states they imply, then the acks (streams/worker/checkpoint.py).
+    checkpoint: Checkpoint[Out] = Checkpoint(
+        Durable(send, settle, write_changelog, lambda handle: handle.ack()), s.state_flush_s, time.monotonic
+    )
 
     async def make_durable(steps: list[tuple[int, Output, StateStore]]) -> None:
         """Outputs first, then states, then acks: each waits for the one before it. Runs under
@@ -425,7 +429,6 @@ def create_app(
         it are acked after that write, and the worker evaluates while the broker stores (waiting
         for a send-and-flush round per step left a midnight's worker idle a third of the time).
         Within a partition the order is unchanged, and partitions do not depend on each other."""
-        nonlocal held_since
         records: list[Out] = []
         for p, out, _ in steps:
             for name, key, value, ts_ms in out.records:
@@ -443,65 +446,21 @@ def create_app(
                 # retention delete a replay's outputs at once (docs/deploy.md).
                 records.append((output_names[name], key, value, None, None, headers))
             records.extend(dead_letter(p, dl) for dl in out.dead_letters)
-        unsettled.extend(await send(records))
-        for p, out, store in steps:
-            states = held.setdefault(p, {})
-            for a, st in out.states.items():
-                states.pop(a, None)
-                states[a] = st
-            held_stores[p] = store
-            held_acks.extend(h for h in out.acks if h is not None)
-        if held_since is None and (unsettled or held_acks or any(held.values())):
-            held_since = time.monotonic()
+        await checkpoint.add(records, [(p, out.states, store, out.acks) for p, out, store in steps])
         await write_states_when_due()
 
     async def write_states_when_due() -> None:
-        if held_since is not None and time.monotonic() - held_since >= s.state_flush_s:
+        if checkpoint.due():
             await write_states()
 
     async def write_states(stopping: bool = False) -> None:
-        """The outputs sent before acknowledged, then the held states to the changelog (one
-        send-and-flush round), then into the RocksDB databases with the changelog offset they
-        reached, then the acks. Under the lock.
-
-        ``stopping``: the consumer and the tables have stopped (a clean shutdown). The changelog
-        write is what matters then: a restart skips the records these states folded, so a clean
-        stop repeats no output; the local databases may be closed already, and nothing is acked."""
-        nonlocal held_since
-        held_since = None
-        if unsettled:
-            await settle(unsettled)
-            unsettled.clear()  # (under the lock: nothing was sent meanwhile)
-        if not held_acks and not any(held.values()):
-            return
-        changelog = accounts.changelog_topic.get_topic_name()
-        written = {p: [(a.encode(), st.dumps()) for a, st in states.items()] for p, states in held.items()}
-        acked = await deliver(
-            [(changelog, key, value, p, None, []) for p, w in written.items() for key, value in w]
-        )
-        reached: dict[int, int] = {}  # changelog partition -> offset of its last record written
-        for m in acked:
-            reached[m.partition] = max(m.offset, reached.get(m.partition, m.offset))
-        for p, w in written.items():
-            # RocksDB: the same states into the partition's database, with the changelog offset
-            # they reached (recovery reads the changelog after it). Memory: already in place.
-            try:
-                held_stores[p].commit(w, reached.get(p))
-            except Exception:
-                if not stopping:
-                    raise
-                log.info("partition %s: states in the changelog, not in the closed local database", p)
-        for p, states in held.items():
+        """What the steps since the last write hold, made durable (:meth:`Checkpoint.flush`); the
+        drivers then know their accounts' bands as written. Under the lock."""
+        for p, states in (await checkpoint.flush(stopping)).items():
             if (driver := drivers.get(p)) is not None:
                 for a, st in states.items():
                     if isinstance(st, AccountState):  # not a partition's portfolio
                         driver.bands[a] = st.last_change_band or "none"
-        acks = [] if stopping else list(held_acks)
-        held.clear()
-        held_stores.clear()
-        held_acks.clear()
-        for handle in acks:
-            handle.ack()
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def on_shutdown(app: faust.App, **kwargs: Any) -> None:
@@ -517,8 +476,26 @@ def create_app(
     cut: dict[int, None] = {}
     cut_waiting = asyncio.Event()  # set when a partition is cut: :func:`run_cut` steps it on
 
+    def halted() -> bool:
+        """No step may start: the app is stopping (Faust's crash path stops the fetcher and leaves
+        the group, then lets agents and timers run until ``on_before_shutdown`` has run, without a
+        revocation), or a step broke."""
+        return checkpoint.broken is not None or app.should_stop
+
     async def step(parts: list[int]) -> None:
         """Step the drivers of ``parts`` and make what they produced durable, all together."""
+        if halted():
+            return
+        try:
+            await _step(parts)
+        except BaseException as exc:
+            checkpoint.breaks(exc)  # states changed in place, their outputs unsent: nothing more written
+            if not isinstance(exc, asyncio.CancelledError):
+                log.error("a step failed half-way (%r): stopping; nothing more is written or acked", exc)
+                await app.crash(exc)  # the worker exits; its restart recovers from the changelog
+            raise
+
+    async def _step(parts: list[int]) -> None:
         done: list[tuple[int, Output, StateStore]] = []
         for q in [q for q in cut if (d := drivers.get(q)) is None or not d.paused]:
             del cut[q]  # done, or dropped at a revocation
@@ -564,7 +541,7 @@ def create_app(
         worker was idle for a tick between steps."""
         while True:
             await cut_waiting.wait()
-            while cut:
+            while cut and not halted():
                 await asyncio.sleep(0)
                 async with lock:
                     await step(list(cut)[:1])

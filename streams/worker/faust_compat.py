@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
 
+from aiokafka.errors import IllegalStateError
 from faust.transport.consumer import Consumer
 from faust.types import TP
 from faust.utils.functional import consecutive_numbers
@@ -58,3 +60,43 @@ def install() -> None:
     setattr(_new_offset, _INSTALLED, True)
     _new_offset.__wrapped__ = original  # type: ignore[attr-defined]
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
+
+
+async def seek(consumer: Any, tp: TP, offset: int, timeout: float = 10.0) -> bool:
+    """Move ``tp``'s fetch position to ``offset`` from the consumer's own thread; False if it could
+    not be done within ``timeout`` (the caller asks again later).
+
+    Faust's ``Consumer.seek`` ends in ``ThreadDelegateConsumer._seek``, which calls aiokafka's
+    ``seek`` on the event loop's thread while aiokafka fetches in Faust's consumer thread: its
+    ``Fetcher.seek_to`` deletes ``_records[tp]`` between the two lines of ``fetched_records`` that
+    list the keys and read them, and the fetcher dies of ``KeyError(TopicPartition)`` -- the worker
+    with it (tests/integration/test_seek_race_kafka.py). ``seek_wait`` runs the seek through
+    ``call_thread`` in that thread, and sets Faust's read offset as ``seek`` does. The timeout
+    matters: the thread may be waiting for a rebalance that waits for the caller's lock; the seek
+    then is dropped unrun (a cancelled call is skipped) instead of deadlocking."""
+    try:
+        await asyncio.wait_for(consumer.seek_wait({tp: offset}), timeout)
+    except (TimeoutError, IllegalStateError) as exc:  # not assigned any more: a rebalance is under way
+        log.info("%s[%s]: seek to %s not done (%r); asked again later", *tp[:2], offset, exc)
+        return False
+    return True
+
+
+def renew_changelog_topic(table: Any) -> None:
+    """Make the table's changelog topic again (lazily, on first use) with the serializers set since.
+
+    Faust's ``Collection`` derives both serializers from the key/value types and builds its
+    changelog topic with them in ``__init__``; ``changelog_topic`` builds it again when
+    ``_changelog_topic`` is None."""
+    table._changelog_topic = None
+
+
+def forget_gap(consumer: Any, tp: TP, start: int, end: int) -> None:
+    """Take ``[start, end)`` out of the offsets Faust counts as acked for ``tp`` without a record.
+
+    Faust records a jump it sees in a partition's offsets as a gap (meant for transaction markers)
+    in ``Consumer._gap`` and counts it as acked when it commits; records it skipped there and that
+    are read again must not be committed past before they are folded in."""
+    gaps = consumer._gap.get(tp)
+    if gaps:
+        gaps.chop(start, end)

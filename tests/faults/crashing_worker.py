@@ -1,0 +1,68 @@
+"""``healthmon worker`` that dies through Faust's own crash path, as the fetcher's KeyError made it.
+
+``HM_CRASH_FETCH_AFTER_S=T``: the first fetch T seconds after the first record was fetched raises
+(``HM_CRASH_FETCH_AFTER=N``: the fetch after N records)
+(Faust logs "Drain messages raised", then "We experienced a crash!", stops the app and exits), as
+aiokafka's ``fetched_records`` did when a seek from the event loop's thread raced it. Unlike a SIGKILL,
+this path runs Faust's shutdown: the fetcher stops and the consumer leaves the group first, while the
+agents and timers go on until the app's ``on_before_shutdown`` handlers have run; then they are cancelled.
+
+``HM_SLOW_STOP_S=T``: that stretch lasts T seconds more (seen in the wild: 40 s, a driver being made
+while the broker no longer answered the worker's offset requests). Input starves meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import runpy
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from faust.app.base import App
+from faust.transport import consumer as faust_consumer
+
+CRASH_AFTER_S = float(os.environ.get("HM_CRASH_FETCH_AFTER_S", "0") or 0)
+CRASH_AFTER_N = int(os.environ.get("HM_CRASH_FETCH_AFTER", "0") or 0)
+original = faust_consumer.Consumer.getmany
+fetched = 0
+first_at: float | None = None
+
+
+class InjectedFetcherCrash(RuntimeError):
+    pass
+
+
+async def getmany(self: Any, timeout: float) -> AsyncIterator[Any]:
+    global fetched, first_at
+    async for tp, message in original(self, timeout):
+        first_at = first_at or time.monotonic()
+        if (CRASH_AFTER_S and time.monotonic() - first_at >= CRASH_AFTER_S) or (
+            CRASH_AFTER_N and fetched >= CRASH_AFTER_N
+        ):
+            print(f"crashing worker: the fetcher raises after {fetched} records", flush=True)
+            raise InjectedFetcherCrash(f"injected after {fetched} records")
+        fetched += 1
+        yield tp, message
+
+
+faust_consumer.Consumer.getmany = getmany  # type: ignore[method-assign]
+
+SLOW_STOP_S = float(os.environ.get("HM_SLOW_STOP_S", "0") or 0)
+stop_consumer = App._stop_consumer
+
+
+async def _stop_consumer(self: Any) -> None:
+    await stop_consumer(self)
+    if SLOW_STOP_S:
+        print(f"crashing worker: the stop takes {SLOW_STOP_S} s more", flush=True)
+        await asyncio.sleep(SLOW_STOP_S)
+
+
+App._stop_consumer = _stop_consumer  # type: ignore[method-assign]
+
+if __name__ == "__main__":
+    sys.argv = ["healthmon", *sys.argv[1:]]
+    runpy.run_module("streams", run_name="__main__")
