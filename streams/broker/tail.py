@@ -11,6 +11,7 @@ from typing import BinaryIO
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from streams import compat
 from streams.broker import clients as kafka_clients
 from streams.settings import Settings
 
@@ -115,7 +116,7 @@ async def assigned_consumer(s: Settings, topics: list[str], reset: str) -> AIOKa
     try:
         # One metadata request answers both questions (consumer.topics() does not fill the cache
         # partitions_for_topic() reads).
-        cluster = await consumer._client.fetch_all_metadata()
+        cluster = await compat.fetch_all_metadata(consumer)
         missing = sorted(set(topics) - cluster.topics())
         if missing:
             raise ValueError(f"topic {', '.join(missing)} does not exist")

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from streams import compat
 from streams.core.events import BaseEvent, InvalidEvent, parse_event
 from streams.core.metrics import AccountMetrics, Portfolio, PortfolioBuilder
 from streams.core.state import DAY_S, INPUT_KINDS, AccountState, StateBrief, decode_brief
@@ -214,7 +215,7 @@ class RocksStateStore(StateStore):
     def db(self) -> Any:
         if self.partition is None:
             raise RuntimeError("a RocksDB state store serves one partition: use for_partition()")
-        return self.table_store._db_for_partition(self.partition)
+        return compat.db_for_partition(self.table_store, self.partition)
 
     def get(self, account_id: str) -> AccountState | None:
         state = self.touched.get(account_id)
@@ -232,7 +233,11 @@ class RocksStateStore(StateStore):
         """Every account key of the partition's database and of the step's new states (the states'
         own partition is checked by the reader: keys alone do not say it)."""
         reserved = RESERVED_PREFIX.encode()
-        ids = [k.decode() for k, _ in self.table_store._visible_items(self.db) if not k.startswith(reserved)]
+        ids = [
+            k.decode()
+            for k, _ in compat.visible_items(self.table_store, self.db)
+            if not k.startswith(reserved)
+        ]
         known = set(ids)
         ids.extend(a for a in self.touched if a not in known)
         return ids
@@ -257,7 +262,7 @@ class RocksStateStore(StateStore):
     def _scan(self, partition: int, decode: Callable[[bytes], _S]) -> Iterator[AccountState | _S]:
         reserved = RESERVED_PREFIX.encode()
         seen: set[str] = set()
-        for key, raw in self.table_store._visible_items(self.db):  # skips Faust's offset key
+        for key, raw in compat.visible_items(self.table_store, self.db):  # skips Faust's offset key
             if key.startswith(reserved):
                 continue
             account_id = key.decode()

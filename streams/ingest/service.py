@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 from aiohttp import web
@@ -21,6 +20,7 @@ from aiolimiter import AsyncLimiter
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from streams import compat
 from streams.ingest.config import IngestConfig, load_config
 from streams.ingest.segment import CALLS, SegmentSource
 from streams.ingest.sink import BrokerUnavailable, Sink, record
@@ -242,8 +242,7 @@ async def serve(s: Settings, stopping: asyncio.Event, ready: Callable[[int], Non
     site = web.TCPSite(runner, s.ingest_host, s.ingest_port)
     try:
         await site.start()
-        server: Any = site._server
-        port = server.sockets[0].getsockname()[1] if server is not None else s.ingest_port
+        port = compat.bound_port(site, s.ingest_port)
         names = ", ".join(sorted({x.name for x in sources.values()}))
         log.info("ingest: listening on http://%s:%s (sources: %s)", s.ingest_host, port, names)
         if ready is not None:

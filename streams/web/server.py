@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from alerts.store import DeliveryStore, Silence
 from rules.model import parse_duration
+from streams import compat
 from streams.core.portfolio import period_months
 from streams.settings import Settings
 from streams.web import leader, queries, tasks_api
@@ -387,7 +388,7 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
     await runner.setup()
     site = web.TCPSite(runner, settings.serve_host, settings.serve_port)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else 0  # type: ignore[union-attr,attr-defined]
+    port = compat.bound_port(site)
     log.info("dashboard: http://%s:%d/", settings.serve_host, port)
     try:
         await stopping.wait()

@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP, EventT
 
 from rules.engine import DEFAULT_RULES, RuleSet, load_rules, rule_files
+from streams import compat
 from streams.broker.admin import DEAD_LETTER_MAX_MESSAGE_BYTES
 from streams.broker.clients import consumer as kafka_consumer
 from streams.broker.clients import faust_app_kwargs, started
@@ -45,7 +46,6 @@ from streams.engine.engine import Engine
 from streams.readmodel.projector import write_with_retry
 from streams.settings import Settings, get_settings
 from streams.worker import codecs as _codecs  # noqa: F401  (registers the state codec)
-from streams.worker import faust_compat as faust_fixes
 from streams.worker.checkpoint import Checkpoint, Durable
 from streams.worker.codecs import STATE_CODEC
 from streams.worker.telemetry import WorkerMetrics, start_exporter
@@ -111,7 +111,7 @@ def create_app(
     settings: Settings | None = None, scoring: ScoringConfig | None = None, ruleset: RuleSet | None = None
 ) -> Pipeline:
     s = settings or get_settings()
-    faust_fixes.install()
+    compat.install()
     if s.processing_guarantee != "at_least_once":
         raise ConfigError(
             "HEALTHMON_PROCESSING_GUARANTEE: only at_least_once is supported; the engine skips "
@@ -168,7 +168,7 @@ def create_app(
     # topic made with the old ones so that it is made again (lazily) with these.
     accounts.key_serializer = "raw"
     accounts.value_serializer = STATE_CODEC
-    faust_fixes.renew_changelog_topic(accounts)
+    compat.renew_changelog_topic(accounts)
     pipeline = Pipeline(
         s,
         engine,
@@ -294,7 +294,7 @@ def create_app(
             if got is not None and first < got:
                 # Faust counts a jump it saw as acked (meant for transaction markers): left over
                 # records it skipped, its next commit could pass them before they are folded in.
-                faust_fixes.forget_gap(app.consumer, tp, first, got + 1)
+                compat.forget_gap(app.consumer, tp, first, got + 1)
             if first == want:
                 came = f"{got} came next" if got is not None else "none came"
                 log.warning("%s[%s]: records from %s were not delivered (%s); reading again", *tp, want, came)
@@ -302,7 +302,7 @@ def create_app(
             app.consumer.on_buffer_drop(tp)
             app.consumer.resume_partitions([tp])
             # From the consumer's thread: a seek from this one raced aiokafka's fetch (KeyError).
-            if not await faust_fixes.seek(app.consumer, tp, first):
+            if not await compat.seek(app.consumer, tp, first):
                 rereads.pop((p, k), None)  # not done: asked again at the next tick
 
     def highwaters(p: int) -> list[int | None]:

@@ -6,7 +6,7 @@ fetcher's prefetched records (``Fetcher.fetched_records``: ``for tp in list(self
 calls aiokafka's ``consumer.seek`` on the *event loop's* thread, and ``Fetcher.seek_to`` deletes
 ``self._records[tp]`` there: between the two lines of the other thread, that is the KeyError. The
 same seek run by the consumer's own thread (Faust's ``seek_wait`` path, ``call_thread``: what the
-worker does now, :func:`streams.worker.faust_compat.seek`) cannot interleave with the fetch.
+worker does now, :func:`streams.compat.seek`) cannot interleave with the fetch.
 
 The race is made frequent, not forced: the interpreter switches threads every microsecond instead
 of every 5 ms while the seeks run.

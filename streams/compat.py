@@ -1,4 +1,9 @@
-"""Work-arounds for faust-streaming 0.15 internals, installed by :func:`install` (``create_app`` does)."""
+"""Every use of a private name of Faust, aiokafka or aiohttp, each behind a small function with a test
+(tests/unit/test_compat.py) that fails when an upgrade changes what it relies on; and the work-arounds
+for faust-streaming 0.15 internals, installed by :func:`install` (``create_app`` does).
+
+The lowest layer but the config (pyproject.toml's import-linter contract): the engine's RocksDB store,
+the broker's tail, the worker and the web servers all reach those libraries' internals only here."""
 
 from __future__ import annotations
 
@@ -100,3 +105,30 @@ def forget_gap(consumer: Any, tp: TP, start: int, end: int) -> None:
     gaps = consumer._gap.get(tp)
     if gaps:
         gaps.chop(start, end)
+
+
+def db_for_partition(table_store: Any, partition: int) -> Any:
+    """The RocksDB database of one partition of a Faust table (``Store._db_for_partition``): Faust's
+    own ``store[key]`` picks it from the event being processed, and the driver's writes have none."""
+    return table_store._db_for_partition(partition)
+
+
+def visible_items(table_store: Any, db: Any) -> Any:
+    """A partition database's items without Faust's own offset key (``Store._visible_items``)."""
+    return table_store._visible_items(db)
+
+
+async def fetch_all_metadata(consumer: Any) -> Any:
+    """The whole cluster's metadata through aiokafka's client (``consumer._client``): one request that
+    says which topics exist and how many partitions each has (``consumer.topics()`` does not fill the
+    cache ``partitions_for_topic()`` reads)."""
+    return await consumer._client.fetch_all_metadata()
+
+
+def bound_port(site: Any, default: int = 0) -> int:
+    """The port an aiohttp ``TCPSite`` listens on (port 0 asks the system for one): aiohttp exposes the
+    server only as ``site._server``."""
+    server = getattr(site, "_server", None)
+    if server is None or not server.sockets:
+        return default
+    return int(server.sockets[0].getsockname()[1])

@@ -1,4 +1,4 @@
-"""The Faust and aiokafka internals the worker relies on (streams/worker/faust_compat.py): each test
+"""The Faust and aiokafka internals the worker relies on (streams/compat.py): each test
 fails when an upgrade changes what is relied upon."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from faust.transport.consumer import Consumer
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from streams.worker import faust_compat as faust_fixes
+from streams import compat
 
 TP0 = TP("t", 0)
 
@@ -33,7 +33,7 @@ def consumer(committed: int, gap: tuple[int, int] | None, acked: list[int]) -> S
 
 def commit_rounds(c: SimpleNamespace, limit: int = 100, fixed: bool = True) -> list[int]:
     """The offsets committed, one commit round after another, until a round commits nothing."""
-    faust_fixes.install()
+    compat.install()
     new_offset: Any = Consumer._new_offset if fixed else Consumer._new_offset.__wrapped__  # type: ignore[attr-defined]
     done = []
     for _ in range(limit):
@@ -56,7 +56,7 @@ def test_a_gap_read_again_commits_in_one_round() -> None:
 
 
 def test_nothing_unacked_is_committed() -> None:
-    faust_fixes.install()  # once per process, however often asked
+    compat.install()  # once per process, however often asked
     # 120 and 121 neither acked nor in a gap: the commit stops before them, and goes on once they
     # are acked. (A hole of one offset Faust commits over: a transaction marker takes one.)
     c = consumer(101, (101, 111), [*range(101, 120), *range(122, 131)])
@@ -66,7 +66,7 @@ def test_nothing_unacked_is_committed() -> None:
 
 
 def test_seek_wait_runs_the_seek_in_the_consumer_thread() -> None:
-    """:func:`faust_compat.seek` relies on ``ThreadDelegateConsumer.seek_wait`` handing the seek to
+    """:func:`compat.seek` relies on ``ThreadDelegateConsumer.seek_wait`` handing the seek to
     the consumer's thread (``call_thread``), and on ``_seek`` -- what ``Consumer.seek`` ends in --
     still being the direct call that races aiokafka's fetch. If an upgrade routes ``seek`` through
     the thread too, the work-around can go; if ``seek_wait`` stops going through it, it breaks."""
@@ -109,8 +109,8 @@ async def test_seek_gives_up_without_raising_when_the_consumer_cannot() -> None:
         async def seek_wait(self, partitions: dict) -> None:
             await asyncio.Event().wait()
 
-    assert await faust_fixes.seek(Unassigned(), TP0, 5) is False
-    assert await faust_fixes.seek(Stuck(), TP0, 5, timeout=0.05) is False
+    assert await compat.seek(Unassigned(), TP0, 5) is False
+    assert await compat.seek(Stuck(), TP0, 5, timeout=0.05) is False
 
 
 def test_a_table_makes_its_changelog_topic_again_when_asked() -> None:
@@ -132,7 +132,54 @@ def test_forget_gap_takes_the_range_out_of_fausts_gaps() -> None:
     assert "self._gap = defaultdict(IntervalTree)" in inspect.getsource(Consumer.__init__)
     assert "gap_for_tp.addi(" in inspect.getsource(Consumer._add_gap)
     c = consumer(100, (101, 111), [])
-    faust_fixes.forget_gap(c, TP0, 103, 108)
+    compat.forget_gap(c, TP0, 103, 108)
     assert sorted((i.begin, i.end) for i in c._gap[TP0]) == [(101, 103), (108, 111)]
-    faust_fixes.forget_gap(c, TP("other", 0), 0, 5)  # no gap there: nothing to do
+    compat.forget_gap(c, TP("other", 0), 0, 5)  # no gap there: nothing to do
     assert "other" not in {tp.topic for tp in c._gap}
+
+
+def test_faust_rocksdb_store_internals_the_engine_reads(tmp_path) -> None:
+    """``db_for_partition`` and ``visible_items``: the RocksDB store's per-partition database and its
+    items without Faust's offset key (tests/unit/test_rocksdb_store.py uses them on a real store)."""
+    import inspect
+
+    from faust.stores import rocksdb
+
+    assert list(inspect.signature(rocksdb.Store._db_for_partition).parameters) == ["self", "partition"]
+    assert list(inspect.signature(rocksdb.Store._visible_items).parameters) == ["self", "db"]
+    got = compat.visible_items(
+        SimpleNamespace(_visible_items=lambda db: [(b"k", b"v")]), object()
+    )  # the call is passed through as is
+    assert list(got) == [(b"k", b"v")]
+
+
+async def test_aiokafka_client_fetch_all_metadata_is_there() -> None:
+    import inspect
+
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")
+    try:
+        assert inspect.iscoroutinefunction(consumer._client.fetch_all_metadata)
+    finally:
+        await consumer.stop()
+
+
+async def test_bound_port_reads_the_port_aiohttp_bound() -> None:
+    import aiohttp
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_get("/", lambda request: web.Response(text="ok"))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    assert compat.bound_port(site, default=-1) == -1  # not started: no server yet
+    await site.start()
+    try:
+        port = compat.bound_port(site)
+        assert port > 0
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/") as resp:
+            assert await resp.text() == "ok"
+    finally:
+        await runner.cleanup()
