@@ -7,7 +7,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -694,30 +694,35 @@ def mail_preview(accounts, days, seed, end, person, day) -> None:
         click.echo(f"\n--- {m.sent_at:%H:%M} UTC  {m.subject}\n{m.text}")
 
 
+def run_service(loglevel: str, run: Callable[[], Awaitable[None]], stop: Callable[[], None]) -> None:
+    """What every long-running command does around its service: logging, SIGTERM/SIGINT calling
+    ``stop`` (the service then finishes what it holds and returns), and the event loop."""
+    import logging
+    import signal
+
+    logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] [%(levelname)s] %(name)s: %(message)s")
+
+    async def main_loop() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
+        await run()
+
+    asyncio.run(main_loop())
+
+
 @main.command()
 @click.option("--loglevel", "-l", default="info")
 def deliver(loglevel: str) -> None:
     """Run the alert delivery worker: cs.alerts -> routing -> Slack, email, webhooks."""
-    import logging
-
     from alerts.worker import DeliveryWorker
     from streams.config import ConfigError
 
-    logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] [%(levelname)s] %(name)s: %(message)s")
     try:
         worker = DeliveryWorker(get_settings())
     except ConfigError as exc:
         raise click.ClickException(f"invalid configuration:\n{exc}") from None
-
-    async def main_loop() -> None:
-        import signal
-
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker._stop.set)
-        await worker.run()
-
-    asyncio.run(main_loop())
+    run_service(loglevel, worker.run, worker._stop.set)
 
 
 @main.command()
@@ -727,44 +732,21 @@ def deliver(loglevel: str) -> None:
 )
 def readmodel(loglevel: str, rebuild: bool) -> None:
     """Keep the Redis read model (dashboards, portfolio, cs.portfolio) up to date from cs.health."""
-    import logging
-    import signal
-
     from streams.readmodel.projector import ReadModelWorker
 
-    logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] [%(levelname)s] %(name)s: %(message)s")
     worker = ReadModelWorker(get_settings(), rebuild=rebuild)
-
-    async def main_loop() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker.stopping.set)
-        logging.getLogger("healthmon.readmodel").info("read model: cs.health -> Redis")
-        await worker.run()
-
-    asyncio.run(main_loop())
+    run_service(loglevel, worker.run, worker.stopping.set)
 
 
 @main.command()
 @click.option("--loglevel", "-l", default="info")
 def serve(loglevel: str) -> None:
     """The HTTP API and the dashboard page (HEALTHMON_SERVE_HOST/PORT, HEALTHMON_API_TOKEN)."""
-    import logging
-    import signal
-
     from streams.web.server import serve as run_server
 
-    logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] [%(levelname)s] %(name)s: %(message)s")
-
-    async def main_loop() -> None:
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping.set)
-        await run_server(get_settings(), stopping)
-
+    stopping = asyncio.Event()
     try:
-        asyncio.run(main_loop())
+        run_service(loglevel, lambda: run_server(get_settings(), stopping), stopping.set)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -774,23 +756,12 @@ def serve(loglevel: str) -> None:
 def ingest(loglevel: str) -> None:
     """Segment-style calls and Stripe/Zendesk/webhook events in, contract-v1 events on the input topics
     (HEALTHMON_INGEST_HOST/PORT; mappings in HEALTHMON_INGEST_CONFIG; secrets HEALTHMON_INGEST_*)."""
-    import logging
-    import signal
-
     from streams.ingest.service import IngestSetupError
     from streams.ingest.service import serve as run_ingest
 
-    logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] [%(levelname)s] %(name)s: %(message)s")
-
-    async def main_loop() -> None:
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping.set)
-        await run_ingest(get_settings(), stopping)
-
+    stopping = asyncio.Event()
     try:
-        asyncio.run(main_loop())
+        run_service(loglevel, lambda: run_ingest(get_settings(), stopping), stopping.set)
     except IngestSetupError as exc:
         raise click.ClickException(str(exc)) from None
 
