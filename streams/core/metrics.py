@@ -376,6 +376,10 @@ class Portfolio:
     stats: dict[str, Percentiles] = field(default_factory=lambda: {k: Percentiles() for k in PERCENTILE_OF})
     #: The event time (s) it was frozen at (:func:`portfolio_at`); None for one kept live with ``observe``.
     as_of: int | None = None
+    #: The information check's result at the freeze (``scoring.information_check``), by card name: one
+    #: (component, measure, metric, reason, text) per measure set aside. Plain tuples: this layer does
+    #: not know scorecards.
+    set_aside: dict[str, list[tuple[str, str, str, str, str]]] = field(default_factory=dict)
 
     def observe(self, account_id: str, metrics: AccountMetrics, state: AccountState) -> None:
         """Take in an account's latest raw metrics and the features it uses."""
@@ -412,7 +416,10 @@ class Portfolio:
                     distinct.append(v)
                     counts.append(1)
             stats.append([name, [int(v) if v.is_integer() else v for v in distinct], counts])
-        body = _ENCODER.encode([self.as_of, stats, sorted(self.features.items())])
+        record: list[Any] = [self.as_of, stats, sorted(self.features.items())]
+        if self.set_aside:  # a fourth element, absent from records written before the check existed
+            record.append(sorted((card, [list(t) for t in rows]) for card, rows in self.set_aside.items()))
+        body = _ENCODER.encode(record)
         if len(body) >= 160:
             packed = bytes(cramjam.zstd.compress(body, level=3))
             if len(packed) < len(body):
@@ -428,8 +435,9 @@ class Portfolio:
             body = data[1:]
         else:
             raise ValueError(f"unknown portfolio format byte 0x{fmt:02x}")
-        as_of, stats, features = _DECODER.decode(body)
-        out = cls(features={f: d for f, d in features}, as_of=as_of)
+        as_of, stats, features, *more = _DECODER.decode(body)
+        set_aside = {card: [tuple(t) for t in rows] for card, rows in more[0]} if more else {}
+        out = cls(features={f: d for f, d in features}, as_of=as_of, set_aside=set_aside)  # type: ignore[arg-type]
         for name, distinct, counts in stats:
             if name in out.stats:
                 out.stats[name] = Percentiles(
@@ -464,6 +472,8 @@ class PortfolioBuilder:
         self._values: dict[str, list[float]] = {name: [] for name in PERCENTILE_OF}
         self._features: dict[str, int] = {}
         self.raw: dict[str, AccountMetrics] = {}
+        #: Each member's segment (which card scores it: the information check is per card).
+        self.segments: dict[str, str | None] = {}
 
     def add(self, state: AccountState) -> None:
         """An account with no event in the last HORIZON_DAYS is skipped unread: it has no value to
@@ -476,6 +486,7 @@ class PortfolioBuilder:
         if not portfolio_member(state, m, self.as_of):
             return
         self.raw[state.account_id] = m
+        self.segments[state.account_id] = state.profile.segment if state.profile is not None else None
         if m.active_days_30d:
             for name, vs in self._values.items():
                 vs.append(float(getattr(m, name)))

@@ -4,19 +4,28 @@ Pure functions. Each measure is normalised to 0-100 by a linear ramp between a `
 threshold (either direction). A measure without data is dropped and its weight shared among the rest of
 its component; a component without data is dropped and its weight shared among the other components.
 ``confidence`` is the share of the configured weight that had data.
+
+The information check (:func:`information_check`) sets aside, for a whole book, the measures that carry
+no information there (the same non-perfect score for nearly every account, e.g. key features the product
+never sends); its result is an input of :func:`score_account`, computed once a day from the partition's
+frozen portfolio, so scoring stays a function of its arguments.
 """
 
 from __future__ import annotations
 
+import hashlib
 import string
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from streams.config import load_yaml
-from streams.core.metrics import AccountMetrics, MetricsConfig
+from streams.core.metrics import AccountMetrics, MetricsConfig, Portfolio, with_portfolio
 
 DEFAULT_SCORECARD = Path(__file__).with_name("scorecard.default.yaml")
 Band = Literal["red", "yellow", "green"]
@@ -120,8 +129,25 @@ def stabilise(
     return round(prev + max(-limit, min(limit, raw - prev)), 1)
 
 
+class InformationCheck(_Strict):
+    """Which measures carry information in this book (docs/metrics.md, "The information check").
+
+    At each daily portfolio freeze, over the book's accounts scored by a card: a measure that at least
+    ``min_accounts`` accounts have data for, where fewer than ``min_varying_share`` of them score
+    differently (whole points) from the most common score, and that score is below 100, is set aside:
+    its weight is shared as for missing data. A measure at 100 for nearly everyone (no unpaid invoice, no
+    urgent ticket) is a guard whose rare deviations are its signal, and stays.
+    """
+
+    enabled: bool = True
+    min_accounts: int = Field(default=10, ge=2)
+    min_varying_share: float = Field(default=0.05, gt=0, lt=1)
+
+
 class ScoringConfig(_Strict):
     version: Literal[1] = 1
+    #: The card's version, named in every snapshot (``scorecard_version``); default: a content hash.
+    revision: str | None = Field(default=None, min_length=1, max_length=64)
     metrics: MetricsConfig = MetricsConfig()
     #: A change event is published when the band changes or the score moved this much since the last one.
     change_threshold: float = Field(default=5, gt=0)
@@ -129,6 +155,22 @@ class ScoringConfig(_Strict):
     stability: Stability = Stability()
     default: ScoreCard
     segments: dict[Literal["smb", "mid_market", "enterprise"], ScoreCard] = Field(default_factory=dict)
+    information: InformationCheck = InformationCheck()
+
+    @cached_property
+    def card_version(self) -> str:
+        """``revision`` if the YAML gives one, else ``sha256:`` and 12 hex digits of the configuration's
+        canonical JSON: two files that score alike (comments, key order aside) have the same version."""
+        if self.revision is not None:
+            return self.revision
+        body = self.model_dump_json(exclude={"revision"}).encode()
+        return "sha256:" + hashlib.sha256(body).hexdigest()[:12]
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> ScoringConfig:
+        """A copy whose ``card_version`` is its own (the cached hash of the original is not copied)."""
+        copy = super().model_copy(update=update, deep=deep)
+        copy.__dict__.pop("card_version", None)
+        return copy
 
     def scorecard_for(self, segment: str | None) -> tuple[str, ScoreCard]:
         card = self.segments.get(segment)  # type: ignore[call-overload]
@@ -171,6 +213,18 @@ class Driver(BaseModel):
     text: str
 
 
+class SetAside(BaseModel):
+    """A measure the information check took out of this book's scores, and why."""
+
+    component: str
+    measure: str
+    metric: str
+    #: "constant": (nearly) every account scores the same on it; "no_data": no account of the book has
+    #: data for it (listed only where this account has none either; changes no score).
+    reason: Literal["constant", "no_data"]
+    text: str
+
+
 class HealthScore(BaseModel):
     score: float | None
     band: Band | None
@@ -178,6 +232,7 @@ class HealthScore(BaseModel):
     scorecard: str
     components: list[ComponentScore]
     drivers: list[Driver]
+    set_aside: list[SetAside] = Field(default_factory=list)
 
 
 def _value(metrics: AccountMetrics, name: str) -> float | None:
@@ -187,6 +242,12 @@ def _value(metrics: AccountMetrics, name: str) -> float | None:
     if isinstance(v, bool):
         return 1.0 if v else 0.0
     return float(v) if isinstance(v, Decimal) else v
+
+
+def _measure_value(metrics: AccountMetrics, meas: Measure) -> float | None:
+    if meas.only_if is not None and not _value(metrics, meas.only_if):
+        return None
+    return _value(metrics, meas.metric)
 
 
 def ramp(value: float, bad: float, good: float) -> float:
@@ -200,13 +261,17 @@ def score_account(
     config: ScoringConfig,
     segment: str | None,
     unavailable: frozenset[str] = frozenset(),
+    set_aside: Sequence[SetAside] = (),
 ) -> HealthScore:
     """``unavailable``: metrics that cannot have data here (the portfolio ones where no portfolio is
-    kept); their measures count neither in the score nor against ``confidence``."""
+    kept); their measures count neither in the score nor against ``confidence``. ``set_aside``: the
+    information check's result for this book (:func:`information_check`); a "constant" measure is left
+    out like an unavailable one."""
     # Runs on every evaluation: results are collected as plain dicts and validated into the models
     # in one call (one pass in pydantic-core instead of ~25 model constructors), and driver texts
     # are formatted only for the drivers shown.
     card_name, card = config.scorecard_for(segment)
+    dead = {(a.component, a.measure) for a in set_aside if a.reason == "constant"}
     present_weight = 0.0  # configured weight (flattened to measures) that had data
     possible_weight = 0.0  # configured weight that could have had data here
     partial: list[
@@ -215,7 +280,12 @@ def score_account(
     for cname, comp in card.components.items():
         rows: list[tuple[str, Measure, float | None, float | None]] = []
         m_total = sum(m.weight for m in comp.measures.values())
-        m_possible = sum(m.weight for m in comp.measures.values() if m.metric not in unavailable)
+        out = {m for m in comp.measures if (cname, m) in dead} if dead else set()
+        m_possible = sum(
+            meas.weight
+            for m, meas in comp.measures.items()
+            if meas.metric not in unavailable and m not in out
+        )
         possible_weight += comp.weight * m_possible / m_total
         got = 0.0
         acc = 0.0
@@ -223,7 +293,7 @@ def score_account(
             value = _value(metrics, meas.metric)
             if meas.only_if is not None and not _value(metrics, meas.only_if):
                 value = None
-            s = None if value is None else ramp(value, meas.bad, meas.good)
+            s = None if value is None or mname in out else ramp(value, meas.bad, meas.good)
             rows.append((mname, meas, value, s))
             if s is not None:
                 got += meas.weight
@@ -281,6 +351,15 @@ def score_account(
         for lost, cname, mname, meas, value, ms in losses[: config.top_drivers]
     ]
     score = round(total, 1) if scored_weight else None
+    shown: list[SetAside] = []
+    for a in set_aside:  # a result computed under an earlier card may name a measure no longer in it
+        meas_or_none = (
+            card.components[a.component].measures.get(a.measure) if a.component in card.components else None
+        )
+        if meas_or_none is not None and (
+            a.reason == "constant" or _measure_value(metrics, meas_or_none) is None
+        ):
+            shown.append(a)
     return HealthScore(
         score=score,
         band=card.bands.of(score) if score is not None else None,
@@ -288,7 +367,58 @@ def score_account(
         scorecard=card_name,
         components=components,
         drivers=drivers,
+        set_aside=shown,
     )
+
+
+def information_check(
+    config: ScoringConfig, book: Iterable[tuple[str | None, AccountMetrics]]
+) -> dict[str, list[SetAside]]:
+    """The measures each card sets aside in ``book`` (each account's segment and metrics, the portfolio
+    measures filled in), by card name; cards with nothing to set aside are left out. Pure, and
+    independent of the accounts' order. docs/metrics.md, "The information check", has the rule."""
+    chk = config.information
+    if not chk.enabled:
+        return {}
+    by_card: dict[str, list[AccountMetrics]] = {}
+    for segment, m in book:
+        by_card.setdefault(config.scorecard_for(segment)[0], []).append(m)
+    out: dict[str, list[SetAside]] = {}
+    for card_name, members in sorted(by_card.items()):
+        card = config.default if card_name == "default" else config.segments[card_name]  # type: ignore[index]
+        found: list[SetAside] = []
+        for cname, comp in card.components.items():
+            for mname, meas in comp.measures.items():
+                scores: Counter[int] = Counter()
+                for m in members:
+                    v = _measure_value(m, meas)
+                    if v is not None:
+                        scores[round(ramp(v, meas.bad, meas.good))] += 1
+                n = sum(scores.values())
+                if not n and len(members) >= chk.min_accounts:
+                    text = f"no account of the {len(members)} in the book has data for {meas.metric}"
+                    found.append(
+                        SetAside(
+                            component=cname, measure=mname, metric=meas.metric, reason="no_data", text=text
+                        )
+                    )
+                    continue
+                if n < chk.min_accounts:
+                    continue
+                mode, k = min(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+                if mode < 100 and n - k < chk.min_varying_share * n:
+                    text = (
+                        f"{meas.metric} scores {mode} of 100 for {k} of the {n} accounts with data: "
+                        "it does not tell them apart, its weight is shared out"
+                    )
+                    found.append(
+                        SetAside(
+                            component=cname, measure=mname, metric=meas.metric, reason="constant", text=text
+                        )
+                    )
+        if found:
+            out[card_name] = found
+    return out
 
 
 def score_deltas(history: dict[int, int], today: int, score: float | None) -> dict[str, float | None]:
@@ -309,3 +439,32 @@ def is_health_change(
     if prev_score is None or band != prev_band:
         return True
     return abs(score - prev_score) >= threshold
+
+
+SetAsideRow = tuple[str, str, str, str, str]
+
+
+def check_portfolio(
+    config: ScoringConfig,
+    portfolio: Portfolio,
+    members: Mapping[str, AccountMetrics],
+    segments: Mapping[str, str | None],
+) -> dict[str, list[SetAsideRow]]:
+    """:func:`information_check` over a frozen portfolio's members (their raw metrics at the freeze,
+    the portfolio measures filled in), as the plain rows :attr:`Portfolio.set_aside` keeps. Runs once
+    per partition and UTC day, never per event."""
+    as_of = portfolio.as_of or 0
+    book = ((segments.get(aid), with_portfolio(m, portfolio, as_of)) for aid, m in sorted(members.items()))
+    return {
+        card: [(a.component, a.measure, a.metric, a.reason, a.text) for a in rows]
+        for card, rows in information_check(config, book).items()
+    }
+
+
+def set_aside_of(portfolio: Portfolio | None, card: str) -> list[SetAside]:
+    """The measures ``card`` sets aside under ``portfolio`` (none without one)."""
+    rows = () if portfolio is None else portfolio.set_aside.get(card, ())
+    return [
+        SetAside(component=c, measure=m, metric=k, reason=r, text=t)  # type: ignore[arg-type]
+        for c, m, k, r, t in rows
+    ]

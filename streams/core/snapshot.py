@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from streams.core.metrics import PORTFOLIO_METRICS, AccountMetrics, Portfolio, compute_metrics, with_portfolio
 from streams.core.scoring import (
@@ -16,9 +16,11 @@ from streams.core.scoring import (
     ComponentScore,
     Driver,
     ScoringConfig,
+    SetAside,
     is_health_change,
     score_account,
     score_deltas,
+    set_aside_of,
     stabilise,
 )
 from streams.core.state import DAY_S, AccountState
@@ -62,6 +64,10 @@ class HealthSnapshot(BaseModel):
     status: Literal["scored", "insufficient_data"] = "scored"
     #: The scorecard's score before stabilisation (``score`` moves toward it; components add up to it).
     raw_score: float | None = None
+    #: The version of the scoring configuration in force (its ``revision``, else a content hash).
+    scorecard_version: str | None = None
+    #: Measures the information check set aside in this book, and why (docs/metrics.md).
+    set_aside: list[SetAside] = Field(default_factory=list)
 
 
 class HealthChange(BaseModel):
@@ -112,7 +118,8 @@ def assess(
         metrics = with_portfolio(metrics, portfolio, as_of)
     info = account_info(state)
     unavailable = PORTFOLIO_METRICS if portfolio is None else portfolio.unavailable(as_of // DAY_S)
-    health = score_account(metrics, config, info.segment, unavailable)
+    card_name, _ = config.scorecard_for(info.segment)
+    health = score_account(metrics, config, info.segment, unavailable, set_aside_of(portfolio, card_name))
     when = datetime.fromtimestamp(as_of, UTC)
     raw = health.score
     status: Literal["scored", "insufficient_data"] = "scored"
@@ -148,6 +155,8 @@ def assess(
         last_event_at=iso(state.last_event_at),
         status=status,
         raw_score=raw,
+        scorecard_version=config.card_version,
+        set_aside=health.set_aside,
     )
     change = None
     if is_health_change(

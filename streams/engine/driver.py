@@ -39,6 +39,7 @@ import orjson
 from streams import compat
 from streams.core.events import BaseEvent, InvalidEvent, parse_event
 from streams.core.metrics import AccountMetrics, Portfolio, PortfolioBuilder
+from streams.core.scoring import check_portfolio
 from streams.core.state import DAY_S, INPUT_KINDS, AccountState, StateBrief, decode_brief
 from streams.engine.engine import Engine
 
@@ -678,6 +679,11 @@ class PartitionDriver:
                 builder.add(state)
         self._freezing = None
         self.portfolio, self._frozen_metrics = builder.build()
+        # The day's information check (which measures carry none in this book): one pass over the
+        # members at the freeze, a function of the partition's events like the portfolio itself.
+        self.portfolio.set_aside = check_portfolio(
+            self.engine.scoring, self.portfolio, self._frozen_metrics, builder.segments
+        )
         self._next_freeze_ms = (midnight + DAY_S) * 1000 + 999
         self.store.put_portfolio(self.partition, self.portfolio)
         key = portfolio_key(self.partition)

@@ -27,7 +27,15 @@ import numpy as np
 from pydantic import BaseModel
 
 from streams.core.metrics import AccountMetrics
-from streams.core.scoring import Bands, Component, Measure, ScoreCard, ScoringConfig, score_account
+from streams.core.scoring import (
+    Bands,
+    Component,
+    Measure,
+    ScoreCard,
+    ScoringConfig,
+    information_check,
+    score_account,
+)
 from streams.sim.evaluate import auc
 
 #: Metrics a calibration may use, and the component each belongs to.
@@ -223,7 +231,7 @@ def fit(
     kept = [k for k in kept if k.bad != k.good]
     card = _card(kept, Bands())
     config = base.model_copy(update={"default": card, "segments": {}})
-    scores = [score_account(o.metrics, config, None).score for o in train]
+    scores = score_observations(train, config)
     red, yellow = choose_bands(scores, [o.churns for o in train], red_precision)
     config = base.model_copy(
         update={"default": _card(kept, Bands(red_below=red, yellow_below=yellow)), "segments": {}}
@@ -289,7 +297,21 @@ def choose_bands(
 
 
 def score_observations(obs: Sequence[Observation], config: ScoringConfig) -> list[float | None]:
-    return [score_account(o.metrics, config, o.segment).score for o in obs]
+    """Each observation's score, with the information check of its moment: over every account
+    observed at the same time (the book at that observation), as the worker's daily freeze does."""
+    by_time: dict[int, list[Observation]] = {}
+    for o in obs:
+        by_time.setdefault(o.at, []).append(o)
+    checks = {
+        at: information_check(config, ((o.segment, o.metrics) for o in group))
+        for at, group in by_time.items()
+    }
+    return [
+        score_account(
+            o.metrics, config, o.segment, set_aside=checks[o.at].get(config.scorecard_for(o.segment)[0], ())
+        ).score
+        for o in obs
+    ]
 
 
 def observation_auc(obs: Sequence[Observation], scores: Sequence[float | None]) -> float | None:

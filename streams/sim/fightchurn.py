@@ -311,6 +311,33 @@ def write_jsonl(sim: SimResult, path: Path) -> int:
     return len(events)
 
 
+def truth(sim: SimResult, seed: int) -> dict[str, Any]:
+    """The ground truth ``healthmon evaluate`` reads (``streams.sim.simulate.GroundTruth`` as JSON):
+    every customer, whether and when it cancels. ChurnSim has no personas: "churnsim"."""
+    accounts = []
+    for c in sim.customers:
+        gone = churn_date(c, sim.end)
+        first = min((s[1] for s in c.subscriptions), default=None)
+        mrr = sum(s[3] * (1 - s[7]) for s in c.subscriptions if s[1] == first)
+        main = next((s for s in c.subscriptions if s[1] == first), None)
+        seats = int(main[4]) if main is not None and main[5] == "users" and main[4] is not None else 1
+        accounts.append(
+            {
+                "account_id": f"fc-{c.id:05d}",
+                "name": f"ChurnSim {sim.model} customer {c.id}",
+                "segment": _segment(mrr),
+                "persona": "churnsim",
+                "csm_name": "Unassigned",
+                "csm_email": "cs@example.com",
+                "seats": seats,
+                "mrr": round(mrr, 2),
+                "churns": gone is not None,
+                "canceled_at": None if gone is None else _iso(_ts(gone)),
+            }
+        )
+    return {"seed": seed, "start": _iso(_ts(sim.start)), "end": _iso(_ts(sim.end)), "accounts": accounts}
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
@@ -322,9 +349,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--growth-rate", type=float, default=None)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--truth", type=Path, help="also write the ground truth for `healthmon evaluate` here")
     a = p.parse_args(argv)
     sim = simulate(a.model, a.customers, a.start, a.end, a.seed, a.growth_rate)
     n = write_jsonl(sim, a.out)
+    if a.truth is not None:
+        a.truth.write_bytes(orjson.dumps(truth(sim, a.seed), option=orjson.OPT_INDENT_2))
     churners = sum(1 for c in sim.customers if churn_date(c, sim.end) is not None)
     print(f"{len(sim.customers)} accounts, {churners} cancel, {n} events -> {a.out}")
 

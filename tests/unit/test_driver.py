@@ -477,6 +477,8 @@ def test_a_restart_mid_day_uses_the_frozen_portfolio(history):
     frozen = first.driver.portfolio
     assert frozen is not None and frozen.as_of is not None
     assert len(frozen.stats["logins_30d"]) >= PORTFOLIO_MIN_ACCOUNTS
+    # the day's information check goes with it (the simulator sends no CSM reads: listed as no data)
+    assert ("outcomes", "csm", "csm_sentiment", "no_data") in {r[:4] for r in frozen.set_aside["default"]}
     assert first.driver.clock_ms // 1000 - frozen.as_of > 3600  # mid-day, hours after the midnight
     rebuilt, _ = portfolio_at(first.states(), frozen.as_of, first.driver.engine.scoring.metrics)
     assert rebuilt != frozen, "the states must hold events after the midnight for this to test anything"

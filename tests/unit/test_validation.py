@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from streams.cli.main import main
 from streams.core.scoring import load_scoring
-from streams.sim.fightchurn import SimCustomer, SimResult, churn_date, convert
+from streams.sim.fightchurn import SimCustomer, SimResult, churn_date, convert, truth
+from streams.sim.simulate import GroundTruth
 from streams.sim.validation import compare, observe, read_events, render
 
 FIXTURE = Path(__file__).parent.parent / "data" / "churnsim_crm5_small.jsonl.gz"
@@ -52,6 +53,17 @@ def test_conversion_by_hand():
     assert uses["search"]["count"] == 3 and uses["search"]["user_id"] == "u2"
     assert uses["meet"]["count"] == 1
     assert len({e["event_id"] for e in evs}) == len(evs)
+    # the ground truth `healthmon evaluate` reads: the same account, cancelling at the last period's end
+    t = GroundTruth.model_validate(truth(sim, seed=7))
+    (a,) = t.accounts
+    assert (a.account_id, a.segment, a.seats, a.mrr, a.churns) == (
+        evs[0]["account_id"],
+        "mid_market",
+        10,
+        500,
+        True,
+    )
+    assert a.canceled_at is not None and a.canceled_at.isoformat().startswith("2023-03-10T00:00")
 
 
 def test_fixture_is_contract_v1_and_the_comparison_runs():
