@@ -48,6 +48,7 @@ function dropCharts() {
 }
 const monthTs = (p) => Date.parse(`${p}-01T00:00:00Z`) / 1000;
 const dayTs = (d) => Date.parse(`${d}T00:00:00Z`) / 1000;
+const DAY = { label: "Day", value: (u, v) => (v === null ? "–" : new Date(v * 1000).toISOString().slice(0, 10)) };
 const line = (label, stroke, extra = {}) => ({ label, stroke, width: 2, spanGaps: true, ...extra });
 const mark = (label, stroke) => ({ label, stroke, width: 1.5, dash: [5, 4], points: { show: false } });
 // Draw a uPlot chart into the element with this id (sized to it); the data is [xs, ...series].
@@ -61,7 +62,10 @@ function plot(id, opts, data) {
   charts[id] = new uPlot({ width: Math.max(el.clientWidth - 4, 200), height: 180, ...opts }, data, el);
   el.dataset.chart = "uplot";
 }
-const axes = (fmt, extra = []) => [{ stroke: "#5f6368", size: 30 }, { stroke: "#5f6368", size: 56, values: (u, vs) => vs.map(fmt) }, ...extra];
+const axes = (fmt, extra = []) => [{ stroke: "#5f6368", size: 30 }, { stroke: "#5f6368", size: 66, values: (u, vs) => vs.map(fmt) }, ...extra];
+// Monthly charts: a tick per month, labelled "Nov 26".
+const MONTH = (v) => new Date(v * 1000).toLocaleDateString("en-GB", { month: "short", year: "2-digit", timeZone: "UTC" });
+const monthAxes = (fmt) => [{ stroke: "#5f6368", size: 30, splits: (u) => u.data[0], values: (u, vs) => vs.map(MONTH) }, axes(fmt)[1]];
 
 const fmtOf = (unit) => (unit === "money" ? money : unit === "score" ? (v) => num(v, 1) : pct);
 
@@ -228,7 +232,7 @@ function drawTrends(card, trend) {
       series.push(mark(`Target ${a.target.direction === "higher" ? "≥" : "≤"} ${fmt(a.good_a_month)} a month`, "#1b6e3a"));
       data.push(xs.map(() => a.good_a_month));
     }
-    plot(`trend-${f.figure}`, { series, axes: axes(fmt), legend: { show: true } }, data);
+    plot(`trend-${f.figure}`, { series: [{ label: "Month", value: (u, v) => (v === null ? "–" : MONTH(v)) }, ...series.slice(1)], axes: monthAxes(fmt) }, data);
   }
 }
 // The share of accounts in each band, month by month.
@@ -238,8 +242,8 @@ function drawBandsOverTime(trend) {
   const total = trend.map((t) => Object.values(t.accounts_by_band || {}).reduce((x, y) => x + y, 0) || null);
   const order = ["green", "yellow", "red", "none"];
   const data = [xs, ...order.map((b) => trend.map((t, i) => (total[i] ? ((t.accounts_by_band?.[b] || 0) / total[i]) * 100 : null)))];
-  const series = [{}, ...order.map((b) => line(b === "none" ? "no score" : b, BAND_COLOURS[b], { value: (u, v) => pct(v) }))];
-  plot("bands-over-time", { series, axes: axes(pct), scales: { y: { range: [0, 100] } } }, data);
+  const series = [{ label: "Month", value: (u, v) => (v === null ? "–" : MONTH(v)) }, ...order.map((b) => line(b === "none" ? "no score" : b, BAND_COLOURS[b], { value: (u, v) => pct(v) }))];
+  plot("bands-over-time", { series, axes: monthAxes(pct), scales: { y: { range: [0, 100] } } }, data);
 }
 
 const state = { period: null, pinned: false, group: "all" }; // pinned: the user chose a period
@@ -310,7 +314,7 @@ function drawHistory(history, bands) {
   const pts = history.filter((h) => h.score !== null && h.score !== undefined);
   const xs = pts.map((h) => dayTs(h.day));
   const series = [
-    {},
+    DAY,
     line("Score", "#0b57d0", { value: (u, v) => num(v, 1) }),
     mark(`Red below ${num(bands.red_below)}`, "#b3261e"),
     mark(`Yellow below ${num(bands.yellow_below)}`, "#8a6d00"),
@@ -324,7 +328,7 @@ function drawUsage(history) {
   const xs = history.map((h) => dayTs(h.day));
   const share = (v) => (v === null || v === undefined ? null : v * 100);
   const series = [
-    {},
+    DAY,
     line("Adoption (% of seats)", "#0b57d0", { value: (u, v) => pct(v) }),
     line("DAU/MAU", "#8a3ffc", { value: (u, v) => pct(v) }),
     line("Active users (30 d)", "#1b6e3a", { scale: "users", value: (u, v) => num(v) }),
