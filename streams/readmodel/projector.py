@@ -19,8 +19,9 @@ Key layout (``{p}`` is ``HEALTHMON_REDIS_PREFIX``, default ``healthmon:``):
 - ``{p}portfolio:cohorts``     the cohort table (JSON list, streams.core.portfolio.cohorts)
 - ``{p}alerts``                list, newest first (1,000): alert events; ``{p}alerts:{account_id}`` (100)
 - ``{p}alerts:firing``         hash alert_id -> the firing event, removed when it resolves
-- ``{p}comments:{account_id}`` sorted set by answer time: the latest NPS answers with a comment (from
-  ``cs.surveys``; the engine keeps scores, not words), ``COMMENTS_PER_ACCOUNT`` kept
+- ``{p}comments:{account_id}`` sorted set by answer time: the latest NPS and CSAT answers with a comment
+  (from ``cs.surveys`` and ``cs.tickets``; the engine keeps scores, not words), ``COMMENTS_PER_ACCOUNT``
+  kept
 - ``{p}readmodel:built``       set once the read model holds everything on the topics (see rebuild)
 - channel ``{p}updates``       a JSON note per written batch: {"accounts": [...], "periods": [...]}
 """
@@ -39,7 +40,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from streams.broker import clients as kafka_clients
-from streams.core.events import Nps
+from streams.core.events import Csat, Nps
 from streams.core.portfolio import PortfolioBook, affected_periods, cohorts, point_from_snapshot
 from streams.settings import Settings
 
@@ -49,6 +50,7 @@ DAY_S = 86400
 ALERTS_FEED = 1000
 ALERTS_PER_ACCOUNT = 100
 COMMENTS_PER_ACCOUNT = 5
+_COMMENTED: dict[str, type[Nps] | type[Csat]] = {"nps": Nps, "csat": Csat}
 #: Families of keys the read model owns (``--rebuild`` deletes these and nothing else: silences and the
 #: delivery log under the same prefix are left alone).
 OWNED_PATTERNS = (
@@ -260,19 +262,21 @@ async def write_alerts(redis: Redis, prefix: str, raw: Sequence[bytes]) -> list[
 
 
 def comment_entry(value: bytes) -> tuple[str, float, dict] | None:
-    """An NPS answer with a comment as (account, answered at, entry); None for anything else on the
-    surveys topic (other answers, and invalid events, which the worker dead-letters)."""
-    if b'"nps"' not in value or b'"comment"' not in value:  # most survey events: no JSON parse
+    """An NPS or CSAT answer with a comment as (account, answered at, entry); None for anything else on
+    the surveys and tickets topics (other events, and invalid ones, which the worker dead-letters)."""
+    if b'"comment"' not in value:  # nearly every event: no JSON parse
         return None
     try:
-        event = Nps.model_validate_json(value)
-    except ValueError:
+        raw = orjson.loads(value)
+        model = _COMMENTED.get(raw.get("type")) if isinstance(raw, dict) else None
+        event = model.model_validate(raw) if model is not None else None
+    except (orjson.JSONDecodeError, ValueError):
         return None
-    if not event.comment:
+    if event is None or not event.comment:
         return None
     at = event.occurred_at
-    entry = {"kind": "nps", "score": event.score, "comment": event.comment, "at": at.isoformat()}
-    entry["user_id"] = event.user_id
+    entry = {"kind": event.type, "score": event.score, "comment": event.comment, "at": at.isoformat()}
+    entry["user_id"] = getattr(event, "user_id", None)
     return event.account_id, at.timestamp(), entry
 
 
@@ -356,7 +360,8 @@ class _SeekToStart(ConsumerRebalanceListener):
 
 
 class ReadModelWorker:
-    """``healthmon readmodel``: cs.health, cs.alerts and cs.surveys' comments -> Redis, and portfolio figures -> cs.portfolio
+    """``healthmon readmodel``: cs.health, cs.alerts and the comments of
+    cs.surveys and cs.tickets -> Redis, and portfolio figures -> cs.portfolio
     and Redis, in a process of its own (consumer group ``{app_id}-readmodel``), so the read model's
     parsing and Redis round trips never take CPU from scoring. Offsets are committed after the batch is
     in Redis: a restart re-writes, never skips. When Redis holds no read model (a new or flushed Redis,
@@ -409,8 +414,9 @@ class ReadModelWorker:
             compression_type=s.compression_type,
             acks="all",
         )
-        health, alerts, surveys = s.topic("health"), s.topic("alerts"), s.topic("surveys")
-        consumer.subscribe([health, alerts, surveys], listener=_SeekToStart(self))
+        health, alerts = s.topic("health"), s.topic("alerts")
+        answers = {s.topic("surveys"), s.topic("tickets")}  # NPS and CSAT comments
+        consumer.subscribe([health, alerts, *sorted(answers)], listener=_SeekToStart(self))
         await consumer.start()
         await producer.start()
         try:
@@ -420,8 +426,8 @@ class ReadModelWorker:
                 alerts_raw = [
                     r.value for tp, rs in batch.items() if tp.topic == alerts for r in rs if r.value
                 ]
-                surveys_raw = [
-                    r.value for tp, rs in batch.items() if tp.topic == surveys for r in rs if r.value
+                answers_raw = [
+                    r.value for tp, rs in batch.items() if tp.topic in answers for r in rs if r.value
                 ]
                 accounts: list[str] = []
                 if snaps_raw:
@@ -433,8 +439,8 @@ class ReadModelWorker:
                     accounts += sorted({str(snap["account_id"]) for snap in snaps})
                 if alerts_raw:
                     accounts += await _retry(write_alerts, redis, p, alerts_raw)
-                if surveys_raw:
-                    accounts += await _retry(write_comments, redis, p, surveys_raw)
+                if answers_raw:
+                    accounts += await _retry(write_comments, redis, p, answers_raw)
                 periods: list[str] = []
                 if self.dirty_months and time.monotonic() - self.last_compute >= self.compute_interval():
                     periods = await self.publish_portfolio(redis, producer)

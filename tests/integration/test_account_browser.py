@@ -49,7 +49,7 @@ async def browser(tmp_path: Path):
 
 
 async def seed(s) -> None:
-    """The worked example of docs/portfolio.md, alert episodes on e3 and a2, NPS answers on e3."""
+    """The worked example of docs/portfolio.md, alert episodes on e3 and a2, NPS and CSAT answers on e3."""
     await setup_topics(s)
     snaps = doc_snapshots()
     await produce(s, ((s.topic("health"), x["account_id"].encode(), orjson.dumps(x)) for x in snaps))
@@ -81,6 +81,15 @@ async def seed(s) -> None:
             nps("n1", "e3", 3, "2026-11-28T10:00:00Z", HOSTILE),
             nps("n2", "e3", 9, "2026-11-29T10:00:00Z"),  # no comment: nothing to show
             nps("n3", "e3", 8, "2026-11-27T10:00:00Z", "fine, mostly"),
+            {  # a CSAT answer, on the tickets topic
+                "type": "csat",
+                "event_id": "c1",
+                "account_id": "e3",
+                "occurred_at": "2026-11-29T12:00:00Z",
+                "ticket_id": "t1",
+                "score": 1,
+                "comment": "still <script>document.body.dataset.pwned=2</script> broken",
+            },
         ],
     )
     redis = Redis.from_url(s.redis_url)
@@ -128,12 +137,16 @@ async def test_account_page_and_charts(kafka_settings, browser: Browser, tmp_pat
         # an account: the comment escaped, one row per episode with its end, band lines from the scorecard
         await open_account(browser, "e3")
         await browser.wait_for("!!window.hmCharts['history-chart']")
-        assert await browser.evaluate(
-            "[...document.querySelectorAll('#comments blockquote')].map(b => b.textContent)"
-        ) == [
-            HOSTILE,
-            "fine, mostly",
+        said = await browser.evaluate(
+            "[...document.querySelectorAll('#comments li')].map(li => [li.dataset.kind, "
+            "li.querySelector('blockquote').textContent])"
+        )
+        assert said == [
+            ["csat", "still <script>document.body.dataset.pwned=2</script> broken"],
+            ["nps", HOSTILE],
+            ["nps", "fine, mostly"],
         ]
+        assert "CSAT 1" in await browser.text('#comments li[data-kind="csat"]')
         assert await browser.evaluate("document.querySelector('#comments img') === null")
         assert await browser.evaluate("document.body.dataset.pwned === undefined")
         rows = await browser.evaluate(

@@ -36,7 +36,7 @@ def test_one_row_per_episode_with_its_end() -> None:
     assert rows[1]["fired_at"] == "2026-11-05T00:00:00Z"
 
 
-def test_only_nps_answers_with_a_comment_are_kept() -> None:
+def test_only_nps_and_csat_answers_with_a_comment_are_kept() -> None:
     base = {"event_id": "e", "account_id": "acc", "occurred_at": "2026-11-28T10:00:00Z", "user_id": "u"}
     found = comment_entry(orjson.dumps({**base, "type": "nps", "score": 3, "comment": "<b>slow</b>"}))
     assert found is not None
@@ -54,4 +54,9 @@ def test_only_nps_answers_with_a_comment_are_kept() -> None:
         comment_entry(orjson.dumps({**base, "type": "nps", "score": 11, "comment": "x"})) is None
     )  # invalid
     assert comment_entry(orjson.dumps({**base, "type": "ces", "score": 2, "comment": "x"})) is None
+    csat = comment_entry(
+        orjson.dumps({**base, "type": "csat", "ticket_id": "t", "score": 1, "comment": "no"})
+    )
+    assert csat is not None and (csat[2]["kind"], csat[2]["score"], csat[2]["comment"]) == ("csat", 1, "no")
+    assert comment_entry(orjson.dumps({**base, "type": "csat", "score": 1})) is None
     assert comment_entry(b'{"type": "nps", "comment": broken') is None
