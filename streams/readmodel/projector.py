@@ -33,6 +33,7 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -268,15 +269,15 @@ def comment_entry(value: bytes) -> tuple[str, float, dict] | None:
         return None
     try:
         raw = orjson.loads(value)
-        model = _COMMENTED.get(raw.get("type")) if isinstance(raw, dict) else None
+        model = _COMMENTED.get(str(raw.get("type"))) if isinstance(raw, dict) else None
         event = model.model_validate(raw) if model is not None else None
     except (orjson.JSONDecodeError, ValueError):
         return None
     if event is None or not event.comment:
         return None
     at = event.occurred_at
-    entry = {"kind": event.type, "score": event.score, "comment": event.comment, "at": at.isoformat()}
-    entry["user_id"] = getattr(event, "user_id", None)
+    entry: dict[str, Any] = {"kind": event.type, "score": event.score, "comment": event.comment}
+    entry.update(at=at.isoformat(), user_id=getattr(event, "user_id", None))
     return event.account_id, at.timestamp(), entry
 
 
