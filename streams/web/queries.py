@@ -103,9 +103,18 @@ async def list_accounts(redis: Redis, p: str, q: AccountQuery) -> dict[str, Any]
     }
 
 
-def alert_episodes(alerts: list[dict]) -> list[dict]:
+_TASK_FIELDS = ("task_id", "state", "step", "owner", "owner_role", "due_at", "outcome", "closed_at")
+
+
+def alert_episodes(alerts: list[dict], tasks: list[dict] | None = None) -> list[dict]:
     """One row per episode (``alert_id``), newest fired first, from an account's alert events (newest
-    first, as the read model keeps them): a resolved episode shows its end, never its old firing row."""
+    first, as the read model keeps them): a resolved episode shows its end, never its old firing row,
+    and the playbook task the episode opened or updated (``task``, None without one)."""
+    task_of: dict[str, dict] = {}
+    for t in sorted(tasks or [], key=lambda t: str(t.get("opened_at") or "")):  # a later task wins
+        for alert_id in (t.get("opened_by_alert"), t.get("alert_id"), *(t.get("alert_ids") or ())):
+            if alert_id:
+                task_of[str(alert_id)] = {k: t.get(k) for k in _TASK_FIELDS}
     by_id: dict[str, dict] = {}
     for a in reversed(alerts):  # oldest first: the last event of an episode wins
         aid = str(a.get("alert_id") or "")
@@ -128,7 +137,16 @@ def alert_episodes(alerts: list[dict]) -> list[dict]:
         )
         if a.get("status") == "firing":
             row["fired_at"] = a.get("starts_at")
+    for aid, row in by_id.items():
+        row["task"] = task_of.get(aid)
     return sorted(by_id.values(), key=lambda r: str(r.get("fired_at") or ""), reverse=True)
+
+
+async def account_tasks(redis: Redis, p: str, aid: str) -> list[dict]:
+    """The account's playbook tasks as the task read model holds them (streams/readmodel/tasks.py)."""
+    ids = sorted(x.decode() for x in await redis.smembers(f"{p}tasks:account:{aid}"))
+    raws = await redis.mget([f"{p}task:{i}" for i in ids]) if ids else []
+    return [orjson.loads(r) for r in raws if r is not None]
 
 
 async def account_detail(redis: Redis, p: str, aid: str, history_days: int) -> dict[str, Any] | None:
@@ -145,7 +163,7 @@ async def account_detail(redis: Redis, p: str, aid: str, history_days: int) -> d
         "snapshot": orjson.loads(raw),
         "history": await read_history(redis, p, aid, history_days),
         "alerts": alerts,
-        "episodes": alert_episodes(alerts),
+        "episodes": alert_episodes(alerts, await account_tasks(redis, p, aid)),
         "firing": firing,
         "comments": await read_comments(redis, p, aid),
     }

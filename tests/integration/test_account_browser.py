@@ -5,12 +5,15 @@ loaded from this server only, drawing each headline figure against its target.""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
 from redis.asyncio import Redis
 
+from streams.readmodel.tasks import write_book
+from streams.tasks.model import Task, TaskBook
 from tests.browser import Browser, squash
 from tests.helpers import produce, produce_events, setup_topics
 from tests.integration.test_portfolio_readmodel_kafka import doc_snapshots, run_until_built
@@ -95,6 +98,22 @@ async def seed(s) -> None:
     redis = Redis.from_url(s.redis_url)
     try:
         await run_until_built(s, redis)
+        # the playbook task the first e3 episode opened, as the task worker writes it
+        opened = datetime(2026, 11, 10, 9, tzinfo=UTC)
+        task = Task(
+            task_id="task-e3",
+            account_id="e3",
+            rule_id="usage_drop",
+            step="call the champion",
+            opened_by_alert="usage_drop-1",
+            alert_id="usage_drop-1",
+            alert_ids=("usage_drop-1",),
+            owner="bo@example.com",
+            opened_at=opened,
+            due_at=opened + timedelta(days=2),
+            remind_at=opened + timedelta(days=1),
+        )
+        await write_book(redis, s.redis_prefix, TaskBook(account_id="e3", tasks={task.task_id: task}))
     finally:
         await redis.aclose()
 
@@ -154,6 +173,13 @@ async def test_account_page_and_charts(kafka_settings, browser: Browser, tmp_pat
             "r.dataset.endedBy])"
         )
         assert rows == [["no_login-2", "firing", ""], ["usage_drop-1", "resolved", "recovered"]]
+        task = await browser.evaluate(
+            "[...document.querySelectorAll('#alerts tbody tr')].map(r => r.querySelector('a.task')?.dataset.task ?? null)"
+        )
+        assert task == [None, "task-e3"]
+        assert "call the champion" in await browser.text(
+            '#alerts tr[data-alert="usage_drop-1"] td:nth-child(7)'
+        )
         ended = squash(await browser.text('#alerts tr[data-alert="usage_drop-1"] td:nth-child(5)'))
         assert ended.endswith("· recovered") and "20 Nov 2026, 09:00 UTC" in ended and "ago" in ended
         assert (

@@ -60,3 +60,17 @@ def test_only_nps_and_csat_answers_with_a_comment_are_kept() -> None:
     assert csat is not None and (csat[2]["kind"], csat[2]["score"], csat[2]["comment"]) == ("csat", 1, "no")
     assert comment_entry(orjson.dumps({**base, "type": "csat", "score": 1})) is None
     assert comment_entry(b'{"type": "nps", "comment": broken') is None
+
+
+def test_an_episode_shows_the_task_it_opened_or_updated() -> None:
+    events = [ev("b", "firing", "2026-11-05T00:00:00Z"), ev("a", "firing", "2026-11-01T00:00:00Z")]
+    task = {
+        "task_id": "t1",
+        "opened_by_alert": "a",
+        "alert_id": "b",
+        "alert_ids": ["a", "b"],
+        "state": "open",
+    }
+    rows = alert_episodes(events, [task, {"task_id": "t0", "opened_by_alert": "z", "state": "done"}])
+    assert [(r["alert_id"], (r["task"] or {}).get("task_id")) for r in rows] == [("b", "t1"), ("a", "t1")]
+    assert alert_episodes(events)[0]["task"] is None

@@ -342,7 +342,9 @@ const ENDED = { recovered: "recovered", cancelled: "account cancelled", rule_rem
 
 function episodeRow(e) {
   const end = e.status === "resolved" ? `${when(e.resolved_at)} · <b class="ended">${esc(ENDED[e.ended_by] || e.ended_by)}</b>` : `<span class="muted">still firing</span>`;
-  return `<tr data-alert="${esc(e.alert_id)}" data-status="${esc(e.status)}" data-ended-by="${esc(e.ended_by || "")}"><td><span class="status ${esc(e.status)}">${esc(e.status)}</span></td><td>${esc(e.severity)}</td><td>${esc(e.summary)}</td><td>${when(e.fired_at)}</td><td>${end}</td><td>${e.status === "firing" ? esc(e.action || "") : ""}</td></tr>`;
+  const t = e.task;
+  const task = t ? `<a class="task" data-task="${esc(t.task_id)}" data-state="${esc(t.state)}" href="/api/tasks/${encodeURIComponent(t.task_id)}">${esc(t.state)}</a> · ${esc(t.step)}${t.outcome ? ` · ${esc(t.outcome)}` : ""}<br><span class="muted">${esc(t.owner || t.owner_role)} · due ${when(t.due_at)}</span>` : `<span class="muted">–</span>`;
+  return `<tr data-alert="${esc(e.alert_id)}" data-status="${esc(e.status)}" data-ended-by="${esc(e.ended_by || "")}"><td><span class="status ${esc(e.status)}">${esc(e.status)}</span></td><td>${esc(e.severity)}</td><td>${esc(e.summary)}</td><td>${when(e.fired_at)}</td><td>${end}</td><td>${e.status === "firing" ? esc(e.action || "") : ""}</td><td>${task}</td></tr>`;
 }
 
 function comments(list) {
@@ -386,7 +388,7 @@ async function showAccount(id) {
       <section><h2>Why</h2><div class="panel">${drivers ? `<ul class="drivers" id="drivers">${drivers}</ul>` : `<p class="muted">Nothing costs points.</p>`}</div></section>
     </div>
     <section><h2>What customers said</h2><div class="panel">${comments(a.comments || [])}</div></section>
-    <section><h2>Alerts</h2><div class="panel">${alerts ? `<table id="alerts"><caption class="sr">One row per alert episode</caption><thead><tr><th>Status</th><th>Severity</th><th>What</th><th>Fired</th><th>Ended</th><th>Next step</th></tr></thead><tbody>${alerts}</tbody></table>${eps.length > 20 ? `<p class="muted">The latest 20 of ${eps.length}: <a href="/api/alerts?account=${encodeURIComponent(s.account_id)}">all as JSON</a>.</p>` : ""}` : `<p class="muted">No alerts.</p>`}</div></section>
+    <section><h2>Alerts</h2><div class="panel">${alerts ? `<table id="alerts"><caption class="sr">One row per alert episode</caption><thead><tr><th>Status</th><th>Severity</th><th>What</th><th>Fired</th><th>Ended</th><th>Next step</th><th>Task</th></tr></thead><tbody>${alerts}</tbody></table>${eps.length > 20 ? `<p class="muted">The latest 20 of ${eps.length}: <a href="/api/alerts?account=${encodeURIComponent(s.account_id)}">all as JSON</a>.</p>` : ""}` : `<p class="muted">No alerts.</p>`}</div></section>
     <section><h2>Silences</h2><div class="panel">${silences ? `<ul>${silences}</ul>` : `<p class="muted">None.</p>`}</div></section>`;
   drawHistory(a.history, a.bands);
   if (a.history.length) drawUsage(a.history);
