@@ -104,6 +104,8 @@ class Csat(BaseEvent):
     type: Literal["csat"]
     ticket_id: Id | None = None
     score: Annotated[int, Field(ge=1, le=5, strict=True)]
+    #: What the customer wrote beside the score: shown (escaped) on the account page, never scored.
+    comment: Text | None = None
 
 
 # --- cs.billing --------------------------------------------------------------------------------

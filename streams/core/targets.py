@@ -150,6 +150,8 @@ class Assessment(BaseModel):
     #: GRR ≥ 90 % a year is ≥ 99.13 % a month; churn ≤ 5 % a month is ≤ 1.15 % over 7 of 31 days.
     good_on_span: float
     warn_on_span: float
+    #: The good mark over one month (a level's mark as it is): the target line of the monthly trend charts.
+    good_a_month: float = 0.0
 
 
 def assess(
@@ -160,13 +162,14 @@ def assess(
     t = targets.target(figure, segment)
     if t is None:
         return None
-    on_basis, good, warn = value, t.good, t.warn
+    on_basis, good, warn, monthly = value, t.good, t.warn, t.good
     if t.basis in BASIS_MONTHS:
         basis = BASIS_MONTHS[t.basis]
         if value is not None:
             on_basis = round(rebase(value, t.direction, months, basis), 2)
         good = round(rebase(t.good, t.direction, basis, months), 2)
         warn = round(rebase(t.warn, t.direction, basis, months), 2)
+        monthly = round(rebase(t.good, t.direction, basis, 1.0), 2)
     return Assessment(
         figure=figure,
         value=value,
@@ -175,4 +178,5 @@ def assess(
         rating=rate(on_basis, t),
         good_on_span=good,
         warn_on_span=warn,
+        good_a_month=monthly,
     )

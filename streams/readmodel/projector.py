@@ -19,6 +19,9 @@ Key layout (``{p}`` is ``HEALTHMON_REDIS_PREFIX``, default ``healthmon:``):
 - ``{p}portfolio:cohorts``     the cohort table (JSON list, streams.core.portfolio.cohorts)
 - ``{p}alerts``                list, newest first (1,000): alert events; ``{p}alerts:{account_id}`` (100)
 - ``{p}alerts:firing``         hash alert_id -> the firing event, removed when it resolves
+- ``{p}comments:{account_id}`` sorted set by answer time: the latest NPS and CSAT answers with a comment
+  (from ``cs.surveys`` and ``cs.tickets``; the engine keeps scores, not words), ``COMMENTS_PER_ACCOUNT``
+  kept
 - ``{p}readmodel:built``       set once the read model holds everything on the topics (see rebuild)
 - channel ``{p}updates``       a JSON note per written batch: {"accounts": [...], "periods": [...]}
 """
@@ -30,6 +33,7 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -37,6 +41,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from streams.broker import clients as kafka_clients
+from streams.core.events import Csat, Nps
 from streams.core.portfolio import PortfolioBook, affected_periods, cohorts, point_from_snapshot
 from streams.settings import Settings
 
@@ -45,6 +50,8 @@ _INDEXED = ("band", "csm", "segment")
 DAY_S = 86400
 ALERTS_FEED = 1000
 ALERTS_PER_ACCOUNT = 100
+COMMENTS_PER_ACCOUNT = 5
+_COMMENTED: dict[str, type[Nps] | type[Csat]] = {"nps": Nps, "csat": Csat}
 #: Families of keys the read model owns (``--rebuild`` deletes these and nothing else: silences and the
 #: delivery log under the same prefix are left alone).
 OWNED_PATTERNS = (
@@ -59,6 +66,7 @@ OWNED_PATTERNS = (
     "portfolio:*",
     "alerts",
     "alerts:*",
+    "comments:*",
     "readmodel:built",
 )
 _HISTORY_METRICS = (
@@ -69,6 +77,9 @@ _HISTORY_METRICS = (
     "open_tickets",
     "nps",
     "csat_90d",
+    "active_users_30d",
+    "dau_mau",
+    "feature_breadth",
 )
 _MONTH_METRICS = (
     "mrr",
@@ -251,6 +262,48 @@ async def write_alerts(redis: Redis, prefix: str, raw: Sequence[bytes]) -> list[
     return accounts
 
 
+def comment_entry(value: bytes) -> tuple[str, float, dict] | None:
+    """An NPS or CSAT answer with a comment as (account, answered at, entry); None for anything else on
+    the surveys and tickets topics (other events, and invalid ones, which the worker dead-letters)."""
+    if b'"comment"' not in value:  # nearly every event: no JSON parse
+        return None
+    try:
+        raw = orjson.loads(value)
+        model = _COMMENTED.get(str(raw.get("type"))) if isinstance(raw, dict) else None
+        event = model.model_validate(raw) if model is not None else None
+    except (orjson.JSONDecodeError, ValueError):
+        return None
+    if event is None or not event.comment:
+        return None
+    at = event.occurred_at
+    entry: dict[str, Any] = {"kind": event.type, "score": event.score, "comment": event.comment}
+    entry.update(at=at.isoformat(), user_id=getattr(event, "user_id", None))
+    return event.account_id, at.timestamp(), entry
+
+
+async def write_comments(redis: Redis, prefix: str, raw: Sequence[bytes]) -> list[str]:
+    """Survey comments into the account's latest few; a re-read (restart, rebuild) writes the same
+    members again, so nothing is doubled. Returns their accounts."""
+    accounts = []
+    async with redis.pipeline(transaction=True) as pipe:
+        for value in raw:
+            found = comment_entry(value)
+            if found is None:
+                continue
+            aid, at, entry = found
+            key = f"{prefix}comments:{aid}"
+            pipe.zadd(key, {orjson.dumps(entry, option=orjson.OPT_SORT_KEYS): at})
+            pipe.zremrangebyrank(key, 0, -COMMENTS_PER_ACCOUNT - 1)
+            accounts.append(aid)
+        await pipe.execute()
+    return accounts
+
+
+async def read_comments(redis: Redis, prefix: str, account_id: str) -> list[dict]:
+    """The account's latest comments, newest first."""
+    return [orjson.loads(x) for x in await redis.zrevrange(f"{prefix}comments:{account_id}", 0, -1)]
+
+
 async def write_with_retry(redis: Redis, prefix: str, raw: Sequence[bytes], max_delay: float = 10.0) -> None:
     """Keep trying while Redis is away: the batch is acknowledged only once it is written."""
     await _retry(write_snapshots, redis, prefix, raw, max_delay=max_delay)
@@ -308,7 +361,8 @@ class _SeekToStart(ConsumerRebalanceListener):
 
 
 class ReadModelWorker:
-    """``healthmon readmodel``: cs.health and cs.alerts -> Redis, and portfolio figures -> cs.portfolio
+    """``healthmon readmodel``: cs.health, cs.alerts and the comments of
+    cs.surveys and cs.tickets -> Redis, and portfolio figures -> cs.portfolio
     and Redis, in a process of its own (consumer group ``{app_id}-readmodel``), so the read model's
     parsing and Redis round trips never take CPU from scoring. Offsets are committed after the batch is
     in Redis: a restart re-writes, never skips. When Redis holds no read model (a new or flushed Redis,
@@ -362,7 +416,8 @@ class ReadModelWorker:
             acks="all",
         )
         health, alerts = s.topic("health"), s.topic("alerts")
-        consumer.subscribe([health, alerts], listener=_SeekToStart(self))
+        answers = {s.topic("surveys"), s.topic("tickets")}  # NPS and CSAT comments
+        consumer.subscribe([health, alerts, *sorted(answers)], listener=_SeekToStart(self))
         await consumer.start()
         await producer.start()
         try:
@@ -371,6 +426,9 @@ class ReadModelWorker:
                 snaps_raw = [r.value for tp, rs in batch.items() if tp.topic == health for r in rs if r.value]
                 alerts_raw = [
                     r.value for tp, rs in batch.items() if tp.topic == alerts for r in rs if r.value
+                ]
+                answers_raw = [
+                    r.value for tp, rs in batch.items() if tp.topic in answers for r in rs if r.value
                 ]
                 accounts: list[str] = []
                 if snaps_raw:
@@ -382,6 +440,8 @@ class ReadModelWorker:
                     accounts += sorted({str(snap["account_id"]) for snap in snaps})
                 if alerts_raw:
                     accounts += await _retry(write_alerts, redis, p, alerts_raw)
+                if answers_raw:
+                    accounts += await _retry(write_comments, redis, p, answers_raw)
                 periods: list[str] = []
                 if self.dirty_months and time.monotonic() - self.last_compute >= self.compute_interval():
                     periods = await self.publish_portfolio(redis, producer)

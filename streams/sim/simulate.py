@@ -32,6 +32,36 @@ TIME_ZONES = (-8, -5, -5, -3, 0, 1, 1, 2, 5.5, 9, 10)
 #: Makes one event: (time, kind, fields) -> (epoch seconds, contract-v1 object).
 Emit = Callable[..., tuple[int, dict]]
 
+#: What detractors and promoters write beside their score (passives leave it empty); chosen by the score,
+#: not drawn, so the simulated stream is the same as before apart from the comment.
+_NPS_COMMENTS = {
+    "detractor": (
+        "Too slow since the last release.",
+        "Support takes days to answer.",
+        "We are looking at alternatives.",
+        "Hard to get the team to use it.",
+    ),
+    "promoter": (
+        "The reports save us hours every week.",
+        "Great support, quick answers.",
+        "Easy to roll out.",
+    ),
+}
+
+
+#: What an unhappy ticket's requester writes beside a CSAT of 1 or 2.
+_CSAT_COMMENTS = {1: "Still not fixed after three replies.", 2: "The answer did not help."}
+
+
+def _nps_comment(score: int) -> str | None:
+    if score <= 6:
+        words = _NPS_COMMENTS["detractor"]
+    elif score >= 9:
+        words = _NPS_COMMENTS["promoter"]
+    else:
+        return None
+    return words[score % len(words)]
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -366,11 +396,14 @@ class Simulator:
         for user_id, _ in a.users:
             if rng.random() < 1 / 180:
                 score = round(rng.gauss(p.nps - 4 * unhappy * p.warning, 1.5))
+                score = max(0, min(10, score))
+                comment = _nps_comment(score)
                 yield ev(
                     day_start + rng.uniform(9, 17) * 3600,
                     "nps",
                     user_id=user_id,
-                    score=max(0, min(10, score)),
+                    score=score,
+                    **({"comment": comment} if comment else {}),
                 )
 
         yield from self._billing(a, day, day_start, mood, ev)
@@ -409,7 +442,9 @@ class Simulator:
             yield ev(t, "ticket_resolved", ticket_id=tid)
         if rng.random() < 0.35:
             score = round(rng.gauss(p.csat - 1.5 * unhappy * p.warning, 0.8))
-            yield ev(t + rng.uniform(0.1, 24) * 3600, "csat", ticket_id=tid, score=max(1, min(5, score)))
+            score = max(1, min(5, score))
+            said = {"comment": _CSAT_COMMENTS[score]} if score in _CSAT_COMMENTS else {}
+            yield ev(t + rng.uniform(0.1, 24) * 3600, "csat", ticket_id=tid, score=score, **said)
         if rng.random() < 0.15:
             score = round(rng.gauss(2.5 + 3 * unhappy * p.warning, 1.0))
             user = rng.choice(a.users)[0]

@@ -85,7 +85,28 @@ def openapi_document() -> dict[str, Any]:
                 "snapshot": {"$ref": "#/components/schemas/HealthSnapshot"},
                 "history": {"type": "array", "items": {"type": "object"}},
                 "alerts": {"type": "array", "items": {"type": "object"}},
+                "episodes": {
+                    "type": "array",
+                    "description": "one row per alert episode, newest first: fired_at, status, resolved_at, "
+                    "ended_by (recovered | cancelled | rule_removed; null while firing), task (the playbook "
+                    "task it opened or updated: task_id, state, step, owner, due_at, outcome; or null)",
+                    "items": {"type": "object"},
+                },
                 "firing": {"type": "array", "items": {"type": "object"}},
+                "comments": {
+                    "type": "array",
+                    "description": "the latest NPS answers with a comment, newest first (untrusted text)",
+                    "items": {"type": "object"},
+                },
+                "bands": {
+                    "type": "object",
+                    "description": "band thresholds of the scorecard in force for this account",
+                    "properties": {
+                        "scorecard": {"type": "string"},
+                        "red_below": {"type": "number"},
+                        "yellow_below": {"type": "number"},
+                    },
+                },
                 "silences": {"type": "array", "items": {"type": "object"}},
             },
         },

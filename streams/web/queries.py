@@ -9,7 +9,7 @@ import orjson
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
-from streams.readmodel.projector import read_history
+from streams.readmodel.projector import read_comments, read_history
 
 SortKey = Literal["score", "-score", "mrr", "-mrr", "name", "-name", "renewal", "-renewal"]
 _ROW_FIELDS = (
@@ -103,6 +103,52 @@ async def list_accounts(redis: Redis, p: str, q: AccountQuery) -> dict[str, Any]
     }
 
 
+_TASK_FIELDS = ("task_id", "state", "step", "owner", "owner_role", "due_at", "outcome", "closed_at")
+
+
+def alert_episodes(alerts: list[dict], tasks: list[dict] | None = None) -> list[dict]:
+    """One row per episode (``alert_id``), newest fired first, from an account's alert events (newest
+    first, as the read model keeps them): a resolved episode shows its end, never its old firing row,
+    and the playbook task the episode opened or updated (``task``, None without one)."""
+    task_of: dict[str, dict] = {}
+    for t in sorted(tasks or [], key=lambda t: str(t.get("opened_at") or "")):  # a later task wins
+        for alert_id in (t.get("opened_by_alert"), t.get("alert_id"), *(t.get("alert_ids") or ())):
+            if alert_id:
+                task_of[str(alert_id)] = {k: t.get(k) for k in _TASK_FIELDS}
+    by_id: dict[str, dict] = {}
+    for a in reversed(alerts):  # oldest first: the last event of an episode wins
+        aid = str(a.get("alert_id") or "")
+        row = by_id.setdefault(
+            aid,
+            {
+                "alert_id": aid,
+                "rule_id": a.get("rule_id"),
+                "severity": a.get("severity"),
+                "active_since": a.get("active_since"),
+                "fired_at": a.get("starts_at"),
+            },
+        )
+        row.update(
+            status=a.get("status"),
+            summary=a.get("summary") or a.get("rule_id"),
+            action=a.get("action"),
+            resolved_at=a.get("ends_at") if a.get("status") == "resolved" else None,
+            ended_by=(a.get("ended_by") or "recovered") if a.get("status") == "resolved" else None,
+        )
+        if a.get("status") == "firing":
+            row["fired_at"] = a.get("starts_at")
+    for aid, row in by_id.items():
+        row["task"] = task_of.get(aid)
+    return sorted(by_id.values(), key=lambda r: str(r.get("fired_at") or ""), reverse=True)
+
+
+async def account_tasks(redis: Redis, p: str, aid: str) -> list[dict]:
+    """The account's playbook tasks as the task read model holds them (streams/readmodel/tasks.py)."""
+    ids = sorted(x.decode() for x in await redis.smembers(f"{p}tasks:account:{aid}"))
+    raws = await redis.mget([f"{p}task:{i}" for i in ids]) if ids else []
+    return [orjson.loads(r) for r in raws if r is not None]
+
+
 async def account_detail(redis: Redis, p: str, aid: str, history_days: int) -> dict[str, Any] | None:
     raw = await redis.hget(f"{p}account:{aid}", "snapshot")
     if raw is None:
@@ -117,7 +163,9 @@ async def account_detail(redis: Redis, p: str, aid: str, history_days: int) -> d
         "snapshot": orjson.loads(raw),
         "history": await read_history(redis, p, aid, history_days),
         "alerts": alerts,
+        "episodes": alert_episodes(alerts, await account_tasks(redis, p, aid)),
         "firing": firing,
+        "comments": await read_comments(redis, p, aid),
     }
 
 
@@ -154,6 +202,7 @@ _TREND_FIELDS = (
     "at_risk_mrr",
     "at_risk_accounts",
     "ending_mrr",
+    "accounts_by_band",
     "nps",
     "csat",
     "renewal_rate",

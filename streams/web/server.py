@@ -27,6 +27,7 @@ from alerts.store import DeliveryStore, Silence
 from rules.model import parse_duration
 from streams import compat
 from streams.core.portfolio import period_months
+from streams.core.scoring import ScoringConfig, load_scoring
 from streams.settings import Settings
 from streams.web import leader, queries, tasks_api
 from streams.web.openapi import openapi_document
@@ -38,6 +39,8 @@ STATIC = resources.files("streams.web") / "static"
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)
+#: The scorecard in force (HEALTHMON_SCORECARD, as the worker reads it): the account page's band lines.
+SCORING = web.AppKey("scoring", ScoringConfig)
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -182,7 +185,15 @@ async def account(request: web.Request) -> web.Response:
         for x in silences
         if x.matchers.get("account", aid) == aid and x.matchers.get("csm", csm) == csm
     ]
+    detail["bands"] = bands_in_force(request.app[SCORING], detail["snapshot"].get("scorecard"))
     return json_response(detail)
+
+
+def bands_in_force(scoring: ScoringConfig, scorecard: str | None) -> dict[str, Any]:
+    """The band thresholds of the scorecard the snapshot was scored with (a segment's, or the default)."""
+    card = scoring.segments.get(scorecard) if scorecard else None  # type: ignore[call-overload]
+    name, card = (scorecard, card) if card is not None else ("default", scoring.default)
+    return {"scorecard": name, "red_below": card.bands.red_below, "yellow_below": card.bands.yellow_below}
 
 
 class PortfolioQuery(BaseModel):
@@ -333,9 +344,24 @@ async def static(request: web.Request) -> web.Response:
     return web.Response(body=(STATIC / name).read_bytes(), content_type=types[ext])
 
 
+async def vendor(request: web.Request) -> web.Response:
+    """The charting library, served from the package: the page fetches nothing from outside."""
+    name = request.match_info["name"]
+    path = STATIC / "vendor" / name
+    if "/" in name or name.rsplit(".", 1)[-1] not in ("js", "css") or not path.is_file():
+        return error(404, f"no static file 'vendor/{name}'")
+    content_type = "text/javascript" if name.endswith(".js") else "text/css"
+    return web.Response(
+        body=path.read_bytes(),
+        content_type=content_type,
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[errors_as_json, bearer_auth])
     app[SETTINGS] = settings
+    app[SCORING] = load_scoring(settings.scorecard)
     redis = Redis.from_url(settings.redis_url)
     app[REDIS] = redis
     app[HUB] = UpdateHub(redis, f"{settings.redis_prefix}updates")
@@ -367,6 +393,7 @@ def create_app(settings: Settings) -> web.Application:
     tasks_api.register(app, settings)  # /api/tasks, /t/<signed link>, /slack/interactions
     app.router.add_get("/", index)
     app.router.add_get("/static/{name}", static)
+    app.router.add_get("/static/vendor/{name}", vendor)
     return app
 
 

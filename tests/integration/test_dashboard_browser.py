@@ -57,9 +57,9 @@ async def test_tiles_at_risk_and_account_chart(kafka_settings, browser: Browser,
         await browser.screenshot(tmp_path / "portfolio.png")
 
         await browser.evaluate("document.querySelector('#at-risk a').click()")
-        await browser.wait_for("!!document.querySelector('#history-chart')")
+        await browser.wait_for("!!window.hmCharts['history-chart']")
         assert "E3" in await browser.text("#account-name")
-        assert await browser.evaluate("document.querySelectorAll('#history-chart circle.pt').length") == 2
+        assert await browser.evaluate("window.hmCharts['history-chart'].data[1].length") == 2
         assert "no login in 14 days" in await browser.text("#alerts")
         await browser.screenshot(tmp_path / "account.png")
         assert (tmp_path / "account.png").stat().st_size > 10_000

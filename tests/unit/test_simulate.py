@@ -147,3 +147,15 @@ def test_renewal_is_the_first_anniversary_after_the_start_even_for_29_february()
 
     assert _anniversary_after(date(2024, 2, 29), date(2026, 1, 1)) == date(2026, 2, 28)
     assert _anniversary_after(date(2025, 6, 3), date(2026, 6, 3)) == date(2027, 6, 3)
+
+
+def test_detractors_and_promoters_write_a_comment(base) -> None:
+    events, _ = base
+    answers = [e for e in events if e["type"] == "nps"]
+    assert answers
+    for e in answers:
+        assert ("comment" in e) == (e["score"] <= 6 or e["score"] >= 9)
+        EVENT_ADAPTER.validate_python(e)  # still a valid event
+    assert any("comment" in e for e in answers)
+    csat = [e for e in events if e["type"] == "csat"]
+    assert all(("comment" in e) == (e["score"] <= 2) for e in csat)

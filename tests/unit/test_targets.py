@@ -71,6 +71,8 @@ def test_compounding_onto_the_basis() -> None:
         grr is not None and (grr.good_on_span, grr.warn_on_span) == (99.13, 98.65) and grr.rating == "at_risk"
     )
     assert pace.good_on_span == 1.15 and pace.warn_on_span == 1.63
+    # the monthly trend charts' target line: the mark over one month, whatever span was measured
+    assert (grr.good_a_month, pace.good_a_month) == (99.13, 5.0)
 
 
 BAD = """version: 1

@@ -1,5 +1,6 @@
 // healthmon dashboard: plain JS, no build step, nothing fetched from outside this server.
 // Views: #/ (portfolio) and #/account/<id>. Live: server-sent events from /api/events.
+// Charts: uPlot (MIT), vendored in /static/vendor/ (see its README.md) and served by healthmon itself.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
@@ -20,16 +21,51 @@ async function api(path) {
 const RATING = { on_track: "on track", at_risk: "at risk", off_track: "off track" };
 const BASIS = { month: "/mo", year: "/yr", level: "" };
 
-// A sparkline of the group's monthly values (inline SVG, described for screen readers).
-function spark(values, label) {
-  const pts = values.map((v, i) => [i, v]).filter(([, v]) => v !== null && v !== undefined);
-  if (pts.length < 2) return `<svg role="img" aria-label="${esc(label)}: not enough history"></svg>`;
-  const ys = pts.map(([, v]) => v);
-  const lo = Math.min(...ys), hi = Math.max(...ys), span = hi - lo || 1;
-  const w = 160, h = 32, n = values.length - 1 || 1;
-  const d = pts.map(([i, v], k) => `${k ? "L" : "M"}${((i / n) * (w - 4) + 2).toFixed(1)},${(h - 3 - ((v - lo) / span) * (h - 6)).toFixed(1)}`).join(" ");
-  return `<svg viewBox="0 0 ${w} ${h}" preserveAspectRatio="none" role="img" aria-label="${esc(label)} trend: ${ys.map((y) => num(y, 1)).join(", ")}"><path d="${d}" fill="none" stroke="#0b57d0" stroke-width="1.6"/></svg>`;
+// Times people read: "3 days ago" with the date and time (UTC) beside it; the ISO string stays in datetime.
+const RTF = new Intl.RelativeTimeFormat("en", { numeric: "auto" });
+const UNITS = [["year", 31536000], ["month", 2592000], ["week", 604800], ["day", 86400], ["hour", 3600], ["minute", 60]];
+function ago(t, now = Date.now()) {
+  const s = (t - now) / 1000;
+  for (const [unit, size] of UNITS) if (Math.abs(s) >= size) return RTF.format(Math.round(s / size), unit);
+  return RTF.format(Math.round(s), "second");
 }
+function absolute(t) {
+  return `${new Date(t).toLocaleString("en-GB", { dateStyle: "medium", timeStyle: "short", timeZone: "UTC" })} UTC`;
+}
+function when(iso) {
+  const t = Date.parse(iso ?? "");
+  if (Number.isNaN(t)) return iso ? esc(iso) : "–";
+  return `<time datetime="${esc(iso)}" title="${esc(absolute(t))}">${esc(ago(t))} <span class="muted">· ${esc(absolute(t))}</span></time>`;
+}
+
+// Every chart of the view, by element id: a re-render destroys them first; tests read window.hmCharts.
+const charts = (window.hmCharts = {});
+function dropCharts() {
+  for (const id of Object.keys(charts)) {
+    charts[id].destroy();
+    delete charts[id];
+  }
+}
+const monthTs = (p) => Date.parse(`${p}-01T00:00:00Z`) / 1000;
+const dayTs = (d) => Date.parse(`${d}T00:00:00Z`) / 1000;
+const DAY = { label: "Day", value: (u, v) => (v === null ? "–" : new Date(v * 1000).toISOString().slice(0, 10)) };
+const line = (label, stroke, extra = {}) => ({ label, stroke, width: 2, spanGaps: true, ...extra });
+const mark = (label, stroke) => ({ label, stroke, width: 1.5, dash: [5, 4], points: { show: false } });
+// Draw a uPlot chart into the element with this id (sized to it); the data is [xs, ...series].
+function plot(id, opts, data) {
+  const el = document.getElementById(id);
+  if (!el) return;
+  if (typeof uPlot === "undefined") {
+    el.innerHTML = `<p class="muted">The chart library did not load.</p>`;
+    return;
+  }
+  charts[id] = new uPlot({ width: Math.max(el.clientWidth - 4, 200), height: 180, ...opts }, data, el);
+  el.dataset.chart = "uplot";
+}
+const axes = (fmt, extra = []) => [{ stroke: "#5f6368", size: 30 }, { stroke: "#5f6368", size: 66, values: (u, vs) => vs.map(fmt) }, ...extra];
+// Monthly charts: a tick per month, labelled "Nov 26".
+const MONTH = (v) => new Date(v * 1000).toLocaleDateString("en-GB", { month: "short", year: "2-digit", timeZone: "UTC" });
+const monthAxes = (fmt) => [{ stroke: "#5f6368", size: 30, splits: (u) => u.data[0], values: (u, vs) => vs.map(MONTH) }, axes(fmt)[1]];
 
 const fmtOf = (unit) => (unit === "money" ? money : unit === "score" ? (v) => num(v, 1) : pct);
 
@@ -63,7 +99,7 @@ function deltaText(d, unit) {
   return `${arrow} ${size} vs ${esc(d.previous_period)}${verdict}`;
 }
 
-function tiles(card, trend) {
+function tiles(card) {
   const span = card.period.startsWith("T12-") ? "" : spanText(card.progress);
   return card.figures.map((f) => {
     const fmt = fmtOf(f.unit), a = f.assessment;
@@ -71,7 +107,7 @@ function tiles(card, trend) {
     return `<div class="tile ${a?.rating || "unrated"}" data-metric="${f.figure}" data-rating="${a?.rating || "none"}" data-to-date="${f.to_date}">
       <h3>${esc(f.label)} ${todate}</h3><p class="value" data-value="${esc(f.value)}">${fmt(f.value)}</p>
       <p class="target">${ratingBadge(a)} <span class="muted">${targetText(a, f.unit, span)}</span></p>
-      ${spark(trend.map((t) => t[f.figure]), f.label)}<p class="delta">${deltaText(f.delta, f.unit) || "&nbsp;"}</p></div>`;
+      <p class="delta">${deltaText(f.delta, f.unit) || "&nbsp;"}</p></div>`;
   }).join("");
 }
 
@@ -182,6 +218,34 @@ function bridge(fig) {
   return `<table id="bridge"><caption>MRR bridge and satisfaction</caption><tbody>${rows.map(([k, v, n]) => `<tr><th scope="row">${k}</th><td class="num">${v}</td><td class="muted">${n}</td></tr>`).join("")}</tbody></table>`;
 }
 
+// A 12-month trend chart per headline figure, each month's value beside the target over one month.
+function trendCharts(card) {
+  return card.figures.map((f) => `<figure class="trend"><figcaption>${esc(f.label)}</figcaption><div class="chart-box" id="trend-${esc(f.figure)}" data-metric="${esc(f.figure)}" role="img" aria-label="${esc(f.label)} by month${f.assessment ? ` against a target of ${fmtOf(f.unit)(f.assessment.good_a_month)} a month` : ""}"></div></figure>`).join("");
+}
+function drawTrends(card, trend) {
+  const xs = trend.map((t) => monthTs(t.period));
+  for (const f of card.figures) {
+    const fmt = fmtOf(f.unit), a = f.assessment;
+    const series = [{}, line(f.label, "#0b57d0", { value: (u, v) => fmt(v) })];
+    const data = [xs, trend.map((t) => t[f.figure] ?? null)];
+    if (a) {
+      series.push(mark(`Target ${a.target.direction === "higher" ? "≥" : "≤"} ${fmt(a.good_a_month)} a month`, "#1b6e3a"));
+      data.push(xs.map(() => a.good_a_month));
+    }
+    plot(`trend-${f.figure}`, { series: [{ label: "Month", value: (u, v) => (v === null ? "–" : MONTH(v)) }, ...series.slice(1)], axes: monthAxes(fmt) }, data);
+  }
+}
+// The share of accounts in each band, month by month.
+const BAND_COLOURS = { green: "#1b6e3a", yellow: "#8a6d00", red: "#b3261e", none: "#767676" };
+function drawBandsOverTime(trend) {
+  const xs = trend.map((t) => monthTs(t.period));
+  const total = trend.map((t) => Object.values(t.accounts_by_band || {}).reduce((x, y) => x + y, 0) || null);
+  const order = ["green", "yellow", "red", "none"];
+  const data = [xs, ...order.map((b) => trend.map((t, i) => (total[i] ? ((t.accounts_by_band?.[b] || 0) / total[i]) * 100 : null)))];
+  const series = [{ label: "Month", value: (u, v) => (v === null ? "–" : MONTH(v)) }, ...order.map((b) => line(b === "none" ? "no score" : b, BAND_COLOURS[b], { value: (u, v) => pct(v) }))];
+  plot("bands-over-time", { series, axes: monthAxes(pct), scales: { y: { range: [0, 100] } } }, data);
+}
+
 const state = { period: null, pinned: false, group: "all" }; // pinned: the user chose a period
 
 async function loadFilters() {
@@ -216,11 +280,13 @@ async function showPortfolio() {
   const upto = trend.filter((t) => t.period <= base);
   const p = card.progress;
   const todate = p.to_date ? ` <span class="todate" id="period-to-date">to date · day ${p.days_elapsed} of ${p.days_total}</span>` : "";
-  $("#asof").textContent = fig.as_of || "–";
+  $("#asof").innerHTML = when(fig.as_of);
+  dropCharts();
   $("#view").innerHTML = `
     <h2 id="portfolio-title">${esc(state.group === "all" ? "Whole book" : state.group)} · ${esc(state.period.startsWith("T12-") ? `trailing 12 months to ${base}` : fig.period)}${todate}</h2>
-    <section class="tiles" aria-labelledby="portfolio-title">${tiles(card, upto.length ? upto : [fig])}</section>
+    <section class="tiles" aria-labelledby="portfolio-title">${tiles(card)}</section>
     <p class="muted legend">Each figure against its target (docs/portfolio.md, "Targets"): <span class="rating on_track">on track</span> <span class="rating at_risk">at risk</span> <span class="rating off_track">off track</span>. Annual targets are met by compounding a month's rate; a period to date is not compared with the last one.</p>
+    <section><h2>The last 12 months against target</h2><div class="panel trends" id="trends">${trendCharts(card)}</div></section>
     <div class="grid2">
       <section><h2>Trailing 12 months</h2><div class="panel">${trailing(card)}</div></section>
       <section><h2>Unit economics</h2><div class="panel">${economics(card)}</div></section>
@@ -229,7 +295,7 @@ async function showPortfolio() {
     <section><h2>CSMs side by side</h2><div class="panel">${csmTable(csms)}</div></section>
     <section><h2>Cohorts (whole book)</h2><div class="panel">${cohortTable(cohorts)}</div></section>
     <div class="grid2">
-      <section><h2>Band distribution</h2><div class="panel">${bands(fig)}</div></section>
+      <section><h2>Band distribution</h2><div class="panel">${bands(fig)}<h3 class="sub">Share of accounts by band, by month</h3><div class="chart-box" id="bands-over-time" role="img" aria-label="Share of accounts in each band, month by month"></div></div></section>
       <section><h2>MRR and satisfaction</h2><div class="panel">${bridge(fig)}</div></section>
     </div>
     <section><h2>At risk</h2><div class="panel">${atRisk(fig)}</div></section>
@@ -238,22 +304,52 @@ async function showPortfolio() {
       <section><h2>Renewals ahead</h2><div class="panel">${renewals(fig)}</div></section>
     </div>
     <p class="muted">${info.periods.length} periods in the read model.</p>`;
+  const months = upto.length ? upto : [fig];
+  drawTrends(card, months);
+  drawBandsOverTime(months);
 }
 
-// The score history: a line over the days, the band thresholds as dashed lines.
-function historyChart(history) {
+// The score history, with the band lines of the scorecard in force (from the API, never assumed).
+function drawHistory(history, bands) {
   const pts = history.filter((h) => h.score !== null && h.score !== undefined);
-  if (!pts.length) return `<p class="muted">No score history yet.</p>`;
-  const w = 720, h = 220, l = 34, r = 8, t = 8, b = 22;
-  const day = (s) => Date.parse(`${s}T00:00:00Z`) / 86400000;
-  const d0 = day(pts[0].day), d1 = Math.max(day(pts[pts.length - 1].day), d0 + 1);
-  const x = (s) => l + ((day(s) - d0) / (d1 - d0)) * (w - l - r);
-  const y = (v) => t + (1 - v / 100) * (h - t - b);
-  const line = pts.map((p, i) => `${i ? "L" : "M"}${x(p.day).toFixed(1)},${y(p.score).toFixed(1)}`).join(" ");
-  const dots = pts.map((p) => `<circle cx="${x(p.day).toFixed(1)}" cy="${y(p.score).toFixed(1)}" r="2.5" class="pt" fill="var(--${p.band || "none"})"><title>${esc(p.day)}: ${num(p.score, 1)} (${esc(p.band)})</title></circle>`).join("");
-  const grid = [0, 40, 60, 100].map((v) => `<line x1="${l}" x2="${w - r}" y1="${y(v)}" y2="${y(v)}" stroke="#ccc" ${v === 40 || v === 60 ? 'stroke-dasharray="4 3"' : ""}/><text x="${l - 6}" y="${y(v) + 4}" font-size="11" text-anchor="end" fill="#5f6368">${v}</text>`).join("");
-  const labels = `<text x="${l}" y="${h - 6}" font-size="11" fill="#5f6368">${esc(pts[0].day)}</text><text x="${w - r}" y="${h - 6}" font-size="11" text-anchor="end" fill="#5f6368">${esc(pts[pts.length - 1].day)}</text>`;
-  return `<svg id="history-chart" viewBox="0 0 ${w} ${h}" role="img" aria-label="Daily health score, ${pts.length} days, from ${num(pts[0].score, 1)} to ${num(pts[pts.length - 1].score, 1)}">${grid}${labels}<path d="${line}" fill="none" stroke="#0b57d0" stroke-width="2"/>${dots}</svg>`;
+  const xs = pts.map((h) => dayTs(h.day));
+  const series = [
+    DAY,
+    line("Score", "#0b57d0", { value: (u, v) => num(v, 1) }),
+    mark(`Red below ${num(bands.red_below)}`, "#b3261e"),
+    mark(`Yellow below ${num(bands.yellow_below)}`, "#8a6d00"),
+  ];
+  const data = [xs, pts.map((h) => h.score), xs.map(() => bands.red_below), xs.map(() => bands.yellow_below)];
+  plot("history-chart", { series, axes: axes((v) => num(v)), scales: { y: { range: [0, 100] } } }, data);
+}
+
+// Usage: adoption and DAU/MAU (% of seats / of monthly users, left axis), active users in 30 days (right).
+function drawUsage(history) {
+  const xs = history.map((h) => dayTs(h.day));
+  const share = (v) => (v === null || v === undefined ? null : v * 100);
+  const series = [
+    DAY,
+    line("Adoption (% of seats)", "#0b57d0", { value: (u, v) => pct(v) }),
+    line("DAU/MAU", "#8a3ffc", { value: (u, v) => pct(v) }),
+    line("Active users (30 d)", "#1b6e3a", { scale: "users", value: (u, v) => num(v) }),
+  ];
+  const data = [xs, history.map((h) => share(h.adoption_rate)), history.map((h) => share(h.dau_mau)), history.map((h) => h.active_users_30d ?? null)];
+  const right = { scale: "users", side: 1, stroke: "#1b6e3a", size: 44, grid: { show: false } };
+  plot("usage-chart", { series, axes: axes(pct, [right]), scales: { y: { range: [0, 100] } } }, data);
+}
+
+const ENDED = { recovered: "recovered", cancelled: "account cancelled", rule_removed: "rule removed" };
+
+function episodeRow(e) {
+  const end = e.status === "resolved" ? `${when(e.resolved_at)} · <b class="ended">${esc(ENDED[e.ended_by] || e.ended_by)}</b>` : `<span class="muted">still firing</span>`;
+  const t = e.task;
+  const task = t ? `<a class="task" data-task="${esc(t.task_id)}" data-state="${esc(t.state)}" href="/api/tasks/${encodeURIComponent(t.task_id)}">${esc(t.state)}</a> · ${esc(t.step)}${t.outcome ? ` · ${esc(t.outcome)}` : ""}<br><span class="muted">${esc(t.owner || t.owner_role)} · due ${when(t.due_at)}</span>` : `<span class="muted">–</span>`;
+  return `<tr data-alert="${esc(e.alert_id)}" data-status="${esc(e.status)}" data-ended-by="${esc(e.ended_by || "")}"><td><span class="status ${esc(e.status)}">${esc(e.status)}</span></td><td>${esc(e.severity)}</td><td>${esc(e.summary)}</td><td>${when(e.fired_at)}</td><td>${end}</td><td>${e.status === "firing" ? esc(e.action || "") : ""}</td><td>${task}</td></tr>`;
+}
+
+function comments(list) {
+  if (!list.length) return `<p class="muted">No comment with an answer yet.</p>`;
+  return `<ul id="comments">${list.map((c) => `<li data-kind="${esc(c.kind)}"><span class="muted">${esc(c.kind.toUpperCase())} ${num(c.score)} · ${when(c.at)}</span><blockquote>${esc(c.comment)}</blockquote></li>`).join("")}</ul>`;
 }
 
 async function showAccount(id) {
@@ -261,27 +357,41 @@ async function showAccount(id) {
   const s = a.snapshot, acc = s.account || {}, m = s.metrics || {};
   const comps = (s.components || []).map((c) => `<tr><td>${esc(c.label || c.name)}</td><td class="num">${num(c.score, 1)}</td><td class="num">${num(c.weight, 0)}</td><td class="num">${num(c.contribution, 1)}</td></tr>`).join("");
   const drivers = (s.drivers || []).map((d) => `<li>${esc(d.text)} <span class="muted">(−${num(d.points_lost, 1)} points)</span></li>`).join("");
-  const alerts = a.alerts.slice(0, 20).map((x) => `<tr><td>${esc(x.status)}</td><td>${esc(x.severity)}</td><td>${esc(x.summary || x.rule_id)}</td><td>${esc(x.starts_at || "")}</td><td>${esc(x.action || "")}</td></tr>`).join("");
-  const silences = a.silences.map((x) => `<li>${esc(JSON.stringify(x.matchers))} until ${esc(new Date(x.ends_at * 1000).toISOString())} ${esc(x.comment)}</li>`).join("");
-  $("#asof").textContent = s.as_of;
+  const eps = a.episodes || [];
+  const alerts = eps.slice(0, 20).map(episodeRow).join("");
+  const silences = a.silences.map((x) => `<li>${esc(JSON.stringify(x.matchers))} until ${when(new Date(x.ends_at * 1000).toISOString())} ${esc(x.comment)}</li>`).join("");
+  const canceled = !!m.canceled;
+  const head = canceled
+    ? `<div>Status<b data-field="status" class="cancelled">Cancelled</b></div>`
+    : `<div>Score<b data-field="score">${num(s.score, 1)}</b></div>
+      <div>Renews in<b data-field="renews">${m.days_to_renewal === null || m.days_to_renewal === undefined ? "–" : plural(m.days_to_renewal, "day")}</b></div>`;
+  $("#asof").innerHTML = when(s.as_of);
+  dropCharts();
   $("#view").innerHTML = `
     <p><a href="#/">← Portfolio</a></p>
-    <h2 id="account-name">${esc(acc.name || s.account_id)} ${band(s.band)}</h2>
+    <h2 id="account-name" data-canceled="${canceled}">${esc(acc.name || s.account_id)} ${canceled ? `<span class="band cancelled">cancelled</span>` : band(s.band)}</h2>
     <div class="kv">
-      <div>Score<b data-field="score">${num(s.score, 1)}</b></div>
+      ${head}
       <div>MRR<b>${money(m.mrr)}</b></div>
-      <div>Renews in<b>${m.days_to_renewal === null || m.days_to_renewal === undefined ? "–" : `${m.days_to_renewal} d`}</b></div>
+      <div>Adoption<b data-field="adoption">${m.adoption_rate === null || m.adoption_rate === undefined ? "–" : pct(m.adoption_rate * 100)}</b></div>
+      <div>Active users (30 d)<b>${num(m.active_users_30d)}</b></div>
       <div>CSM<b>${esc(acc.csm_name || acc.csm_email || "–")}</b></div>
       <div>Segment<b>${esc(acc.segment || "–")}</b></div>
-      <div>${m.canceled ? "<b>Canceled</b>" : ""}</div>
     </div>
-    <section><h2>Score history</h2><div class="panel chart">${historyChart(a.history)}</div></section>
+    ${canceled ? `<p class="muted" id="canceled-note">This account cancelled: its last score and renewal no longer apply.</p>` : ""}
+    <div class="grid2">
+      <section><h2>Score history</h2><div class="panel">${a.history.some((h) => h.score !== null && h.score !== undefined) ? `<div class="chart-box" id="history-chart" role="img" aria-label="Daily health score with the ${esc(a.bands.scorecard)} scorecard's bands: red below ${num(a.bands.red_below)}, yellow below ${num(a.bands.yellow_below)}"></div>` : `<p class="muted">No score history yet.</p>`}</div></section>
+      <section><h2>Usage and adoption</h2><div class="panel">${a.history.length ? `<div class="chart-box" id="usage-chart" role="img" aria-label="Adoption, DAU/MAU and active users by day"></div>` : `<p class="muted">No usage history yet.</p>`}</div></section>
+    </div>
     <div class="grid2">
       <section><h2>Components</h2><div class="panel"><table id="components"><thead><tr><th>Component</th><th class="num">Score</th><th class="num">Weight</th><th class="num">Points</th></tr></thead><tbody>${comps}</tbody></table></div></section>
       <section><h2>Why</h2><div class="panel">${drivers ? `<ul class="drivers" id="drivers">${drivers}</ul>` : `<p class="muted">Nothing costs points.</p>`}</div></section>
     </div>
-    <section><h2>Alerts</h2><div class="panel">${alerts ? `<table id="alerts"><thead><tr><th>Status</th><th>Severity</th><th>What</th><th>Since</th><th>Next step</th></tr></thead><tbody>${alerts}</tbody></table>${a.alerts.length > 20 ? `<p class="muted">The latest 20 of ${a.alerts.length}: <a href="/api/alerts?account=${encodeURIComponent(s.account_id)}">all as JSON</a>.</p>` : ""}` : `<p class="muted">No alerts.</p>`}</div></section>
+    <section><h2>What customers said</h2><div class="panel">${comments(a.comments || [])}</div></section>
+    <section><h2>Alerts</h2><div class="panel">${alerts ? `<table id="alerts"><caption class="sr">One row per alert episode</caption><thead><tr><th>Status</th><th>Severity</th><th>What</th><th>Fired</th><th>Ended</th><th>Next step</th><th>Task</th></tr></thead><tbody>${alerts}</tbody></table>${eps.length > 20 ? `<p class="muted">The latest 20 of ${eps.length}: <a href="/api/alerts?account=${encodeURIComponent(s.account_id)}">all as JSON</a>.</p>` : ""}` : `<p class="muted">No alerts.</p>`}</div></section>
     <section><h2>Silences</h2><div class="panel">${silences ? `<ul>${silences}</ul>` : `<p class="muted">None.</p>`}</div></section>`;
+  drawHistory(a.history, a.bands);
+  if (a.history.length) drawUsage(a.history);
 }
 
 async function render() {
