@@ -1,7 +1,9 @@
 """``healthmon worker`` that dies through Faust's own crash path, as the fetcher's KeyError made it.
 
-``HM_CRASH_FETCH_AFTER_S=T``: the first fetch T seconds after the first record was fetched raises
-(``HM_CRASH_FETCH_AFTER=N``: the fetch after N records)
+``HM_CRASH_FETCH_AFTER_S=T``: the first fetch T seconds after the first record was fetched raises,
+whether or not records are still coming (the backlog left after an earlier crash may all be fetched
+within T seconds; Faust's fetcher calls ``getmany`` again every poll) (``HM_CRASH_FETCH_AFTER=N``: the
+fetch after N records)
 (Faust logs "Drain messages raised", then "We experienced a crash!", stops the app and exits), as
 aiokafka's ``fetched_records`` did when a seek from the event loop's thread raced it. Unlike a SIGKILL,
 this path runs Faust's shutdown: the fetcher stops and the consumer leaves the group first, while the
@@ -35,15 +37,24 @@ class InjectedFetcherCrash(RuntimeError):
     pass
 
 
+def _crash_due() -> bool:
+    late = CRASH_AFTER_S and first_at is not None and time.monotonic() - first_at >= CRASH_AFTER_S
+    return bool(late or (CRASH_AFTER_N and fetched >= CRASH_AFTER_N))
+
+
+def _crash() -> None:
+    print(f"crashing worker: the fetcher raises after {fetched} records", flush=True)
+    raise InjectedFetcherCrash(f"injected after {fetched} records")
+
+
 async def getmany(self: Any, timeout: float) -> AsyncIterator[Any]:
     global fetched, first_at
+    if _crash_due():  # also when nothing is left to fetch: every poll calls this
+        _crash()
     async for tp, message in original(self, timeout):
         first_at = first_at or time.monotonic()
-        if (CRASH_AFTER_S and time.monotonic() - first_at >= CRASH_AFTER_S) or (
-            CRASH_AFTER_N and fetched >= CRASH_AFTER_N
-        ):
-            print(f"crashing worker: the fetcher raises after {fetched} records", flush=True)
-            raise InjectedFetcherCrash(f"injected after {fetched} records")
+        if _crash_due():
+            _crash()
         fetched += 1
         yield tp, message
 
