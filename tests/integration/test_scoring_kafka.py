@@ -51,7 +51,9 @@ def decline(account: str) -> list[dict]:
 
 
 async def test_account_moves_from_green_to_red_everywhere(kafka_settings, worker):
-    s = kafka_settings
+    # the read model inside the worker (off by default; one-process setups turn it on)
+    s = kafka_settings.model_copy(update={"readmodel_enabled": True})
+    worker.settings = s
     await setup_topics(s)
     worker.start()
     month = healthy_month("acc-g")
