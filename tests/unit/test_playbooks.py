@@ -99,7 +99,6 @@ def test_the_default_pack_carries_the_seed_deadlines():
     assert rules["band_red"].action.owner == "csm"
     assert [s.within for s in rules["band_red"].action.steps] == ["same_day", 48 * 3600, 7 * 86400]
     assert "health_below_60" not in rules  # one crossing, one rule: red is below 60 in the shipped card
-    assert rules["band_yellow"].action.respond_within == 7 * 86400
     assert (rules["nps_detractor"].action.respond_within, rules["nps_detractor"].action.owner) == (
         24 * 3600,
         "manager",
