@@ -475,6 +475,15 @@ def register(app: web.Application, settings: Settings) -> None:
     app.router.add_post("/slack/interactions", slack_interactions)
 
 
+#: What a one-click link answers, whether it is opened (GET) or acted on (POST).
+LINK_RESPONSES = {
+    "200": {"description": "text/html"},
+    "400": {"description": "altered"},
+    "409": {"description": "used"},
+    "410": {"description": "expired"},
+}
+
+
 def openapi_paths(ok: Any, json_body: Any) -> tuple[dict, dict]:
     """(paths, component schemas) for the OpenAPI document."""
     comps: dict[str, Any] = {}
@@ -540,22 +549,12 @@ def openapi_paths(ok: Any, json_body: Any) -> tuple[dict, dict]:
             "get": {
                 "summary": "A one-click link from mail (no bearer token: the link is signed): a confirmation page",
                 "security": [],
-                "responses": {
-                    "200": {"description": "text/html"},
-                    "400": {"description": "altered"},
-                    "409": {"description": "used"},
-                    "410": {"description": "expired"},
-                },
+                "responses": LINK_RESPONSES,
             },
             "post": {
                 "summary": "Act as the link says (once)",
                 "security": [],
-                "responses": {
-                    "200": {"description": "text/html"},
-                    "400": {"description": "altered"},
-                    "409": {"description": "used"},
-                    "410": {"description": "expired"},
-                },
+                "responses": LINK_RESPONSES,
             },
         },
         "/slack/interactions": {
