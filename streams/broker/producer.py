@@ -82,6 +82,18 @@ async def produce_events(
     return sent
 
 
+def nothing_sent(invalid: int, problems: list[str], path: Path, lines: str, valid: str) -> str:
+    """Why a file was refused whole: how many invalid ``lines``, the first few problems, and the way to
+    send the ``valid`` rest anyway (replay and import say it alike)."""
+    more = invalid - len(problems)
+    return (
+        f"{invalid} invalid {lines} in {path}, nothing sent:\n"
+        + "\n".join(problems)
+        + (f"\n... and {more} more" if more > 0 else "")
+        + f"\nhint: fix them, or give --skip-invalid to send the valid {valid}"
+    )
+
+
 @dataclass
 class ReplayReport:
     """What a replay found in the file and what it sent (by topic)."""
@@ -142,13 +154,7 @@ async def send_file(
     """Send the valid lines of a file :func:`scan_file` has checked (refused if any was invalid,
     unless ``skip_invalid``)."""
     if report.invalid and not skip_invalid:
-        more = report.invalid - len(report.problems)
-        raise ReplayError(
-            f"{report.invalid} invalid line(s) in {path}, nothing sent:\n"
-            + "\n".join(report.problems)
-            + (f"\n... and {more} more" if more > 0 else "")
-            + "\nhint: fix them, or give --skip-invalid to send the valid lines"
-        )
+        raise ReplayError(nothing_sent(report.invalid, report.problems, path, "line(s)", "lines"))
 
     def records() -> Iterator[Record]:
         for _, raw in _lines(path):

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from streams.broker.producer import nothing_sent
 from streams.core.events import TYPE_TOPIC, Event
 from streams.ingest.config import IngestConfig
 from streams.ingest.segment import SegmentSource
@@ -73,13 +74,7 @@ class Report:
 
     def refuse_if_invalid(self, path: Path, skip_invalid: bool) -> None:
         if self.invalid and not skip_invalid:
-            more = self.invalid - len(self.problems)
-            raise ImportFailed(
-                f"{self.invalid} invalid row(s)/line(s) in {path}, nothing sent:\n"
-                + "\n".join(self.problems)
-                + (f"\n... and {more} more" if more > 0 else "")
-                + "\nhint: fix them, or give --skip-invalid to send the valid ones"
-            )
+            raise ImportFailed(nothing_sent(self.invalid, self.problems, path, "row(s)/line(s)", "ones"))
 
 
 # --- accounts from a CSV -----------------------------------------------------------------------
