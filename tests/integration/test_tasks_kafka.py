@@ -257,7 +257,12 @@ async def test_a_rebalance_moves_the_books_with_their_partitions(kafka_settings,
             b = books(rs)
             return all(a in b and b[a].tasks[task_ids[a]].state == "acknowledged" for a in accounts)
 
-        final = books(await collect(s, "tasks", all_acknowledged, timeout=90))
+        try:
+            final = books(await collect(s, "tasks", all_acknowledged, timeout=90))
+        except AssertionError as exc:  # say which books lag, and what each worker was doing
+            raise AssertionError(
+                f"{exc}\n--- first worker:\n{first.log_tail(80)}\n--- second worker:\n{second.log_tail(80)}"
+            ) from None
         for a in accounts:
             assert [h.action for h in final[a].tasks[task_ids[a]].history] == ["opened", "acknowledge"]
         # the second worker owned some partitions (their books came from cs.tasks)
