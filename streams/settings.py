@@ -193,6 +193,10 @@ class Settings(BaseSettings):
     ingest_rate_per_s: float = Field(default=500.0, gt=0)
     # How long a request waits for Kafka to acknowledge its events before the sender gets 503.
     ingest_ack_timeout_s: float = Field(default=10.0, gt=0)
+    # Event ids acknowledged are remembered in Redis this long, and a sender's later retry of one is
+    # answered 2xx without writing it again (Stripe re-delivers for up to three days). 0: off (the
+    # worker still drops repeats within an account's last 64 events).
+    ingest_dedupe_window_s: float = Field(default=3 * 86400.0, ge=0)
 
     @model_validator(mode="after")
     def _kafka_security_is_complete(self) -> Settings:

@@ -3,7 +3,8 @@
 Every request goes the same way: rate limit (429) -> body size (413) -> the source's ``verify`` (401,
 nothing written) -> its ``parse`` -> the events, and the raw request with the reason when part of it
 breaks the contract, sent to Kafka in one go and acknowledged by all replicas -> 2xx. Kafka not
-acknowledging in time is 503, so the sender retries (the worker drops the repeats by ``event_id``).
+acknowledging in time is 503, so the sender retries. A retry of events already acknowledged is answered
+2xx and not written again (:mod:`streams.ingest.dedupe`); the worker drops near repeats by ``event_id``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from aiohttp import web
 from aiolimiter import AsyncLimiter
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from redis.asyncio import Redis
 
 from streams import compat
 from streams.ingest.config import IngestConfig, load_config
+from streams.ingest.dedupe import SeenIds
 from streams.ingest.segment import CALLS, SegmentSource
 from streams.ingest.sink import BrokerUnavailable, Sink, record
 from streams.ingest.source import Parsed, Rejected, Source, Unauthorized
@@ -46,6 +49,12 @@ class Metrics:
         self.accepted = Counter(
             "healthmon_ingest_events_accepted",
             "Events acknowledged by Kafka, by source",
+            ["source"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "healthmon_ingest_events_duplicate",
+            "Events a sender sent again after they were acknowledged, answered 2xx and not written again",
             ["source"],
             registry=r,
         )
@@ -127,11 +136,17 @@ def _more_sources(cfg: IngestConfig, s: Settings, missing: list[str]) -> dict[st
 
 class IngestService:
     def __init__(
-        self, s: Settings, sources: dict[str, Source], sink: Sink, clock: Callable[[], float] = time.time
+        self,
+        s: Settings,
+        sources: dict[str, Source],
+        sink: Sink,
+        seen: SeenIds | None = None,
+        clock: Callable[[], float] = time.time,
     ):
         self.s = s
         self.sources = sources
         self.sink = sink
+        self.seen = seen
         self.clock = clock
         self.metrics = Metrics()
         self.limiters = {
@@ -193,7 +208,10 @@ class IngestService:
         except Rejected as exc:
             parsed, whole = Parsed(), exc
         problems = [whole.reason] if whole else parsed.problems
-        records = [(*record(self.s, e), None) for e in parsed.events]
+        events, duplicates = list(parsed.events), 0
+        if self.seen is not None:
+            events, duplicates = await self.seen.new(events)
+        records = [(*record(self.s, e), None) for e in events]
         try:
             if problems:
                 # The raw request with the reason, in the same send as the request's valid events.
@@ -205,8 +223,11 @@ class IngestService:
         except BrokerUnavailable as exc:
             log.warning("%s %s: 503, %s", source.name, request.path, exc)
             return self._refuse(source, "broker_unavailable", 503, str(exc), **{"Retry-After": "5"})
+        if self.seen is not None:
+            await self.seen.remember(events)
         m = self.metrics
-        m.accepted.labels(source.name).inc(len(parsed.events))
+        m.accepted.labels(source.name).inc(len(events))
+        m.duplicates.labels(source.name).inc(duplicates)
         m.ignored.labels(source.name).inc(parsed.ignored)
         if problems:
             m.dead_lettered.labels(source.name).inc(max(len(problems), 1))
@@ -216,6 +237,8 @@ class IngestService:
             payload = {"success": False, "error": "invalid", "detail": problems, "dead_lettered": True}
             return web.json_response(payload, status=source.invalid_status, dumps=_dumps)
         payload = {"success": True, "accepted": len(parsed.events), "ignored": parsed.ignored}
+        if duplicates:
+            payload["duplicates"] = duplicates  # of those accepted, already acknowledged before
         if problems:
             payload["rejected"] = problems
         return web.json_response(payload, dumps=_dumps)
@@ -236,7 +259,9 @@ async def serve(s: Settings, stopping: asyncio.Event, ready: Callable[[int], Non
     sources = build_sources(cfg, s)
     sink = Sink(s)
     await sink.start()
-    service = IngestService(s, sources, sink)
+    redis = Redis.from_url(s.redis_url) if s.ingest_dedupe_window_s > 0 else None
+    seen = SeenIds(redis, s.redis_prefix, s.ingest_dedupe_window_s) if redis is not None else None
+    service = IngestService(s, sources, sink, seen)
     runner = web.AppRunner(service.app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, s.ingest_host, s.ingest_port)
@@ -251,3 +276,5 @@ async def serve(s: Settings, stopping: asyncio.Event, ready: Callable[[int], Non
     finally:
         await runner.cleanup()
         await sink.stop()
+        if redis is not None:
+            await redis.aclose()

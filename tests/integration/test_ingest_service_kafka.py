@@ -194,14 +194,20 @@ async def test_signed_unsigned_retries_and_dead_letters_end_to_end(
             200,
             {"success": True, "accepted": 1, "ignored": 0},
         )
-        for _ in range(2):  # the library retries the batch: same messageIds
-            assert await post(http, f"{u}/v1/batch", batch, basic(WRITE_KEY)) == (
-                200,
-                {"success": True, "accepted": 3, "ignored": 2},
-            )
+        assert await post(http, f"{u}/v1/batch", batch, basic(WRITE_KEY)) == (
+            200,
+            {"success": True, "accepted": 3, "ignored": 2},
+        )
+        # The library retries the batch (same messageIds): answered 2xx, not written again.
+        assert await post(http, f"{u}/v1/batch", batch, basic(WRITE_KEY)) == (
+            200,
+            {"success": True, "accepted": 3, "ignored": 2, "duplicates": 3},
+        )
         assert (await post(http, f"{u}/v1/stripe", sub, stripe_signed(sub)))[0] == 200
-        for _ in range(2):  # Stripe re-delivers the event: same evt_ id
-            assert (await post(http, f"{u}/v1/stripe", failed, stripe_signed(failed)))[0] == 200
+        assert (await post(http, f"{u}/v1/stripe", failed, stripe_signed(failed)))[0] == 200
+        # Stripe re-delivers the event (same evt_ id): likewise.
+        status, body = await post(http, f"{u}/v1/stripe", failed, stripe_signed(failed))
+        assert status == 200 and body["duplicates"] == 1
 
         # Verified but breaking the contract: the raw request to the dead-letter topic, and the status the
         # sender's retry rules need (Stripe: 200, or it retries for three days; Segment: 400).
@@ -235,10 +241,10 @@ async def test_signed_unsigned_retries_and_dead_letters_end_to_end(
     usage = await topic_values(s, "usage")
     ids = sorted(orjson.loads(v)["event_id"] for _, v, _ in usage if v)
     batch_ids = [m["messageId"] for m in orjson.loads(batch)["batch"] if m["type"] == "track"][:3]
-    assert ids == sorted([*batch_ids, *batch_ids, "m-marker"])  # twice each (the retry), never 3x (the 401s)
+    assert ids == sorted([*batch_ids, "m-marker"])  # once each: not the retry, nor the 401s
     assert all(k == b"initech" for k, _, _ in usage)
     billing = [orjson.loads(v) for _, v, _ in await topic_values(s, "billing") if v]
-    assert sorted(e["type"] for e in billing) == ["payment_failed", "payment_failed", "subscription"]
+    assert sorted(e["type"] for e in billing) == ["payment_failed", "subscription"]
     assert next(e for e in billing if e["type"] == "subscription")["mrr"] == "1080.00"
     assert len(await topic_values(s, "accounts")) == 1
 
@@ -248,7 +254,7 @@ async def test_signed_unsigned_retries_and_dead_letters_end_to_end(
     assert b"no account for Stripe customer" in by_source[b"ingest:stripe/v1/stripe"]["healthmon.reason"]
     assert b"no account" in by_source[b"ingest:segment/v1/track"]["healthmon.reason"]
 
-    # The worker counts each event once: the retries carried the source's own ids as event_id.
+    # The worker counts each event once.
     def counted(rs) -> bool:
         snaps = latest_snapshots(rs)
         return "initech" in snaps and snaps["initech"]["event_counts"].get("login") == 2 and "acme" in snaps
@@ -266,13 +272,72 @@ async def test_signed_unsigned_retries_and_dead_letters_end_to_end(
     assert len(await topic_values(s, "deadletter")) == 2
     assert worker.alive(), worker.log_tail()
 
-    assert 'healthmon_ingest_events_accepted_total{source="segment"} 8.0' in metrics
-    assert 'healthmon_ingest_events_accepted_total{source="stripe"} 3.0' in metrics
+    assert 'healthmon_ingest_events_accepted_total{source="segment"} 5.0' in metrics
+    assert 'healthmon_ingest_events_accepted_total{source="stripe"} 2.0' in metrics
+    assert 'healthmon_ingest_events_duplicate_total{source="segment"} 3.0' in metrics
+    assert 'healthmon_ingest_events_duplicate_total{source="stripe"} 1.0' in metrics
     assert 'healthmon_ingest_requests_rejected_total{reason="unauthorized",source="segment"} 2.0' in metrics
     assert 'healthmon_ingest_requests_rejected_total{reason="unauthorized",source="stripe"} 3.0' in metrics
     assert 'healthmon_ingest_messages_dead_lettered_total{source="stripe"} 1.0' in metrics
     assert 'healthmon_ingest_request_seconds_count{source="stripe"} 7.0' in metrics
     assert WRITE_KEY not in ingest.log() and STRIPE_SECRET not in ingest.log()
+
+
+async def test_a_late_retry_is_answered_and_counted_once(
+    kafka_settings: Settings, ingest: IngestProcess, worker: WorkerProcess
+) -> None:
+    """Stripe re-delivers an event after the account's last 64 events moved past it (the worker's own
+    window no longer holds its id): ingest remembers it was acknowledged, so it is counted once."""
+    s = kafka_settings
+    await create_topics(s)
+    ingest.start()
+    worker.start()
+    u = ingest.url
+    failed = (DATA / "stripe_invoice_payment_failed.json").read_bytes()
+    logins = orjson.dumps(
+        {
+            "batch": [
+                {
+                    "type": "track",
+                    "event": "Signed In",
+                    "userId": f"u{i % 7}",
+                    "messageId": f"m-busy-{i}",
+                    "context": {"groupId": "acme"},
+                    "timestamp": f"2026-12-07T09:{10 + i // 60:02d}:{i % 60:02d}Z",  # after the evt_
+                }
+                for i in range(70)
+            ]
+        }
+    )
+    later = orjson.loads((DATA / "stripe_subscription_created.json").read_bytes())
+    later["id"] = "evt_after_the_retry"
+    later["created"] = 1796641200  # 11:00, after the logins: every event is in event-time order
+    later_body = orjson.dumps(later)
+    async with aiohttp.ClientSession() as http:
+        assert (await post(http, f"{u}/v1/stripe", failed, stripe_signed(failed)))[0] == 200
+        assert (await post(http, f"{u}/v1/batch", logins, basic(WRITE_KEY)))[0] == 200
+
+        def busy(rs) -> bool:
+            snap = latest_snapshots(rs).get("acme")
+            return snap is not None and snap["event_counts"].get("login") == 70
+
+        await collect(s, "health", busy, timeout=90)  # the worker's window has moved past the evt_ id
+        status, body = await post(http, f"{u}/v1/stripe", failed, stripe_signed(failed))
+        assert status == 200 and body["duplicates"] == 1, body
+        assert (await post(http, f"{u}/v1/stripe", later_body, stripe_signed(later_body)))[0] == 200
+
+    def after_the_retry(rs) -> bool:  # same account, same billing partition, sent after the retry
+        snap = latest_snapshots(rs).get("acme")
+        return snap is not None and snap["event_counts"].get("subscription") == 1
+
+    health = await collect(s, "health", after_the_retry, timeout=90)
+    assert latest_snapshots(health)["acme"]["event_counts"] == {
+        "payment_failed": 1,
+        "login": 70,
+        "subscription": 1,
+    }
+    billing = [orjson.loads(v)["event_id"] for _, v, _ in await topic_values(s, "billing") if v]
+    assert billing == ["evt_1NG8FaILkdIwHu7ixPaymentFail", "evt_after_the_retry"]
 
 
 async def test_zendesk_and_generic_webhook_signed_and_unsigned(
@@ -297,8 +362,10 @@ async def test_zendesk_and_generic_webhook_signed_and_unsigned(
         assert (await post(http, f"{u}/v1/webhooks/nps", nps, webhook_signed(nps, secret="other")))[0] == 401
         assert (await post(http, f"{u}/v1/webhooks/unknown", nps, webhook_signed(nps)))[0] == 404
 
-        for body in (created, comment, csat, created):  # the last: Zendesk re-delivers
+        for body in (created, comment, csat):
             assert (await post(http, f"{u}/v1/zendesk", body, zendesk_signed(body)))[0] == 200
+        status, answer = await post(http, f"{u}/v1/zendesk", created, zendesk_signed(created))
+        assert status == 200 and answer["duplicates"] == 1  # Zendesk re-delivers: not written again
         assert (await post(http, f"{u}/v1/webhooks/nps", nps, webhook_signed(nps)))[0] == 200
 
         bad_ticket = orjson.loads(created)
@@ -315,7 +382,6 @@ async def test_zendesk_and_generic_webhook_signed_and_unsigned(
     tickets = [orjson.loads(v) for _, v, _ in await topic_values(s, "tickets") if v]
     assert sorted((e["type"], e["event_id"]) for e in tickets) == sorted(
         [
-            ("ticket_opened", "cbe4028c-7239-495d-b020-f22348516046"),
             ("ticket_opened", "cbe4028c-7239-495d-b020-f22348516046"),
             ("ticket_replied", "9f0c3a5e-1b2d-4c6e-8a7f-0d1e2f3a4b5c"),
             ("csat", "zendesk-csat-5158-1796635200"),
