@@ -239,6 +239,21 @@ async def portfolio_trend(request: web.Request) -> web.Response:
     return json_response(await queries.trend(request.app[REDIS], s.redis_prefix, q.group, q.months))
 
 
+class AccuracyQuery(BaseModel):
+    #: The rolling window (days of cancellations); default HEALTHMON_ACCURACY_WINDOW_DAYS. No longer than
+    #: the read model keeps (a longer one would silently count fewer cancellations).
+    window_days: int | None = Field(default=None, ge=7)
+
+
+async def accuracy(request: web.Request) -> web.Response:
+    q = _query(AccuracyQuery, request)
+    s = request.app[SETTINGS]
+    window = q.window_days or s.accuracy_window_days
+    if window > s.accuracy_window_days:
+        return error(400, f"window_days: at most {s.accuracy_window_days} (HEALTHMON_ACCURACY_WINDOW_DAYS)")
+    return json_response(await queries.accuracy_report(request.app[REDIS], s.redis_prefix, window))
+
+
 class AlertsQuery(BaseModel):
     limit: int = Field(default=100, ge=1, le=1000)
     account: str | None = None
@@ -384,6 +399,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/portfolio", portfolio)
     app.router.add_get("/api/portfolio/periods", portfolio_periods)
     app.router.add_get("/api/portfolio/trend", portfolio_trend)
+    app.router.add_get("/api/accuracy", accuracy)
     leader.add_routes(app, settings)  # targets, scorecard, CSM table (streams/web/leader.py)
     app.router.add_get("/api/alerts", alerts)
     app.router.add_get("/api/silences", silences_list)
