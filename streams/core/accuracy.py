@@ -242,13 +242,13 @@ def accuracy(tracks: Iterable[Track], window_days: int = 180, now: int | None = 
             rows = [
                 c for c in cancellations if c.month == month and (seg == "all" or (c.segment or "") == seg)
             ]
-            s30 = [c.score_30 for c in rows if c.score_30 is not None]
+            before = [c.score_30 for c in rows if c.score_30 is not None]
             months.append(
                 MonthRow(
                     month=month,
                     segment=seg if seg == "all" or seg else "(none)",
                     cancellations=len(rows),
-                    mean_score_30=round(sum(s30) / len(s30), 1) if s30 else None,
+                    mean_score_30=round(sum(before) / len(before), 1) if before else None,
                     red_30=sum(1 for c in rows if c.band_30 == "red"),
                     figures=figures(_compare(members, chosen, 30)),
                 )
