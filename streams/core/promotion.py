@@ -98,14 +98,19 @@ def verdict(
     margin: float = 0.02,
     rounds: int = 1000,
     seed: int = 0,
+    cancellations: int | None = None,
 ) -> Verdict:
     """Whether to propose ``candidate`` over ``current``, from both cards' held-out points; ``bands_now``:
-    every account's band today under (current, candidate), for the count shown before promotion."""
+    every account's band today under (current, candidate), for the count shown before promotion;
+    ``cancellations``: the book's count held against ``min_cancellations`` (default: the churners among
+    the held-out points)."""
     now, new = figures(current), figures(candidate)
     ci_now, ci_new = bootstrap_auc(current, candidate, rounds=rounds, seed=seed)
     reasons = []
-    if now.churners < min_cancellations:
-        reasons.append(f"{now.churners} cancellations on held-out time, fewer than {min_cancellations}")
+    seen = now.churners if cancellations is None else cancellations
+    if seen < min_cancellations:
+        where = "on held-out time" if cancellations is None else "in the book"
+        reasons.append(f"{seen} cancellations {where}, fewer than {min_cancellations}")
     if now.auc is None or new.auc is None:
         reasons.append("no AUC: held-out time needs both churners and accounts that stayed")
     elif new.auc < now.auc + margin:
