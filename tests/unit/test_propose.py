@@ -3,6 +3,12 @@ proposed over a card that reads the wrong measures, and not over itself or with 
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import orjson
+from click.testing import CliRunner
+
+from streams.cli.main import main
 from streams.core.scoring import load_scoring
 from streams.sim.calibrate import calibrate
 from streams.sim.propose import propose
@@ -36,3 +42,21 @@ def test_too_few_cancellations() -> None:
     _, got = propose(synthetic(6000), BASE, rounds=50, min_cancellations=10**6)
     assert not got.verdict.propose
     assert got.verdict.reasons[0].endswith("cancellations in the book, fewer than 1000000")
+
+
+def test_calibrate_propose_command(tmp_path: Path) -> None:
+    runner = CliRunner()
+    events = tmp_path / "sim.jsonl"
+    args = ["simulate", "--accounts", "40", "--days", "80", "--seed", "4", "--end", "2026-06-30T00:00:00Z"]
+    r = runner.invoke(main, [*args, "--out", str(events)])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "candidate.yaml"
+    r = runner.invoke(main, ["calibrate", str(events), "--out", str(out), "--propose"])
+    assert r.exit_code == 0, r.output
+    proposal = orjson.loads((tmp_path / "candidate.report.json").read_bytes())["proposal"]
+    # 40 accounts cannot reach 30 cancellations: the verdict says so, and still counts the band moves
+    assert proposal["propose"] is False
+    assert any(x.endswith("cancellations in the book, fewer than 30") for x in proposal["reasons"])
+    assert proposal["accounts_changing_band"] == sum(proposal["band_changes"].values())
+    assert "not proposed over" in r.output and "accounts would change band" in r.output
+    assert load_scoring(out).default.components
