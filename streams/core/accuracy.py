@@ -105,20 +105,30 @@ class Track:
     segment: str | None
     days: list[tuple[int, float | None, str, bool]] = field(default_factory=list)
 
+    _index: list[int] | None = field(default=None, init=False, repr=False, compare=False)
+    _first_canceled: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    def _prepare(self) -> list[int]:
+        """The day numbers (for bisect) and the first canceled position, once: every figure reads them."""
+        if self._index is None:
+            self._index = [d[0] for d in self.days]
+            self._first_canceled = next((i for i, d in enumerate(self.days) if d[3]), None)
+        return self._index
+
     def canceled_day(self) -> int | None:
         """The first canceled day after a day as a customer (None if never seen to cancel in the line:
         a line that starts canceled cancelled before it, on a day it does not know)."""
-        for i, (day, _, _, canceled) in enumerate(self.days):
-            if canceled:
-                return day if i else None
-        return None
+        self._prepare()
+        i = self._first_canceled
+        return self.days[i][0] if i else None
 
     def ever_canceled(self) -> bool:
-        return any(c for _, _, _, c in self.days)
+        self._prepare()
+        return self._first_canceled is not None
 
     def at(self, day: int) -> tuple[float, str] | None:
         """The score and band of the latest scored day at or before ``day``."""
-        i = bisect.bisect_right(self.days, day, key=lambda d: d[0])
+        i = bisect.bisect_right(self._prepare(), day)
         while i:
             i -= 1
             _, score, band, _ = self.days[i]
@@ -269,8 +279,7 @@ def parse_line(members: Iterable[bytes | str]) -> list[tuple[int, float | None, 
     """Members of a ``{p}scoreline:{account}`` set (``day|score|band|canceled``), oldest first."""
     out = []
     for raw in members:
-        text = raw.decode() if isinstance(raw, bytes) else raw
-        day, score, band, canceled = text.split("|")
+        day, score, band, canceled = (raw.decode() if isinstance(raw, bytes) else raw).split("|")
         out.append((int(day), float(score) if score else None, band, canceled == "1"))
     out.sort(key=lambda d: d[0])
     return out
