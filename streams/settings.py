@@ -152,6 +152,11 @@ class Settings(BaseSettings):
     portfolio_interval_s: float = Field(default=1.0, gt=0)
     # Days of daily score history per account kept in the read model (the dashboard's trend).
     history_days: int = Field(default=120, ge=90)
+    # The rolling window of the live score accuracy (GET /api/accuracy): cancellations of these many days,
+    # scored 30 and 60 days before; the read model keeps a compact score line of window + 60 days.
+    accuracy_window_days: int = Field(default=180, ge=30, le=730)
+    # `healthmon calibrate --propose`: the fewest cancelling accounts before a candidate card is proposed.
+    calibration_min_cancellations: int = Field(default=30, ge=1)
     # `healthmon serve`: the HTTP API and dashboard. Every route but /healthz and /readyz needs
     # `Authorization: Bearer <api_token>` (or ?token= for the page and its event stream) when a token is set.
     serve_host: str = "127.0.0.1"

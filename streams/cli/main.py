@@ -544,6 +544,14 @@ def shadow(
 @click.option("--every-days", type=click.IntRange(1), default=7, show_default=True)
 @click.option("--horizon-days", type=click.IntRange(1), default=30, show_default=True)
 @click.option("--red-precision", type=click.FloatRange(0.05, 1), default=0.6, show_default=True)
+@click.option(
+    "--propose",
+    is_flag=True,
+    help="Also say whether to propose the result in place of --base (or the card in force): enough "
+    "cancellations (HEALTHMON_CALIBRATION_MIN_CANCELLATIONS), a higher held-out AUC by a margin with "
+    "non-overlapping bootstrap intervals, red precision and recall no worse; and how many accounts would "
+    "change band (in the report's `proposal`).",
+)
 def calibrate(
     events: Path | None,
     from_kafka: bool,
@@ -553,6 +561,7 @@ def calibrate(
     every_days: int,
     horizon_days: int,
     red_precision: float,
+    propose: bool = False,
 ) -> None:
     """Learn measure weights, thresholds and bands from history: a JSONL or .jsonl.gz event file, or
     the input topics read to their end (--from-kafka, or no file given; invalid records left out).
@@ -586,14 +595,30 @@ def calibrate(
         history = read_events(events)
     try:
         obs = observe(history, cfg, every_days=every_days, horizon_days=horizon_days, peer_features=False)
-        config, report = run_calibration(
-            obs.observations, cfg, test_share=test_share, red_precision=red_precision
-        )
+        proposal = None
+        if propose:
+            from streams.sim.propose import propose as run_proposal
+
+            config, proposal = run_proposal(
+                obs.observations,
+                cfg,
+                min_cancellations=s.calibration_min_cancellations,
+                test_share=test_share,
+                red_precision=red_precision,
+            )
+            report = proposal.calibration
+        else:
+            config, report = run_calibration(
+                obs.observations, cfg, test_share=test_share, red_precision=red_precision
+            )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     out.write_text(to_yaml(config, report))
     rep = out.with_name(out.name.removesuffix(".yaml").removesuffix(".yml") + ".report.json")
-    rep.write_bytes(orjson.dumps(report.model_dump(mode="json"), option=orjson.OPT_INDENT_2))
+    body = report.model_dump(mode="json")
+    if proposal is not None:
+        body["proposal"] = proposal.verdict.model_dump(mode="json")
+    rep.write_bytes(orjson.dumps(body, option=orjson.OPT_INDENT_2))
 
     def f(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.3f}"
@@ -615,6 +640,17 @@ def calibrate(
             "red band never fires; lower --red-precision or set the bands by hand",
             err=True,
         )
+    if proposal is not None:
+        v = proposal.verdict
+        moves = ", ".join(f"{k} {n}" for k, n in v.band_changes.items()) or "none"
+        head = "PROPOSED" if v.propose else "not proposed"
+        click.echo(
+            f"{head} over {cfg.card_version}: held-out AUC {f(v.candidate.figures.auc)} against "
+            f"{f(v.current.figures.auc)} ({proposal.cancellations} cancelling accounts); "
+            f"{v.accounts_changing_band} accounts would change band ({moves})"
+        )
+        for reason in v.reasons:
+            click.echo(f"  - {reason}")
 
 
 @main.command()

@@ -5,7 +5,8 @@ true, for one-process setups: that agent writes the per-account keys only).
 Key layout (``{p}`` is ``HEALTHMON_REDIS_PREFIX``, default ``healthmon:``):
 
 - ``{p}account:{account_id}``  hash: score, band, confidence, as_of, name, segment, csm, csm_name,
-  mrr, canceled, days_to_renewal, renewal_date, snapshot (the whole snapshot JSON)
+  mrr, canceled, days_to_renewal, renewal_date, snapshot (the whole snapshot JSON), set_aside (the
+  measures the information check set aside for the account's card: a JSON list)
 - ``{p}accounts``              set of every account_id
 - ``{p}scores``                sorted set: account_id by score (accounts without a score are absent)
 - ``{p}band:{red|yellow|green}``  set of account_ids
@@ -13,6 +14,8 @@ Key layout (``{p}`` is ``HEALTHMON_REDIS_PREFIX``, default ``healthmon:``):
 - ``{p}segment:{segment}``     set of account_ids
 - ``{p}history:{account_id}``  sorted set by UTC day number: one JSON per day (the day's last snapshot:
   score, band, mrr, adoption, days since login, open tickets, NPS, CSAT), ``HEALTHMON_HISTORY_DAYS`` kept
+- ``{p}scoreline:{account_id}``  sorted set by UTC day number: ``day|score|band|canceled`` (~20 bytes a
+  day) for the live score accuracy (streams.core.accuracy), ``HEALTHMON_ACCURACY_WINDOW_DAYS`` + 60 kept
 - ``{p}months:{account_id}``   hash month -> the month's last snapshot, trimmed to what the portfolio needs
 - ``{p}portfolio:{period}``    hash group -> portfolio figures JSON (as on ``cs.portfolio``)
 - ``{p}portfolio:periods``     sorted set of the periods present (all scores 0: lexicographic)
@@ -41,6 +44,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from streams.broker import clients as kafka_clients
+from streams.core.accuracy import HORIZONS, line_member
 from streams.core.events import Csat, Nps
 from streams.core.portfolio import PortfolioBook, affected_periods, cohorts, point_from_snapshot
 from streams.settings import Settings
@@ -62,6 +66,7 @@ OWNED_PATTERNS = (
     "csm:*",
     "segment:*",
     "history:*",
+    "scoreline:*",
     "months:*",
     "portfolio:*",
     "alerts",
@@ -149,10 +154,15 @@ def parse_snapshots(raw: Sequence[bytes]) -> list[dict]:
 
 
 async def write_snapshots(
-    redis: Redis, prefix: str, raw: Sequence[bytes], history_days: int | None = None
+    redis: Redis,
+    prefix: str,
+    raw: Sequence[bytes],
+    history_days: int | None = None,
+    accuracy_days: int | None = None,
 ) -> list[dict]:
     """Write the latest snapshot per account of ``raw`` (and, with ``history_days``, each day's and each
-    month's last one); one read and one transaction per batch. Returns the snapshots it read."""
+    month's last one; with ``accuracy_days``, the score line of the accuracy window); one read and one
+    transaction per batch. Returns the snapshots it read."""
     snaps = parse_snapshots(raw)
     latest: dict[str, dict] = {}
     for snap in snaps:
@@ -195,6 +205,10 @@ async def write_snapshots(
                 "days_to_renewal": "" if days is None else str(days),
                 "renewal_date": renewal,
                 "snapshot": orjson.dumps(snap),
+                # what the information check set aside for this account's card (the dashboard's list)
+                "set_aside": orjson.dumps(
+                    [{"scorecard": snap.get("scorecard"), **a} for a in snap.get("set_aside") or []]
+                ),
             }
             pipe.hset(f"{prefix}account:{aid}", mapping=fields)
             pipe.sadd(f"{prefix}accounts", aid)
@@ -203,12 +217,14 @@ async def write_snapshots(
             else:
                 pipe.zadd(f"{prefix}scores", {aid: float(snap["score"])})
         if history_days is not None:
-            _write_history(pipe, prefix, snaps, history_days)
+            _write_history(pipe, prefix, snaps, history_days, accuracy_days)
         await pipe.execute()
     return snaps
 
 
-def _write_history(pipe, prefix: str, snaps: list[dict], history_days: int) -> None:
+def _write_history(
+    pipe, prefix: str, snaps: list[dict], history_days: int, accuracy_days: int | None = None
+) -> None:
     days: dict[tuple[str, int], dict] = {}
     months: dict[tuple[str, str], dict] = {}
     for snap in snaps:  # the batch's last snapshot of each day and month per account (in order)
@@ -228,6 +244,15 @@ def _write_history(pipe, prefix: str, snaps: list[dict], history_days: int) -> N
         newest[aid] = max(day, newest.get(aid, day))
     for aid, day in newest.items():
         pipe.zremrangebyscore(f"{prefix}history:{aid}", "-inf", f"({day - history_days}")
+    if accuracy_days is not None:  # the cancellations of the window, scored up to 60 days before
+        keep = accuracy_days + max(HORIZONS)
+        for (aid, day), snap in days.items():
+            key = f"{prefix}scoreline:{aid}"
+            canceled = bool((snap.get("metrics") or {}).get("canceled"))
+            pipe.zremrangebyscore(key, day, day)
+            pipe.zadd(key, {line_member(day, snap.get("score"), snap.get("band"), canceled): day})
+        for aid, day in newest.items():
+            pipe.zremrangebyscore(f"{prefix}scoreline:{aid}", "-inf", f"({day - keep}")
     for (aid, month), snap in months.items():
         pipe.hset(f"{prefix}months:{aid}", month, orjson.dumps(month_entry(snap)).decode())
 
@@ -432,7 +457,9 @@ class ReadModelWorker:
                 ]
                 accounts: list[str] = []
                 if snaps_raw:
-                    snaps = await _retry(write_snapshots, redis, p, snaps_raw, s.history_days)
+                    snaps = await _retry(
+                        write_snapshots, redis, p, snaps_raw, s.history_days, s.accuracy_window_days
+                    )
                     for snap in snaps:
                         month = self.book.apply(str(snap["account_id"]), point_from_snapshot(snap))
                         if month is not None:

@@ -22,8 +22,9 @@ from datetime import datetime
 import orjson
 from pydantic import BaseModel
 
+from streams.core.accuracy import Point, figures
+from streams.core.accuracy import auc as auc  # moved to core (the live figures use it); read here too
 from streams.core.events import BaseEvent
-from streams.core.metrics import ratio
 from streams.core.state import DAY_S
 from streams.engine.driver import Output, run_offline
 from streams.engine.engine import Engine
@@ -95,19 +96,6 @@ class Report(BaseModel):
     by_persona: dict[str, dict[str, float]]
 
 
-def auc(churner_scores: list[float], stayer_scores: list[float]) -> float | None:
-    """P(churner scored lower than stayer), ties counting half (Mann-Whitney U over all pairs)."""
-    if not churner_scores or not stayer_scores:
-        return None
-    stayers = sorted(stayer_scores)
-    wins = 0.0
-    for c in churner_scores:
-        lo = bisect.bisect_left(stayers, c)
-        hi = bisect.bisect_right(stayers, c)
-        wins += (len(stayers) - hi) + 0.5 * (hi - lo)
-    return wins / (len(churner_scores) * len(stayers))
-
-
 def evaluate(truth: GroundTruth, history: History, days_before: int = 30) -> tuple[Report, list[Scored]]:
     churners = sorted((a for a in truth.accounts if a.churns and a.canceled_at), key=lambda a: a.account_id)
     stayers = sorted((a for a in truth.accounts if not a.churns), key=lambda a: a.account_id)
@@ -140,21 +128,7 @@ def evaluate(truth: GroundTruth, history: History, days_before: int = 30) -> tup
                 )
             )
 
-    churn_scores = [s.score for s in scored if s.churns]
-    stay_scores = [s.score for s in scored if not s.churns]
-    n_churn = len(churn_scores)
-
-    def precision_recall(bands: set[str]) -> tuple[float | None, float | None]:
-        flagged = [s for s in scored if s.band in bands]
-        hits = sum(1 for s in flagged if s.churns)
-        return ratio(hits, len(flagged)), ratio(hits, n_churn)
-
-    red_p, red_r = precision_recall({"red"})
-    risk_p, risk_r = precision_recall({"red", "yellow"})
-    ranked = sorted(scored, key=lambda s: (s.score, s.account_id))
-    decile = ranked[: max(1, len(ranked) // 10)] if ranked else []
-    base = ratio(n_churn, len(scored))
-    decile_rate = ratio(sum(1 for s in decile if s.churns), len(decile))
+    fig = figures([Point(s.account_id, s.churns, s.score, s.band) for s in scored])
     by_persona: dict[str, dict[str, float]] = {}
     for s in scored:
         row = by_persona.setdefault(s.persona, {"accounts": 0, "churners": 0, "mean_score": 0.0})
@@ -167,16 +141,16 @@ def evaluate(truth: GroundTruth, history: History, days_before: int = 30) -> tup
         days_before=days_before,
         accounts=len(truth.accounts),
         scored=len(scored),
-        churners=n_churn,
+        churners=fig.churners,
         not_scored=len(plan) - len(scored),
-        auc=auc(churn_scores, stay_scores),
-        red_precision=red_p,
-        red_recall=red_r,
-        at_risk_precision=risk_p,
-        at_risk_recall=risk_r,
-        bottom_decile_churn_rate=decile_rate,
-        base_churn_rate=base,
-        bottom_decile_lift=ratio(decile_rate, base) if decile_rate is not None and base else None,
+        auc=fig.auc,
+        red_precision=fig.red_precision,
+        red_recall=fig.red_recall,
+        at_risk_precision=fig.at_risk_precision,
+        at_risk_recall=fig.at_risk_recall,
+        bottom_decile_churn_rate=fig.bottom_decile_churn_rate,
+        base_churn_rate=fig.base_churn_rate,
+        bottom_decile_lift=fig.bottom_decile_lift,
         by_persona=dict(sorted(by_persona.items())),
     )
     return report, scored

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from streams.core.accuracy import Accuracy
 from streams.core.portfolio import PortfolioMetrics
 from streams.core.snapshot import HealthSnapshot
 
@@ -38,7 +39,7 @@ def openapi_document() -> dict[str, Any]:
     from streams.web import tasks_api
     from streams.web.leader import openapi_paths
     from streams.web.queries import AccountQuery
-    from streams.web.server import AlertsQuery, PortfolioQuery, SilenceRequest, TrendQuery
+    from streams.web.server import AccuracyQuery, AlertsQuery, PortfolioQuery, SilenceRequest, TrendQuery
 
     comps: dict[str, Any] = {
         "Error": {
@@ -112,7 +113,13 @@ def openapi_document() -> dict[str, Any]:
         },
     }
     leader_paths, leader_models = openapi_paths()
-    models: list[type[BaseModel]] = [PortfolioMetrics, HealthSnapshot, SilenceRequest, *leader_models]
+    models: list[type[BaseModel]] = [
+        PortfolioMetrics,
+        HealthSnapshot,
+        SilenceRequest,
+        Accuracy,
+        *leader_models,
+    ]
     for model in models:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         comps.update(schema.pop("$defs", {}))
@@ -169,6 +176,33 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "A group's monthly headline figures, oldest first",
                 "parameters": _params(TrendQuery),
                 "responses": _ok("the trend", {"type": "array", "items": anyobj}),
+            }
+        },
+        "/api/accuracy": {
+            "get": {
+                "summary": "Live score accuracy: each cancellation's score and band 30 and 60 days before; AUC, "
+                "red precision/recall and bottom-decile lift over the rolling window (whole book, segments) and "
+                "month by month; and the measures the information check sets aside (docs/validation.md)",
+                "parameters": _params(AccuracyQuery),
+                "responses": _ok(
+                    "the figures",
+                    {
+                        "allOf": [
+                            {"$ref": "#/components/schemas/Accuracy"},
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "set_aside": {
+                                        "type": "array",
+                                        "description": "scorecard, component, measure, reason (constant | "
+                                        "no_data), text, accounts",
+                                        "items": anyobj,
+                                    }
+                                },
+                            },
+                        ]
+                    },
+                ),
             }
         },
         "/api/alerts": {

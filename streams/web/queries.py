@@ -9,6 +9,7 @@ import orjson
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
+from streams.core.accuracy import Track, accuracy, tracks_from
 from streams.readmodel.projector import read_comments, read_history
 
 SortKey = Literal["score", "-score", "mrr", "-mrr", "name", "-name", "renewal", "-renewal"]
@@ -222,3 +223,46 @@ async def trend(redis: Redis, p: str, group: str, months: int) -> list[dict]:
             figures = orjson.loads(raw)
             out.append({k: figures.get(k) for k in _TREND_FIELDS})
     return out
+
+
+async def score_lines(redis: Redis, p: str) -> list[Track]:
+    """Every account's score line (``{p}scoreline:*``) with its segment, for :func:`accuracy`."""
+    names = sorted(x.decode() for x in await redis.smembers(f"{p}accounts"))
+    async with redis.pipeline(transaction=False) as pipe:
+        for aid in names:
+            pipe.hget(f"{p}account:{aid}", "segment")
+            pipe.zrange(f"{p}scoreline:{aid}", 0, -1)
+        got = await pipe.execute()
+    return tracks_from(
+        {
+            aid: ((seg or b"").decode() or None, line)
+            for aid, seg, line in zip(names, got[::2], got[1::2], strict=True)
+        }
+    )
+
+
+async def set_aside(redis: Redis, p: str) -> list[dict[str, Any]]:
+    """The measures the information check sets aside, with why and for how many accounts (latest
+    snapshots of the accounts still customers), most accounts first."""
+    names = sorted(x.decode() for x in await redis.smembers(f"{p}accounts"))
+    async with redis.pipeline(transaction=False) as pipe:
+        for aid in names:
+            pipe.hmget(f"{p}account:{aid}", ["set_aside", "canceled"])
+        rows = await pipe.execute()
+    counts: dict[tuple[str, str, str, str, str], int] = {}
+    for raw, canceled in rows:
+        if not raw or canceled == b"1":
+            continue
+        for a in orjson.loads(raw):
+            key = (a.get("scorecard") or "default", a["component"], a["measure"], a["reason"], a["text"])
+            counts[key] = counts.get(key, 0) + 1
+    return [
+        {"scorecard": k[0], "component": k[1], "measure": k[2], "reason": k[3], "text": k[4], "accounts": n}
+        for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
+
+
+async def accuracy_report(redis: Redis, p: str, window_days: int) -> dict[str, Any]:
+    """``GET /api/accuracy``: the live score accuracy (streams.core.accuracy) and the set-aside measures."""
+    report = accuracy(await score_lines(redis, p), window_days=window_days)
+    return {**report.model_dump(), "set_aside": await set_aside(redis, p)}
