@@ -109,3 +109,42 @@ def outcomes(by: str, period: str | None, as_json: bool) -> None:
     since, until = period_days(q.period)
     table = _with_redis(lambda r, p: read_outcomes(r, p, q.by, since, until, datetime.now(UTC)))
     click.echo(table.model_dump_json(indent=2) if as_json else format_outcomes(table))
+
+
+@tasks.command("outcomes-preview")
+@click.option("--accounts", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--days", type=click.IntRange(7), default=60, show_default=True, help="Days of history.")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--end", default=None, help="End of the history: a date or RFC 3339 time (default: now).")
+@click.option(
+    "--acting",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Share of tasks the simulated CSMs act on (acknowledge, then done); the rest is the baseline.",
+)
+@click.option("--by", type=click.Choice(["playbook", "csm"]), default="playbook", show_default=True)
+def outcomes_preview(accounts: int, days: int, seed: int, end: str | None, acting: float, by: str) -> None:
+    """The outcomes table over the simulated history, offline: its alerts through the task machine on
+    replayed time, a seeded share of tasks acted on. Simulated accounts do not respond to a call, so the
+    save rates of tasks done and never acted on differ by chance only (streams/sim/task_outcomes.py)."""
+    from datetime import datetime as datetime_
+
+    from rules.engine import load_rules
+    from streams.cli.main import _parse_end
+    from streams.core.scoring import load_scoring
+    from streams.sim.mail import replay_history
+    from streams.sim.simulate import Simulator
+    from streams.sim.task_outcomes import account_days, replay_tasks
+    from streams.tasks.outcomes import outcome_table
+
+    s = get_settings()
+    sim = Simulator(accounts, days, seed, _parse_end(end))
+    history = replay_history(sim, load_scoring(s.scorecard), load_rules(s.rules))
+    until = datetime_.fromtimestamp(sim.end, UTC)
+    found = replay_tasks(
+        history.alerts, until, acting, seed, frozenset(s.tasks_cancel_rules), s.tasks_time_zone
+    )
+    table = outcome_table(found, account_days(history.snapshots), until, by=by)  # type: ignore[arg-type]
+    click.echo(f"{accounts} accounts, {days} days (seed {seed}), {acting:.0%} of tasks acted on")
+    click.echo(format_outcomes(table))
