@@ -40,10 +40,15 @@ function playbookCsmTable(t) {
 // The section's HTML for the tasks opened in the 12 months to `month` (YYYY-MM).
 async function playbooksSection(month) {
   const period = encodeURIComponent(`T12-${month}`);
-  const [byPlaybook, byCsm] = await Promise.all([
-    api(`/api/tasks/outcomes?by=playbook&period=${period}`),
-    api(`/api/tasks/outcomes?by=csm&period=${period}`),
-  ]);
+  let byPlaybook, byCsm;
+  try {
+    [byPlaybook, byCsm] = await Promise.all([
+      api(`/api/tasks/outcomes?by=playbook&period=${period}`),
+      api(`/api/tasks/outcomes?by=csm&period=${period}`),
+    ]);
+  } catch (err) { // the rest of the page does not depend on it
+    return `<section id="playbooks-section"><h2>Playbooks</h2><div class="panel"><p role="alert">Could not load the playbook outcomes: ${esc(err.message)}</p></div></section>`;
+  }
   const asOf = byPlaybook.now ? byPlaybook.now.slice(0, 10) : "";
   return `<section id="playbooks-section"><h2>Playbooks · tasks opened in the 12 months to ${esc(month)}</h2><div class="panel">
     ${playbookTable(byPlaybook)}
