@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import orjson
 
+from streams.cli import tasks as tasks_commands
 from streams.cli.errors import HealthmonGroup
 from streams.settings import get_settings
 
@@ -1133,6 +1134,8 @@ def schema(kind: str, write: bool) -> None:
     sys.stdout.buffer.write(orjson.dumps(schemas[kind], option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
     sys.stdout.write("\n")
 
+
+main.add_command(tasks_commands.tasks)  # healthmon tasks [outcomes] (streams/cli/tasks.py)
 
 if __name__ == "__main__":
     main()

@@ -228,6 +228,11 @@ class CsmRow(BaseModel):
     load: float | None
     guidance: Literal["under", "within", "over"] | None
     guidance_text: str = ""
+    #: Playbook tasks (streams.tasks.outcomes): open and overdue now, on time % of those opened in the
+    #: period; None without a task read model.
+    open_tasks: int | None = None
+    overdue_tasks: int | None = None
+    tasks_on_time_pct: float | None = None
 
 
 def csm_load(

@@ -13,7 +13,8 @@ Key layout (``{p}`` is ``HEALTHMON_REDIS_PREFIX``, default ``healthmon:``):
 - ``{p}csm:{csm_email}``       set of account_ids the CSM owns
 - ``{p}segment:{segment}``     set of account_ids
 - ``{p}history:{account_id}``  sorted set by UTC day number: one JSON per day (the day's last snapshot:
-  score, band, mrr, adoption, days since login, open tickets, NPS, CSAT), ``HEALTHMON_HISTORY_DAYS`` kept
+  score, band, mrr, days to renewal, adoption, days since login, open tickets, NPS, CSAT),
+  ``HEALTHMON_HISTORY_DAYS`` kept
 - ``{p}scoreline:{account_id}``  sorted set by UTC day number: ``day|score|band|canceled`` (~20 bytes a
   day) for the live score accuracy (streams.core.accuracy), ``HEALTHMON_ACCURACY_WINDOW_DAYS`` + 60 kept
 - ``{p}months:{account_id}``   hash month -> the month's last snapshot, trimmed to what the portfolio needs
@@ -77,6 +78,7 @@ OWNED_PATTERNS = (
 _HISTORY_METRICS = (
     "mrr",
     "canceled",
+    "days_to_renewal",  # renewals in a task's outcome (streams.tasks.outcomes)
     "adoption_rate",
     "days_since_last_login",
     "open_tickets",

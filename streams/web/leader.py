@@ -40,6 +40,7 @@ from streams.core.portfolio import (
 )
 from streams.core.targets import Assessment, Targets, assess, load_targets
 from streams.settings import Settings
+from streams.web.outcomes_api import csm_task_figures
 
 TARGETS = web.AppKey("targets", Targets)
 
@@ -296,11 +297,25 @@ async def csms(request: web.Request) -> web.Response:
         return _error(400, f"not a period for the CSM table (YYYY-MM, YYYY-Qn or YYYY): {period!r}")
     raw = await redis.hgetall(f"{s.redis_prefix}portfolio:{period}")
     figures = {k.decode(): PortfolioMetrics.model_validate_json(v) for k, v in raw.items()}
+    rows = csm_table(figures, targets.csm_accounts)
+    tasks = await csm_task_figures(redis, s.redis_prefix, period)
+    if tasks:
+        none = {"open_tasks": 0, "overdue_tasks": 0, "on_time_pct": None}
+        rows = [
+            r.model_copy(
+                update={
+                    "open_tasks": (t := tasks.get(r.csm, none))["open_tasks"],
+                    "overdue_tasks": t["overdue_tasks"],
+                    "tasks_on_time_pct": t["on_time_pct"],
+                }
+            )
+            for r in rows
+        ]
     body = CsmTable(
         period=period,
         progress=period_progress(period, today),
         ranges=targets.csm_accounts,
-        rows=csm_table(figures, targets.csm_accounts),
+        rows=rows,
     )
     return web.Response(body=body.model_dump_json(), content_type="application/json")
 

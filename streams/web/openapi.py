@@ -36,7 +36,7 @@ def _ok(description: str, schema: str | dict) -> dict:
 
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
-    from streams.web import tasks_api
+    from streams.web import outcomes_api, tasks_api
     from streams.web.leader import openapi_paths
     from streams.web.queries import AccountQuery
     from streams.web.server import AccuracyQuery, AlertsQuery, PortfolioQuery, SilenceRequest, TrendQuery
@@ -242,6 +242,12 @@ def openapi_document() -> dict[str, Any]:
     paths.update(leader_paths)
     task_paths, task_schemas = tasks_api.openapi_paths(_ok, _json)
     paths.update(task_paths)
+    outcome_paths, outcome_models = outcomes_api.openapi_paths()
+    paths.update(outcome_paths)
+    for model in outcome_models:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        comps.update(schema.pop("$defs", {}))
+        comps[model.__name__] = schema
     comps.update(task_schemas)
     return {
         "openapi": "3.1.0",

@@ -29,7 +29,7 @@ from streams import compat
 from streams.core.portfolio import period_months
 from streams.core.scoring import ScoringConfig, load_scoring
 from streams.settings import Settings
-from streams.web import leader, queries, tasks_api
+from streams.web import leader, outcomes_api, queries, tasks_api
 from streams.web.openapi import openapi_document
 
 log = logging.getLogger("healthmon.serve")
@@ -420,6 +420,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/api/silences", silences_add)
     app.router.add_delete("/api/silences/{silence_id}", silences_remove)
     app.router.add_get("/api/events", events)
+    outcomes_api.register(app)  # /api/tasks/outcomes, before /api/tasks/{task_id}
     tasks_api.register(app, settings)  # /api/tasks, /t/<signed link>, /slack/interactions
     app.router.add_get("/", index)
     app.router.add_get("/static/{name}", static)

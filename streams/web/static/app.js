@@ -174,8 +174,8 @@ function csmTable(t) {
   const ranges = Object.entries(t.ranges).map(([s, [lo, hi]]) => `${esc(s)} ${lo}-${hi}`).join(", ");
   const mix = (m) => Object.entries(m).map(([s, n]) => `${esc(s)} ${n}`).join(", ");
   const load = (r) => (r.load === null ? "–" : `${num(r.load * 100, 0)}% <span class="guide ${esc(r.guidance)}">${esc(r.guidance)}</span>`);
-  const rows = t.rows.map((r) => `<tr data-csm="${esc(r.csm)}"><td>${esc(r.csm_name || r.csm)}</td><td class="num">${num(r.accounts)}</td><td class="num">${money(r.arr)}</td><td>${mix(r.accounts_by_segment)}</td><td class="num">${load(r)}</td><td class="num">${pct(r.healthy_pct)}</td><td class="num">${pct(r.nrr)}</td><td class="num">${pct(r.grr)}</td><td class="num">${money(r.at_risk_mrr)}</td><td class="num">${num(r.nps, 1)}</td><td class="num">${pct(r.csat)}</td><td class="num">${pct(r.renewal_rate)}</td></tr>`).join("");
-  return `<table id="csms"><caption>CSMs side by side · accounts per CSM guidance: ${ranges}</caption><thead><tr><th>CSM</th><th class="num">Accounts</th><th class="num">ARR</th><th>Segments</th><th class="num">Load</th><th class="num">% healthy</th><th class="num">NRR</th><th class="num">GRR</th><th class="num">MRR at risk</th><th class="num">NPS</th><th class="num">CSAT</th><th class="num">Renewal rate</th></tr></thead><tbody>${rows}</tbody></table>`;
+  const rows = t.rows.map((r) => `<tr data-csm="${esc(r.csm)}"><td>${esc(r.csm_name || r.csm)}</td><td class="num">${num(r.accounts)}</td><td class="num">${money(r.arr)}</td><td>${mix(r.accounts_by_segment)}</td><td class="num">${load(r)}</td><td class="num">${pct(r.healthy_pct)}</td><td class="num">${pct(r.nrr)}</td><td class="num">${pct(r.grr)}</td><td class="num">${money(r.at_risk_mrr)}</td><td class="num">${num(r.nps, 1)}</td><td class="num">${pct(r.csat)}</td><td class="num">${pct(r.renewal_rate)}</td><td class="num open-tasks">${num(r.open_tasks)}</td><td class="num overdue-tasks">${num(r.overdue_tasks)}</td><td class="num on-time">${pct(r.tasks_on_time_pct)}</td></tr>`).join("");
+  return `<table id="csms"><caption>CSMs side by side · accounts per CSM guidance: ${ranges}</caption><thead><tr><th>CSM</th><th class="num">Accounts</th><th class="num">ARR</th><th>Segments</th><th class="num">Load</th><th class="num">% healthy</th><th class="num">NRR</th><th class="num">GRR</th><th class="num">MRR at risk</th><th class="num">NPS</th><th class="num">CSAT</th><th class="num">Renewal rate</th><th class="num">Open tasks</th><th class="num">Overdue tasks</th><th class="num">Tasks on time</th></tr></thead><tbody>${rows}</tbody></table>`;
 }
 
 function bands(fig) {
@@ -270,12 +270,13 @@ async function showPortfolio() {
   }
   const base = state.period.startsWith("T12-") ? state.period.slice(4) : state.period; // lists: the last month
   const g = encodeURIComponent(state.group);
-  const [fig, trend, card, csms, cohorts] = await Promise.all([
+  const [fig, trend, card, csms, cohorts, playbooks] = await Promise.all([
     api(`/api/portfolio?period=${encodeURIComponent(base)}&group=${g}`),
     api(`/api/portfolio/trend?group=${g}&months=12`),
     api(`/api/portfolio/scorecard?period=${encodeURIComponent(state.period)}&group=${g}`),
     api(`/api/portfolio/csms?period=${encodeURIComponent(base)}`),
     api("/api/portfolio/cohorts"),
+    window.playbooksSection ? window.playbooksSection(base) : "", // streams/web/static/playbooks.js
   ]);
   const upto = trend.filter((t) => t.period <= base);
   const p = card.progress;
@@ -293,6 +294,7 @@ async function showPortfolio() {
     </div>
     <section><h2>Adoption and engagement${p.to_date ? ' <span class="todate">to date</span>' : ""}</h2><div class="panel">${adoption(card)}</div></section>
     <section><h2>CSMs side by side</h2><div class="panel">${csmTable(csms)}</div></section>
+    ${playbooks}
     <section><h2>Cohorts (whole book)</h2><div class="panel">${cohortTable(cohorts)}</div></section>
     <div class="grid2">
       <section><h2>Band distribution</h2><div class="panel">${bands(fig)}<h3 class="sub">Share of accounts by band, by month</h3><div class="chart-box" id="bands-over-time" role="img" aria-label="Share of accounts in each band, month by month"></div></div></section>
