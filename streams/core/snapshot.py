@@ -39,6 +39,8 @@ class AccountInfo(BaseModel):
     csm_email: str | None = None
     slack_channel: str | None = None
     signed_up_at: datetime | None = None
+    #: The account's IANA time zone, when its profile names one (``same_day`` task deadlines).
+    time_zone: str | None = None
 
 
 class HealthSnapshot(BaseModel):
@@ -96,6 +98,7 @@ def account_info(state: AccountState) -> AccountInfo:
         csm_email=p.csm_email,
         slack_channel=p.slack_channel,
         signed_up_at=iso(p.signed_up_at),
+        time_zone=p.time_zone,
     )
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 import pytest
 from aiosmtpd.controller import Controller
 from pydantic import SecretStr
@@ -168,4 +169,28 @@ async def test_a_link_from_the_digest_acknowledges_the_task_through_serve(kafka_
     finally:
         await redis.aclose()
         srv.stop()
+        w.stop()
+
+
+async def test_a_same_day_task_is_due_at_the_end_of_the_account_s_own_day(kafka_settings, tmp_path):
+    s = kafka_settings.model_copy(update={"partitions": 1, "tasks_time_zone": "America/Los_Angeles"})
+    await setup_topics(s)
+    w = WorkerProcess(s, tmp_path / "tasks-worker.log", command="tasks-worker").start()
+    try:
+        t0 = datetime(2026, 12, 7, 20, tzinfo=UTC)  # 05:00 on the 8th in Tokyo, 12:00 on the 7th in LA
+        same_day = Action.model_validate({"step": "Reach out", "respond_within": "same_day"})
+        tokyo, la = (
+            alert("tokyo", t0, same_day, "ana@example.com"),
+            alert("la", t0, same_day, "ana@example.com"),
+        )
+        tokyo = tokyo.model_copy(
+            update={"account": tokyo.account.model_copy(update={"time_zone": "Asia/Tokyo"})}
+        )
+        await produce(
+            s, [(s.topic("alerts"), a.account_id.encode(), a.model_dump_json().encode()) for a in (tokyo, la)]
+        )
+        recs = await collect(s, "task_notices", lambda rs: len(rs) >= 2, timeout=60)
+        due = {n["account_id"]: n["task"]["due_at"] for n in map(orjson.loads, (r.value for r in recs))}
+        assert due == {"tokyo": "2026-12-08T15:00:00Z", "la": "2026-12-08T08:00:00Z"}  # la: the fallback zone
+    finally:
         w.stop()
