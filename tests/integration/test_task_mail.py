@@ -7,7 +7,7 @@ import asyncio
 import re
 import time
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import orjson
@@ -15,6 +15,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 from redis.asyncio import Redis
+from slack_sdk.signature import SignatureVerifier
 
 from alerts.config import RoutingConfig
 from alerts.worker import NOTICE_PARTITIONS, DeliveryWorker
@@ -23,12 +24,13 @@ from streams.readmodel.tasks import get_task, list_tasks
 from tests.alert_fixtures import make_alert
 from tests.conftest import WorkerProcess
 from tests.helpers import collect, produce, setup_topics
-from tests.integration.test_delivery_kafka import Mailbox, Running, free_port, until
+from tests.integration.test_delivery_kafka import HttpChannel, Mailbox, Running, free_port, until
 from tests.integration.test_serve_api import Server
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 CHECK_IN = Action.model_validate({"step": "Check-in call", "respond_within": "48h"})
 MANAGERS = "managers@example.com"
+SLACK_SECRET = "slack-signing-secret"
 
 
 def alert(account: str, starts_at: datetime, playbook: Action | None, csm: str) -> AlertEvent:
@@ -46,14 +48,18 @@ def mailbox():
     ctl.stop()
 
 
-def routing() -> RoutingConfig:
-    """The shipped tree's shape: escalations to the managers, everything else into the CSM's digest."""
+def routing(slack_port: int | None = None) -> RoutingConfig:
+    """The shipped tree's shape: escalations to the managers, everything else into the CSM's digest
+    (and, with ``slack_port``, to Slack as well)."""
+    slack = [] if slack_port is None else [{"receiver": "slack", "continue": True}]
+    hook = {"webhook_url": f"http://127.0.0.1:{slack_port}/slack"}
     return RoutingConfig.model_validate(
         {
             "profile_wait": 0,
             "receivers": [
                 {"name": "csm-email", "email": {"to": ["account_csm"], "sender": "hm@example.com"}},
                 {"name": "cs-managers", "email": {"to": [MANAGERS], "sender": "hm@example.com"}},
+                *([{"name": "slack", "slack": hook}] if slack_port is not None else []),
             ],
             "route": {
                 "receiver": "csm-email",
@@ -61,7 +67,7 @@ def routing() -> RoutingConfig:
                 "group_wait": 1,
                 "group_interval": 1,
                 "repeat_interval": 3600,
-                "routes": [{"match": {"to_role": "manager"}, "receiver": "cs-managers"}],
+                "routes": [*slack, {"match": {"to_role": "manager"}, "receiver": "cs-managers"}, {}],
             },
         }
     )
@@ -121,7 +127,9 @@ async def test_no_action_one_reminder_in_the_digest_and_one_escalation_to_the_ma
         w.stop()
 
 
-async def test_a_link_from_the_digest_acknowledges_the_task_through_serve(kafka_settings, mailbox, tmp_path):
+async def test_a_link_from_the_digest_acknowledges_and_a_slack_button_completes_the_task_through_serve(
+    kafka_settings, mailbox, tmp_path
+):
     port = free_port()
     s = kafka_settings.model_copy(
         update={
@@ -132,6 +140,7 @@ async def test_a_link_from_the_digest_acknowledges_the_task_through_serve(kafka_
             "api_token": SecretStr("token"),
             "task_link_secret": SecretStr("link-secret"),
             "public_url": f"http://127.0.0.1:{port}",
+            "slack_signing_secret": SecretStr(SLACK_SECRET),
         }
     )
     await setup_topics(s)
@@ -146,8 +155,8 @@ async def test_a_link_from_the_digest_acknowledges_the_task_through_serve(kafka_
             assert time.monotonic() < deadline, "no task opened"
             await asyncio.sleep(0.1)
         (task,) = tasks
-        async with Running(DeliveryWorker(s, routing())):
-            await until(lambda: texts(mailbox, "ana@example.com"))
+        async with HttpChannel() as slack, Running(DeliveryWorker(s, routing(slack.port))):
+            await until(lambda: texts(mailbox, "ana@example.com") and slack.bodies("slack"))
         (text,) = texts(mailbox, "ana@example.com")
         (html,) = [m.get_body(("html",)).get_content() for _, m in mailbox.messages]
         links = dict(re.findall(r"(Acknowledge|Done: reached): (http\S+)", text))
@@ -166,6 +175,32 @@ async def test_a_link_from_the_digest_acknowledges_the_task_through_serve(kafka_
             assert time.monotonic() < deadline, got
             await asyncio.sleep(0.1)
         assert [(h.by, h.action) for h in got.history][-1] == ("ana@example.com", "acknowledge")
+
+        # the Slack message carries the task's buttons; clicking "Done: reached" (signed as Slack does)
+        (message,) = slack.bodies("slack")
+        (buttons,) = [b for b in message["blocks"] if b["type"] == "actions"]
+        done = next(e for e in buttons["elements"] if e["text"]["text"] == "Done: reached")
+        assert done["value"] == task.task_id
+        click = {
+            "type": "block_actions",
+            "user": {"id": "U1", "username": "ana"},
+            "actions": [{"action_id": done["action_id"], "value": done["value"], "action_ts": "1.1"}],
+        }
+        body = urlencode({"payload": orjson.dumps(click).decode()})
+        ts = str(int(time.time()))
+        signed = {
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": SignatureVerifier(SLACK_SECRET).generate_signature(timestamp=ts, body=body),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+        async with aiohttp.ClientSession(base_url=srv.base) as http:
+            async with http.post("/slack/interactions", data=body, headers=signed) as r:
+                assert r.status == 200 and "done by slack:ana" in (await r.json())["text"]
+        deadline = time.monotonic() + 30
+        while (got := await get_task(redis, s.redis_prefix, task.task_id)) is None or got.state != "done":
+            assert time.monotonic() < deadline, got
+            await asyncio.sleep(0.1)
+        assert (got.outcome, got.history[-1].by) == ("reached", "slack:ana")
     finally:
         await redis.aclose()
         srv.stop()
