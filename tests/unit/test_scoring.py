@@ -322,7 +322,13 @@ def test_one_login_cannot_swing_the_score_but_a_cancellation_acts_at_once():
     apply_event(s, EVENT_ADAPTER.validate_python(event("subscription_canceled", "a", at(60, 2))))
     snap, change = assess(s, _ts(at(60, 2)), CONFIG)
     # a cancelled account is no longer scored (it was: the hard drop to red); its last band is kept
-    assert (snap.status, snap.score, snap.band, snap.last_band, change) == ("cancelled", None, None, last, None)
+    assert (snap.status, snap.score, snap.band, snap.last_band, change) == (
+        "cancelled",
+        None,
+        None,
+        last,
+        None,
+    )
     assert snap.raw_score is not None and snap.metrics.canceled  # what the scorecard says, for the record
     remember(s, snap, change)
     apply_event(s, EVENT_ADAPTER.validate_python(event("login", "a", at(61, 9), user_id="u0")))
