@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +20,8 @@ class Item:
     new: bool
     #: A firing alert whose account has moved on since it fired: "health 52 (red) when it fired".
     at_firing: str = ""
+    #: One-click links (label, URL) for the task the item is part of, when there is one.
+    links: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -99,9 +102,15 @@ def _at_firing(a: AlertEvent, band_now: str | None) -> str:
     return f"health {score} ({a.band}) when it fired"
 
 
-def rows(n: Notification, alerts: list[AlertEvent], link_base_url: str) -> list[Row]:
+def rows(
+    n: Notification,
+    alerts: list[AlertEvent],
+    link_base_url: str,
+    links: Callable[[AlertEvent], list[tuple[str, str]]] | None = None,
+) -> list[Row]:
     """Group alerts by account; figures from the read model when known (the latest), else from the
-    newest alert of the account. NEW accounts first, then the lowest health first."""
+    newest alert of the account. NEW accounts first, then the lowest health first. ``links`` gives
+    an item's one-click task links (email)."""
     new = set(n.new)
     by_account: dict[str, list[AlertEvent]] = {}
     for a in alerts:
@@ -135,6 +144,7 @@ def rows(n: Notification, alerts: list[AlertEvent], link_base_url: str) -> list[
                         _date(a.ends_at if a.status == "resolved" else a.starts_at),
                         a.alert_id in new,
                         _at_firing(a, fig.get("band")),
+                        links(a) if links is not None else [],
                     )
                     for a in sorted(items, key=lambda a: (a.alert_id not in new, a.starts_at))
                 ],

@@ -19,6 +19,9 @@ class Notification(BaseModel):
     new: list[str] = []
     #: Latest figures per account from the read model (score, band, mrr, ...), when available.
     accounts: dict[str, dict[str, str]] = {}
+    #: Alert id -> the open playbook task it is part of (from the task read model, or the task a
+    #: reminder or escalation is about), for the one-click links and Slack buttons.
+    tasks: dict[str, str] = {}
 
     @property
     def fingerprint(self) -> str:

@@ -71,6 +71,7 @@ class Flush:
     #: firing keys of episodes that already resolved (replayed records): dropped, never sent
     stale: list[str] = field(default_factory=list)
     accounts: dict[str, dict[str, str]] = field(default_factory=dict)
+    tasks: dict[str, str] = field(default_factory=dict)
 
     def notification(self) -> Notification:
         g = self.snap.group
@@ -82,6 +83,7 @@ class Flush:
             resolved=self.resolved,
             new=self.new,
             accounts=self.accounts,
+            tasks=self.tasks,
         )
 
 

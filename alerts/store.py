@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from alerts.digest import snapshot_figures
 from alerts.model import Notification
+from rules.model import AlertEvent
 
 NFLOG_TTL_S = 14 * 86400
 #: The value of a ``notified`` mark whose send was attempted but not (yet) confirmed.
@@ -62,6 +63,26 @@ class DeliveryStore:
     async def last_firing(self, group_key: str) -> set[str]:
         raw = await self.redis.get(f"{self.p}nflog:{group_key}")
         return set() if raw is None else set(orjson.loads(raw)["firing"])
+
+    async def open_tasks(self, alerts: list[AlertEvent]) -> dict[str, str]:
+        """Alert id -> the open task of the alert's episode, from the task read model
+        (``{p}tasks:account:{id}``, ``{p}task:{id}``, written by ``healthmon tasks-worker``)."""
+        accounts = list(dict.fromkeys(a.account_id for a in alerts))
+        if not accounts:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for aid in accounts:
+                pipe.smembers(f"{self.p}tasks:account:{aid}")
+            ids = sorted({i.decode() for got in await pipe.execute() for i in got})
+        out: dict[str, str] = {}
+        for raw in await self.redis.mget([f"{self.p}task:{i}" for i in ids]) if ids else []:
+            if raw is None:
+                continue
+            task = orjson.loads(raw)
+            if task.get("state") in ("open", "acknowledged"):
+                for alert_id in task.get("alert_ids") or [task.get("alert_id")]:
+                    out[alert_id] = task["task_id"]
+        return out
 
     async def account_figures(self, account_ids: list[str]) -> dict[str, dict[str, str]]:
         """The latest figures per account from the read model (``{p}account:{id}``), for digests."""

@@ -1,4 +1,4 @@
-"""``healthmon deliver``: cs.alerts -> routing -> groups -> silence -> dedupe -> wait -> rate -> retry -> send.
+"""``healthmon deliver``: cs.alerts (+ task reminders and escalations) -> routing -> groups -> silence -> dedupe -> wait -> rate -> retry -> send.
 
 Its own consumer group, so a slow or broken channel never stalls scoring, and any number of ``deliver``
 processes share it: a rebalance listener lets each commit only the partitions it owns. A partition it
@@ -10,6 +10,10 @@ delivered (or deliberately dropped), so a restart re-reads what was pending; the
 Redis keeps that from sending anything twice, except what a process killed between a send and its log
 entry sent (the only duplicates left). A firing is marked notified before it is sent, so its resolution
 is sent whoever reads it, after any crash. The rate limit per receiver is held in Redis across processes.
+
+Task reminders and escalations (``cs.task-notices``, alerts/tasknotices.py) are read by the same
+consumer and go the same way as alerts. Positions are (partition, offset) pairs: a notice's partition
+is numbered ``NOTICE_PARTITIONS + p`` so that both topics share the dispatcher's bookkeeping.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from redis.asyncio import Redis
 
 from alerts.config import Receiver, RoutingConfig, load_routing
 from alerts.dispatch import Dispatcher, Group, Position
+from alerts.links import TaskLinks
 from alerts.notifiers import Notifier, PermanentError
 from alerts.notifiers.alertmanager import AlertmanagerNotifier
 from alerts.notifiers.email import EmailNotifier, SmtpSettings
@@ -54,16 +59,20 @@ from alerts.routing import (
     route_alert,
 )
 from alerts.store import DeliveryStore
+from alerts.tasknotices import TASK_RULES, notice_alert
 from rules.engine import load_rules
 from rules.model import AlertEvent
 from streams.broker import clients as kafka_clients
 from streams.config import ConfigError
 from streams.settings import Settings
+from streams.tasks.model import TaskNotice
 
 log = logging.getLogger("healthmon.delivery")
 PROFILE_POLL_S = 1.0
 #: How long a revocation waits for sends under way (each is bounded by its channel's own timeout).
 REVOKE_WAIT_S = 20.0
+#: Where the partitions of ``cs.task-notices`` are numbered from in positions (far above any real one).
+NOTICE_PARTITIONS = 1_000_000
 
 
 @dataclass
@@ -112,10 +121,10 @@ class _Rebalance(ConsumerRebalanceListener):
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self.worker.revoked({tp.partition for tp in revoked})
+        await self.worker.revoked({self.worker.part(tp) for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        log.info("delivery owns partitions %s", sorted(tp.partition for tp in assigned))
+        log.info("delivery owns partitions %s", sorted(self.worker.part(tp) for tp in assigned))
 
 
 class DeliveryWorker:
@@ -141,10 +150,21 @@ class DeliveryWorker:
         self.sending: set[asyncio.Task] = set()
         self._stop = asyncio.Event()
         self._next_profile_poll = 0.0
+        self.task_links = TaskLinks.from_settings(settings)
+
+    def part(self, tp: TopicPartition) -> int:
+        """The partition number positions use: notices' partitions are numbered apart."""
+        return tp.partition + (NOTICE_PARTITIONS if tp.topic == self.s.topic("task_notices") else 0)
+
+    def topic_partition(self, part: int) -> TopicPartition:
+        if part >= NOTICE_PARTITIONS:
+            return TopicPartition(self.s.topic("task_notices"), part - NOTICE_PARTITIONS)
+        return TopicPartition(self.s.topic("alerts"), part)
 
     def notifier_for(self, receiver: Receiver) -> Notifier:
         if receiver.slack is not None:
-            return SlackNotifier(receiver.slack, self.http, self.routing.link_base_url)
+            buttons = self.s.slack_signing_secret is not None  # serve answers the buttons
+            return SlackNotifier(receiver.slack, self.http, self.routing.link_base_url, buttons)
         if receiver.webhook is not None:
             return WebhookNotifier(receiver.webhook, self.http)
         if receiver.alertmanager is not None:
@@ -153,7 +173,7 @@ class DeliveryWorker:
         s = self.s
         password = s.smtp_password.get_secret_value() if s.smtp_password else None
         smtp = SmtpSettings(s.smtp_host, s.smtp_port, s.smtp_starttls, s.smtp_tls, s.smtp_username, password)
-        return EmailNotifier(receiver.email, smtp, self.routing.link_base_url)
+        return EmailNotifier(receiver.email, smtp, self.routing.link_base_url, self.task_links)
 
     async def start(self) -> None:
         s = self.s
@@ -170,7 +190,7 @@ class DeliveryWorker:
         self.consumer = kafka_clients.consumer(
             s, group_id=f"{s.app_id}-delivery", enable_auto_commit=False, auto_offset_reset="earliest"
         )
-        self.consumer.subscribe([s.topic("alerts")], listener=_Rebalance(self))
+        self.consumer.subscribe([s.topic("alerts"), s.topic("task_notices")], listener=_Rebalance(self))
         self.producer = kafka_clients.producer(s, acks="all")
         await self.consumer.start()
         await self.producer.start()
@@ -203,9 +223,13 @@ class DeliveryWorker:
         batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=1000)
         now = self.clock.time()
         for tp, records in batch.items():
+            part = self.part(tp)
             for rec in records:
-                await self.accept(tp.partition, rec.offset, rec.value, now)
-                self.consumed[tp.partition] = rec.offset
+                if part >= NOTICE_PARTITIONS:
+                    await self.accept_notice(part, rec.offset, rec.value, now)
+                else:
+                    await self.accept(part, rec.offset, rec.value, now)
+                self.consumed[part] = rec.offset
         await self.poll_profiles(self.clock.time())
         expired = self.dispatcher.expire(self.clock.time(), self.routing.firing_ttl)
         if expired:
@@ -240,6 +264,27 @@ class DeliveryWorker:
             )
             self.dispatcher.add(None, [], pos, now)
             return
+        self.route(alert, pos, now)
+
+    async def accept_notice(self, partition: int, offset: int, value: bytes | None, now: float) -> None:
+        """A task notice: reminders and escalations are routed like alerts, the rest is done at once."""
+        pos = (partition, offset)
+        try:
+            notice = TaskNotice.model_validate_json(value or b"")
+        except ValidationError as exc:
+            await self.dead_letter(
+                {"raw": (value or b"")[:10000].decode(errors="replace")},
+                f"not a task notice: {exc.error_count()} errors",
+            )
+            self.dispatcher.add(None, [], pos, now)
+            return
+        alert = notice_alert(notice)
+        if alert is None:
+            self.dispatcher.add(None, [], pos, now)
+            return
+        self.route(alert, pos, now)
+
+    def route(self, alert: AlertEvent, pos: Position, now: float) -> None:
         behind = any(w.alert.account_id == alert.account_id for w in self.waiting)
         if (not alert.account.csm_email or behind) and self.routing.profile_wait > 0:
             # the account's profile may not have arrived yet: hold the alert (and its offset) a while;
@@ -332,10 +377,9 @@ class DeliveryWorker:
 
     async def commit(self, only: set[int] | None = None) -> None:
         offsets = self.dispatcher.committable(self.consumed)
-        owned = {tp.partition for tp in self.consumer.assignment()}
-        topic = self.s.topic("alerts")
+        owned = {self.part(tp) for tp in self.consumer.assignment()}
         todo = {
-            TopicPartition(topic, p): off
+            self.topic_partition(p): off
             for p, off in offsets.items()
             if p in owned and (only is None or p in only)
         }
@@ -358,7 +402,7 @@ class DeliveryWorker:
         out = set()
         for a in alerts:
             rule = self.rules.get(a.rule_id)
-            if self.rules and (rule is None or not rule.send_resolved):
+            if a.rule_id in TASK_RULES or (self.rules and (rule is None or not rule.send_resolved)):
                 out.add(a.alert_id)
         return out
 
@@ -399,6 +443,11 @@ class DeliveryWorker:
                 f.accounts = await self.store.account_figures(list({a.account_id for a in f.firing}))
             except Exception as exc:  # the digest falls back to the alerts' own figures
                 log.warning("account figures not read: %s", exc)
+            f.tasks = {a.alert_id: a.labels["task_id"] for a in f.firing if "task_id" in a.labels}
+            try:
+                f.tasks = {**await self.store.open_tasks(f.firing), **f.tasks}
+            except Exception as exc:  # the message goes without the task links
+                log.warning("open tasks not read: %s", exc)
             n = f.notification()
             await gate.wait_stage(self.clock)
             await gate.rate_stage()

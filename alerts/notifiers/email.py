@@ -12,9 +12,11 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from alerts.config import EMAIL_RE, EmailConfig
 from alerts.digest import ended_sections, rows
+from alerts.links import TaskLinks
 from alerts.model import Notification
 from alerts.notifiers import PermanentError, RetryableError
 from alerts.text import one_line
+from rules.model import AlertEvent
 
 log = logging.getLogger("healthmon.delivery.email")
 _env = Environment(
@@ -57,7 +59,11 @@ def recipients(config: EmailConfig, n: Notification) -> list[str]:
 
 
 def build_message(
-    config: EmailConfig, n: Notification, to: list[str], link_base_url: str = ""
+    config: EmailConfig,
+    n: Notification,
+    to: list[str],
+    link_base_url: str = "",
+    task_links: TaskLinks | None = None,
 ) -> EmailMessage:
     msg = EmailMessage(policy=default_policy)  # the default policy refuses CR/LF in header values
     new = set(n.new)
@@ -75,7 +81,15 @@ def build_message(
     msg["To"] = ", ".join(to)
     msg["Message-ID"] = make_msgid(domain="healthmon")
     msg["X-Healthmon-Group"] = one_line(n.fingerprint)
-    firing_rows = rows(n, n.firing, link_base_url)
+    links = None
+    if task_links is not None:
+        by = one_line(", ".join(to), 254)  # the addressee acts: the links are theirs
+
+        def links(a: AlertEvent) -> list[tuple[str, str]]:
+            task_id = n.tasks.get(a.alert_id)
+            return [] if task_id is None else task_links.digest_links(task_id, a.account_id, by)
+
+    firing_rows = rows(n, n.firing, link_base_url, links)
     ctx = {
         "firing_rows": firing_rows,
         "ended": ended_sections(n),
@@ -89,16 +103,23 @@ def build_message(
 class EmailNotifier:
     channel = "email"
 
-    def __init__(self, config: EmailConfig, smtp: SmtpSettings, link_base_url: str = "") -> None:
+    def __init__(
+        self,
+        config: EmailConfig,
+        smtp: SmtpSettings,
+        link_base_url: str = "",
+        task_links: TaskLinks | None = None,
+    ) -> None:
         self.config = config
         self.smtp = smtp
         self.link_base_url = link_base_url
+        self.task_links = task_links
 
     async def notify(self, n: Notification) -> None:
         to = recipients(self.config, n)
         if not to:
             raise PermanentError("email: no valid recipient")
-        msg = build_message(self.config, n, to, self.link_base_url)
+        msg = build_message(self.config, n, to, self.link_base_url, self.task_links)
         try:
             await aiosmtplib.send(
                 msg,

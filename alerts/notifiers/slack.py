@@ -6,13 +6,15 @@ import aiohttp
 import orjson
 
 from alerts.config import SlackConfig
-from alerts.digest import Row, ended_sections, rows
+from alerts.digest import ENDED_HEADINGS, Row, ended_sections, rows
+from alerts.links import slack_buttons
 from alerts.model import Notification
 from alerts.notifiers import PermanentError, post_json
 from alerts.text import one_line, slack_escape
 from rules.model import AlertEvent
 
 MAX_ACCOUNTS = 15  # Slack allows 50 blocks a message: one per account, plus header and footers
+MAX_BLOCKS = 50
 
 
 def _account_block(r: Row, alerts: list[AlertEvent]) -> dict:
@@ -43,7 +45,9 @@ def _account_block(r: Row, alerts: list[AlertEvent]) -> dict:
     return {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:2900]}}
 
 
-def render(n: Notification, link_base_url: str = "") -> dict:
+def render(n: Notification, link_base_url: str = "", buttons: bool = False) -> dict:
+    """The Block Kit message; ``buttons``: each open task's buttons under its account (only when
+    ``serve`` answers Slack's interactions, i.e. a signing secret is configured)."""
     title = f"healthmon: {len(n.firing)} firing" + (f", {len(n.resolved)} resolved" if n.resolved else "")
     blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": title[:150]}}]
     by_account: dict[str, list[AlertEvent]] = {}
@@ -52,6 +56,11 @@ def render(n: Notification, link_base_url: str = "") -> dict:
     accounts = rows(n, n.firing, link_base_url)
     for r in accounts[:MAX_ACCOUNTS]:
         blocks.append(_account_block(r, by_account[r.account_id]))
+        # the buttons of the account's open tasks (Slack: at most 50 blocks, room kept for the footers)
+        tasks = dict.fromkeys(t for a in by_account[r.account_id] if (t := n.tasks.get(a.alert_id)))
+        for task_id in tasks if buttons else ():
+            if len(blocks) < MAX_BLOCKS - 1 - len(ENDED_HEADINGS):
+                blocks.append(slack_buttons(task_id))
     rest = len(accounts) - MAX_ACCOUNTS
     if rest > 0:
         blocks.append(
@@ -72,10 +81,17 @@ def render(n: Notification, link_base_url: str = "") -> dict:
 class SlackNotifier:
     channel = "slack"
 
-    def __init__(self, config: SlackConfig, session: aiohttp.ClientSession, link_base_url: str = "") -> None:
+    def __init__(
+        self,
+        config: SlackConfig,
+        session: aiohttp.ClientSession,
+        link_base_url: str = "",
+        buttons: bool = False,
+    ) -> None:
         self.config = config
         self.session = session
         self.link_base_url = link_base_url
+        self.buttons = buttons
 
     def _url(self, n: Notification) -> str:
         channels = {a.account.slack_channel for a in n.alerts if a.account.slack_channel}
@@ -91,7 +107,7 @@ class SlackNotifier:
         await post_json(
             self.session,
             self._url(n),
-            orjson.dumps(render(n, self.link_base_url)),
+            orjson.dumps(render(n, self.link_base_url, self.buttons)),
             {},
             self.config.timeout_s,
             "slack",

@@ -751,7 +751,8 @@ def run_service(loglevel: str, run: Callable[[], Awaitable[None]], stop: Callabl
 @main.command()
 @click.option("--loglevel", "-l", default="info")
 def deliver(loglevel: str) -> None:
-    """Run the alert delivery worker: cs.alerts -> routing -> Slack, email, webhooks."""
+    """Run the alert delivery worker: cs.alerts + task reminders and escalations (cs.task-notices) -> routing
+    -> Slack, email, webhooks."""
     from alerts.worker import DeliveryWorker
     from streams.config import ConfigError
 

@@ -170,6 +170,7 @@ def _account(s: AccountState, e: ev.Account, ts: int, day: int, kf: frozenset[st
             slack_channel=e.slack_channel,
             signed_up_at=int(e.signed_up_at.timestamp()),
             updated_at=ts,
+            time_zone=e.time_zone,
         )
 
 

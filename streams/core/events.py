@@ -10,8 +10,10 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -41,6 +43,18 @@ class BaseEvent(BaseModel):
 # --- cs.accounts -------------------------------------------------------------------------------
 
 
+def _iana_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
+    return name
+
+
+#: An IANA time zone name, e.g. "America/New_York": the account's own day (``same_day`` deadlines).
+TimeZone = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_iana_zone)]
+
+
 class Account(BaseEvent):
     """The account's profile and owner; the latest one wins."""
 
@@ -51,6 +65,8 @@ class Account(BaseEvent):
     csm_email: Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
     slack_channel: Annotated[str, StringConstraints(max_length=80)] | None = None
     signed_up_at: AwareDatetime
+    #: Optional (added in contract v1, compatible): where the account's day begins and ends.
+    time_zone: TimeZone | None = None
 
 
 # --- cs.usage ----------------------------------------------------------------------------------

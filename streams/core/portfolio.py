@@ -55,6 +55,7 @@ class Point:
     ces_n: int
     renewal: date | None
     drivers: tuple[str, ...] = ()
+    last_band: str | None = None  # a cancelled account's band when it was last scored
     unpaid: int = 0  # failed invoices not paid yet
     adoption: float | None = None  # active users 30 d / seats (0-1)
     dau_mau: float | None = None  # 0-1
@@ -95,6 +96,7 @@ def point_from_snapshot(snap: dict) -> Point:
         canceled=bool(m.get("canceled")),
         score=snap.get("score"),
         band=snap.get("band"),
+        last_band=snap.get("last_band"),
         nps=m.get("nps"),
         nps_n=int(m.get("nps_responses") or 0),
         csat=m.get("csat_90d"),
@@ -390,7 +392,7 @@ def _add(acc: _Acc, aid: str, start: Point | None, end: Point) -> None:
         if end.canceled:
             acc.churned += start.mrr
             acc.churned_n += 1
-            lost_band = end.band or start.band or "none"
+            lost_band = end.band or end.last_band or start.band or "none"
             acc.churned_bands[lost_band] = acc.churned_bands.get(lost_band, 0) + 1
             acc.churned_band_mrr[lost_band] = acc.churned_band_mrr.get(lost_band, Decimal(0)) + start.mrr
         elif end.mrr > start.mrr:

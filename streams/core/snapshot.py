@@ -39,6 +39,8 @@ class AccountInfo(BaseModel):
     csm_email: str | None = None
     slack_channel: str | None = None
     signed_up_at: datetime | None = None
+    #: The account's IANA time zone, when its profile names one (``same_day`` task deadlines).
+    time_zone: str | None = None
 
 
 class HealthSnapshot(BaseModel):
@@ -60,14 +62,17 @@ class HealthSnapshot(BaseModel):
     last_seen: dict[str, datetime]
     first_event_at: datetime | None = None
     last_event_at: datetime | None = None
-    #: "insufficient_data": healthmon has seen the account too briefly to score it (score and band null).
-    status: Literal["scored", "insufficient_data"] = "scored"
+    #: "insufficient_data": healthmon has seen the account too briefly to score it (score and band null);
+    #: "cancelled": the account cancelled, it is no longer scored (score and band null, see last_band).
+    status: Literal["scored", "insufficient_data", "cancelled"] = "scored"
     #: The scorecard's score before stabilisation (``score`` moves toward it; components add up to it).
     raw_score: float | None = None
     #: The version of the scoring configuration in force (its ``revision``, else a content hash).
     scorecard_version: str | None = None
     #: Measures the information check set aside in this book, and why (docs/metrics.md).
     set_aside: list[SetAside] = Field(default_factory=list)
+    #: A cancelled account's band when it was last scored (the portfolio's churn by band).
+    last_band: Band | None = None
 
 
 class HealthChange(BaseModel):
@@ -96,6 +101,7 @@ def account_info(state: AccountState) -> AccountInfo:
         csm_email=p.csm_email,
         slack_channel=p.slack_channel,
         signed_up_at=iso(p.signed_up_at),
+        time_zone=p.time_zone,
     )
 
 
@@ -122,11 +128,17 @@ def assess(
     health = score_account(metrics, config, info.segment, unavailable, set_aside_of(portfolio, card_name))
     when = datetime.fromtimestamp(as_of, UTC)
     raw = health.score
-    status: Literal["scored", "insufficient_data"] = "scored"
+    status: Literal["scored", "insufficient_data", "cancelled"] = "scored"
     score, band = raw, health.band
+    last_band = None
     known_days = None if state.first_event_at is None else (as_of - state.first_event_at) // DAY_S
     hard = metrics.canceled or metrics.unpaid_invoices > 0
-    if (
+    if metrics.canceled:
+        # no longer scored: a score would keep moving (days without login...) for a customer who left
+        status, score, band = "cancelled", None, None
+        if state.score_published is not None:
+            last_band = config.scorecard_for(info.segment)[1].bands.of(state.score_published)
+    elif (
         raw is not None
         and known_days is not None
         and known_days < config.stability.min_history_days
@@ -157,6 +169,7 @@ def assess(
         raw_score=raw,
         scorecard_version=config.card_version,
         set_aside=health.set_aside,
+        last_band=last_band,
     )
     change = None
     if is_health_change(

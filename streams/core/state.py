@@ -235,6 +235,12 @@ class Profile(BaseModel):
     slack_channel: str | None = None
     signed_up_at: int
     updated_at: int
+    time_zone: str | None = None
+
+
+def _tz(p: Profile) -> list[str]:
+    """The profile's time zone, written only when known: a state without one encodes as before."""
+    return [] if p.time_zone is None else [p.time_zone]
 
 
 class AccountState(BaseModel):
@@ -508,7 +514,7 @@ def encode_state_v1(state: AccountState) -> bytes:
     p = s.profile
     values: list[object] = [
         s.account_id,
-        None if p is None else [p.name, p.segment, p.csm_name, p.csm_email, p.slack_channel, p.signed_up_at, p.updated_at],
+        None if p is None else [p.name, p.segment, p.csm_name, p.csm_email, p.slack_channel, p.signed_up_at, p.updated_at, *_tz(p)],
         s.counts,
         s.last_seen,
         s.first_event_at,
@@ -616,7 +622,7 @@ def _decode_v1(values: list) -> dict[str, Any]:
     if (p := f.get("profile")) is not None:
         f["profile"] = Profile.model_construct(
             name=p[0], segment=p[1], csm_name=p[2], csm_email=p[3], slack_channel=p[4],
-            signed_up_at=p[5], updated_at=p[6],
+            signed_up_at=p[5], updated_at=p[6], time_zone=p[7] if len(p) > 7 else None,
         )  # fmt: skip
     if (rows := f.get("days")) is not None:
         f["days"] = _decode_days(rows)
@@ -999,7 +1005,7 @@ def values_v2(state: AccountState, v3: bool = False) -> list[object]:
     p = s.profile
     fields = [
         s.account_id,
-        None if p is None else [p.name, _key(p.segment), p.csm_name, p.csm_email, p.slack_channel, p.signed_up_at, p.updated_at],
+        None if p is None else [p.name, _key(p.segment), p.csm_name, p.csm_email, p.slack_channel, p.signed_up_at, p.updated_at, *_tz(p)],
         _encode_kinds(s.counts, s.last_seen, base, cols),
         None,  # last_seen: with counts
         s.first_event_at,
@@ -1089,7 +1095,7 @@ def _decode_v2(values: list, v3: bool = False) -> dict[str, Any]:
     if (p := f["profile"]) is not None:
         f["profile"] = Profile.model_construct(
             name=p[0], segment=_unkey(p[1]), csm_name=p[2], csm_email=p[3], slack_channel=p[4],
-            signed_up_at=p[5], updated_at=p[6],
+            signed_up_at=p[5], updated_at=p[6], time_zone=p[7] if len(p) > 7 else None,
         )  # fmt: skip
     # in the order values_v2 wrote their columns
     f["counts"], f["last_seen"] = _decode_kinds(f["counts"], base, r)

@@ -24,18 +24,21 @@ import logging
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired
 from jinja2 import Environment
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 from slack_sdk.signature import SignatureVerifier
 
+from alerts.links import LINK_SALT as LINK_SALT
+from alerts.links import LinkVerb, serializer
+from alerts.links import slack_buttons as _slack_buttons
 from rules.model import parse_duration
 from streams.broker import clients as kafka_clients
 from streams.readmodel.tasks import get_task, list_tasks
@@ -46,7 +49,6 @@ from streams.tasks.model import HumanVerb, Outcome, Task, TaskAction, TaskState,
 log = logging.getLogger("healthmon.serve.tasks")
 #: Paths that carry their own proof instead of the bearer token (a signed link, Slack's signature).
 OPEN_PREFIXES = ("/t/", "/slack/")
-LINK_SALT = "healthmon.task-link"
 SEND_TIMEOUT_S = 2.0  # a produce that takes longer is reported as not recorded
 SLACK_BUDGET_S = 2.5  # Slack wants an answer within 3 s
 VERBS: tuple[HumanVerb, ...] = ("acknowledge", "complete", "dismiss", "snooze", "reassign")
@@ -217,13 +219,7 @@ async def task_act(request: web.Request) -> web.Response:
 
 # --- one-click links ---------------------------------------------------------------------------
 
-LinkVerb = Literal["acknowledge", "complete"]
-
-
-def _serializer(s: Settings) -> URLSafeTimedSerializer | None:
-    if s.task_link_secret is None:
-        return None
-    return URLSafeTimedSerializer(s.task_link_secret.get_secret_value(), salt=LINK_SALT)
+_serializer = serializer  # the same signer as the links delivery puts in mail (alerts/links.py)
 
 
 def sign_link(s: Settings, task: Task, verb: LinkVerb, by: str, outcome: Outcome | None = None) -> str:
@@ -373,24 +369,7 @@ SLACK_ACTIONS: dict[str, tuple[HumanVerb, Outcome | None]] = {
 
 def slack_buttons(task: Task) -> dict:
     """The Block Kit ``actions`` block for a task (each button's value is the task id)."""
-    labels = {
-        "task_acknowledge": "Acknowledge",
-        "task_done_reached": "Done: reached",
-        "task_done_no_answer": "Done: no answer",
-    }
-    return {
-        "type": "actions",
-        "block_id": f"task:{task.task_id}",
-        "elements": [
-            {
-                "type": "button",
-                "action_id": aid,
-                "text": {"type": "plain_text", "text": text},
-                "value": task.task_id,
-            }
-            for aid, text in labels.items()
-        ],
-    }
+    return _slack_buttons(task.task_id)
 
 
 def _slack_reply(text: str) -> web.Response:

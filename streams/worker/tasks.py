@@ -110,7 +110,7 @@ def parse_record(
         at = (alert.ends_at or alert.starts_at).timestamp()
         if alert.status == "firing" and alert.rule_id in s.tasks_cancel_rules:
             return AccountCancelled(alert.account_id, alert.starts_at), at
-        return AlertSeen(alert, s.tasks_time_zone), at
+        return AlertSeen(alert, alert.account.time_zone or s.tasks_time_zone), at
     record = INPUT.validate_json(value)
     if key is not None and key.decode() != record.account_id:
         raise ValueError(f"key {key!r} is not the record's account {record.account_id!r}")

@@ -128,6 +128,15 @@ async def test_replay_fires_each_episode_once_on_event_time(kafka_settings, work
     assert offset_days(by["quits", "payment_failed", "resolved"]["ends_at"]) == offset_days(at(6, 8))
     assert all(r.key.decode() == a["account_id"] for r, a in zip(records, alerts, strict=True))
 
+    # a cancelled account is no longer scored: its snapshots from the cancellation on have no score
+    health = [orjson.loads(r.value) for r in await collect(s, "health", None, timeout=3) if r.key == b"quits"]
+    cancelled_at = datetime.fromisoformat(at(6, 8)).timestamp()
+    after = [h for h in health if datetime.fromisoformat(h["as_of"]).timestamp() >= cancelled_at]
+    before = [h for h in health if h not in after and h["status"] == "scored"]
+    assert after and before
+    assert {(h["status"], h["score"], h["band"]) for h in after} == {("cancelled", None, None)}
+    assert {h["last_band"] for h in after} == {before[-1]["band"]}
+
 
 async def test_restart_mid_episode_neither_duplicates_nor_loses(kafka_settings, worker):
     s = kafka_settings.model_copy(update={"partitions": 1})

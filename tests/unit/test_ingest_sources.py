@@ -454,4 +454,5 @@ webhooks:
         "csm_email": "dana@example.com",
         "slack_channel": None,
         "signed_up_at": "2024-02-01T00:00:00Z",
+        "time_zone": None,  # optional in the contract; this CRM maps none
     }

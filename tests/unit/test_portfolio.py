@@ -114,3 +114,19 @@ def test_periods() -> None:
         "2026",
     ]
     assert period_months("2026") == [f"2026-{m:02d}" for m in range(1, 13)]
+
+
+def test_a_cancelled_account_is_lost_under_the_band_it_was_last_scored_in() -> None:
+    """Cancelled snapshots carry no score or band (the account is no longer scored): churn by band
+    takes ``last_band``, the band before the cancellation."""
+    book = PortfolioBook()
+    base = {"account": {"name": "A", "segment": "smb", "csm_email": "ana@example.com"}, "drivers": []}
+    oct_ = {**base, "account_id": "a", "as_of": "2026-10-31T12:00:00Z", "score": 80.0, "band": "green"}
+    nov = {**base, "account_id": "a", "as_of": "2026-11-20T12:00:00Z", "score": None, "band": None}
+    oct_["metrics"] = {"mrr": "100", "canceled": False}
+    nov.update(metrics={"mrr": "100", "canceled": True}, status="cancelled", last_band="yellow")
+    for snap in (oct_, nov):
+        book.apply("a", point_from_snapshot(snap))
+    got = book.compute("2026-11")["all"]
+    assert (got.churned_accounts, got.churned_by_band) == (1, {"yellow": 1})
+    assert got.accounts_by_band == {"green": 0, "yellow": 0, "red": 0, "none": 0}  # not active any more

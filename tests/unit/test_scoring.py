@@ -318,6 +318,19 @@ def test_one_login_cannot_swing_the_score_but_a_cancellation_acts_at_once():
     assert snap.raw_score is not None and abs(snap.raw_score - before) > 5  # raw would jump
     assert abs(snap.score - before) <= CONFIG.stability.max_step + CONFIG.stability.per_day / 24 + 0.05
     remember(s, snap, None)
+    last = snap.band
     apply_event(s, EVENT_ADAPTER.validate_python(event("subscription_canceled", "a", at(60, 2))))
-    snap, _ = assess(s, _ts(at(60, 2)), CONFIG)
-    assert snap.score == snap.raw_score and snap.band == "red"
+    snap, change = assess(s, _ts(at(60, 2)), CONFIG)
+    # a cancelled account is no longer scored (it was: the hard drop to red); its last band is kept
+    assert (snap.status, snap.score, snap.band, snap.last_band, change) == (
+        "cancelled",
+        None,
+        None,
+        last,
+        None,
+    )
+    assert snap.raw_score is not None and snap.metrics.canceled  # what the scorecard says, for the record
+    remember(s, snap, change)
+    apply_event(s, EVENT_ADAPTER.validate_python(event("login", "a", at(61, 9), user_id="u0")))
+    later, _ = assess(s, _ts(at(61, 9)), CONFIG)
+    assert (later.status, later.score, later.band, later.last_band) == ("cancelled", None, None, last)
