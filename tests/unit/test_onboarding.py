@@ -87,3 +87,12 @@ def test_onboarded_at_survives_the_state_codec() -> None:
     state = fold(example(), KEY)
     assert AccountState.loads(state.dumps()).onboarded_at == ts(12, 15)
     assert AccountState.loads(state.dumps_json()).onboarded_at == ts(12, 15)
+
+
+def test_times_from_sign_up_need_the_account_known_since_then() -> None:
+    """An account first seen long after its sign-up: onboarded, but no time to onboard (or first value)."""
+    events = example()
+    events[0] = {**events[0], "signed_up_at": "2024-11-01T09:00:00Z"}
+    m = compute_metrics(fold(events, KEY), ts(13), CFG)
+    assert m.onboarded is True
+    assert m.onboarding_days is None and m.ttfv_days is None
