@@ -270,6 +270,8 @@ def _feature(s: AccountState, e: ev.FeatureUsed, ts: int, day: int, kf: frozense
         s.features[e.feature] = day
     if (not kf or e.feature in kf) and (s.first_value_at is None or ts < s.first_value_at):
         s.first_value_at = ts
+    if kf and e.feature in kf and s.onboarded_at is None and kf.issubset(s.features):
+        s.onboarded_at = ts  # the key feature that completed the set: onboarding done
 
 
 def _session(s: AccountState, e: ev.Session, ts: int, day: int, kf: frozenset[str], cap: int) -> None:

@@ -33,6 +33,9 @@ from streams.core.state import (
 #: The baseline of ``usage_vs_baseline_pct``: the days before the last 7, at most 28, at least 7.
 BASELINE_MAX_DAYS = 28
 BASELINE_MIN_DAYS = 7
+#: Times from sign-up (time to first value, to onboard) are measured only for an account healthmon knew
+#: within this many days of its sign-up: one first seen years later has its first use here, not its first.
+KNOWN_SINCE_SIGNUP_DAYS = 31
 
 
 class MetricsConfig(BaseModel):
@@ -68,6 +71,8 @@ class AccountMetrics(BaseModel):
     days_since_last_login: int | None = None
     daily_login_lapsed: bool = False  # logged in daily, then silent for silent_after_days
     ttfv_days: float | None = None  # sign-up to first key-feature use
+    onboarded: bool | None = None  # every key feature used (None: the scorecard names no key features)
+    onboarding_days: float | None = None  # sign-up to onboarding completed
     # --- usage measures that carry signal in any product (docs/metrics.md, "Product-neutral measures")
     tenure_days: int | None = None  # days since sign-up (or since the first event without a profile)
     active_days_30d: int = 0  # days in the last 30 with any usage event
@@ -234,8 +239,21 @@ def compute_metrics(state: AccountState, as_of: int, cfg: MetricsConfig) -> Acco
         )
     elif state.last_login_at is not None and state.last_login_at // DAY_S <= today:
         m.days_since_last_login = today - state.last_login_at // DAY_S  # beyond the bitmap's 90 days
-    if state.first_value_at is not None and state.first_value_at <= as_of and state.profile is not None:
-        m.ttfv_days = max(0.0, (state.first_value_at - state.profile.signed_up_at) / DAY_S)
+    signup = state.profile.signed_up_at if state.profile is not None else None
+    known = (
+        signup is not None
+        and state.first_event_at is not None
+        and state.first_event_at - signup <= KNOWN_SINCE_SIGNUP_DAYS * DAY_S
+    )
+    if known and state.first_value_at is not None and state.first_value_at <= as_of:
+        assert signup is not None
+        m.ttfv_days = max(0.0, (state.first_value_at - signup) / DAY_S)
+    if cfg.key_features:
+        done = state.onboarded_at is not None and state.onboarded_at <= as_of
+        m.onboarded = done
+        if done and known:
+            assert state.onboarded_at is not None and signup is not None
+            m.onboarding_days = max(0.0, (state.onboarded_at - signup) / DAY_S)
 
     # --- support
     m.has_tickets = bool(state.counts.get("ticket_opened") or state.open_tickets)

@@ -29,7 +29,8 @@ from pydantic import BaseModel, Field
 PORTFOLIO_SCHEMA_VERSION = 1
 BANDS = ("red", "yellow", "green")
 RENEWAL_WINDOW_DAYS = 90
-SPREAD = ("adoption", "dau_mau", "ttfv_days", "first_response_hours")  # figures served with quartiles
+#: Figures served with quartiles.
+SPREAD = ("adoption", "dau_mau", "ttfv_days", "onboarding_days", "first_response_hours")
 PERCENT = frozenset({"adoption", "dau_mau"})  # 0-1 in the snapshot, % in the figures
 LIST_LIMIT = 100
 
@@ -63,6 +64,8 @@ class Point:
     ttfv_days: float | None = None  # sign-up to first key-feature use
     first_response_hours: float | None = None  # mean over the account's tickets of 30 d
     signup_month: str | None = None  # the account's sign-up month (its cohort)
+    onboarded: bool | None = None  # every key feature used (None: no key features configured)
+    onboarding_days: float | None = None  # sign-up to onboarding completed
 
     @property
     def paid(self) -> bool:
@@ -112,6 +115,8 @@ def point_from_snapshot(snap: dict) -> Point:
         ttfv_days=m.get("ttfv_days"),
         first_response_hours=m.get("first_response_hours_30d"),
         signup_month=_dt(acc["signed_up_at"]).strftime("%Y-%m") if acc.get("signed_up_at") else None,
+        onboarded=m.get("onboarded"),
+        onboarding_days=m.get("onboarding_days"),
     )
 
 
@@ -250,6 +255,12 @@ class PortfolioMetrics(BaseModel):
     active_users: int = 0  # Σ active users 30 d
     ttfv_days: float | None = None  # median time to first value (first key-feature use), days
     first_response_hours: float | None = None  # median of the accounts' mean first response, 30 d
+    #: Onboarding completion: onboarded / active accounts with a milestone (key features) x 100, and the
+    #: median days from sign-up to completion of those onboarded (distribution: onboarding_days).
+    onboarding_accounts: int = 0
+    onboarded_accounts: int = 0
+    onboarding_completion: float | None = None
+    onboarding_days: float | None = None
     distributions: dict[str, Distribution] = Field(default_factory=dict)  # the same, with quartiles
 
 
@@ -285,6 +296,8 @@ class _Acc:
     #: (due date, outcome "renewed" / "lost" / "open", MRR at the start of the month)
     due: list[tuple[date, str, Decimal]] = field(default_factory=list)
     active_users: int = 0
+    onboarding_n: int = 0  # active accounts with a milestone
+    onboarded_n: int = 0
     spread: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in SPREAD})
 
 
@@ -410,10 +423,14 @@ def _add(acc: _Acc, aid: str, start: Point | None, end: Point) -> None:
     acc.paying += end.mrr > 0
     acc.segments[end.segment] = acc.segments.get(end.segment, 0) + 1
     acc.active_users += end.active_users
+    if end.onboarded is not None:
+        acc.onboarding_n += 1
+        acc.onboarded_n += end.onboarded
     for key, value in (
         ("adoption", end.adoption),
         ("dau_mau", end.dau_mau),
         ("ttfv_days", end.ttfv_days),
+        ("onboarding_days", end.onboarding_days),
         ("first_response_hours", end.first_response_hours),
     ):
         if value is not None:
@@ -512,6 +529,10 @@ def _finish(period: str, group: str, a: _Acc, ref: datetime | None) -> Portfolio
         active_users=a.active_users,
         ttfv_days=spread["ttfv_days"].p50 if "ttfv_days" in spread else None,
         first_response_hours=spread["first_response_hours"].p50 if "first_response_hours" in spread else None,
+        onboarding_accounts=a.onboarding_n,
+        onboarded_accounts=a.onboarded_n,
+        onboarding_completion=_pct(a.onboarded_n, a.onboarding_n),
+        onboarding_days=spread["onboarding_days"].p50 if "onboarding_days" in spread else None,
         distributions=spread,
     )
 
@@ -532,6 +553,8 @@ class CohortCell(BaseModel):
     mrr: float  # the retained accounts' MRR
     nrr: float | None  # MRR now / the cohort's MRR at the end of its sign-up month x 100
     adoption: float | None  # mean adoption rate of the retained accounts x 100
+    #: onboarded / retained accounts with a milestone x 100 (docs/portfolio.md, "Onboarding completion")
+    onboarding: float | None = None
 
 
 class Cohort(BaseModel):
@@ -547,13 +570,20 @@ def add_months(month: str, n: int) -> str:
     return f"{y:04d}-{m + 1:02d}"
 
 
-def cohorts(accounts: dict[str, dict[str, Point]], tenures: Iterable[int] = COHORT_TENURES) -> list[Cohort]:
-    """Retention, NRR and adoption by sign-up month at each tenure. An account is in its sign-up month's
-    cohort when healthmon has a point of that month (else its start is unknown and it is left out); a
-    tenure is shown once its month has begun (the latest month: to date)."""
+def cohorts(
+    accounts: dict[str, dict[str, Point]],
+    tenures: Iterable[int] = COHORT_TENURES,
+    segment: str | None = None,
+) -> list[Cohort]:
+    """Retention, NRR, adoption and onboarding by sign-up month at each tenure. An account is in its
+    sign-up month's cohort when healthmon has a point of that month (else its start is unknown and it is
+    left out); a tenure is shown once its month has begun (the latest month: to date). ``segment``: only
+    the accounts whose latest point is in that segment (their segment now)."""
     latest = max((m for points in accounts.values() for m in points), default=None)
     members: dict[str, list[dict[str, Point]]] = {}
     for points in accounts.values():
+        if segment is not None and points[max(points)].segment != segment:
+            continue
         first = points[min(points)]
         signup = first.signup_month
         if signup is not None and signup in points:
@@ -570,6 +600,7 @@ def cohorts(accounts: dict[str, dict[str, Point]], tenures: Iterable[int] = COHO
             kept = [p for p in ends if p is not None and not p.canceled]
             mrr = sum((p.mrr for p in kept), Decimal(0))
             adoption = [p.adoption * 100 for p in kept if p.adoption is not None]
+            milestone = [p.onboarded for p in kept if p.onboarded is not None]
             cells.append(
                 CohortCell(
                     tenure=k,
@@ -580,10 +611,16 @@ def cohorts(accounts: dict[str, dict[str, Point]], tenures: Iterable[int] = COHO
                     mrr=_money(mrr),
                     nrr=_pct(mrr, start),
                     adoption=round(fmean(adoption), 2) if adoption else None,
+                    onboarding=_pct(sum(milestone), len(milestone)),
                 )
             )
         out.append(Cohort(cohort=cohort, accounts=len(group), starting_mrr=_money(start), cells=cells))
     return out
+
+
+def segments(accounts: dict[str, dict[str, Point]]) -> list[str]:
+    """The segments the accounts are in now (by their latest point)."""
+    return sorted({points[max(points)].segment for points in accounts.values() if points})
 
 
 def affected_periods(changed_months: Iterable[str], known_months: Iterable[str]) -> list[str]:

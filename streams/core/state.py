@@ -311,6 +311,9 @@ class AccountState(BaseModel):
     score_published_at: int | None = None
     #: The CSM's latest read of the account: (event time, -1..1).
     csm_sentiment: tuple[int, float] | None = None
+    #: When the account completed onboarding: the event time of the use that made every key feature
+    #: used (each within the features' 90-day memory); kept for good once set (docs/portfolio.md).
+    onboarded_at: int | None = None
 
     @field_serializer("days")
     def _trim_days(self, days: dict[int, list[int]]) -> dict[int, list[int]]:
@@ -363,7 +366,7 @@ LAYOUT_V1 = (
     "subscription_at", "plan", "seats", "renewal_date", "unpaid_invoices", "canceled_at",
     "cancel_reason", "score_history", "last_change_score", "last_change_band", "rules", "next_due",
     "last_eval_at", "partition", "offsets", "owed", "score_published", "score_published_at",
-    "csm_sentiment",
+    "csm_sentiment", "onboarded_at",
 )  # fmt: skip
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder()
@@ -553,6 +556,7 @@ def encode_state_v1(state: AccountState) -> bytes:
         s.score_published,
         s.score_published_at,
         s.csm_sentiment,
+        s.onboarded_at,
     ]  # fmt: skip
     body = _ENCODER.encode(values)
     if len(body) >= _ZSTD_MIN:
@@ -1044,6 +1048,7 @@ def values_v2(state: AccountState, v3: bool = False) -> list[object]:
         s.score_published,
         s.score_published_at,
         s.csm_sentiment,
+        s.onboarded_at,
     ]  # fmt: skip
     return [*_pack_columns(cols), *fields]
 

@@ -21,6 +21,7 @@ Key layout (``{p}`` is ``HEALTHMON_REDIS_PREFIX``, default ``healthmon:``):
 - ``{p}portfolio:{period}``    hash group -> portfolio figures JSON (as on ``cs.portfolio``)
 - ``{p}portfolio:periods``     sorted set of the periods present (all scores 0: lexicographic)
 - ``{p}portfolio:cohorts``     the cohort table (JSON list, streams.core.portfolio.cohorts)
+- ``{p}portfolio:cohorts:segments``  segment -> that segment's cohort table (JSON list)
 - ``{p}alerts``                list, newest first (1,000): alert events; ``{p}alerts:{account_id}`` (100)
 - ``{p}alerts:firing``         hash alert_id -> the firing event, removed when it resolves
 - ``{p}comments:{account_id}`` sorted set by answer time: the latest NPS and CSAT answers with a comment
@@ -47,7 +48,7 @@ from redis.exceptions import RedisError
 from streams.broker import clients as kafka_clients
 from streams.core.accuracy import HORIZONS, line_member
 from streams.core.events import Csat, Nps
-from streams.core.portfolio import PortfolioBook, affected_periods, cohorts, point_from_snapshot
+from streams.core.portfolio import PortfolioBook, affected_periods, cohorts, point_from_snapshot, segments
 from streams.settings import Settings
 
 log = logging.getLogger("healthmon.readmodel")
@@ -104,6 +105,8 @@ _MONTH_METRICS = (
     "active_users_30d",
     "ttfv_days",
     "first_response_hours_30d",
+    "onboarded",
+    "onboarding_days",
 )
 
 
@@ -545,11 +548,18 @@ class ReadModelWorker:
                     changed.append((period, group, figures.model_dump_json().encode()))
                     self.published[period, group] = body
         cohort_body = orjson.dumps([c.model_dump() for c in cohorts(self.book.accounts)])
-        new_cohorts = cohort_body != self.published_cohorts
-        self.published_cohorts = cohort_body
+        by_segment = {
+            seg: orjson.dumps([c.model_dump() for c in cohorts(self.book.accounts, segment=seg)])
+            for seg in segments(self.book.accounts)
+        }
+        every = b"\n".join([cohort_body, *(seg.encode() + b"=" + body for seg, body in by_segment.items())])
+        new_cohorts = every != self.published_cohorts
+        self.published_cohorts = every
         self.compute_seconds = time.perf_counter() - started
         if new_cohorts:
             await _retry(redis.set, f"{p}portfolio:cohorts", cohort_body)
+            if by_segment:
+                await _retry(lambda: redis.hset(f"{p}portfolio:cohorts:segments", mapping=by_segment))
         if not changed:
             return []
         for period, group, value in changed:

@@ -182,6 +182,9 @@ class _Account:
     billing_dom: int
     seq: int = 0
     unpaid: dict[str, tuple[int, float]] = field(default_factory=dict)
+    #: Renewals draw from their own stream, so that they leave every other event of the account as it was.
+    renew_rng: random.Random = field(default_factory=random.Random)
+    plan: str = ""  # the plan of the latest subscription event
 
     def next_id(self) -> str:
         self.seq += 1
@@ -297,6 +300,7 @@ class Simulator:
             seats=seats,
             renewal=renewal,
             billing_dom=rng.randint(1, 28),
+            renew_rng=random.Random(f"{self.seed}:{i}:renewal"),
         )
 
     def truth(self) -> GroundTruth:
@@ -409,6 +413,7 @@ class Simulator:
         yield from self._billing(a, day, day_start, mood, ev)
 
     def _subscription(self, a: _Account, at: float, plan: str, ev: Emit) -> tuple[int, dict]:
+        a.plan = plan
         return ev(
             at,
             "subscription",
@@ -484,9 +489,45 @@ class Simulator:
                     (f"{a.truth.account_id}-u{n + u:03d}", rng.uniform(0.5, 1.0)) for u in range(change)
                 )
             yield self._subscription(a, at + 3600, SEGMENTS[a.truth.segment].plans[-1], ev)
+        if today >= a.renewal:
+            yield from self._renew(a, day, today, day_start, mood)
         if a.cancel_day == day:
             reason = rng.choice(("budget", "switched to a competitor", "not enough value", "company closed"))
             yield ev(_cancel_ts(day), "subscription_canceled", reason=reason)
+
+    def _renew(
+        self, a: _Account, day: int, today: date, day_start: int, mood: float
+    ) -> Iterator[tuple[int, dict]]:
+        """The renewal, as docs/portfolio.md defines it: a subscription event moving the renewal date a year
+        on, the subscription paid. Healthy accounts renew on the day; souring ones (``mood``) and those
+        bound to cancel seldom, and an account with an unpaid invoice only once it has paid; one that has
+        not renewed may still do so late, a little each day (meanwhile it is overdue)."""
+        if a.unpaid or (a.cancel_day is not None and day >= a.cancel_day):
+            return
+        late = today > a.renewal
+        if a.cancel_day is not None:
+            chance = (0.02 if late else 0.15) * mood
+        else:
+            chance = 0.1 * mood if late else min(1.0, 0.3 + 0.7 * mood)
+        if a.renew_rng.random() >= chance:
+            return
+        due, signup = a.renewal, datetime.fromtimestamp(a.signed_up_at, UTC).date()
+        a.renewal = _anniversary_after(signup, max(today, due))
+        t = day_start + 10 * 3600
+        aid = a.truth.account_id
+        yield (
+            t,
+            {
+                "event_id": f"{aid}-renewal-{due:%Y%m%d}",
+                "account_id": aid,
+                "type": "subscription",
+                "occurred_at": _fmt(t, a.tz),
+                "mrr": str(a.seats * a.price),
+                "plan": a.plan,
+                "seats": a.seats,
+                "renewal_date": a.renewal.isoformat(),
+            },
+        )
 
     # --- the stream ---------------------------------------------------------------------------
 

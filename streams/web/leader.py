@@ -62,6 +62,8 @@ ADOPTION = (
     ("dau_mau", "DAU/MAU (mean)", "%"),
     ("active_users", "Active users (30 days)", "count"),
     ("ttfv_days", "Time to first value (median)", "days"),
+    ("onboarding_completion", "Onboarding completed", "%"),
+    ("onboarding_days", "Time to onboard (median)", "days"),
     ("first_response_hours", "First response (median)", "hours"),
 )
 
@@ -84,6 +86,7 @@ class AdoptionView(BaseModel):
     distribution: Distribution | None
     to_date: bool
     assessment: Assessment | None
+    note: str = ""  # what the figure counts, where the distribution does not say it
 
 
 class TrailingView(BaseModel):
@@ -129,8 +132,14 @@ class CsmTable(BaseModel):
 class CohortTable(BaseModel):
     """Sign-up cohorts read at each tenure (docs/portfolio.md, "Cohorts"), oldest cohort first."""
 
+    group: str = "all"
+    segments: list[str] = Field(default_factory=list)  # the segments the table can be asked for
     tenures: list[int]
     cohorts: list[Cohort]
+
+
+class CohortQuery(BaseModel):
+    group: str = Field(default="all", max_length=300, pattern=r"^(all|segment:.+)$")  # all or segment:<s>
 
 
 class ScorecardQuery(BaseModel):
@@ -194,6 +203,16 @@ def _check_period(period: str) -> str | None:
     except ValueError as exc:
         return str(exc)
     return None
+
+
+def _adoption_note(key: str, f: PortfolioMetrics) -> str:
+    if key == "onboarding_completion":
+        if not f.onboarding_accounts:
+            return "no milestone: the scorecard names no key feature"
+        return f"{f.onboarded_accounts} of {f.onboarding_accounts} accounts used every key feature; no seed target"
+    if key == "onboarding_days":
+        return "sign-up to the last key feature's first use; shorter is better"
+    return ""
 
 
 async def scorecard(request: web.Request) -> web.Response:
@@ -275,6 +294,7 @@ async def scorecard(request: web.Request) -> web.Response:
                 distribution=figures.distributions.get(key),
                 to_date=progress.to_date,
                 assessment=assess(key, getattr(figures, key), progress.months, targets, segment),
+                note=_adoption_note(key, figures),
             )
             for key, label, unit in ADOPTION
         ],
@@ -323,10 +343,20 @@ async def csms(request: web.Request) -> web.Response:
 async def cohort_table(request: web.Request) -> web.Response:
     from streams.web.server import REDIS, SETTINGS
 
+    q = CohortQuery.model_validate(dict(request.query))  # invalid: 400 naming the field (server middleware)
     s: Settings = request.app[SETTINGS]
-    raw = await request.app[REDIS].get(f"{s.redis_prefix}portfolio:cohorts")
+    redis: Redis = request.app[REDIS]
+    key = f"{s.redis_prefix}portfolio:cohorts"
+    known = sorted(k.decode() for k in await redis.hkeys(f"{key}:segments"))
+    segment = _segment(q.group)
+    if segment is None:
+        raw = await redis.get(key)
+    elif segment in known:
+        raw = await redis.hget(f"{key}:segments", segment)
+    else:
+        return _error(404, f"no cohorts for group {q.group!r} (segments: {', '.join(known) or 'none yet'})")
     found = [] if raw is None else [Cohort.model_validate(c) for c in orjson.loads(raw)]
-    body = CohortTable(tenures=list(COHORT_TENURES), cohorts=found)
+    body = CohortTable(group=q.group, segments=known, tenures=list(COHORT_TENURES), cohorts=found)
     return web.Response(body=body.model_dump_json(), content_type="application/json")
 
 
@@ -376,8 +406,9 @@ def openapi_paths() -> tuple[dict[str, Any], list[type[BaseModel]]]:
         ),
     }
     paths["/api/portfolio/cohorts"] = ok(
-        "Retention, NRR and adoption by sign-up month at tenure 1, 3, 6 and 12 months",
+        "Retention, NRR, adoption and onboarding by sign-up month at tenure 1, 3, 6 and 12 months, for "
+        "the whole book or a segment",
         "CohortTable",
-        None,
+        CohortQuery,
     )
     return paths, [Scorecard, CsmTable, CohortTable]

@@ -26,9 +26,12 @@ async def seed_renewals(s: Settings) -> None:
     await setup_topics(s)
     snaps = renewal_snapshots()
     adoption = {"r1": 0.9, "r3": 0.6, "r4": 0.3, "r5": 0.75}  # as the adoption example of docs/portfolio.md
+    onboarding = {"r1": 5, "r3": None, "r4": None, "r5": 2}  # and its days to onboard (None: not yet)
     for snap in snaps:
         if snap["as_of"].startswith("2026-12") and snap["account_id"] in adoption:
             snap["metrics"]["adoption_rate"] = adoption[snap["account_id"]]
+            days = onboarding[snap["account_id"]]
+            snap["metrics"].update(onboarded=days is not None, onboarding_days=days)
     await produce(s, ((s.topic("health"), x["account_id"].encode(), orjson.dumps(x)) for x in snaps))
     redis = Redis.from_url(s.redis_url)
     try:
@@ -102,6 +105,17 @@ async def test_scorecard_and_csm_table(kafka_settings: Settings, tmp_path: Path)
             }
             assert ad["adoption"]["assessment"]["rating"] == "at_risk"
             assert ad["dau_mau"]["value"] is None and ad["active_users"]["assessment"] is None
+            # onboarding completion (docs/portfolio.md, "Onboarding completion"): 2 of 4, median 3.5 days
+            assert ad["onboarding_completion"]["value"] == 50.0
+            assert ad["onboarding_completion"]["note"].startswith("2 of 4 accounts used every key feature")
+            assert ad["onboarding_days"]["value"] == 3.5
+            assert ad["onboarding_days"]["distribution"] == {
+                "accounts": 2,
+                "mean": 3.5,
+                "p25": 2.75,
+                "p50": 3.5,
+                "p75": 4.25,
+            }
 
             # November is closed: below target is flagged, churn-moved deltas get no verdict
             nov = by_figure(await get("/api/portfolio/scorecard?period=2026-11"))
@@ -179,7 +193,20 @@ async def test_cohorts(kafka_settings: Settings, tmp_path: Path) -> None:
             async with http.get("/api/portfolio/cohorts") as r:
                 assert r.status == 200
                 body = await r.json()
+            # by segment (docs/portfolio.md): smb has the September cohort, enterprise October's
+            async with http.get("/api/portfolio/cohorts?group=segment:enterprise") as r:
+                assert r.status == 200
+                enterprise = await r.json()
+            async with http.get("/api/portfolio/cohorts?group=segment:mid_market") as r:
+                assert r.status == 404
+                assert "segments: enterprise, smb" in (await r.json())["error"]["message"]
+            async with http.get("/api/portfolio/cohorts?group=csm:ana@example.com") as r:
+                assert r.status == 400
+                assert (await r.json())["error"]["issues"][0]["field"] == "group"
+        expected = doc_block("cohort-expected")
         assert body["tenures"] == [1, 3, 6, 12]
-        assert body["cohorts"] == doc_block("cohort-expected")
+        assert body["group"] == "all" and body["segments"] == ["enterprise", "smb"]
+        assert body["cohorts"] == expected
+        assert enterprise["group"] == "segment:enterprise" and enterprise["cohorts"] == expected[1:]
     finally:
         server.stop()

@@ -97,13 +97,45 @@ async def test_cohort_heat_map(kafka_settings, browser: Browser, tmp_path: Path)
         rows = "[...document.querySelectorAll('#cohorts tbody tr')].map(r => r.dataset.cohort)"
         assert await browser.evaluate(rows) == ["2026-09", "2026-10"]
         cell = '#cohorts tr[data-cohort="2026-09"] td[data-tenure="3"]'
-        assert squash(await browser.text(cell)) == "50.0% NRR 75.0% · adoption 90.0% to date"
+        assert (
+            squash(await browser.text(cell)) == "50.0% NRR 75.0% · adoption 90.0% · onboarded 100.0% to date"
+        )
         full = '#cohorts tr[data-cohort="2026-09"] td[data-tenure="1"]'
         colours = await browser.evaluate(
             f"[getComputedStyle(document.querySelector('{full}')).backgroundColor,"
             f" getComputedStyle(document.querySelector('{cell}')).backgroundColor]"
         )
         assert colours[0] != colours[1]  # the heat-map: 100 % and 50 % retention differ in colour
+        # the heat-map chart (uPlot): a row per cohort, oldest on top, each cell painted in its colour
+        await browser.wait_for("!!window.hmCharts['cohort-heatmap']")
+        chart = "window.hmCharts['cohort-heatmap']"
+        assert await browser.evaluate(f"{chart}.series.slice(1).map(s => s.label)") == ["2026-09", "2026-10"]
+        assert await browser.evaluate(f"{chart}.data.slice(1)") == [
+            [100, 50, None, None],
+            [100, None, None, None],
+        ]
+        # the canvas pixel at the centre of cell (2026-09, month 3) is the table cell's colour
+        pixel = await browser.evaluate(
+            f"(() => {{ const u = {chart}; const x = u.valToPos(1, 'x', true), y = u.valToPos(1, 'row', true);"
+            " const [r, g, b] = u.ctx.getImageData(Math.round(x) - 20, Math.round(y), 1, 1).data;"
+            " return `rgb(${r}, ${g}, ${b})`; })()"
+        )
+        assert pixel == colours[1]
+        top = await browser.evaluate(
+            f"(() => {{ const u = {chart}; const x = u.valToPos(0, 'x', true);"
+            " const px = (v) => [...u.ctx.getImageData(Math.round(x) - 20, Math.round(u.valToPos(v, 'row', true)), 1, 1).data];"
+            " return [px(1), px(0)]; })()"
+        )
+        assert top[0] == top[1]  # month 1: both cohorts kept all their accounts, the same colour
+        # a segment picked: its cohorts only (2026-10 is enterprise's)
+        rendered = int(await browser.evaluate("document.body.dataset.rendered"))
+        await browser.evaluate(
+            "(() => { const s = document.querySelector('#group'); s.value = 'segment:enterprise';"
+            " s.dispatchEvent(new Event('change')); })()"
+        )
+        await browser.wait_for(f"Number(document.body.dataset.rendered) > {rendered}")
+        assert await browser.evaluate(rows) == ["2026-10"]
+        assert await browser.evaluate(f"{chart}.series.slice(1).map(s => s.label)") == ["2026-10"]
         await browser.screenshot(tmp_path / "cohorts.png")
     finally:
         server.stop()

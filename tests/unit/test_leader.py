@@ -17,7 +17,7 @@ from streams.core.leader import (
     trailing_12,
     unit_economics,
 )
-from streams.core.portfolio import PortfolioBook, PortfolioMetrics, cohorts, point_from_snapshot
+from streams.core.portfolio import PortfolioBook, PortfolioMetrics, cohorts, point_from_snapshot, segments
 from streams.core.targets import load_targets, rate
 from tests.unit.test_portfolio import doc_block
 
@@ -158,6 +158,8 @@ def test_adoption_for_the_book_matches_the_docs() -> None:
                 "active_users_30d": row["users"],
                 "ttfv_days": row["ttfv"],
                 "first_response_hours_30d": row["frh"],
+                "onboarded": row["onb"] is not None,
+                "onboarding_days": row["onb"],
             },
         }
         book.apply(row["id"], point_from_snapshot(snap))
@@ -178,8 +180,13 @@ def cohort_snapshots() -> list[dict]:
                 {
                     "account_id": row["id"],
                     "as_of": f"{month}-{'07' if month == '2026-12' else '28'}T12:00:00Z",
-                    "account": {"segment": "smb", "signed_up_at": f"{row['signup']}T09:00:00Z"},
-                    "metrics": {"mrr": mrr, "canceled": bool(canceled), "adoption_rate": adoption},
+                    "account": {"segment": row["seg"], "signed_up_at": f"{row['signup']}T09:00:00Z"},
+                    "metrics": {
+                        "mrr": mrr,
+                        "canceled": bool(canceled),
+                        "adoption_rate": adoption,
+                        "onboarded": row["onboarded_from"] is not None and month >= row["onboarded_from"],
+                    },
                 }
             )
     return out
@@ -189,5 +196,9 @@ def test_cohorts_match_the_docs() -> None:
     book = PortfolioBook()
     for snap in cohort_snapshots():
         book.apply(snap["account_id"], point_from_snapshot(snap))
-    assert [c.model_dump() for c in cohorts(book.accounts)] == doc_block("cohort-expected")
+    expected = doc_block("cohort-expected")
+    assert [c.model_dump() for c in cohorts(book.accounts)] == expected
+    assert [c.model_dump() for c in cohorts(book.accounts, segment="smb")] == expected[:1]
+    assert [c.model_dump() for c in cohorts(book.accounts, segment="enterprise")] == expected[1:]
+    assert segments(book.accounts) == ["enterprise", "smb"]
     assert cohorts({}) == []

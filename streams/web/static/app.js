@@ -150,23 +150,69 @@ function adoption(card) {
   const rows = card.adoption.map((x) => {
     const d = x.distribution;
     const q = d ? `${f(x.unit, d.p25)} · ${f(x.unit, d.p50)} · ${f(x.unit, d.p75)}` : "–";
-    return `<tr data-metric="${x.figure}"><th scope="row">${esc(x.label)}</th><td class="num">${f(x.unit, x.value)}</td><td class="num">${q}</td><td class="num">${d ? num(d.accounts) : "–"}</td><td>${x.assessment ? ratingBadge(x.assessment) : ""}</td><td class="muted">${x.assessment ? targetText(x.assessment, x.unit === "hours" ? "score" : "%") : x.figure === "ttfv_days" ? "shorter is better" : ""}</td></tr>`;
+    return `<tr data-metric="${x.figure}"><th scope="row">${esc(x.label)}</th><td class="num">${f(x.unit, x.value)}</td><td class="num">${q}</td><td class="num">${d ? num(d.accounts) : "–"}</td><td>${x.assessment ? ratingBadge(x.assessment) : ""}</td><td class="muted">${x.assessment ? targetText(x.assessment, x.unit === "hours" ? "score" : "%") : esc(x.note || (x.unit === "days" ? "shorter is better" : ""))}</td></tr>`;
   }).join("");
   return `<table id="adoption"><caption class="sr">Adoption and engagement</caption><thead><tr><th>Figure</th><th class="num">Book</th><th class="num">p25 · median · p75</th><th class="num">Accounts</th><th>Rating</th><th>Target</th></tr></thead><tbody>${rows}</tbody></table>`;
 }
 
-// The cohort table as a heat-map: each cell's colour follows its logo retention (and says it in words).
+// Logo retention as a colour, the same in the heat-map chart and the table: red (0 %) to green (100 %).
+const heat = (r) => `hsl(${Math.round((r / 100) * 130)}, 55%, ${92 - (r / 100) * 12}%)`;
+
+// The cohort table beside the heat-map: each cell's colour follows its logo retention (and says it in words).
 function cohortTable(t) {
   if (!t.cohorts.length) return `<p class="muted">No cohort yet: an account joins its sign-up month's cohort when healthmon has seen it since that month.</p>`;
   const head = t.tenures.map((k) => `<th class="num">Month ${k}</th>`).join("");
   const cell = (c) => {
     if (!c) return `<td class="num muted">–</td>`;
-    const r = c.logo_retention ?? 0;
-    const bg = `hsl(${Math.round((r / 100) * 130)}, 55%, ${92 - (r / 100) * 12}%)`;
-    return `<td class="num heat" data-tenure="${c.tenure}" style="background:${bg}" title="${esc(c.month)}"><b>${pct(c.logo_retention)}</b><br><span class="muted">NRR ${pct(c.nrr)} · adoption ${pct(c.adoption)}</span>${c.to_date ? ` <span class="todate">to date</span>` : ""}</td>`;
+    const onboarded = c.onboarding === null || c.onboarding === undefined ? "" : ` · onboarded ${pct(c.onboarding)}`;
+    return `<td class="num heat" data-tenure="${c.tenure}" style="background:${heat(c.logo_retention ?? 0)}" title="${esc(c.month)}"><b>${pct(c.logo_retention)}</b><br><span class="muted">NRR ${pct(c.nrr)} · adoption ${pct(c.adoption)}${onboarded}</span>${c.to_date ? ` <span class="todate">to date</span>` : ""}</td>`;
   };
   const rows = t.cohorts.map((c) => `<tr data-cohort="${esc(c.cohort)}"><th scope="row">${esc(c.cohort)}</th><td class="num">${num(c.accounts)}</td><td class="num">${money(c.starting_mrr)}</td>${t.tenures.map((k) => cell(c.cells.find((x) => x.tenure === k))).join("")}</tr>`).join("");
-  return `<table id="cohorts"><caption>Logo retention (colour), NRR and adoption by sign-up month, months after sign-up</caption><thead><tr><th>Signed up</th><th class="num">Accounts</th><th class="num">MRR then</th>${head}</tr></thead><tbody>${rows}</tbody></table>`;
+  return `<table id="cohorts"><caption>Logo retention (colour), NRR, adoption and onboarding by sign-up month, months after sign-up</caption><thead><tr><th>Signed up</th><th class="num">Accounts</th><th class="num">MRR then</th>${head}</tr></thead><tbody>${rows}</tbody></table>`;
+}
+
+// The heat-map chart: sign-up months down (oldest on top), months after sign-up across, one uPlot series
+// per cohort (its retention at each tenure, shown in the legend on hover); the cells are painted in a
+// draw hook, as uPlot has no heat-map series of its own.
+function drawCohortHeatMap(t) {
+  if (!t.cohorts.length) return;
+  const ks = t.tenures, n = t.cohorts.length;
+  const xs = ks.map((_, j) => j);
+  const grid = t.cohorts.map((c) => ks.map((k) => c.cells.find((x) => x.tenure === k)?.logo_retention ?? null));
+  const row = (i) => n - 1 - i; // the y value of cohort i: the oldest at the top
+  const paint = (u) => {
+    const ctx = u.ctx, px = window.devicePixelRatio || 1;
+    ctx.save();
+    ctx.font = `${Math.round(12 * px)}px system-ui, sans-serif`;
+    ctx.textAlign = "center";
+    ctx.textBaseline = "middle";
+    grid.forEach((cells, i) => cells.forEach((r, j) => {
+      if (r === null) return;
+      const x0 = u.valToPos(j - 0.5, "x", true), x1 = u.valToPos(j + 0.5, "x", true);
+      const y0 = u.valToPos(row(i) + 0.5, "row", true), y1 = u.valToPos(row(i) - 0.5, "row", true);
+      ctx.fillStyle = heat(r);
+      ctx.fillRect(x0 + px, y0 + px, x1 - x0 - 2 * px, y1 - y0 - 2 * px);
+      ctx.fillStyle = "#1f1f1f";
+      ctx.fillText(pct(r), (x0 + x1) / 2, (y0 + y1) / 2);
+    }));
+    ctx.restore();
+  };
+  const series = [
+    { label: "Months after sign-up", value: (u, v) => (v === null || v === undefined ? "–" : `month ${ks[v]}`) },
+    ...t.cohorts.map((c) => ({ label: c.cohort, scale: "%", paths: () => null, points: { show: false }, value: (u, v) => pct(v) })),
+  ];
+  const opts = {
+    height: Math.max(140, 34 * n + 60),
+    scales: { x: { time: false, auto: false, range: [-0.5, ks.length - 0.5] }, row: { auto: false, range: [-0.5, n - 0.5] }, "%": { auto: false, range: [0, 100] } },
+    axes: [
+      { stroke: "#5f6368", size: 30, grid: { show: false }, splits: () => xs, values: (u, vs) => vs.map((v) => `month ${ks[v]}`) },
+      { scale: "row", stroke: "#5f6368", size: 70, grid: { show: false }, splits: () => t.cohorts.map((_, i) => row(i)), values: (u, vs) => vs.map((v) => t.cohorts[n - 1 - v]?.cohort ?? "") },
+    ],
+    series,
+    legend: { show: n <= 12 },
+    hooks: { draw: [paint] },
+  };
+  plot("cohort-heatmap", opts, [xs, ...grid]);
 }
 
 function csmTable(t) {
@@ -262,6 +308,17 @@ async function loadFilters() {
   return info;
 }
 
+// The cohorts of a segment when one is picked, else of the whole book (a segment without any yet: none).
+async function cohortsOf(group) {
+  const seg = group.startsWith("segment:");
+  try {
+    return await api(`/api/portfolio/cohorts${seg ? `?group=${encodeURIComponent(group)}` : ""}`);
+  } catch (e) {
+    if (!seg) throw e;
+    return { group, segments: [], tenures: [1, 3, 6, 12], cohorts: [] };
+  }
+}
+
 async function showPortfolio() {
   const info = await loadFilters();
   if (!state.period) {
@@ -275,7 +332,7 @@ async function showPortfolio() {
     api(`/api/portfolio/trend?group=${g}&months=12`),
     api(`/api/portfolio/scorecard?period=${encodeURIComponent(state.period)}&group=${g}`),
     api(`/api/portfolio/csms?period=${encodeURIComponent(base)}`),
-    api("/api/portfolio/cohorts"),
+    cohortsOf(state.group),
     window.playbooksSection ? window.playbooksSection(base) : "", // streams/web/static/playbooks.js
   ]);
   const upto = trend.filter((t) => t.period <= base);
@@ -295,7 +352,7 @@ async function showPortfolio() {
     <section><h2>Adoption and engagement${p.to_date ? ' <span class="todate">to date</span>' : ""}</h2><div class="panel">${adoption(card)}</div></section>
     <section><h2>CSMs side by side</h2><div class="panel">${csmTable(csms)}</div></section>
     ${playbooks}
-    <section><h2>Cohorts (whole book)</h2><div class="panel">${cohortTable(cohorts)}</div></section>
+    <section><h2>Cohorts (${esc(cohorts.group === "all" ? "whole book" : cohorts.group.replace(":", ": "))})</h2><div class="panel"><div class="chart-box" id="cohort-heatmap" role="img" aria-label="Logo retention by sign-up month (rows) and months after sign-up (columns)"></div>${cohortTable(cohorts)}</div></section>
     <div class="grid2">
       <section><h2>Band distribution</h2><div class="panel">${bands(fig)}<h3 class="sub">Share of accounts by band, by month</h3><div class="chart-box" id="bands-over-time" role="img" aria-label="Share of accounts in each band, month by month"></div></div></section>
       <section><h2>MRR and satisfaction</h2><div class="panel">${bridge(fig)}</div></section>
@@ -309,6 +366,7 @@ async function showPortfolio() {
   const months = upto.length ? upto : [fig];
   drawTrends(card, months);
   drawBandsOverTime(months);
+  drawCohortHeatMap(cohorts);
 }
 
 // The score history, with the band lines of the scorecard in force (from the API, never assumed).
