@@ -422,12 +422,26 @@ def information_check(
 
 
 def score_deltas(history: dict[int, int], today: int, score: float | None) -> dict[str, float | None]:
-    """Score now minus the score N days ago (the last daily score on or before that day)."""
-    out: dict[str, float | None] = {}
-    for n in (1, 7, 30):
-        past = [d for d in history if d <= today - n]
-        out[f"{n}d"] = None if score is None or not past else round(score - history[max(past)] / 10, 1)
-    return out
+    """Score now minus the score N days ago (the last daily score on or before that day). One pass
+    over the history (up to 90 days), not one per N: it runs on every evaluation."""
+    if score is None:
+        return {"1d": None, "7d": None, "30d": None}
+    none = -(1 << 62)
+    last = [none, none, none]  # per N, the latest day on or before today - N
+    cut1, cut7, cut30 = today - 1, today - 7, today - 30
+    for d in history:
+        if d <= cut1:
+            if d > last[0]:
+                last[0] = d
+            if d <= cut7:
+                if d > last[1]:
+                    last[1] = d
+                if d <= cut30 and d > last[2]:
+                    last[2] = d
+    return {
+        f"{n}d": None if day == none else round(score - history[day] / 10, 1)
+        for n, day in zip((1, 7, 30), last, strict=True)
+    }
 
 
 def is_health_change(

@@ -50,3 +50,11 @@ def test_state_benchmark_runs(tmp_path: Path):
             assert body["accounts"] == 8 and body["bytes_v2"]["p95"] < body["bytes_v1"]["p95"]
         else:
             assert body["users_kept"] == 200 and body["users_seen"] == 300
+
+
+def test_eval_benchmark_runs(tmp_path: Path):
+    out = tmp_path / "eval.json"
+    args = ["--accounts", "6", "--days", "10", "--repeat", "2", "--profile", "--json", str(out)]
+    subprocess.run([sys.executable, "bench/bench_eval.py", *args], cwd=ROOT, check=True, capture_output=True)
+    body = json.loads(out.read_text())
+    assert body["evaluations"] > 0 and body["eval_us"] > 0 and len(body["eval_us_passes"]) == 2
