@@ -129,7 +129,8 @@ def fields_v2(s: AccountState, v3: bool = False) -> dict[str, bytes]:
     assert len(lens) == sum(columns.values()), "V2_COLUMNS / V3_COLUMNS is out of date with values_v2"
     reader = S._ColumnReader(*values[:3])
     out = {}
-    for name, entry in zip(S.LAYOUT_V1, values[3:], strict=True):
+    entries = values[3:] + [None] * (len(S.LAYOUT_V1) - len(values) + 3)  # the relationship tail is optional
+    for name, entry in zip(S.LAYOUT_V1, entries, strict=True):
         cols = [reader.take() for _ in range(columns.get(name, 0))]
         packed = S._pack_columns(cols) if cols else []
         out[name] = _ENC.encode([entry, *packed])

@@ -1,4 +1,6 @@
-"""Train the zstd dictionary of account-state layout v3 (streams/core/data/state_dict_v3.zdict).
+"""Train the zstd dictionary of account-state layout v3 (streams/core/data/state_dict_v3.zdict), or with
+``--v4 --out streams/core/data/state_dict_v4.zdict`` layout v4's (v3's list, trained on the simulator
+with the relationship events of contract 1.1).
 
     python bench/train_state_dict.py            # writes the dictionary (do not, once v3 records exist)
 
@@ -31,8 +33,15 @@ DICT_BYTES = 16_384
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=S._DICT_V3_PATH)
+    ap.add_argument("--v4", action="store_true", help="the v4 book (smaller, for the v4 dictionary)")
     args = ap.parse_args()
-    states = build(600, False, seed=7) + build(200, True, seed=11)
+    # v3: 600 + 200 daily. v4 (contract 1.1's relationship events in the simulator): 300 + 40 daily,
+    # written to streams/core/data/state_dict_v4.zdict (--out), same seeds.
+    states = (
+        build(300, False, seed=7) + build(40, True, seed=11)
+        if args.v4
+        else build(600, False, seed=7) + build(200, True, seed=11)
+    )
     samples = [S._ENCODER.encode(S.values_v2(s, v3=True)) for s in states]
     zdict = zstandard.train_dictionary(DICT_BYTES, samples, level=S.ZSTD_LEVEL_V3, threads=1)
     args.out.write_bytes(zdict.as_bytes())

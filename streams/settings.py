@@ -88,8 +88,8 @@ class Settings(BaseSettings):
     # upper bound a record stays well under Kafka's default 1 MB message limit.
     max_users_per_account: int = Field(default=5_000, ge=1, le=20_000)
     # The account-state layout written to the changelog: during a rolling upgrade, the newest the old
-    # release reads (1 or 2; docs/deploy.md), 3 once every worker reads 3. All are always read.
-    state_format: int = Field(default=3, ge=1, le=3)
+    # release reads (1, 2 or 3; docs/deploy.md), 4 once every worker reads 4. All are always read.
+    state_format: int = Field(default=4, ge=1, le=4)
     # An event this far ahead of the wall clock is rejected: it would age every account on its partition.
     max_future_skew_s: float = Field(default=3600.0, ge=0)
     # The scorecard YAML (default: the one shipped in streams/core/scorecard.default.yaml).

@@ -7,6 +7,7 @@ Out-of-order events are placed on their own day, so a late event inside the wind
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import weakref
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from streams.core.state import (
     HORIZON_DAYS,
     MAX_CLOSED_TICKETS,
     MAX_FEATURES,
+    MAX_MEETINGS,
     MAX_NPS_ANSWERS,
     MAX_OPEN_TICKETS,
     MAX_USERS,
@@ -109,6 +111,8 @@ def _prune(state: AccountState, newest_day: int) -> None:
     nps_cutoff = (newest_day - NPS_HORIZON_DAYS) * DAY_S
     for user in [u for u, a in state.nps.items() if a[0] <= nps_cutoff]:
         del state.nps[user]
+    if state.meetings and state.meetings[0] >> 1 <= oldest:
+        state.meetings = [m for m in state.meetings if m >> 1 > oldest]
     # Keep MRR changes inside the horizon plus the last one before it (the baseline).
     hist = state.mrr_history
     while len(hist) > 1 and hist[1][0] <= cutoff:
@@ -171,6 +175,7 @@ def _account(s: AccountState, e: ev.Account, ts: int, day: int, kf: frozenset[st
             signed_up_at=int(e.signed_up_at.timestamp()),
             updated_at=ts,
             time_zone=e.time_zone,
+            has_executive_sponsor=bool(e.executive_sponsor),
         )
 
 
@@ -455,8 +460,42 @@ def _csm_sentiment(
         s.csm_sentiment = (ts, e.normalised())
 
 
+def _latest(current: int | None, day: int) -> int:
+    return day if current is None or day > current else current
+
+
+def _engaged(s: AccountState, day: int) -> None:
+    if s.engaged_since_day is None or day < s.engaged_since_day:
+        s.engaged_since_day = day
+
+
+def _meeting(s: AccountState, e: ev.Meeting, ts: int, day: int, kf: frozenset[str], cap: int) -> None:
+    # Days are maxima and the meeting list is kept sorted, so the state does not depend on event order.
+    _engaged(s, day)
+    held = e.status == "held"
+    bisect.insort(s.meetings, day << 1 | held)
+    if len(s.meetings) > MAX_MEETINGS:
+        del s.meetings[0]
+    if not held:
+        return
+    s.last_meeting_day = _latest(s.last_meeting_day, day)
+    if e.kind in ("qbr", "ebr"):
+        s.last_qbr_day = _latest(s.last_qbr_day, day)
+    if any(a.role == "executive" for a in e.attendees):
+        s.last_exec_day = _latest(s.last_exec_day, day)
+
+
+def _csm_touch(s: AccountState, e: ev.CsmTouch, ts: int, day: int, kf: frozenset[str], cap: int) -> None:
+    _engaged(s, day)
+    s.last_touch_day = _latest(s.last_touch_day, day)
+    if e.contact_role == "executive":
+        s.last_exec_day = _latest(s.last_exec_day, day)
+
+
 _HANDLERS: dict[str, Callable[..., None]] = {
     "account": _account,
+    "meeting": _meeting,
+    "csm_touch": _csm_touch,
     "login": _login,
     "feature_used": _feature,
     "session": _session,

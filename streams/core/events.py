@@ -25,6 +25,9 @@ from pydantic import (
 )
 
 CONTRACT_VERSION = 1
+#: Additive revisions of contract v1 (an older producer's events stay valid): 1.1 added the relationship
+#: events (``meeting``, ``csm_touch``, on the accounts topic) and ``executive_sponsor`` on ``account``.
+CONTRACT_REVISION = "1.1"
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whitespace=False)]
 Text = Annotated[str, StringConstraints(max_length=2000)]
@@ -67,6 +70,46 @@ class Account(BaseEvent):
     signed_up_at: AwareDatetime
     #: Optional (added in contract v1, compatible): where the account's day begins and ends.
     time_zone: TimeZone | None = None
+    #: The customer's executive sponsor (name or e-mail), from the CRM; contract 1.1.
+    executive_sponsor: Annotated[str, StringConstraints(max_length=254)] | None = None
+
+
+# Relationship events (contract 1.1) ride the accounts topic: they come from the same systems as the
+# profile (the CRM, the CSM's calendar and mailbox), are few, and are keyed by account like the rest.
+
+#: Who attended a meeting, from the customer's side; ``executive`` makes it an executive touch.
+AttendeeRole = Literal["executive", "champion", "admin", "user", "other"]
+
+
+class Attendee(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    role: AttendeeRole
+    name: Annotated[str, StringConstraints(max_length=200)] | None = None
+    email: Annotated[str, StringConstraints(max_length=254)] | None = None
+
+
+class Meeting(BaseEvent):
+    """A customer meeting that was held or cancelled (a QBR/EBR, a check-in, a training, onboarding)."""
+
+    type: Literal["meeting"]
+    meeting_id: Id | None = None
+    #: ``qbr`` and ``ebr`` (business reviews) both count as the review the QBR cadence asks for.
+    kind: Literal["check_in", "qbr", "ebr", "training", "onboarding"]
+    status: Literal["held", "cancelled"]
+    attendees: Annotated[list[Attendee], Field(max_length=200)] = Field(default_factory=list)
+    duration_min: Annotated[float, Field(ge=0, le=24 * 60)] | None = None
+
+
+class CsmTouch(BaseEvent):
+    """A CSM's logged e-mail or call with the customer (not a meeting)."""
+
+    type: Literal["csm_touch"]
+    channel: Literal["email", "call"]
+    #: The role of the customer contact; ``executive`` makes it an executive touch.
+    contact_role: AttendeeRole | None = None
+    csm_email: Annotated[str, StringConstraints(max_length=254)] | None = None
+    note: Text | None = None
 
 
 # --- cs.usage ----------------------------------------------------------------------------------
@@ -197,6 +240,8 @@ class CsmSentiment(BaseEvent):
 
 Event = Annotated[
     Account
+    | Meeting
+    | CsmTouch
     | Login
     | FeatureUsed
     | Session
@@ -217,7 +262,7 @@ Event = Annotated[
 
 #: Which event types each input topic carries (keys are the TopicNames field names).
 TOPIC_TYPES: dict[str, frozenset[str]] = {
-    "accounts": frozenset({"account"}),
+    "accounts": frozenset({"account", "meeting", "csm_touch"}),
     "usage": frozenset({"login", "feature_used", "session"}),
     "tickets": frozenset({"ticket_opened", "ticket_replied", "ticket_resolved", "ticket_reopened", "csat"}),
     "billing": frozenset({"subscription", "invoice_paid", "payment_failed", "subscription_canceled"}),

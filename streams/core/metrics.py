@@ -38,6 +38,10 @@ BASELINE_MIN_DAYS = 7
 KNOWN_SINCE_SIGNUP_DAYS = 31
 
 
+#: The seed's review cadences (seed 001: QBRs for the larger accounts); small businesses have none.
+_QBR_CADENCE_DAYS: dict[str, int | None] = {"enterprise": 90, "mid_market": 180}
+
+
 class MetricsConfig(BaseModel):
     """Metric definitions that are the customer's choice, not ours."""
 
@@ -52,6 +56,10 @@ class MetricsConfig(BaseModel):
     #: The CSM's read counts half as much after this many days, and not at all after csm_sentiment_max_days.
     csm_sentiment_half_life_days: float = Field(default=30, gt=0)
     csm_sentiment_max_days: int = Field(default=180, ge=1)
+    #: Days between business reviews (QBR/EBR) by segment; a segment not named (or null) has no cadence.
+    qbr_cadence_days: dict[str, int | None] = Field(default_factory=lambda: dict(_QBR_CADENCE_DAYS))
+    #: An executive touch counts for this many days (at most the state's HORIZON_DAYS of meetings).
+    exec_touch_days: int = Field(default=90, ge=1, le=HORIZON_DAYS)
 
 
 class AccountMetrics(BaseModel):
@@ -110,6 +118,19 @@ class AccountMetrics(BaseModel):
     ces_responses_90d: int = 0  # answers behind ces_mean_90d
     csm_sentiment: float | None = None  # the CSM's latest read (-1..1) x 0.5 ** (age days / half-life)
     csm_sentiment_days_ago: int | None = None
+    # --- relationship and engagement (meetings and CSM touches; all null without any such event)
+    has_engagement: bool = False  # any meeting or CSM touch recorded
+    days_since_last_meeting: int | None = None  # last held meeting (or since the first record if none)
+    days_since_qbr: int | None = None  # last held QBR/EBR
+    qbr_cadence_days: int | None = None  # the segment's cadence (metrics.qbr_cadence_days)
+    qbr_overdue_days: int | None = None  # days past the cadence since the last QBR (0 = not overdue)
+    exec_touch_90d: bool = False  # an executive attended a held meeting or was contacted, in 90 d
+    days_since_exec_touch: int | None = None
+    days_since_csm_touch: int | None = None
+    meetings_held_90d: int = 0
+    meetings_cancelled_90d: int = 0
+    meeting_cancel_rate_90d: float | None = None  # cancelled / (held + cancelled) over 90 d
+    has_executive_sponsor: bool | None = None  # the profile names one (null without a profile)
     # --- financial
     mrr: Decimal | None = None
     mrr_30d_ago: Decimal | None = None
@@ -301,6 +322,11 @@ def compute_metrics(state: AccountState, as_of: int, cfg: MetricsConfig) -> Acco
             m.csm_sentiment = state.csm_sentiment[1] * 0.5 ** (age / cfg.csm_sentiment_half_life_days)
             m.csm_sentiment_days_ago = int(age)
 
+    if state.profile is not None:
+        m.has_executive_sponsor = state.profile.has_executive_sponsor
+    if state.engaged_since_day is not None and state.engaged_since_day <= today:
+        vars(m).update(engagement_metrics(state, today, cfg))
+
     # --- financial (from the MRR history, so late billing events and cancellations count)
     if state.mrr_history:
         m.mrr = _mrr_at(state.mrr_history, as_of)
@@ -322,6 +348,46 @@ def compute_metrics(state: AccountState, as_of: int, cfg: MetricsConfig) -> Acco
     m.canceled = state.canceled_at is not None and state.canceled_at <= as_of
     m.has_billing = bool(state.mrr_history or state.unpaid_invoices or state.canceled_at is not None)
     return AccountMetrics(**vars(m))
+
+
+def _days_since(day: int | None, today: int) -> int | None:
+    return None if day is None or day > today else today - day
+
+
+def engagement_metrics(state: AccountState, today: int, cfg: MetricsConfig) -> dict[str, Any]:
+    """The relationship measures on ``today`` (a UTC day number) of an account that has any meeting or
+    CSM touch (the caller checks ``engaged_since_day``; without one they stay null, so a book without
+    these events drops them from the score). Reads ``engaged_since_day``, ``last_meeting_day``,
+    ``last_qbr_day``, ``last_exec_day``, ``last_touch_day``, ``meetings`` and the profile's sign-up and
+    segment. A QBR is owed from the last one held or, when none was recorded, from the later of sign-up
+    and the first relationship record (the book's history of reviews starts there)."""
+    since = state.engaged_since_day if state.engaged_since_day is not None else today
+    out: dict[str, Any] = {"has_engagement": True}
+    last_meeting = _days_since(state.last_meeting_day, today)
+    out["days_since_last_meeting"] = last_meeting if last_meeting is not None else today - since
+    out["days_since_qbr"] = _days_since(state.last_qbr_day, today)
+    p = state.profile
+    cadence = cfg.qbr_cadence_days.get(p.segment) if p is not None else None
+    if p is not None and cadence:
+        out["qbr_cadence_days"] = cadence
+        owed_for = out["days_since_qbr"]
+        if owed_for is None:
+            owed_for = today - max(since, p.signed_up_at // DAY_S)
+        out["qbr_overdue_days"] = max(0, owed_for - cadence)
+    exec_days = _days_since(state.last_exec_day, today)
+    out["days_since_exec_touch"] = exec_days
+    out["exec_touch_90d"] = exec_days is not None and exec_days < cfg.exec_touch_days
+    out["days_since_csm_touch"] = _days_since(state.last_touch_day, today)
+    held = cancelled = 0
+    for entry in state.meetings:
+        if 0 <= today - (entry >> 1) < 90:
+            if entry & 1:
+                held += 1
+            else:
+                cancelled += 1
+    out["meetings_held_90d"], out["meetings_cancelled_90d"] = held, cancelled
+    out["meeting_cancel_rate_90d"] = ratio(cancelled, held + cancelled)
+    return out
 
 
 # --- the portfolio: where an account stands among the others -------------------------------------

@@ -52,6 +52,7 @@ MAX_FEATURES = 200
 #: the default of ``HEALTHMON_MAX_USERS_PER_ACCOUNT`` (docs/processing.md, "Very large accounts").
 MAX_USERS = 5_000
 MAX_NPS_ANSWERS = 1_000
+MAX_MEETINGS = 200
 #: The input topics in a fixed order: the index of an event's topic in ``AccountState.offsets`` and
 #: the tie-break when two topics hold events with the same time (a profile before the usage it names).
 INPUT_KINDS = ("accounts", "usage", "tickets", "billing", "surveys")
@@ -236,10 +237,15 @@ class Profile(BaseModel):
     signed_up_at: int
     updated_at: int
     time_zone: str | None = None
+    #: The account names an executive sponsor (contract 1.1; the name is in the event, not kept here).
+    has_executive_sponsor: bool = False
 
 
-def _tz(p: Profile) -> list[str]:
-    """The profile's time zone, written only when known: a state without one encodes as before."""
+def _profile_tail(p: Profile) -> list[object]:
+    """The profile's optional entries, written only when set (a profile without them encodes as
+    before they existed): the time zone, then 1 when the account names an executive sponsor."""
+    if p.has_executive_sponsor:
+        return [p.time_zone, 1]
     return [] if p.time_zone is None else [p.time_zone]
 
 
@@ -314,6 +320,18 @@ class AccountState(BaseModel):
     #: When the account completed onboarding: the event time of the use that made every key feature
     #: used (each within the features' 90-day memory); kept for good once set (docs/portfolio.md).
     onboarded_at: int | None = None
+    #: Relationship (meetings and CSM touches, contract 1.1; metrics.engagement_metrics), as UTC day
+    #: numbers: the latest held meeting, held QBR/EBR, executive touch (a held meeting an executive
+    #: attended, or a touch with one) and CSM touch, and the day of the first of these events (what
+    #: "no meeting yet" is counted from).
+    last_meeting_day: int | None = None
+    last_qbr_day: int | None = None
+    last_exec_day: int | None = None
+    last_touch_day: int | None = None
+    engaged_since_day: int | None = None
+    #: The meetings of the last HORIZON_DAYS days, each ``day << 1 | held``, sorted (at most
+    #: MAX_MEETINGS): held vs cancelled over 90 days.
+    meetings: list[int] = Field(default_factory=list)
 
     @field_serializer("days")
     def _trim_days(self, days: dict[int, list[int]]) -> dict[int, list[int]]:
@@ -367,6 +385,9 @@ LAYOUT_V1 = (
     "cancel_reason", "score_history", "last_change_score", "last_change_band", "rules", "next_due",
     "last_eval_at", "partition", "offsets", "owed", "score_published", "score_published_at",
     "csm_sentiment", "onboarded_at",
+    # relationship (contract 1.1): all in one entry in the first one's place, and only when the account
+    # has any (:func:`_engagement_tail`)
+    "last_meeting_day", "last_qbr_day", "last_exec_day", "last_touch_day", "engaged_since_day", "meetings",
 )  # fmt: skip
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder()
@@ -517,7 +538,7 @@ def encode_state_v1(state: AccountState) -> bytes:
     p = s.profile
     values: list[object] = [
         s.account_id,
-        None if p is None else [p.name, p.segment, p.csm_name, p.csm_email, p.slack_channel, p.signed_up_at, p.updated_at, *_tz(p)],
+        None if p is None else [p.name, p.segment, p.csm_name, p.csm_email, p.slack_channel, p.signed_up_at, p.updated_at, *_profile_tail(p)],
         s.counts,
         s.last_seen,
         s.first_event_at,
@@ -557,6 +578,7 @@ def encode_state_v1(state: AccountState) -> bytes:
         s.score_published_at,
         s.csm_sentiment,
         s.onboarded_at,
+        *_engagement_tail(s),
     ]  # fmt: skip
     body = _ENCODER.encode(values)
     if len(body) >= _ZSTD_MIN:
@@ -566,22 +588,59 @@ def encode_state_v1(state: AccountState) -> bytes:
     return bytes((FORMAT_V1,)) + body
 
 
+_ENGAGEMENT_DAYS = (
+    "last_meeting_day",
+    "last_qbr_day",
+    "last_exec_day",
+    "last_touch_day",
+    "engaged_since_day",
+)
+
+
+def _engagement_tail(s: AccountState) -> list[object]:
+    """The relationship fields as one entry (none when the account has no meeting or touch, so such a
+    state is written exactly as before they existed): a list of small integers, each day as a distance
+    back from the newest event's day (None where unset), then each meeting as ``2 * that day + 1``
+    minus its ``day << 1 | held``. Kept small: a few bytes where the fields would take ~50, on a
+    state budget of 2 KB at p95."""
+    if s.engaged_since_day is None and not s.meetings:
+        return []
+    base = _safe_base(s.last_event_at) // DAY_S
+    days = [None if d is None else base - d for d in (getattr(s, n) for n in _ENGAGEMENT_DAYS)]
+    top = 2 * base + 1
+    return [[*days, *(top - m for m in s.meetings)]]
+
+
+def _engagement_from(f: dict[str, Any]) -> None:
+    """Unpack :func:`_engagement_tail`'s entry in ``f`` (the record's fields by name) in place."""
+    packed = f.pop("last_meeting_day", None)
+    if packed is None:
+        return
+    base = _safe_base(f.get("last_event_at")) // DAY_S
+    for name, d in zip(_ENGAGEMENT_DAYS, packed, strict=False):
+        f[name] = None if d is None else base - d
+    top = 2 * base + 1
+    f["meetings"] = [top - m for m in packed[len(_ENGAGEMENT_DAYS) :]]
+
+
 #: The newest layout written (HEALTHMON_STATE_FORMAT, set once at start-up): during a rolling upgrade
-#: from a release that reads only v1 (or only up to v2), 1 (or 2), so its workers can read every
-#: record; then 3.
-_write_format = 3
+#: from a release that reads only v1 (or only up to v2, v3), 1 (or 2, 3), so its workers can read
+#: every record; then 4.
+_write_format = 4
 
 
 def set_write_format(version: int) -> None:
     global _write_format
-    if version not in (1, 2, 3):
-        raise ValueError(f"unknown account state layout {version} (1, 2 or 3)")
+    if version not in (1, 2, 3, 4):
+        raise ValueError(f"unknown account state layout {version} (1, 2, 3 or 4)")
     _write_format = version
 
 
 def encode_state(state: AccountState) -> bytes:
-    """The state as a changelog record: binary layout v3 (see :func:`encode_state_v3`), or v2 or v1
+    """The state as a changelog record: binary layout v4 (see :func:`encode_state_v4`), or v3, v2 or v1
     when :func:`set_write_format` says so."""
+    if _write_format == 4:
+        return encode_state_v4(state)
     if _write_format == 3:
         return encode_state_v3(state)
     return encode_state_v2(state) if _write_format == 2 else encode_state_v1(state)
@@ -590,11 +649,13 @@ def encode_state(state: AccountState) -> bytes:
 def _record_body(data: bytes) -> tuple[int, bytes]:
     """A binary record's format byte and its msgpack body (out of its zstd frame if it has one)."""
     fmt = data[0]
+    if fmt == FORMAT_V4_ZSTD:
+        return fmt, _zstd_v4()[1].decompress(data[1:])
     if fmt == FORMAT_V3_ZSTD:
         return fmt, _zstd_v3()[1].decompress(data[1:])
     if fmt in (FORMAT_V2_ZSTD, FORMAT_V1_ZSTD):
         return fmt, bytes(cramjam.zstd.decompress(data[1:]))
-    if fmt in (FORMAT_V3, FORMAT_V2, FORMAT_V1):
+    if fmt in (FORMAT_V4, FORMAT_V3, FORMAT_V2, FORMAT_V1):
         return fmt, data[1:]
     raise ValueError(f"unknown account state format byte 0x{fmt:02x}")
 
@@ -605,7 +666,7 @@ def decode_state(data: bytes) -> AccountState:
     values = _DECODER.decode(body)
     if not isinstance(values, list) or not values:
         raise ValueError("account state record: not a positional layout")
-    v3 = fmt in (FORMAT_V3, FORMAT_V3_ZSTD)
+    v3 = fmt in (FORMAT_V3, FORMAT_V3_ZSTD, FORMAT_V4, FORMAT_V4_ZSTD)  # v4: v3's layout, another dictionary
     v2 = v3 or fmt in (FORMAT_V2, FORMAT_V2_ZSTD)  # v2 and v3 keep hashes and known strings alike
     f = _decode_v2(values, v3) if v2 else _decode_v1(values)
     if (raw_ids := f.get("recent_ids")) is not None:
@@ -618,6 +679,7 @@ def decode_state(data: bytes) -> AccountState:
         f["unpaid_invoices"] = {k: (at, amount) for k, (at, amount) in unpaid.items()}
     if (sentiment := f.get("csm_sentiment")) is not None:
         f["csm_sentiment"] = (sentiment[0], sentiment[1])
+    _engagement_from(f)
     return AccountState.model_construct(**f)
 
 
@@ -627,6 +689,7 @@ def _decode_v1(values: list) -> dict[str, Any]:
         f["profile"] = Profile.model_construct(
             name=p[0], segment=p[1], csm_name=p[2], csm_email=p[3], slack_channel=p[4],
             signed_up_at=p[5], updated_at=p[6], time_zone=p[7] if len(p) > 7 else None,
+            has_executive_sponsor=len(p) > 8 and bool(p[8]),
         )  # fmt: skip
     if (rows := f.get("days")) is not None:
         f["days"] = _decode_days(rows)
@@ -1009,7 +1072,7 @@ def values_v2(state: AccountState, v3: bool = False) -> list[object]:
     p = s.profile
     fields = [
         s.account_id,
-        None if p is None else [p.name, _key(p.segment), p.csm_name, p.csm_email, p.slack_channel, p.signed_up_at, p.updated_at, *_tz(p)],
+        None if p is None else [p.name, _key(p.segment), p.csm_name, p.csm_email, p.slack_channel, p.signed_up_at, p.updated_at, *_profile_tail(p)],
         _encode_kinds(s.counts, s.last_seen, base, cols),
         None,  # last_seen: with counts
         s.first_event_at,
@@ -1049,6 +1112,7 @@ def values_v2(state: AccountState, v3: bool = False) -> list[object]:
         s.score_published_at,
         s.csm_sentiment,
         s.onboarded_at,
+        *_engagement_tail(s),
     ]  # fmt: skip
     return [*_pack_columns(cols), *fields]
 
@@ -1069,7 +1133,7 @@ def encode_state_v2(state: AccountState) -> bytes:
     return _encode_columnar(state, v3=False)
 
 
-def _encode_columnar(state: AccountState, v3: bool) -> bytes:
+def _encode_columnar(state: AccountState, v3: bool, v4: bool = False) -> bytes:
     s = state
     rows = len(s.days) + len(s.users) + len(s.open_tickets) + len(s.closed_tickets) + len(s.nps)
     if rows + len(s.score_history) < V2_FROM_ROWS:
@@ -1080,13 +1144,15 @@ def _encode_columnar(state: AccountState, v3: bool) -> bytes:
         return encode_state_v1(state)
     body = _ENCODER.encode(values)
     if len(body) >= _ZSTD_MIN:
-        if v3:
+        if v4:
+            packed, fmt = _zstd_v4()[0].compress(body), FORMAT_V4_ZSTD
+        elif v3:
             packed, fmt = _zstd_v3()[0].compress(body), FORMAT_V3_ZSTD
         else:
             packed, fmt = bytes(cramjam.zstd.compress(body, level=ZSTD_LEVEL_V2)), FORMAT_V2_ZSTD
         if len(packed) < len(body):
             return bytes((fmt,)) + packed
-    return bytes((FORMAT_V3 if v3 else FORMAT_V2,)) + body
+    return bytes((FORMAT_V4 if v4 else FORMAT_V3 if v3 else FORMAT_V2,)) + body
 
 
 _V2_HEAD = 3  # column lengths, widths, planes
@@ -1101,6 +1167,7 @@ def _decode_v2(values: list, v3: bool = False) -> dict[str, Any]:
         f["profile"] = Profile.model_construct(
             name=p[0], segment=_unkey(p[1]), csm_name=p[2], csm_email=p[3], slack_channel=p[4],
             signed_up_at=p[5], updated_at=p[6], time_zone=p[7] if len(p) > 7 else None,
+            has_executive_sponsor=len(p) > 8 and bool(p[8]),
         )  # fmt: skip
     # in the order values_v2 wrote their columns
     f["counts"], f["last_seen"] = _decode_kinds(f["counts"], base, r)
@@ -1210,6 +1277,41 @@ def encode_state_v3(state: AccountState) -> bytes:
     return _encode_columnar(state, v3=True)
 
 
+# --- layout v4: layout v3 with a dictionary trained on states with relationship data -----------
+#
+# Contract 1.1's relationship events put new strings (``meeting``, ``csm_touch``, the ``qbr_overdue``
+# rule) and a relationship entry into most states; v3's dictionary, trained before them, cannot help
+# with those, and the simulated p95 went from 2,011 to 2,091 bytes. v4 is v3's list exactly, in a zstd
+# frame with a dictionary trained the same way (bench/train_state_dict.py --v4) on the simulator as it
+# is now: 2,024 bytes at p95. Frozen with its format byte like v3's.
+
+FORMAT_V4 = 0x07  # layout v4 (= v3), msgpack
+FORMAT_V4_ZSTD = 0x08  # layout v4 (= v3), msgpack, zstd frame with the v4 dictionary
+_DICT_V4_PATH = Path(__file__).with_name("data") / "state_dict_v4.zdict"
+_ZSTD_V4: tuple[Any, Any] | None = None
+
+
+def _zstd_v4() -> tuple[Any, Any]:
+    """The compressor and decompressor of v4 frames (:func:`_zstd_v3` with the v4 dictionary)."""
+    global _ZSTD_V4
+    if _ZSTD_V4 is None:
+        import zstandard
+
+        zdict = zstandard.ZstdCompressionDict(_DICT_V4_PATH.read_bytes())
+        zdict.precompute_compress(level=ZSTD_LEVEL_V3)
+        compressor = zstandard.ZstdCompressor(
+            level=ZSTD_LEVEL_V3, dict_data=zdict, write_checksum=False, write_dict_id=False
+        )
+        _ZSTD_V4 = (compressor, zstandard.ZstdDecompressor(dict_data=zdict))
+    return _ZSTD_V4
+
+
+def encode_state_v4(state: AccountState) -> bytes:
+    """The state as a binary v4 record (v3's list, in a zstd frame with the v4 dictionary when
+    smaller); a small state, or one the columns cannot hold, is written as v1."""
+    return _encode_columnar(state, v3=True, v4=True)
+
+
 class StateBrief(NamedTuple):
     """What rebuilding a partition's due schedule after a restart reads of a state (see
     :func:`decode_brief`); an :class:`AccountState` has the same attributes."""
@@ -1238,7 +1340,7 @@ def decode_brief(data: bytes) -> StateBrief:
     entries = _RAW_FIELDS.decode(body)
     if not entries:
         raise ValueError("account state record: not a positional layout")
-    v2 = fmt in (FORMAT_V2, FORMAT_V2_ZSTD, FORMAT_V3, FORMAT_V3_ZSTD)
+    v2 = fmt in (FORMAT_V2, FORMAT_V2_ZSTD, FORMAT_V3, FORMAT_V3_ZSTD, FORMAT_V4, FORMAT_V4_ZSTD)
     skip = _V2_HEAD if v2 else 0  # v2, v3: the column stream comes first, then v1's field order
     n = len(entries)  # a record from before a field was added is shorter: its default (None)
     brief = StateBrief._make(_DECODER.decode(entries[skip + i]) if skip + i < n else None for i in _BRIEF_AT)

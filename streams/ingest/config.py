@@ -124,6 +124,8 @@ class WebhookConfig(_Model):
         "ces",
         "csm_sentiment",
         "account",
+        "meeting",  # contract 1.1: a CRM's meetings and logged calls / e-mails
+        "csm_touch",
     ]
     #: contract field -> where it comes from; event_id, account_id and occurred_at are required.
     fields: dict[str, WebhookField | str]

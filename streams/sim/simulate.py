@@ -185,10 +185,40 @@ class _Account:
     #: Renewals draw from their own stream, so that they leave every other event of the account as it was.
     renew_rng: random.Random = field(default_factory=random.Random)
     plan: str = ""  # the plan of the latest subscription event
+    relationship: _Relationship | None = None  # meetings and CSM touches (Simulator._relationship)
 
     def next_id(self) -> str:
         self.seq += 1
         return f"{self.truth.account_id}-{self.seq:06d}"
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """A segment's relationship rhythm: days between business reviews (None: none), between check-ins
+    and between CSM e-mails or calls on average, and the share of accounts with an executive sponsor."""
+
+    qbr_days: int | None
+    check_in_days: float
+    touch_days: float
+    sponsor_share: float
+
+
+#: The simulator's cadences; the scorecard's ``metrics.qbr_cadence_days`` has the same reviews.
+RELATIONSHIP: dict[str, Cadence] = {
+    "smb": Cadence(None, 60, 30, 0.3),
+    "mid_market": Cadence(180, 30, 14, 0.7),
+    "enterprise": Cadence(90, 14, 7, 1.0),
+}
+_SPONSOR_FIRST = ("Alex", "Jordan", "Morgan", "Riley", "Casey", "Jamie")
+_SPONSOR_LAST = ("Novak", "Patel", "Garcia", "Okafor", "Larsen", "Moreau")
+
+
+@dataclass
+class _Relationship:
+    rng: random.Random
+    sponsor: bool
+    qbr_due: int | None  # the day the next business review is held (or tried)
+    seq: int = 0
 
 
 def _cancel_ts(day: int) -> int:
@@ -373,6 +403,7 @@ class Simulator:
                 csm_email=a.truth.csm_email,
                 slack_channel=None if a.truth.segment == "smb" else f"#cs-{aid}",
                 signed_up_at=_fmt(a.signed_up_at, a.tz),
+                **self._sponsor(a),
             )
             yield self._subscription(a, at + 60, rng.choice(seg.plans), ev)
 
@@ -411,6 +442,7 @@ class Simulator:
                 )
 
         yield from self._billing(a, day, day_start, mood, ev)
+        yield from self._relationship(a, day, day_start, weekday, mood)
 
     def _subscription(self, a: _Account, at: float, plan: str, ev: Emit) -> tuple[int, dict]:
         a.plan = plan
@@ -528,6 +560,86 @@ class Simulator:
                 "renewal_date": a.renewal.isoformat(),
             },
         )
+
+    # --- relationship: meetings and CSM touches (contract 1.1) ------------------------------------
+    #
+    # Drawn from a generator of their own and numbered apart (``-r`` ids), so the rest of the stream
+    # is the same event for event as before they existed. Meetings follow the segment's cadence
+    # (RELATIONSHIP); an account heading to churn meets less, cancels more and sees its executive less.
+
+    def _rel_rng(self, a: _Account, what: str) -> random.Random:
+        return random.Random(f"{self.seed}:{a.truth.account_id}:{what}")
+
+    def _sponsor(self, a: _Account) -> dict[str, str]:
+        """The account's executive sponsor, if it has one (on its profile event)."""
+        rng = self._rel_rng(a, "sponsor")
+        if rng.random() >= RELATIONSHIP[a.truth.segment].sponsor_share:
+            return {}
+        return {"executive_sponsor": f"{rng.choice(_SPONSOR_FIRST)} {rng.choice(_SPONSOR_LAST)}"}
+
+    def _relationship(
+        self, a: _Account, day: int, day_start: int, weekday: int, mood: float
+    ) -> Iterator[tuple[int, dict]]:
+        cad = RELATIONSHIP[a.truth.segment]
+        r = a.relationship
+        if r is None:
+            rng = self._rel_rng(a, "meetings")
+            # The last review before the window (not emitted) sets when the next one is due.
+            qbr_due = day + rng.randint(1, cad.qbr_days) if cad.qbr_days else None
+            r = a.relationship = _Relationship(rng, bool(self._sponsor(a)), qbr_due)
+        if weekday >= 5:
+            return
+        rng, p = r.rng, a.persona
+        unhappy = (1.0 - mood) * p.warning
+        aid = a.truth.account_id
+
+        def emit(hour: float, type_: str, **fields: object) -> tuple[int, dict]:
+            r.seq += 1
+            t = int(day_start + hour * 3600)
+            return t, {
+                "event_id": f"{aid}-r{r.seq:05d}",
+                "account_id": aid,
+                "type": type_,
+                "occurred_at": _fmt(t, a.tz),
+                **fields,
+            }
+
+        def meeting(kind: str, exec_chance: float, extra_cancel: float = 0.0) -> tuple[int, dict]:
+            held = rng.random() >= min(0.9, 0.08 + extra_cancel + 0.7 * unhappy)
+            attendees = [{"role": "champion"}] + [{"role": "user"}] * rng.randint(0, 3)
+            if held and r.sponsor and rng.random() < exec_chance * (1.0 - 0.9 * unhappy):
+                attendees.append({"role": "executive"})
+            return emit(
+                rng.uniform(10, 16),
+                "meeting",
+                meeting_id=f"{aid}-m{r.seq + 1:05d}",
+                kind=kind,
+                status="held" if held else "cancelled",
+                attendees=attendees,
+                **({"duration_min": rng.choice((30, 45, 60))} if held else {}),
+            )
+
+        tenure = day - a.signed_up_at // DAY_S
+        if tenure in (2, 9):
+            yield meeting("onboarding", 0.3)
+        elif tenure == 23:
+            yield meeting("training", 0.0)
+        if r.qbr_due is not None and day >= r.qbr_due:
+            t, m = meeting("qbr", 0.85, extra_cancel=0.05)
+            yield t, m
+            # Held: the next one a cadence later; cancelled: rescheduled in one to three weeks.
+            r.qbr_due = day + (cad.qbr_days or 0) if m["status"] == "held" else day + rng.randint(7, 21)
+        elif rng.random() < 7 / 5 / cad.check_in_days * (0.3 + 0.7 * mood):
+            yield meeting("check_in", 0.1)
+        if rng.random() < 7 / 5 / cad.touch_days * (0.5 + 0.5 * mood):
+            executive = r.sponsor and rng.random() < 0.2 * (1.0 - 0.9 * unhappy)
+            yield emit(
+                rng.uniform(9, 18),
+                "csm_touch",
+                channel=rng.choice(("email", "email", "call")),
+                contact_role="executive" if executive else "champion",
+                csm_email=a.truth.csm_email,
+            )
 
     # --- the stream ---------------------------------------------------------------------------
 

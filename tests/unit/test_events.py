@@ -9,7 +9,17 @@ from streams.schema import all_schemas, schema_path
 from tests.helpers import account_event, at, event
 
 VALID = [
-    account_event("a", slack_channel="#cs-a"),
+    account_event("a", slack_channel="#cs-a", executive_sponsor="Alex Novak"),
+    event(
+        "meeting",
+        "a",
+        meeting_id="m1",
+        kind="qbr",
+        status="held",
+        attendees=[{"role": "executive", "name": "Alex Novak"}, {"role": "champion"}],
+        duration_min=60,
+    ),
+    event("csm_touch", "a", channel="call", contact_role="executive", note="renewal plans"),
     event("login", "a", user_id="u"),
     event("feature_used", "a", user_id="u", feature="reports"),
     event("session", "a", user_id="u", duration_s=61.5),
@@ -73,6 +83,26 @@ def test_unknown_fields_are_kept_and_money_is_exact():
             b"a",
             "billing",
             "mrr",
+        ),
+        (
+            orjson.dumps(event("meeting", "a", kind="lunch", status="held")),
+            b"a",
+            "accounts",
+            "meeting.kind",
+        ),
+        (
+            orjson.dumps(event("meeting", "a", kind="qbr", status="held", attendees=[{"role": "ceo"}])),
+            b"a",
+            "accounts",
+            "meeting.attendees.0.role",
+        ),
+        (orjson.dumps(event("meeting", "a", kind="qbr")), b"a", "accounts", "meeting.status: Field required"),
+        (orjson.dumps(event("csm_touch", "a", channel="sms")), b"a", "accounts", "csm_touch.channel"),
+        (
+            orjson.dumps(event("meeting", "a", kind="qbr", status="held")),
+            b"a",
+            "tickets",
+            "does not belong on the tickets",
         ),
         (
             orjson.dumps(account_event("a", csm_email="not an email")),

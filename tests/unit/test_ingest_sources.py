@@ -455,4 +455,52 @@ webhooks:
         "slack_channel": None,
         "signed_up_at": "2024-02-01T00:00:00Z",
         "time_zone": None,  # optional in the contract; this CRM maps none
+        "executive_sponsor": None,  # contract 1.1: the CRM can map it (a field like the others)
     }
+
+
+def test_a_crm_logs_meetings_and_calls_through_a_generic_webhook() -> None:
+    """Contract 1.1: a CRM workflow (a HubSpot meeting engagement, a logged call) feeds the
+    relationship events; outcome and type names map to the contract's values."""
+    text = """
+webhooks:
+  meetings:
+    type: meeting
+    fields:
+      event_id: {path: id}
+      account_id: {path: company}
+      occurred_at: {path: properties.hs_meeting_start_time}
+      kind: {path: properties.hs_activity_type, map: {Quarterly Business Review: qbr, Check-in: check_in}}
+      status: {path: properties.hs_meeting_outcome, map: {COMPLETED: held, CANCELED: cancelled}}
+      attendees: {path: attendees}
+  calls:
+    type: csm_touch
+    fields:
+      event_id: {path: id}
+      account_id: {path: company}
+      occurred_at: {path: timestamp}
+      channel: {value: call}
+      contact_role: {path: contact.role}
+"""
+    cfg = parse_yaml(text, IngestConfig, "ingest.yaml")
+    meeting = {
+        "id": "m-77",
+        "company": "acme",
+        "properties": {
+            "hs_meeting_start_time": "2026-12-01T15:00:00Z",
+            "hs_activity_type": "Quarterly Business Review",
+            "hs_meeting_outcome": "COMPLETED",
+        },
+        "attendees": [{"role": "executive", "email": "cfo@acme.example"}, {"role": "champion"}],
+    }
+    (ev,) = (
+        WebhookSource("meetings", cfg.webhooks["meetings"], "s").parse({}, orjson.dumps(meeting), NOW).events
+    )
+    assert (ev.type, ev.kind, ev.status) == ("meeting", "qbr", "held")  # type: ignore[union-attr]
+    assert [a.role for a in ev.attendees] == ["executive", "champion"]  # type: ignore[union-attr]
+    call = {"id": 9, "company": "acme", "timestamp": "2026-12-02T10:00:00Z", "contact": {"role": "executive"}}
+    (touch,) = WebhookSource("calls", cfg.webhooks["calls"], "s").parse({}, orjson.dumps(call), NOW).events
+    assert (touch.type, touch.channel, touch.contact_role) == ("csm_touch", "call", "executive")  # type: ignore[union-attr]
+    meeting["properties"]["hs_meeting_outcome"] = "NO_SHOW"  # not mapped: breaks the contract, said so
+    with pytest.raises(Rejected, match="status"):
+        WebhookSource("meetings", cfg.webhooks["meetings"], "s").parse({}, orjson.dumps(meeting), NOW)

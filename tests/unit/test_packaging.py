@@ -200,6 +200,7 @@ def test_the_wheel_the_image_installs_ships_the_package_data(tmp_path: Path) -> 
         "streams/schema/*.json",
         "streams/data/sample.jsonl",
         "streams/core/data/state_dict_v3.zdict",  # without it no v3 state record can be read
+        "streams/core/data/state_dict_v4.zdict",  # nor v4
         "streams/ingest/ingest.default.yaml",
     ):
         assert any(Path(n).match(pattern) for n in names), f"{pattern} is not in the wheel"

@@ -45,6 +45,10 @@ def healthy(**over) -> AccountMetrics:
         mrr=Decimal(100),
         mrr_change_30d_pct=0.0,
         has_billing=True,
+        has_engagement=True,
+        days_since_last_meeting=10,
+        qbr_overdue_days=0,
+        meeting_cancel_rate_90d=0.0,
     )
     base.update(over)
     return AccountMetrics(**base)
@@ -52,7 +56,9 @@ def healthy(**over) -> AccountMetrics:
 
 def test_the_default_scorecard_follows_the_seed_weights():
     weights = {name: c.weight for name, c in CONFIG.default.components.items()}
-    assert weights == {"usage": 40, "support": 25, "outcomes": 20, "financial": 15}
+    # engagement (issue 25): relationship measures on top of the seed's four, which keep their weights, so a
+    # book without meetings scores as before (the component drops out); weight from docs/validation.md
+    assert weights == {"usage": 40, "support": 25, "engagement": 10, "outcomes": 20, "financial": 15}
     # Bands chosen for lead time (docs/validation.md); 60 is the seed's "health < 60" action threshold.
     assert (CONFIG.default.bands.red_below, CONFIG.default.bands.yellow_below) == (60, 75)
 
@@ -74,9 +80,9 @@ def test_missing_data_is_dropped_and_lowers_confidence():
     outcomes = next(c for c in h.components if c.name == "outcomes")
     assert outcomes.score is None and outcomes.effective_weight == 0
     assert h.score == 100  # the other components carry the weight
-    assert h.confidence == pytest.approx(0.8)
+    assert h.confidence == pytest.approx(round(1 - 20 / 110, 3))
     usage = next(c for c in h.components if c.name == "usage")
-    assert usage.effective_weight == pytest.approx(40 / 80)
+    assert usage.effective_weight == pytest.approx(40 / 90, abs=1e-4)
 
 
 def test_no_data_at_all_gives_no_score():

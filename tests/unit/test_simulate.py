@@ -159,3 +159,37 @@ def test_detractors_and_promoters_write_a_comment(base) -> None:
     assert any("comment" in e for e in answers)
     csat = [e for e in events if e["type"] == "csat"]
     assert all(("comment" in e) == (e["score"] <= 2) for e in csat)
+
+
+def test_relationship_events_follow_the_segment_and_sour_before_churn() -> None:
+    """Contract 1.1: meetings by the segment's cadence (QBRs for enterprise and mid-market only), more
+    cancelled meetings and fewer executive touches in the weeks before a cancellation; drawn apart
+    from the rest, so the other events are the same as without them."""
+    events, sim = run(accounts=150, days=120, seed=11)
+    truth = {a.account_id: a for a in sim.truth().accounts}
+    meetings = [e for e in events if e["type"] == "meeting"]
+    qbr_segments = {truth[e["account_id"]].segment for e in meetings if e["kind"] == "qbr"}
+    assert qbr_segments == {"enterprise", "mid_market"}
+    per_account = Counter(e["account_id"] for e in meetings)
+    by_segment = {
+        seg: sum(per_account[a] for a, t in truth.items() if t.segment == seg)
+        / max(1, sum(1 for t in truth.values() if t.segment == seg))
+        for seg in ("smb", "mid_market", "enterprise")
+    }
+    assert by_segment["smb"] < by_segment["mid_market"] < by_segment["enterprise"]
+
+    def late(e: dict) -> bool:  # in the 30 days before the account cancels
+        t = truth[e["account_id"]]
+        return t.canceled_at is not None and 0 <= t.canceled_at.timestamp() - ts(e) < 30 * 86_400
+
+    def cancel_rate(es: list[dict]) -> float:
+        return sum(e["status"] == "cancelled" for e in es) / len(es)
+
+    stayers = [e for e in meetings if not truth[e["account_id"]].churns]
+    souring = [e for e in meetings if late(e)]
+    assert len(souring) >= 20 and cancel_rate(souring) > 2 * cancel_rate(stayers)
+    sponsors = [e for e in events if e["type"] == "account" and e.get("executive_sponsor")]
+    assert {truth[e["account_id"]].segment for e in sponsors} == {"smb", "mid_market", "enterprise"}
+    # the other events do not move: ids of the relationship events are numbered apart ("-r")
+    assert all("-r" in e["event_id"] for e in events if e["type"] in ("meeting", "csm_touch"))
+    assert not any("-r" in e["event_id"] for e in events if e["type"] not in ("meeting", "csm_touch"))
