@@ -29,7 +29,7 @@ from streams.broker.admin import DEAD_LETTER_MAX_MESSAGE_BYTES
 from streams.broker.clients import faust_app_kwargs
 from streams.config import ConfigError
 from streams.core.scoring import ScoringConfig, load_scoring
-from streams.core.state import DAY_S, INPUT_KINDS, AccountState, set_write_format
+from streams.core.state import DAY_S, INPUT_KINDS, set_write_format
 from streams.engine.driver import DriverConfig, PartitionDriver, Record, state_store
 from streams.engine.engine import Engine
 from streams.readmodel.projector import write_with_retry
@@ -40,6 +40,7 @@ from streams.worker.codecs import STATE_CODEC
 from streams.worker.offsets import BrokerOffsets, Consumer, OffsetTracker
 from streams.worker.outputs import Out, Outputs
 from streams.worker.partitions import PartitionSet
+from streams.worker.shell import Shell
 from streams.worker.telemetry import Telemetry, WorkerMetrics, start_exporter
 
 log = logging.getLogger("healthmon.ingest")
@@ -230,44 +231,13 @@ def create_app(
         msg = event.message
         return Record(kinds[msg.topic], msg.offset, msg.key, msg.value, event)
 
-    # --- the durability protocol ------------------------------------------------------------------
-
-    async def write_states(stopping: bool = False) -> None:
-        """What the steps since the last write hold, made durable (:meth:`Checkpoint.flush`); the
-        drivers then know their accounts' bands as written. Under the lock."""
-        for p, states in (await checkpoint.flush(stopping)).items():
-            if (driver := drivers.get(p)) is not None:
-                for a, st in states.items():
-                    if isinstance(st, AccountState):  # not a partition's portfolio
-                        driver.bands[a] = st.last_change_band or "none"
-
-    async def write_states_when_due() -> None:
-        if checkpoint.due():
-            await write_states()
+    shell: Shell[Out] = Shell(
+        partitions, offsets, checkpoint, sink.records, s.step_budget, telemetry, app.crash
+    )
 
     async def step(parts: list[int]) -> None:
-        """Step the drivers of ``parts`` and make what they produced durable, all together: outputs
-        sent now, the states they imply held and written at most every ``HEALTHMON_STATE_FLUSH_S``
-        after every output sent before is acknowledged, the inputs acked after that write
-        (:class:`Checkpoint`). Under the lock, which a revocation takes before it drops a driver."""
-        if halted():
-            return
-        try:
-            done = await partitions.step(parts, offsets.highwaters, s.step_budget, telemetry.timed_step)
-            if done:
-                records = [rec for p, out, _ in done for rec in sink.records(p, out)]
-                await checkpoint.add(records, [(p, out.states, st, out.acks) for p, out, st in done])
-                await write_states_when_due()
-                for p, _, _ in done:
-                    if (driver := drivers.get(p)) is not None:
-                        telemetry.export_counts(driver)
-            stepped.notify_all()
-        except BaseException as exc:
-            checkpoint.breaks(exc)  # states changed in place, their outputs unsent: nothing more written
-            if not isinstance(exc, asyncio.CancelledError):
-                log.error("a step failed half-way (%r): stopping; nothing more is written or acked", exc)
-                await app.crash(exc)  # the worker exits; its restart recovers from the changelog
-            raise
+        await shell.step(parts)
+        stepped.notify_all()
 
     # --- Faust's hooks, agents and timers ---------------------------------------------------------
 
@@ -280,7 +250,7 @@ def create_app(
         """A clean stop writes the held states (the producer is still up; Faust sends this after
         stopping the consumer), or its restart would fold and publish their records again."""
         async with lock:
-            await write_states(stopping=True)
+            await shell.write_states(stopping=True)
 
     @app.task
     async def run_cut() -> None:
@@ -299,27 +269,11 @@ def create_app(
     @app.agent(inputs, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(s.batch_max, within=s.batch_wait_s):  # type: ignore[attr-defined]  # on Stream, not in StreamT
-            touched: set[int] = set()
             for event in batch:
                 event.message.incref()  # acked by us once its effect is durable, not by take_events
             async with lock:
-                now = time.time()
-                for event in batch:
-                    if not current(event):
-                        # fetched before a rebalance: the seek delivers it again, in order
-                        msg = event.message
-                        log.info(
-                            "skipped %s[%s]@%s of an earlier generation", msg.topic, msg.partition, msg.offset
-                        )
-                        continue
-                    p = event.message.partition
-                    driver = drivers.get(p) or await partitions.ensure(p)
-                    if partitions.offer(p, to_record(event), now, driver):
-                        touched.add(p)
-                for p in touched:
-                    driver = drivers.get(p)
-                    if driver is not None and driver.gaps:
-                        await offsets.reread(p, driver)
+                records = [(e.message.partition, to_record(e)) for e in batch]
+                touched = await shell.offer(records, time.time())
                 await step(sorted(touched))
                 # A partition that stopped at its step budget (a midnight: every account due) goes
                 # on in steps (:func:`run_cut`); this agent reads no more input until it is done,
@@ -340,12 +294,8 @@ def create_app(
         partitions.rebalance_started()
         metrics.set_state("recovering")
         async with lock:
-            await write_states()  # what the drivers changed is in the changelog before they go
-            gone = {tp.partition for tp in revoked if tp.topic in kinds}
-            partitions.drop(gone)
-            for p in gone:
-                offsets.forget(p)
-            telemetry.forget_dropped(drivers.values())
+            # what the drivers changed is in the changelog before they go
+            await shell.revoke(tp.partition for tp in revoked if tp.topic in kinds)
             stepped.notify_all()  # an ingest batch waiting for a dropped partition goes on
 
     rules_stamp = _rules_stamp(rules_path)
@@ -366,14 +316,8 @@ def create_app(
                 except ConfigError as exc:
                     log.error("rule files changed but are invalid; keeping the previous rules:\n%s", exc)
         async with lock:
-            parts = []
-            for p in sorted(assigned()):
-                driver = drivers.get(p) or await partitions.ensure(p)
-                if driver is not None:
-                    await offsets.reread(p, driver)
-                    parts.append(p)
-            await step(parts)
-            await write_states_when_due()  # a quiet stream's held states too
+            await shell.tick(assigned())
+            stepped.notify_all()
 
     @app.timer(1.0)
     async def read_ends() -> None:
