@@ -34,6 +34,7 @@ from pydantic import TypeAdapter, ValidationError
 from redis.asyncio import Redis
 
 from rules.model import AlertEvent
+from streams import compat
 from streams.broker.clients import consumer as kafka_consumer
 from streams.broker.clients import faust_app_kwargs, started
 from streams.readmodel.projector import _retry
@@ -93,6 +94,25 @@ class TasksPipeline:
     #: event mode: each partition's clock (the latest alert time read), UNIX seconds
     clocks: dict[int, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    #: per input (topic, partition), the offset the next record must have (committed, then read)
+    expected: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: per input (topic, partition), the last hole read again: (from, the offset that came instead)
+    reread: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+
+    def hole(self, topic: str, p: int, offset: int) -> int | None:
+        """Where a hole before ``offset`` begins, when Faust skipped records there that were not read
+        again yet (the same hole seen again after a re-read is a real gap in the log: None)."""
+        key = (topic, p)
+        exp = self.expected.get(key)
+        if exp is None or offset <= exp or self.reread.get(key) == (exp, offset):
+            return None
+        self.reread[key] = (exp, offset)
+        return exp
+
+    def read(self, topic: str, p: int, offset: int) -> None:
+        key = (topic, p)
+        if offset >= self.expected.get(key, offset):
+            self.expected[key] = offset + 1
 
 
 def _dt(ts: float) -> datetime:
@@ -202,6 +222,23 @@ def create_tasks_app(settings: Settings | None = None) -> TasksPipeline:
         async for event in stream.events():
             msg = event.message
             p = msg.partition
+            start = pipe.hole(msg.topic, p, msg.offset)
+            if start is not None:
+                # Faust can skip fetched records (the stream worker re-reads such holes too): read
+                # them again before this one, and keep Faust from committing past them meanwhile.
+                tp = TP(msg.topic, p)
+                log.warning(
+                    "%s[%s]: records from %d were not delivered (%d came next): reading them again",
+                    msg.topic,
+                    p,
+                    start,
+                    msg.offset,
+                )
+                count("rereads")
+                compat.forget_gap(app.consumer, tp, start, msg.offset)
+                if await compat.seek(app.consumer, tp, start):
+                    continue  # this record comes again after the hole
+            pipe.read(msg.topic, p, msg.offset)
             try:
                 ev, at = parse_record(s, msg.topic, msg.key, msg.value)
             except (ValidationError, ValueError) as exc:
@@ -257,10 +294,12 @@ def create_tasks_app(settings: Settings | None = None) -> TasksPipeline:
                     )
                 )
             begin = await offsets.beginning_offsets(tps)
+            pipe.expected.clear()  # partitions this worker no longer owns, and positions to learn again
             for tp in tps:
                 committed = await offsets.committed(tp)
                 if not committed:
-                    await app.consumer.seek(TP(tp.topic, tp.partition), begin[tp])
+                    await compat.seek(app.consumer, TP(tp.topic, tp.partition), begin[tp])
+                pipe.expected[(tp.topic, tp.partition)] = committed or begin[tp]
         except Exception as exc:  # the broker is away: Faust's own seek is all there is
             log.warning("could not check the committed offsets: %r", exc)
 

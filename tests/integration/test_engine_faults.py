@@ -32,7 +32,7 @@ from tests.conftest import WorkerProcess
 from tests.helpers import collect, produce, setup_topics
 
 # No re-runs: a difference is a bug. (Until issue 10's fix the crash scenarios differed in about one
-# run in four under full-suite load: Faust 0.15 can skip fetched records; see reread in streams/worker/app.py.)
+# run in four under full-suite load: Faust 0.15 can skip fetched records; see streams/worker/offsets.py.)
 pytestmark = pytest.mark.kafka
 
 END = datetime(2026, 6, 1, tzinfo=UTC)

@@ -284,3 +284,69 @@ async def test_the_tasks_worker_refuses_to_start_without_its_topics(kafka_settin
     assert out.returncode != 0
     assert f"task topics missing on {s.kafka_bootstrap}: {s.topic('alerts')}" in out.stderr
     assert "healthmon topics create" in out.stderr
+
+
+async def test_records_faust_skips_are_read_again(live, tmp_path):
+    """Faust can skip fetched records and count the jump as acked (faust-streaming 0.15, see
+    tests/faults/lossy_worker.py): the tasks worker reads such a hole again, so no action is lost."""
+    s = live
+    await setup_topics(s)
+    lose = f"{s.topic('task_actions')}:0:0:1"  # the first action, the first time it is fetched
+    w = WorkerProcess(
+        s,
+        tmp_path / "tasks-worker.log",
+        module="tests.faults.lossy_worker",
+        command="tasks-worker",
+        env={"HM_LOSE": lose},
+    ).start()
+    try:
+        accounts = ["acc-a", "acc-b", "acc-c"]
+        now = datetime.now(UTC).replace(microsecond=0)
+        await produce(
+            s,
+            [
+                (
+                    s.topic("alerts"),
+                    a.encode(),
+                    alert(a, "band_red", now, CHECK_IN).model_dump_json().encode(),
+                )
+                for a in accounts
+            ],
+        )
+        recs = await collect(
+            s, "task_notices", lambda rs: all("opened" in kinds(rs, a) for a in accounts), timeout=60
+        )
+        task_ids = {n["account_id"]: n["task_id"] for n in notices(recs) if n["kind"] == "opened"}
+        actions = [
+            TaskAction(
+                action_id=f"ack-{a}",
+                account_id=a,
+                task_id=task_ids[a],
+                action="acknowledge",
+                by="ana",
+                at=now,
+            )
+            for a in accounts
+        ]
+        await produce(
+            s,
+            [(s.topic("task_actions"), x.account_id.encode(), x.model_dump_json().encode()) for x in actions],
+        )
+
+        def all_acknowledged(rs) -> bool:
+            b = books(rs)
+            return all(a in b and b[a].tasks[task_ids[a]].state == "acknowledged" for a in accounts)
+
+        try:
+            final = books(await collect(s, "tasks", all_acknowledged, timeout=60))
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- worker:\n{w.log_tail(60)}") from None
+        assert [h.action for h in final["acc-a"].tasks[task_ids["acc-a"]].history] == [
+            "opened",
+            "acknowledge",
+        ]
+        log = w.log().decode(errors="replace")
+        assert log.count("lossy client: lost") == 1, "the fault must have happened"
+        assert f"{s.topic('task_actions')}[0]: records from 0 were not delivered (1 came next)" in log
+    finally:
+        w.stop()

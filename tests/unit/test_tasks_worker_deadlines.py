@@ -45,3 +45,18 @@ def test_a_retry_comes_up_only_while_the_deadline_has_not_moved():
     pipe.retry(0, "a", 70.0)
     pipe.set_deadline("a", 0, 500.0)  # this time it was applied: the deadline moved
     assert pipe.due(0, 100.0) == []
+
+
+def test_a_hole_is_read_again_once_then_taken_as_a_gap_in_the_log() -> None:
+    pipe = TasksPipeline(None, None, None)  # type: ignore[arg-type]
+    assert pipe.hole("cs.task-actions", 0, 7) is None  # nothing known yet (a broker away at assignment)
+    pipe.expected[("cs.task-actions", 0)] = 3  # the committed offset
+    pipe.read("cs.task-actions", 0, 3)
+    assert pipe.hole("cs.task-actions", 0, 4) is None  # the next one
+    assert pipe.hole("cs.task-actions", 0, 9) == 4  # 4..8 skipped: read them again
+    pipe.read("cs.task-actions", 0, 2)  # a record before the position (read again): no move back
+    assert pipe.expected[("cs.task-actions", 0)] == 4
+    assert pipe.hole("cs.task-actions", 0, 9) is None  # the same jump after the re-read: a real gap
+    pipe.read("cs.task-actions", 0, 9)
+    assert pipe.hole("cs.task-actions", 0, 10) is None
+    assert pipe.hole("cs.task-actions", 1, 10) is None  # another partition: nothing known
