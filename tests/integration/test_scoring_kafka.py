@@ -61,8 +61,15 @@ async def test_account_moves_from_green_to_red_everywhere(kafka_settings, worker
     health = await collect(s, "health", lambda rs: snapshot_total(rs, "acc-g") == len(month))
     green = latest_snapshots(health)["acc-g"]
     assert green["band"] == "green"
-    assert green["score"] >= 60 and green["confidence"] > 0.5
-    assert {c["name"] for c in green["components"]} == {"usage", "support", "outcomes", "financial"}
+    # no meetings in this history: the relationship component (10 of 110 weight units) has no data
+    assert green["score"] >= 60 and green["confidence"] > 0.45
+    assert {c["name"] for c in green["components"]} == {
+        "usage",
+        "support",
+        "outcomes",
+        "financial",
+        "engagement",
+    }
     assert green["metrics"]["adoption_rate"] == pytest.approx(0.9)
 
     down = decline("acc-g")
