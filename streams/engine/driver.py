@@ -813,7 +813,17 @@ class PartitionDriver:
                 owed[state.account_id] = state.owed
             if n % chunk == 0:
                 yield
-        if owed:  # owed evaluations close with the slot of the latest of them
+        if owed:
+            # The slot of the latest owed evaluation is the one that was open; an account owing an
+            # evaluation of an earlier slot was being closed when the worker stopped (closing runs a
+            # step's budget at a time): it is evaluated first, at its own time, before anything of the
+            # open slot is read (else its next event is folded first and that evaluation never runs).
+            slot = self.config.live_slot_ms if self._realtime else self.config.slot_ms
+            latest = max(owed.values()) * 1000 // slot
+            closing = sorted((t, a) for a, t in owed.items() if t * 1000 // slot < latest)
+            self._closing.extend((a, t) for t, a in closing)
+            for _, a in closing:
+                del owed[a]
             self._open_slot(max(owed.values()) * 1000)
             self._dirty = owed
 
