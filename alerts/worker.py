@@ -161,10 +161,18 @@ class DeliveryWorker:
             return TopicPartition(self.s.topic("task_notices"), part - NOTICE_PARTITIONS)
         return TopicPartition(self.s.topic("alerts"), part)
 
+    def shows_tasks(self, receiver: Receiver) -> bool:
+        """Whether the receiver's messages carry task links (email) or buttons (Slack)."""
+        if receiver.slack is not None:
+            return self.s.slack_signing_secret is not None
+        return receiver.email is not None and self.task_links is not None
+
     def notifier_for(self, receiver: Receiver) -> Notifier:
         if receiver.slack is not None:
-            buttons = self.s.slack_signing_secret is not None  # serve answers the buttons
-            return SlackNotifier(receiver.slack, self.http, self.routing.link_base_url, buttons)
+            # buttons only where serve can answer them (the signing secret)
+            return SlackNotifier(
+                receiver.slack, self.http, self.routing.link_base_url, self.shows_tasks(receiver)
+            )
         if receiver.webhook is not None:
             return WebhookNotifier(receiver.webhook, self.http)
         if receiver.alertmanager is not None:
@@ -444,10 +452,11 @@ class DeliveryWorker:
             except Exception as exc:  # the digest falls back to the alerts' own figures
                 log.warning("account figures not read: %s", exc)
             f.tasks = {a.alert_id: a.labels["task_id"] for a in f.firing if "task_id" in a.labels}
-            try:
-                f.tasks = {**await self.store.open_tasks(f.firing), **f.tasks}
-            except Exception as exc:  # the message goes without the task links
-                log.warning("open tasks not read: %s", exc)
+            if self.shows_tasks(receiver):
+                try:
+                    f.tasks = {**await self.store.open_tasks(f.firing), **f.tasks}
+                except Exception as exc:  # the message goes without the task links
+                    log.warning("open tasks not read: %s", exc)
             n = f.notification()
             await gate.wait_stage(self.clock)
             await gate.rate_stage()

@@ -18,7 +18,7 @@ the time it was produced: with the event time there, time-based retention delete
 (weeks old in event time) at the next retention check (docs/deploy.md).
 
 Dead letters (cs.deadletter, cs.alerts.deadletter) keep their own ``healthmon.reason`` / ``.topic`` /
-``.partition`` / ``.offset`` headers (streams/worker/app.py) and the original bytes.
+``.partition`` / ``.offset`` headers (streams/worker/outputs.py) and the original bytes.
 """
 
 from __future__ import annotations

@@ -6,22 +6,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
-from pydantic import ValidationError
-from redis.asyncio import Redis
 
-from streams.readmodel.outcomes import STATES, read_outcomes
-from streams.readmodel.tasks import list_tasks
-from streams.settings import get_settings
-from streams.tasks.model import Task
-from streams.tasks.outcomes import OutcomeRow, OutcomeTable
+if TYPE_CHECKING:  # imported where used: every `healthmon` command loads this module
+    from redis.asyncio import Redis
+
+    from streams.tasks.model import Task
+    from streams.tasks.outcomes import OutcomeRow, OutcomeTable
 
 T = TypeVar("T")
+#: streams.tasks.model.TaskState's values (tests/unit/test_cli_checks.py holds them equal).
+STATES = ("open", "acknowledged", "done", "dismissed", "cancelled")
 
 
 def _with_redis(fn: Callable[[Redis, str], Awaitable[T]]) -> T:
+    from redis.asyncio import Redis
+
+    from streams.settings import get_settings
+
     s = get_settings()
 
     async def run() -> T:
@@ -86,6 +90,8 @@ def tasks(ctx: click.Context, owner: str | None, state: str | None, limit: int, 
     """Playbook tasks by due time; `healthmon tasks outcomes` prints the outcomes table."""
     if ctx.invoked_subcommand is not None:
         return
+    from streams.readmodel.tasks import list_tasks
+
     found = _with_redis(lambda r, p: list_tasks(r, p, owner=owner, state=state, limit=limit))
     if as_json:
         for t in found:
@@ -100,6 +106,9 @@ def tasks(ctx: click.Context, owner: str | None, state: str | None, limit: int, 
 @click.option("--json", "as_json", is_flag=True)
 def outcomes(by: str, period: str | None, as_json: bool) -> None:
     """Per playbook or CSM: tasks opened, on time %, time to acknowledge, save rate against the baseline."""
+    from pydantic import ValidationError
+
+    from streams.readmodel.outcomes import read_outcomes
     from streams.web.outcomes_api import OutcomesQuery, period_days
 
     try:
@@ -128,11 +137,10 @@ def outcomes_preview(accounts: int, days: int, seed: int, end: str | None, actin
     """The outcomes table over the simulated history, offline: its alerts through the task machine on
     replayed time, a seeded share of tasks acted on. Simulated accounts do not respond to a call, so the
     save rates of tasks done and never acted on differ by chance only (streams/sim/task_outcomes.py)."""
-    from datetime import datetime as datetime_
-
     from rules.engine import load_rules
     from streams.cli.main import _parse_end
     from streams.core.scoring import load_scoring
+    from streams.settings import get_settings
     from streams.sim.mail import replay_history
     from streams.sim.simulate import Simulator
     from streams.sim.task_outcomes import account_days, replay_tasks
@@ -141,7 +149,7 @@ def outcomes_preview(accounts: int, days: int, seed: int, end: str | None, actin
     s = get_settings()
     sim = Simulator(accounts, days, seed, _parse_end(end))
     history = replay_history(sim, load_scoring(s.scorecard), load_rules(s.rules))
-    until = datetime_.fromtimestamp(sim.end, UTC)
+    until = datetime.fromtimestamp(sim.end, UTC)
     found = replay_tasks(
         history.alerts, until, acting, seed, frozenset(s.tasks_cancel_rules), s.tasks_time_zone
     )

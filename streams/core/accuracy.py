@@ -16,11 +16,14 @@ Pure: the per-account lines come in as :class:`Track`.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import TypeVar
 
 from pydantic import BaseModel
+
+from streams.core.metrics import ratio
 
 HORIZONS = (30, 60)  # days before the cancellation the score is read
 
@@ -36,10 +39,6 @@ def auc(churner_scores: Sequence[float], stayer_scores: Sequence[float]) -> floa
         hi = bisect.bisect_right(stayers, c)
         wins += (len(stayers) - hi) + 0.5 * (hi - lo)
     return wins / (len(churner_scores) * len(stayers))
-
-
-def _ratio(a: float, b: float) -> float | None:
-    return a / b if b else None
 
 
 @dataclass(frozen=True)
@@ -75,14 +74,14 @@ def figures(points: Sequence[Point]) -> Figures:
     def precision_recall(bands: set[str]) -> tuple[float | None, float | None]:
         flagged = [p for p in points if p.band in bands]
         hits = sum(1 for p in flagged if p.churns)
-        return _ratio(hits, len(flagged)), _ratio(hits, len(churn))
+        return ratio(hits, len(flagged)), ratio(hits, len(churn))
 
     red_p, red_r = precision_recall({"red"})
     risk_p, risk_r = precision_recall({"red", "yellow"})
     ranked = sorted(points, key=lambda p: (p.score, p.account_id))
     decile = ranked[: max(1, len(ranked) // 10)] if ranked else []
-    base = _ratio(len(churn), len(points))
-    decile_rate = _ratio(sum(1 for p in decile if p.churns), len(decile))
+    base = ratio(len(churn), len(points))
+    decile_rate = ratio(sum(1 for p in decile if p.churns), len(decile))
     return Figures(
         scored=len(points),
         churners=len(churn),
@@ -93,7 +92,7 @@ def figures(points: Sequence[Point]) -> Figures:
         at_risk_recall=risk_r,
         bottom_decile_churn_rate=decile_rate,
         base_churn_rate=base,
-        bottom_decile_lift=_ratio(decile_rate, base) if decile_rate is not None and base else None,
+        bottom_decile_lift=ratio(decile_rate, base) if decile_rate is not None and base else None,
     )
 
 
@@ -175,6 +174,19 @@ def _iso(day: int) -> str:
     return (date(1970, 1, 1) + timedelta(days=day)).isoformat()
 
 
+T = TypeVar("T")
+
+
+def first_scored(at: Callable[[int], T | None], moments: Sequence[int], i: int) -> tuple[int, T] | None:
+    """A stayer's moment: round-robin from the ``i``-th of the churners' ``moments``, the first at which
+    it had a score (``at``), so that every stayer is compared at a moment it existed."""
+    for k in range(len(moments)):
+        m = moments[(i + k) % len(moments)]
+        if (got := at(m)) is not None:
+            return m, got
+    return None
+
+
 def _compare(tracks: Sequence[Track], churners: Sequence[tuple[Track, int]], days_before: int) -> list[Point]:
     """Churners as of ``days_before`` their cancellation; each stayer (never canceled) at one of those
     moments, round-robin, skipping moments before it had a score (as streams/sim/evaluate.py)."""
@@ -188,11 +200,8 @@ def _compare(tracks: Sequence[Track], churners: Sequence[tuple[Track, int]], day
         return points
     stayers = sorted((t for t in tracks if not t.ever_canceled()), key=lambda t: t.account_id)
     for i, t in enumerate(stayers):
-        for k in range(len(moments)):
-            got = t.at(moments[(i + k) % len(moments)])
-            if got is not None:
-                points.append(Point(t.account_id, False, got[0], got[1]))
-                break
+        if (found := first_scored(t.at, moments, i)) is not None:
+            points.append(Point(t.account_id, False, *found[1]))
     return points
 
 

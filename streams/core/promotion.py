@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel
 
-from streams.core.accuracy import Figures, Point, figures
+from streams.core.accuracy import Figures, Point, auc, figures
 
 
 class Interval(BaseModel):
@@ -66,11 +66,11 @@ def bootstrap_auc(
     rng = random.Random(seed)
     got: tuple[list[float], list[float]] = ([], [])
     for _ in range(rounds):
-        pick = [churn[rng.randrange(len(churn))] for _ in churn] + [
-            stay[rng.randrange(len(stay))] for _ in stay
-        ]
+        churners = [churn[rng.randrange(len(churn))] for _ in churn]
+        stayers = [stay[rng.randrange(len(stay))] for _ in stay]
         for out, pts in zip(got, (current, candidate), strict=True):
-            value = figures([pts[i] for i in pick]).auc
+            # only the AUC is resampled: the scores straight to it (no precision, decile or model)
+            value = auc([pts[i].score for i in churners], [pts[i].score for i in stayers])
             if value is not None:
                 out.append(value)
     tail = (1 - level) / 2

@@ -124,7 +124,7 @@ def assess(
         metrics = with_portfolio(metrics, portfolio, as_of)
     info = account_info(state)
     unavailable = PORTFOLIO_METRICS if portfolio is None else portfolio.unavailable(as_of // DAY_S)
-    card_name, _ = config.scorecard_for(info.segment)
+    card_name, card = config.scorecard_for(info.segment)
     health = score_account(metrics, config, info.segment, unavailable, set_aside_of(portfolio, card_name))
     when = datetime.fromtimestamp(as_of, UTC)
     raw = health.score
@@ -132,12 +132,12 @@ def assess(
     score, band = raw, health.band
     last_band = None
     known_days = None if state.first_event_at is None else (as_of - state.first_event_at) // DAY_S
-    hard = metrics.canceled or metrics.unpaid_invoices > 0
+    hard = metrics.unpaid_invoices > 0  # (a cancelled account is not scored: the branch below)
     if metrics.canceled:
         # no longer scored: a score would keep moving (days without login...) for a customer who left
         status, score, band = "cancelled", None, None
         if state.score_published is not None:
-            last_band = config.scorecard_for(info.segment)[1].bands.of(state.score_published)
+            last_band = card.bands.of(state.score_published)
     elif (
         raw is not None
         and known_days is not None
@@ -147,7 +147,6 @@ def assess(
         status, score, band = "insufficient_data", None, None
     elif raw is not None:
         score = stabilise(raw, state.score_published, state.score_published_at, as_of, hard, config.stability)
-        _, card = config.scorecard_for(info.segment)
         band = card.bands.of(score)
     snapshot = HealthSnapshot(
         account_id=state.account_id,

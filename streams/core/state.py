@@ -9,6 +9,7 @@ activity bitmap per user (``USER_HORIZON_DAYS`` bits) instead of a set per day, 
 from __future__ import annotations
 
 import base64
+import functools
 import struct
 import sys
 from array import array
@@ -1253,22 +1254,24 @@ def _code_users_v3(users: dict[str, int], account_id: str, cols: list) -> list[s
 
 
 _DICT_V3_PATH = Path(__file__).with_name("data") / "state_dict_v3.zdict"
-_ZSTD_V3: tuple[Any, Any] | None = None
+
+
+@functools.cache
+def _zstd_with(path: Path) -> tuple[Any, Any]:
+    """The compressor and decompressor of frames with the dictionary at ``path`` (read once, when
+    first needed)."""
+    import zstandard
+
+    zdict = zstandard.ZstdCompressionDict(path.read_bytes())
+    zdict.precompute_compress(level=ZSTD_LEVEL_V3)
+    compressor = zstandard.ZstdCompressor(
+        level=ZSTD_LEVEL_V3, dict_data=zdict, write_checksum=False, write_dict_id=False
+    )
+    return compressor, zstandard.ZstdDecompressor(dict_data=zdict)
 
 
 def _zstd_v3() -> tuple[Any, Any]:
-    """The compressor and decompressor of v3 frames (the dictionary is read once, when first needed)."""
-    global _ZSTD_V3
-    if _ZSTD_V3 is None:
-        import zstandard
-
-        zdict = zstandard.ZstdCompressionDict(_DICT_V3_PATH.read_bytes())
-        zdict.precompute_compress(level=ZSTD_LEVEL_V3)
-        compressor = zstandard.ZstdCompressor(
-            level=ZSTD_LEVEL_V3, dict_data=zdict, write_checksum=False, write_dict_id=False
-        )
-        _ZSTD_V3 = (compressor, zstandard.ZstdDecompressor(dict_data=zdict))
-    return _ZSTD_V3
+    return _zstd_with(_DICT_V3_PATH)
 
 
 def encode_state_v3(state: AccountState) -> bytes:
@@ -1288,22 +1291,10 @@ def encode_state_v3(state: AccountState) -> bytes:
 FORMAT_V4 = 0x07  # layout v4 (= v3), msgpack
 FORMAT_V4_ZSTD = 0x08  # layout v4 (= v3), msgpack, zstd frame with the v4 dictionary
 _DICT_V4_PATH = Path(__file__).with_name("data") / "state_dict_v4.zdict"
-_ZSTD_V4: tuple[Any, Any] | None = None
 
 
 def _zstd_v4() -> tuple[Any, Any]:
-    """The compressor and decompressor of v4 frames (:func:`_zstd_v3` with the v4 dictionary)."""
-    global _ZSTD_V4
-    if _ZSTD_V4 is None:
-        import zstandard
-
-        zdict = zstandard.ZstdCompressionDict(_DICT_V4_PATH.read_bytes())
-        zdict.precompute_compress(level=ZSTD_LEVEL_V3)
-        compressor = zstandard.ZstdCompressor(
-            level=ZSTD_LEVEL_V3, dict_data=zdict, write_checksum=False, write_dict_id=False
-        )
-        _ZSTD_V4 = (compressor, zstandard.ZstdDecompressor(dict_data=zdict))
-    return _ZSTD_V4
+    return _zstd_with(_DICT_V4_PATH)
 
 
 def encode_state_v4(state: AccountState) -> bytes:

@@ -818,13 +818,13 @@ class PartitionDriver:
             # evaluation of an earlier slot was being closed when the worker stopped (closing runs a
             # step's budget at a time): it is evaluated first, at its own time, before anything of the
             # open slot is read (else its next event is folded first and that evaluation never runs).
-            slot = self.config.live_slot_ms if self._realtime else self.config.slot_ms
-            latest = max(owed.values()) * 1000 // slot
-            closing = sorted((t, a) for a, t in owed.items() if t * 1000 // slot < latest)
+            # (A rebuild comes before any step: event-time slots.)
+            last, slot = max(owed.values()), self.config.slot_ms
+            closing = sorted((t, a) for a, t in owed.items() if t * 1000 // slot < last * 1000 // slot)
             self._closing.extend((a, t) for t, a in closing)
             for _, a in closing:
                 del owed[a]
-            self._open_slot(max(owed.values()) * 1000)
+            self._open_slot(last * 1000)
             self._dirty = owed
 
     def describe(self, highwaters: list[int | None]) -> str:

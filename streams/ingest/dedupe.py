@@ -64,14 +64,11 @@ class SeenIds:
             return list(unique.values()), repeats
         keys = list(unique)
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for k in keys:
-                    pipe.exists(k)
-                flags = await pipe.execute()
+            flags = await self.redis.mget(keys)
         except (RedisError, OSError) as exc:
             self._failed("lookup", exc)
             return list(unique.values()), repeats
-        fresh = [unique[k] for k, hit in zip(keys, flags, strict=True) if not hit]
+        fresh = [unique[k] for k, hit in zip(keys, flags, strict=True) if hit is None]
         return fresh, repeats + len(keys) - len(fresh)
 
     async def remember(self, events: Sequence[Event]) -> None:

@@ -7,14 +7,15 @@ enough for a 30-day window after any task of the last two months).
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
+from typing import get_args
 
 import orjson
 from redis.asyncio import Redis
 
-from streams.tasks.model import Task
+from streams.tasks.model import Task, TaskState
 from streams.tasks.outcomes import AccountDay, GroupBy, OutcomeTable, history_days, outcome_table
 
-STATES = ("open", "acknowledged", "done", "dismissed", "cancelled")
+STATES = get_args(TaskState)
 
 
 async def all_tasks(redis: Redis, prefix: str) -> list[Task]:

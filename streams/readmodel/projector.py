@@ -140,6 +140,7 @@ def month_entry(snap: dict) -> dict:
         "account": snap.get("account") or {},
         "score": snap.get("score"),
         "band": snap.get("band"),
+        "last_band": snap.get("last_band"),  # a cancelled account's churn by band
         "drivers": [{"text": d.get("text", "")} for d in (snap.get("drivers") or [])[:3]],
         "metrics": {k: m.get(k) for k in _MONTH_METRICS},
     }

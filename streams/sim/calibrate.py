@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+from streams.core.accuracy import auc
 from streams.core.metrics import AccountMetrics
 from streams.core.scoring import (
     Bands,
@@ -36,7 +37,6 @@ from streams.core.scoring import (
     information_check,
     score_account,
 )
-from streams.sim.evaluate import auc
 
 #: Metrics a calibration may use, and the component each belongs to.
 CANDIDATES: dict[str, str] = {

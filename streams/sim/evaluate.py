@@ -18,12 +18,12 @@ import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 
 import orjson
 from pydantic import BaseModel
 
-from streams.core.accuracy import Point, figures
-from streams.core.accuracy import auc as auc  # moved to core (the live figures use it); read here too
+from streams.core.accuracy import Figures, Point, figures, first_scored
 from streams.core.events import BaseEvent
 from streams.core.state import DAY_S
 from streams.engine.driver import Output, run_offline
@@ -79,20 +79,10 @@ class Scored(BaseModel):
     band: str
 
 
-class Report(BaseModel):
+class Report(Figures):
     days_before: int
     accounts: int
-    scored: int
-    churners: int
     not_scored: int
-    auc: float | None
-    red_precision: float | None
-    red_recall: float | None
-    at_risk_precision: float | None
-    at_risk_recall: float | None
-    bottom_decile_churn_rate: float | None
-    base_churn_rate: float | None
-    bottom_decile_lift: float | None
     by_persona: dict[str, dict[str, float]]
 
 
@@ -104,15 +94,8 @@ def evaluate(truth: GroundTruth, history: History, days_before: int = 30) -> tup
         moments = [int(truth.end.timestamp()) - days_before * DAY_S]
     plan = list(zip(churners, moments, strict=True))
     for i, a in enumerate(stayers):
-        # Round-robin over the churners' moments, skipping those before the account had a score
-        # (it had not signed up yet): every stayer is compared at a moment it existed.
-        pick = moments[i % len(moments)]
-        for k in range(len(moments)):
-            t = moments[(i + k) % len(moments)]
-            if history.at(a.account_id, t) is not None:
-                pick = t
-                break
-        plan.append((a, pick))
+        found = first_scored(partial(history.at, a.account_id), moments, i)
+        plan.append((a, moments[i % len(moments)] if found is None else found[0]))
     scored: list[Scored] = []
     for a, t in plan:
         got = history.at(a.account_id, t)
@@ -138,19 +121,10 @@ def evaluate(truth: GroundTruth, history: History, days_before: int = 30) -> tup
     for row in by_persona.values():
         row["mean_score"] = round(row["mean_score"] / row["accounts"], 1)
     report = Report(
+        **fig.model_dump(),
         days_before=days_before,
         accounts=len(truth.accounts),
-        scored=len(scored),
-        churners=fig.churners,
         not_scored=len(plan) - len(scored),
-        auc=fig.auc,
-        red_precision=fig.red_precision,
-        red_recall=fig.red_recall,
-        at_risk_precision=fig.at_risk_precision,
-        at_risk_recall=fig.at_risk_recall,
-        bottom_decile_churn_rate=fig.bottom_decile_churn_rate,
-        base_churn_rate=fig.base_churn_rate,
-        bottom_decile_lift=fig.bottom_decile_lift,
         by_persona=dict(sorted(by_persona.items())),
     )
     return report, scored

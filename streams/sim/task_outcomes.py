@@ -20,7 +20,13 @@ from itertools import count
 
 from rules.model import AlertEvent
 from streams.readmodel.projector import history_entry
-from streams.tasks.machine import AccountCancelled, AlertSeen, Event, TaskError, apply_book, book_deadline
+from streams.tasks.machine import (
+    Event,
+    TaskError,
+    alert_event,
+    apply_book,
+    book_deadline,
+)
 from streams.tasks.model import DeadlineTick, Task, TaskAction, TaskBook
 from streams.tasks.outcomes import AccountDay, history_days
 
@@ -35,14 +41,6 @@ def account_days(snapshots: Mapping[str, Sequence[tuple[float, dict]]]) -> dict[
             by_day[entry["day"]] = entry
         out[account] = history_days(by_day.values())
     return out
-
-
-def _event(a: AlertEvent, cancel_rules: frozenset[str], time_zone: str | None) -> tuple[datetime, Event]:
-    """As the tasks worker's ``parse_record``: its event time and the machine's event."""
-    at = a.ends_at or a.starts_at
-    if a.status == "firing" and a.rule_id in cancel_rules:
-        return at, AccountCancelled(a.account_id, a.starts_at)
-    return at, AlertSeen(a, time_zone)
 
 
 def _acts(task: Task, acting: float, seed: int) -> list[TaskAction]:
@@ -77,7 +75,7 @@ def replay_tasks(
     per_account: dict[str, list[tuple[datetime, int, Event | TaskAction]]] = defaultdict(list)
     seq = count()
     for a in alerts:
-        at, ev = _event(a, cancel_rules, time_zone)
+        at, ev = alert_event(a, cancel_rules, time_zone)
         per_account[a.account_id].append((at, next(seq), ev))
     found: dict[str, Task] = {}
     for account, events in per_account.items():

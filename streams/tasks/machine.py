@@ -10,6 +10,7 @@ were due (event-time exact in a replay; the caller passes ``now``, never read he
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -63,6 +64,18 @@ class AccountCancelled:
 
 
 Event = AlertSeen | AccountCancelled | TaskAction | DeadlineTick
+
+
+def alert_event(
+    alert: AlertEvent, cancel_rules: Collection[str], default_zone: str | None
+) -> tuple[datetime, Event]:
+    """An alert as the machine's event, and its event time (what moves a replay's clock): a firing
+    cancellation rule closes the account's tasks; any other alert is seen in the account's time zone
+    (else ``default_zone``)."""
+    at = alert.ends_at or alert.starts_at
+    if alert.status == "firing" and alert.rule_id in cancel_rules:
+        return at, AccountCancelled(alert.account_id, alert.starts_at)
+    return at, AlertSeen(alert, alert.account.time_zone or default_zone)
 
 
 def _zone(name: str | None) -> ZoneInfo | None:

@@ -40,6 +40,7 @@ from streams.core.portfolio import (
 )
 from streams.core.targets import Assessment, Targets, assess, load_targets
 from streams.settings import Settings
+from streams.web.openapi import get_operation
 from streams.web.outcomes_api import csm_task_figures
 
 TARGETS = web.AppKey("targets", Targets)
@@ -318,7 +319,7 @@ async def csms(request: web.Request) -> web.Response:
     raw = await redis.hgetall(f"{s.redis_prefix}portfolio:{period}")
     figures = {k.decode(): PortfolioMetrics.model_validate_json(v) for k, v in raw.items()}
     rows = csm_table(figures, targets.csm_accounts)
-    tasks = await csm_task_figures(redis, s.redis_prefix, period)
+    tasks = await csm_task_figures(request.app, period)
     if tasks:
         none = {"open_tasks": 0, "overdue_tasks": 0, "on_time_pct": None}
         rows = [
@@ -371,27 +372,8 @@ def add_routes(app: web.Application, settings: Settings) -> None:
 def openapi_paths() -> tuple[dict[str, Any], list[type[BaseModel]]]:
     """The paths of this module for the OpenAPI document, and the models their bodies use."""
 
-    def ok(summary: str, model: str, query: type[BaseModel] | None) -> dict:
-        props = {} if query is None else query.model_json_schema().get("properties", {})
-        return {
-            "get": {
-                "summary": summary,
-                "parameters": [
-                    {"name": k, "in": "query", "required": False, "schema": v} for k, v in props.items()
-                ],
-                "responses": {
-                    "200": {
-                        "description": "ok",
-                        "content": {
-                            "application/json": {"schema": {"$ref": f"#/components/schemas/{model}"}}
-                        },
-                    },
-                    "400": {"description": "invalid request"},
-                    "401": {"description": "no or wrong bearer token"},
-                    "404": {"description": "no figures"},
-                },
-            }
-        }
+    def ok(summary: str, model: str, query: type[BaseModel]) -> dict:
+        return get_operation(summary, model, query, {"404": "no figures"})
 
     paths = {
         "/api/portfolio/scorecard": ok(

@@ -34,6 +34,20 @@ def _ok(description: str, schema: str | dict) -> dict:
     }
 
 
+def get_operation(
+    summary: str, model: str, query: type[BaseModel] | None = None, errors: dict[str, str] | None = None
+) -> dict:
+    """A GET path: its query parameters from ``query``, a ``model`` body, the usual 400/401 and ``errors``."""
+    responses = _ok("ok", model) | {code: {"description": d} for code, d in (errors or {}).items()}
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": [] if query is None else _params(query),
+            "responses": responses,
+        }
+    }
+
+
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
     from streams.web import outcomes_api, tasks_api

@@ -4,18 +4,20 @@ for a task id."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field, field_validator
-from redis.asyncio import Redis
 
 from streams.core.leader import period_span
 from streams.core.portfolio import month_days
 from streams.readmodel.outcomes import load
 from streams.settings import Settings
-from streams.tasks.outcomes import OutcomeTable, outcome_table
+from streams.tasks.model import Task
+from streams.tasks.outcomes import AccountDay, OutcomeTable, outcome_table
+from streams.web.openapi import get_operation
 
 
 class OutcomesQuery(BaseModel):
@@ -45,24 +47,39 @@ class OutcomesBody(OutcomeTable):
     period: str | None = None
 
 
-async def outcomes(request: web.Request) -> web.Response:
+#: Every task and their accounts' histories, read at most once per this many seconds: a dashboard render
+#: asks three times (the CSM table, the Playbooks section by playbook and by CSM), on every update.
+LOAD_TTL_S = 15.0
+LOADED = web.AppKey("outcomes_loaded", dict)
+
+
+async def loaded(app: web.Application) -> tuple[list[Task], dict[str, list[AccountDay]], datetime]:
     from streams.web.server import REDIS, SETTINGS
 
+    cache = app[LOADED]
+    hit = cache.get("all")
+    if hit is None or time.monotonic() - hit[0] >= LOAD_TTL_S:
+        s: Settings = app[SETTINGS]
+        hit = cache["all"] = (time.monotonic(), await load(app[REDIS], s.redis_prefix, datetime.now(UTC)))
+    return hit[1]
+
+
+async def outcomes(request: web.Request) -> web.Response:
     q = OutcomesQuery.model_validate(dict(request.query))
-    s: Settings = request.app[SETTINGS]
-    tasks, histories, now = await load(request.app[REDIS], s.redis_prefix, datetime.now(UTC))
+    tasks, histories, now = await loaded(request.app)
     since, until = period_days(q.period)
     table = outcome_table(tasks, histories, now, by=q.by, since=since, until=until)
     body = OutcomesBody(period=q.period, **table.model_dump())
     return web.Response(body=body.model_dump_json(), content_type="application/json")
 
 
-async def csm_task_figures(redis: Redis, prefix: str, period: str | None) -> dict[str, dict[str, Any]]:
-    """Per CSM: open and overdue tasks now, and the on time % of the tasks opened in the period."""
-    tasks, histories, now = await load(redis, prefix, datetime.now(UTC))
-    current = {r.group: r for r in outcome_table(tasks, histories, now, by="csm").rows}
+async def csm_task_figures(app: web.Application, period: str | None) -> dict[str, dict[str, Any]]:
+    """Per CSM: open and overdue tasks now, and the on time % of the tasks opened in the period (none of
+    which reads the accounts' histories)."""
+    tasks, _, now = await loaded(app)
+    current = {r.group: r for r in outcome_table(tasks, {}, now, by="csm").rows}
     since, until = period_days(period)
-    in_period = {r.group: r for r in outcome_table(tasks, histories, now, "csm", since, until).rows}
+    in_period = {r.group: r for r in outcome_table(tasks, {}, now, "csm", since, until).rows}
     return {
         csm: {
             "open_tasks": r.open,
@@ -74,33 +91,20 @@ async def csm_task_figures(redis: Redis, prefix: str, period: str | None) -> dic
 
 
 def register(app: web.Application) -> None:
+    app[LOADED] = {}
     app.router.add_get("/api/tasks/outcomes", outcomes)
 
 
 def openapi_paths() -> tuple[dict[str, Any], list[type[BaseModel]]]:
-    props = OutcomesQuery.model_json_schema().get("properties", {})
     paths = {
-        "/api/tasks/outcomes": {
-            "get": {
-                "summary": "Playbook outcomes per playbook or per CSM (tasks opened in the period): tasks "
-                "opened, open, overdue, on time %, median time to acknowledge, and for tasks done and tasks "
-                "never acted on (the baseline) the band 14 and 30 days after, renewals, cancellations and "
-                "the save rate (docs/tasks.md, Outcomes)",
-                "parameters": [
-                    {"name": k, "in": "query", "required": False, "schema": v} for k, v in props.items()
-                ],
-                "responses": {
-                    "200": {
-                        "description": "ok",
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/OutcomesBody"}}
-                        },
-                    },
-                    "400": {"description": "invalid request"},
-                    "401": {"description": "no or wrong bearer token"},
-                    "503": {"description": "the read model (Redis) is unavailable"},
-                },
-            }
-        }
+        "/api/tasks/outcomes": get_operation(
+            "Playbook outcomes per playbook or per CSM (tasks opened in the period): tasks opened, open, "
+            "overdue, on time %, median time to acknowledge, and for tasks done and tasks never acted on "
+            "(the baseline) the band 14 and 30 days after, renewals, cancellations and the save rate "
+            "(docs/tasks.md, Outcomes)",
+            "OutcomesBody",
+            OutcomesQuery,
+            {"503": "the read model (Redis) is unavailable"},
+        )
     }
     return paths, [OutcomesBody]

@@ -36,8 +36,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 from slack_sdk.signature import SignatureVerifier
 
-from alerts.links import LINK_SALT as LINK_SALT
-from alerts.links import LinkVerb, serializer
+from alerts.links import LinkVerb, TaskLinks, serializer
 from alerts.links import slack_buttons as _slack_buttons
 from rules.model import parse_duration
 from streams.broker import clients as kafka_clients
@@ -219,20 +218,16 @@ async def task_act(request: web.Request) -> web.Response:
 
 # --- one-click links ---------------------------------------------------------------------------
 
-_serializer = serializer  # the same signer as the links delivery puts in mail (alerts/links.py)
-
 
 def sign_link(s: Settings, task: Task, verb: LinkVerb, by: str, outcome: Outcome | None = None) -> str:
-    """The one-click URL for ``by`` (the addressee) to acknowledge or complete ``task``."""
-    ser = _serializer(s)
+    """The one-click URL for ``by`` (the addressee) to acknowledge or complete ``task``: the links
+    delivery puts in mail (alerts/links.py), here also without a public URL (a path)."""
+    ser = serializer(s)
     if ser is None:
         raise ValueError("HEALTHMON_TASK_LINK_SECRET is not set: task links are off")
-    if verb == "complete" and outcome is None:
-        raise ValueError("a completion link needs an outcome")
-    payload = {"t": task.task_id, "a": task.account_id, "v": verb, "by": by, "o": outcome}
-    token = ser.dumps(payload)
-    assert isinstance(token, str)
-    return f"{(s.public_url or '').rstrip('/')}/t/{token}"
+    return TaskLinks((s.public_url or "").rstrip("/"), ser).sign(
+        task.task_id, task.account_id, verb, by, outcome
+    )
 
 
 PAGES = Environment(autoescape=True)
@@ -268,7 +263,7 @@ def _token_key(s: Settings, token: str) -> tuple[str, str]:
 async def _link(request: web.Request) -> tuple[dict, Task] | web.Response:
     """The link's payload and task, or the page that refuses it."""
     s, redis = _app_parts(request)
-    ser = _serializer(s)
+    ser = serializer(s)
     if ser is None:
         return _page(404, "Links are off", "This healthmon does not accept task links.")
     token = request.match_info["token"]

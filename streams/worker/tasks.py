@@ -40,7 +40,14 @@ from streams.broker.clients import faust_app_kwargs, started
 from streams.readmodel.projector import _retry
 from streams.readmodel.tasks import write_book
 from streams.settings import Settings, get_settings
-from streams.tasks.machine import AccountCancelled, AlertSeen, Event, TaskError, apply_book, book_deadline
+from streams.tasks.machine import (
+    AlertSeen,
+    Event,
+    TaskError,
+    alert_event,
+    apply_book,
+    book_deadline,
+)
 from streams.tasks.model import DeadlineTick, InputRecord, TaskBook, TaskNotice
 
 log = logging.getLogger("healthmon.tasks")
@@ -126,11 +133,8 @@ def parse_record(
     if value is None:
         raise ValueError("a record without a value")
     if topic == s.topic("alerts"):
-        alert = AlertEvent.model_validate_json(value)
-        at = (alert.ends_at or alert.starts_at).timestamp()
-        if alert.status == "firing" and alert.rule_id in s.tasks_cancel_rules:
-            return AccountCancelled(alert.account_id, alert.starts_at), at
-        return AlertSeen(alert, alert.account.time_zone or s.tasks_time_zone), at
+        at, ev = alert_event(AlertEvent.model_validate_json(value), s.tasks_cancel_rules, s.tasks_time_zone)
+        return ev, at.timestamp()
     record = INPUT.validate_json(value)
     if key is not None and key.decode() != record.account_id:
         raise ValueError(f"key {key!r} is not the record's account {record.account_id!r}")
@@ -280,6 +284,7 @@ def create_tasks_app(settings: Settings | None = None) -> TasksPipeline:
         rebalance test: actions on the partitions the first worker kept). Runs before Faust resumes
         the flow; reading again is harmless, every record is applied idempotently."""
         nonlocal offsets
+        pipe.expected.clear()  # positions to learn again (none known where the broker does not answer)
         names = {s.topic("alerts"), s.topic("task_actions")}
         tps = [
             TopicPartition(tp.topic, tp.partition) for tp in app.consumer.assignment() if tp.topic in names
@@ -294,7 +299,6 @@ def create_tasks_app(settings: Settings | None = None) -> TasksPipeline:
                     )
                 )
             begin = await offsets.beginning_offsets(tps)
-            pipe.expected.clear()  # partitions this worker no longer owns, and positions to learn again
             for tp in tps:
                 committed = await offsets.committed(tp)
                 if not committed:

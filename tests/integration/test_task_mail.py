@@ -12,7 +12,6 @@ from urllib.parse import urlencode, urlsplit
 import aiohttp
 import orjson
 import pytest
-from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 from redis.asyncio import Redis
 from slack_sdk.signature import SignatureVerifier
@@ -24,7 +23,8 @@ from streams.readmodel.tasks import get_task, list_tasks
 from tests.alert_fixtures import make_alert
 from tests.conftest import WorkerProcess
 from tests.helpers import collect, produce, setup_topics
-from tests.integration.test_delivery_kafka import HttpChannel, Mailbox, Running, free_port, until
+from tests.integration.test_delivery_kafka import HttpChannel, Running, free_port, until
+from tests.integration.test_delivery_kafka import mailbox as mailbox  # the fixture: a real SMTP server
 from tests.integration.test_serve_api import Server
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
@@ -36,16 +36,6 @@ SLACK_SECRET = "slack-signing-secret"
 def alert(account: str, starts_at: datetime, playbook: Action | None, csm: str) -> AlertEvent:
     a = make_alert(account=account, rule="band_red", episode=int(starts_at.timestamp()), csm=csm)
     return a.model_copy(update={"playbook": playbook, "starts_at": starts_at, "active_since": starts_at})
-
-
-@pytest.fixture
-def mailbox():
-    box = Mailbox()
-    ctl = Controller(box, hostname="127.0.0.1", port=free_port())
-    ctl.start()
-    box.port = ctl.port
-    yield box
-    ctl.stop()
 
 
 def routing(slack_port: int | None = None) -> RoutingConfig:

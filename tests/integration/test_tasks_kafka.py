@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -52,6 +53,41 @@ def kinds(records, account: str) -> list[str]:
 
 def books(records) -> dict[str, TaskBook]:
     return {r.key.decode(): TaskBook.model_validate_json(r.value) for r in records if r.value is not None}
+
+
+async def open_tasks(
+    s: Settings, accounts: list[str], rule: str, now: datetime
+) -> tuple[dict[str, str], list]:
+    """An alert with the check-in playbook per account; once every task is opened, their ids and the
+    notices read."""
+    await produce(
+        s,
+        [
+            (s.topic("alerts"), a.encode(), alert(a, rule, now, CHECK_IN).model_dump_json().encode())
+            for a in accounts
+        ],
+    )
+    recs = await collect(
+        s, "task_notices", lambda rs: all("opened" in kinds(rs, a) for a in accounts), timeout=60
+    )
+    return {n["account_id"]: n["task_id"] for n in notices(recs) if n["kind"] == "opened"}, recs
+
+
+def acknowledgements(s: Settings, task_ids: dict[str, str], now: datetime) -> list[tuple[str, bytes, bytes]]:
+    """One acknowledgement by ana of each account's task, as records for cs.task-actions."""
+    actions = [
+        TaskAction(action_id=f"ack-{a}", account_id=a, task_id=tid, action="acknowledge", by="ana", at=now)
+        for a, tid in task_ids.items()
+    ]
+    return [(s.topic("task_actions"), x.account_id.encode(), x.model_dump_json().encode()) for x in actions]
+
+
+def all_acknowledged(task_ids: dict[str, str]) -> Callable[[list], bool]:
+    def done(rs) -> bool:
+        b = books(rs)
+        return all(a in b and b[a].tasks[tid].state == "acknowledged" for a, tid in task_ids.items())
+
+    return done
 
 
 def tasks_worker(s: Settings, tmp_path: Path) -> WorkerProcess:
@@ -219,46 +255,14 @@ async def test_a_rebalance_moves_the_books_with_their_partitions(kafka_settings,
     try:
         accounts = [f"acc-{i}" for i in range(12)]
         now = datetime.now(UTC).replace(microsecond=0)
-        await produce(
-            s,
-            [
-                (
-                    s.topic("alerts"),
-                    a.encode(),
-                    alert(a, "health_below_60", now, CHECK_IN).model_dump_json().encode(),
-                )
-                for a in accounts
-            ],
-        )
-        recs = await collect(
-            s, "task_notices", lambda rs: all("opened" in kinds(rs, a) for a in accounts), timeout=60
-        )
-        task_ids = {n["account_id"]: n["task_id"] for n in notices(recs) if n["kind"] == "opened"}
+        task_ids, recs = await open_tasks(s, accounts, "health_below_60", now)
         assert len({r.partition for r in recs}) == 4  # the accounts are on every partition
         second.start()
         # each action twice (a retry): applied once
-        actions = [
-            TaskAction(
-                action_id=f"ack-{a}",
-                account_id=a,
-                task_id=task_ids[a],
-                action="acknowledge",
-                by="ana",
-                at=now,
-            )
-            for a in accounts
-        ]
-        batch = [
-            (s.topic("task_actions"), x.account_id.encode(), x.model_dump_json().encode()) for x in actions
-        ]
+        batch = acknowledgements(s, task_ids, now)
         await produce(s, batch + batch)
-
-        def all_acknowledged(rs) -> bool:
-            b = books(rs)
-            return all(a in b and b[a].tasks[task_ids[a]].state == "acknowledged" for a in accounts)
-
         try:
-            final = books(await collect(s, "tasks", all_acknowledged, timeout=90))
+            final = books(await collect(s, "tasks", all_acknowledged(task_ids), timeout=90))
         except AssertionError as exc:  # say which books lag, and what each worker was doing
             raise AssertionError(
                 f"{exc}\n--- first worker:\n{first.log_tail(80)}\n--- second worker:\n{second.log_tail(80)}"
@@ -302,43 +306,10 @@ async def test_records_faust_skips_are_read_again(live, tmp_path):
     try:
         accounts = ["acc-a", "acc-b", "acc-c"]
         now = datetime.now(UTC).replace(microsecond=0)
-        await produce(
-            s,
-            [
-                (
-                    s.topic("alerts"),
-                    a.encode(),
-                    alert(a, "band_red", now, CHECK_IN).model_dump_json().encode(),
-                )
-                for a in accounts
-            ],
-        )
-        recs = await collect(
-            s, "task_notices", lambda rs: all("opened" in kinds(rs, a) for a in accounts), timeout=60
-        )
-        task_ids = {n["account_id"]: n["task_id"] for n in notices(recs) if n["kind"] == "opened"}
-        actions = [
-            TaskAction(
-                action_id=f"ack-{a}",
-                account_id=a,
-                task_id=task_ids[a],
-                action="acknowledge",
-                by="ana",
-                at=now,
-            )
-            for a in accounts
-        ]
-        await produce(
-            s,
-            [(s.topic("task_actions"), x.account_id.encode(), x.model_dump_json().encode()) for x in actions],
-        )
-
-        def all_acknowledged(rs) -> bool:
-            b = books(rs)
-            return all(a in b and b[a].tasks[task_ids[a]].state == "acknowledged" for a in accounts)
-
+        task_ids, _ = await open_tasks(s, accounts, "band_red", now)
+        await produce(s, acknowledgements(s, task_ids, now))
         try:
-            final = books(await collect(s, "tasks", all_acknowledged, timeout=60))
+            final = books(await collect(s, "tasks", all_acknowledged(task_ids), timeout=60))
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n--- worker:\n{w.log_tail(60)}") from None
         assert [h.action for h in final["acc-a"].tasks[task_ids["acc-a"]].history] == [

@@ -19,11 +19,12 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 from slack_sdk.signature import SignatureVerifier
 
+from alerts.links import LINK_SALT
 from rules.model import Action
 from streams.readmodel.tasks import get_task, list_tasks
 from streams.settings import Settings
 from streams.tasks.model import Task
-from streams.web.tasks_api import LINK_SALT, sign_link
+from streams.web.tasks_api import sign_link
 from tests.alert_fixtures import make_alert
 from tests.conftest import WorkerProcess
 from tests.helpers import collect, produce, setup_topics

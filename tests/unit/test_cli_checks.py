@@ -103,3 +103,12 @@ def test_evaluate_names_the_bad_line_of_an_input_file(tmp_path: Path) -> None:
     assert (
         done.returncode == 1 and f"{bad_truth}: not a ground-truth file: seed: Field required" in done.stderr
     )
+
+
+def test_the_tasks_command_offers_every_task_state() -> None:
+    from typing import get_args
+
+    from streams.cli.tasks import STATES
+    from streams.tasks.model import TaskState
+
+    assert STATES == get_args(TaskState)

@@ -21,9 +21,9 @@ at most ``HEALTHMON_SIM_APART`` (30) boundaries apart; ``HEALTHMON_SIM_EXHAUSTIV
 boundary of the uninterrupted run with a single crash there (minutes). Two broken protocols (acks
 before states, states before the outputs are settled) show the simulation finds what it is meant to.
 
-Found and not fixed yet (strict xfails below, so a fix shows): in 2 of 8 runs a consumer reads a
+Found and not fixed yet (the strict xfails below, so a fix shows): in some runs a consumer reads a
 different outcome (an account's last event evaluated after the restarts where the uninterrupted
-run leaves it owed), and in 6 of 8 the final states differ although what is published is equal.
+run leaves it owed), and in some the final states differ although what is published is equal.
 """
 
 from __future__ import annotations

@@ -8,10 +8,11 @@ import orjson
 import pytest
 
 from rules.engine import DEFAULT_RULES, load_rules
+from streams.core.accuracy import auc
 from streams.core.events import EVENT_ADAPTER
 from streams.core.scoring import load_scoring
 from streams.engine.engine import Engine
-from streams.sim.evaluate import History, auc, evaluate, history_from_snapshots, score_events
+from streams.sim.evaluate import History, evaluate, history_from_snapshots, score_events
 from streams.sim.simulate import AccountTruth, GroundTruth, Simulator
 
 DAY = 86_400

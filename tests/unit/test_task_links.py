@@ -9,10 +9,11 @@ import pytest
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from pydantic import SecretStr
 
+from alerts.links import LINK_SALT
 from rules.model import Action
 from streams.settings import Settings
 from streams.tasks.machine import AlertSeen, apply
-from streams.web.tasks_api import LINK_SALT, SLACK_ACTIONS, sign_link, slack_buttons
+from streams.web.tasks_api import SLACK_ACTIONS, sign_link, slack_buttons
 from tests.alert_fixtures import make_alert
 
 T0 = datetime(2026, 12, 7, 10, tzinfo=UTC)

@@ -6,18 +6,17 @@
 
 (() => {
   const $a = (sel) => document.querySelector(sel);
-  const escA = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
   const dash = (v, f) => (v === null || v === undefined ? "–" : f(v));
   const two = (v) => dash(v, (x) => Number(x).toFixed(2));
   const pc = (v) => dash(v, (x) => `${(100 * x).toFixed(1)}%`);
   const lift = (v) => dash(v, (x) => `${Number(x).toFixed(2)}×`);
-  const bandA = (b) => (b ? `<span class="band ${escA(b)}">${escA(b)}</span>` : "–");
+  const bandA = (b) => (b ? `<span class="band ${esc(b)}">${esc(b)}</span>` : "–");
   const REASON = { constant: "(nearly) the same for every account", no_data: "no account sends its input" };
   const monthTs = (p) => Date.parse(`${p}-01T00:00:00Z`) / 1000;
   const MONTH = (v) => new Date(v * 1000).toLocaleDateString("en-GB", { month: "short", year: "2-digit", timeZone: "UTC" });
 
   function figureRow(label, f) {
-    return `<tr data-horizon="${escA(label)}"><th scope="row">${escA(label)}</th><td class="num auc">${two(f.auc)}</td>
+    return `<tr data-horizon="${esc(label)}"><th scope="row">${esc(label)}</th><td class="num auc">${two(f.auc)}</td>
       <td class="num">${pc(f.red_precision)}</td><td class="num">${pc(f.red_recall)}</td>
       <td class="num">${lift(f.bottom_decile_lift)}</td><td class="num">${f.churners} / ${f.scored}</td></tr>`;
   }
@@ -25,21 +24,21 @@
 
   function windowTable(r) {
     const rows = ["30", "60"].filter((h) => r.window[h]).map((h) => figureRow(`${h} days before`, r.window[h]));
-    return `<table id="accuracy-window"><caption>Cancellations of the last ${r.window_days} days (${escA(r.window_start)} to ${escA(r.as_of)}), scored before they cancelled</caption>${HEAD}<tbody>${rows.join("")}</tbody></table>`;
+    return `<table id="accuracy-window"><caption>Cancellations of the last ${r.window_days} days (${esc(r.window_start)} to ${esc(r.as_of)}), scored before they cancelled</caption>${HEAD}<tbody>${rows.join("")}</tbody></table>`;
   }
 
   function segmentTable(r) {
     const segs = Object.keys(r.by_segment);
     if (segs.length < 2) return "";
-    const rows = segs.map((s) => figureRow(s, r.by_segment[s]["30"]).replace("<tr ", `<tr data-segment="${escA(s)}" `));
+    const rows = segs.map((s) => figureRow(s, r.by_segment[s]["30"]).replace("<tr ", `<tr data-segment="${esc(s)}" `));
     return `<h3 class="sub">By segment, 30 days before</h3><table id="accuracy-segments">${HEAD}<tbody>${rows.join("")}</tbody></table>`;
   }
 
   function cancellations(r) {
     const last = r.cancellations.slice(-10).reverse();
     if (!last.length) return `<p class="muted">No account has cancelled in the read model's score lines yet: nothing to check the score against.</p>`;
-    const rows = last.map((c) => `<tr data-account="${escA(c.account_id)}"><td><a href="#/account/${encodeURIComponent(c.account_id)}">${escA(c.account_id)}</a></td>
-      <td>${escA(c.segment || "–")}</td><td>${escA(c.canceled_on)}</td>
+    const rows = last.map((c) => `<tr data-account="${esc(c.account_id)}"><td><a href="#/account/${encodeURIComponent(c.account_id)}">${esc(c.account_id)}</a></td>
+      <td>${esc(c.segment || "–")}</td><td>${esc(c.canceled_on)}</td>
       <td class="num">${dash(c.score_30, (x) => x.toFixed(1))}</td><td>${bandA(c.band_30)}</td>
       <td class="num">${dash(c.score_60, (x) => x.toFixed(1))}</td><td>${bandA(c.band_60)}</td></tr>`);
     return `<h3 class="sub">The latest cancellations (${r.cancellations.length} in all)</h3><table id="accuracy-cancellations"><thead><tr><th>Account</th><th>Segment</th><th>Cancelled</th><th class="num">Score 30 d before</th><th>Band</th><th class="num">Score 60 d before</th><th>Band</th></tr></thead><tbody>${rows.join("")}</tbody></table>`;
@@ -47,8 +46,8 @@
 
   function setAside(list) {
     if (!list.length) return `<p class="muted" id="set-aside-none">No measure set aside: every measure of the scorecard carries information in this book.</p>`;
-    const rows = list.map((a) => `<tr data-measure="${escA(a.measure)}"><td>${escA(a.scorecard)}</td><td>${escA(a.component)} · ${escA(a.measure)}</td>
-      <td>${escA(REASON[a.reason] || a.reason)}</td><td>${escA(a.text)}</td><td class="num">${a.accounts}</td></tr>`);
+    const rows = list.map((a) => `<tr data-measure="${esc(a.measure)}"><td>${esc(a.scorecard)}</td><td>${esc(a.component)} · ${esc(a.measure)}</td>
+      <td>${esc(REASON[a.reason] || a.reason)}</td><td>${esc(a.text)}</td><td class="num">${a.accounts}</td></tr>`);
     return `<table id="set-aside"><thead><tr><th>Scorecard</th><th>Measure</th><th>Why</th><th>Detail</th><th class="num">Accounts</th></tr></thead><tbody>${rows.join("")}</tbody></table>`;
   }
 
@@ -99,7 +98,7 @@
       drawTrend(r);
       section.dataset.loaded = String(Number(section.dataset.loaded || 0) + 1);
     } catch (err) {
-      $a("#accuracy-body").innerHTML = `<p role="alert">Could not load the score accuracy: ${escA(err.message)}</p>`;
+      $a("#accuracy-body").innerHTML = `<p role="alert">Could not load the score accuracy: ${esc(err.message)}</p>`;
     } finally {
       busy = false;
     }
