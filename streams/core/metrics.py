@@ -464,6 +464,10 @@ class Portfolio:
     #: (component, measure, metric, reason, text) per measure set aside. Plain tuples: this layer does
     #: not know scorecards.
     set_aside: dict[str, list[tuple[str, str, str, str, str]]] = field(default_factory=dict)
+    #: The ``as_of`` of the portfolio frozen before this one in the same partition (NO_PREVIOUS: none
+    #: was; None: not known, a record written before this field), so a restart whose merge replays
+    #: time before this one's midnight finds the portfolio that was in force then.
+    previous: int | None = None
 
     def observe(self, account_id: str, metrics: AccountMetrics, state: AccountState) -> None:
         """Take in an account's latest raw metrics and the features it uses."""
@@ -501,8 +505,10 @@ class Portfolio:
                     counts.append(1)
             stats.append([name, [int(v) if v.is_integer() else v for v in distinct], counts])
         record: list[Any] = [self.as_of, stats, sorted(self.features.items())]
-        if self.set_aside:  # a fourth element, absent from records written before the check existed
+        if self.set_aside or self.previous is not None:  # absent from records written before them
             record.append(sorted((card, [list(t) for t in rows]) for card, rows in self.set_aside.items()))
+        if self.previous is not None:
+            record.append(self.previous)
         body = _ENCODER.encode(record)
         if len(body) >= 160:
             packed = bytes(cramjam.zstd.compress(body, level=3))
@@ -521,7 +527,8 @@ class Portfolio:
             raise ValueError(f"unknown portfolio format byte 0x{fmt:02x}")
         as_of, stats, features, *more = _DECODER.decode(body)
         set_aside = {card: [tuple(t) for t in rows] for card, rows in more[0]} if more else {}
-        out = cls(features={f: d for f, d in features}, as_of=as_of, set_aside=set_aside)  # type: ignore[arg-type]
+        previous = more[1] if len(more) > 1 else None
+        out = cls(features={f: d for f, d in features}, as_of=as_of, set_aside=set_aside, previous=previous)  # type: ignore[arg-type]
         for name, distinct, counts in stats:
             if name in out.stats:
                 out.stats[name] = Percentiles(
@@ -530,6 +537,8 @@ class Portfolio:
         return out
 
 
+#: ``Portfolio.previous`` of a partition's first portfolio.
+NO_PREVIOUS = -1
 #: Format bytes of a portfolio record; an account state's are 0x01, 0x02 or ``{`` (streams/core/state.py).
 PORTFOLIO_V1 = 0x10
 PORTFOLIO_V1_ZSTD = 0x11

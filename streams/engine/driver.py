@@ -38,7 +38,7 @@ import orjson
 
 from streams import compat
 from streams.core.events import BaseEvent, InvalidEvent, parse_event
-from streams.core.metrics import AccountMetrics, Portfolio, PortfolioBuilder
+from streams.core.metrics import NO_PREVIOUS, AccountMetrics, Portfolio, PortfolioBuilder
 from streams.core.scoring import check_portfolio
 from streams.core.state import DAY_S, INPUT_KINDS, AccountState, StateBrief, decode_brief
 from streams.engine.engine import Engine
@@ -55,8 +55,16 @@ RESERVED_PREFIX = "\x00"
 _S = TypeVar("_S", AccountState, StateBrief)
 
 
-def portfolio_key(partition: int) -> str:
-    return f"{RESERVED_PREFIX}portfolio/{partition}"
+#: Days of frozen portfolios a partition keeps besides the one in force (a ring of table keys), for a
+#: restart whose merge replays time before the latest midnight (see ``PartitionDriver._portfolio_at``).
+PORTFOLIO_RING = 32
+
+
+def portfolio_key(partition: int, day: int | None = None) -> str:
+    """The key of the partition's portfolio in force, or of the one frozen at midnight ``day`` (s)."""
+    if day is None:
+        return f"{RESERVED_PREFIX}portfolio/{partition}"
+    return f"{RESERVED_PREFIX}portfolio/{partition}/{day // DAY_S % PORTFOLIO_RING}"
 
 
 @dataclass(frozen=True)
@@ -140,6 +148,8 @@ class DriverStats:
     gaps: int = 0
     #: Steps that stopped at ``step_budget`` with work left.
     paused_steps: int = 0
+    #: Evaluations replayed after a restart at a time whose portfolio the partition no longer keeps.
+    portfolio_misses: int = 0
     #: Events processed by (topic kind, event type), and dead letters by reason class.
     by_type: dict[tuple[str, str], int] = field(default_factory=dict)
     dead_by_reason: dict[str, int] = field(default_factory=dict)
@@ -181,13 +191,16 @@ class StateStore:
         value = self.data.get(account_id)
         return value if isinstance(value, AccountState) else None
 
-    def get_portfolio(self, partition: int) -> Portfolio | None:
-        """The partition's portfolio as last written (restored from the changelog after a restart)."""
-        value = self.data.get(portfolio_key(partition))
+    def get_portfolio(self, partition: int, day: int | None = None) -> Portfolio | None:
+        """The partition's portfolio as last written (restored from the changelog after a restart), or
+        the one frozen at midnight ``day`` if the ring still holds it (else another day's, or None)."""
+        value = self.data.get(portfolio_key(partition, day))
         return value if isinstance(value, Portfolio) else None
 
     def put_portfolio(self, partition: int, portfolio: Portfolio) -> None:
         self.data[portfolio_key(partition)] = portfolio
+        if portfolio.as_of is not None:
+            self.data[portfolio_key(partition, portfolio.as_of)] = portfolio
 
     def for_partition(self, partition: int) -> StateStore:
         """The store a partition's driver uses: this one serves every partition."""
@@ -276,8 +289,8 @@ class RocksStateStore(StateStore):
             if account_id not in seen and state.partition == partition:
                 yield state
 
-    def get_portfolio(self, partition: int) -> Portfolio | None:
-        raw = self.db.get(portfolio_key(partition).encode())
+    def get_portfolio(self, partition: int, day: int | None = None) -> Portfolio | None:
+        raw = self.db.get(portfolio_key(partition, day).encode())
         return None if raw is None else Portfolio.loads(raw)
 
     def put_portfolio(self, partition: int, portfolio: Portfolio) -> None:
@@ -347,12 +360,17 @@ class PartitionDriver:
         self._max_offered = NEVER
         self._offered_at = float("-inf")  # wall time of the latest record offered, any topic
         self._resumed_at = float("-inf")  # ... and of the first one after a pause (an outage)
-        #: Accounts owing an evaluation in the open slot (account -> latest event time, s), and
-        #: the last millisecond of that slot.
+        #: Accounts owing an evaluation (account -> latest event time, s), the open slots they owe
+        #: it in (each slot's last millisecond -> its accounts, in the order they joined), each
+        #: account's slot, and the earliest slot's last millisecond. One slot is open, except after
+        #: a restart: a state written after the committed offsets of other topics is ahead of the
+        #: merge, and its slot closes when the merge gets there again, not with the earlier ones.
+        self._dirty: dict[str, int] = {}
+        self._slots: dict[int, dict[str, None]] = {}
+        self._slot_of: dict[str, int] = {}
         self._close_at = NEVER
         self._realtime = False
         self._previewed: dict[str, int] = {}
-        self._dirty: dict[str, int] = {}
         #: Due schedule: heap of (due, account) with at most one live entry per account.
         self._due: list[tuple[int, str]] = []
         self._scheduled: dict[str, int] = {}
@@ -365,6 +383,7 @@ class PartitionDriver:
         self.portfolio: Portfolio | None = None
         self._next_freeze_ms = NEVER
         self._frozen_metrics: dict[str, AccountMetrics] = {}
+        self._earlier: dict[int, Portfolio] = {}  # earlier portfolios read back for a replay (by as_of)
         #: Work left in the current step (``step_budget``); the merge time an advance stopped
         #: short of (NEVER: none did); a closed slot's accounts not evaluated yet; a freeze under way:
         #: (its midnight, the account ids still to read, the portfolio being built).
@@ -597,8 +616,7 @@ class PartitionDriver:
         ts = ts_ms // 1000
         if state.owed is None or ts > state.owed:
             state.owed = ts
-        self._open_slot(max(ts_ms, self.clock_ms))
-        self._dirty[account_id] = state.owed
+        self._owe(account_id, state.owed, max(ts_ms, self.clock_ms))
 
     def _dead(self, record: Record, reason: str) -> None:
         self.stats.dead_letters += 1
@@ -616,12 +634,12 @@ class PartitionDriver:
         while True:
             if self._closing and not self._close_some():
                 return self._pause(until_ms)
-            close_at = self._close_at if self._dirty else None
+            close_at = self._close_at if self._slots else None
             due_at = due[0][0] * 1000 + 999 if due else None
             if not self._freeze(min(t for t in (close_at, due_at, until_ms) if t is not None)):
                 return self._pause(until_ms)
             if close_at is not None and close_at <= until_ms and (due_at is None or close_at <= due_at):
-                self._flush_dirty()
+                self._close_slot()
                 continue
             if due_at is None or due_at > until_ms:
                 break
@@ -678,7 +696,10 @@ class PartitionDriver:
             if state is not None and state.partition == partition:
                 builder.add(state)
         self._freezing = None
+        previous = self.portfolio
         self.portfolio, self._frozen_metrics = builder.build()
+        self.portfolio.previous = NO_PREVIOUS if previous is None else previous.as_of
+        self._earlier.clear()  # the merge is past any replay they served
         # The day's information check (which measures carry none in this book): one pass over the
         # members at the freeze, a function of the partition's events like the portfolio itself.
         self.portfolio.set_aside = check_portfolio(
@@ -686,20 +707,77 @@ class PartitionDriver:
         )
         self._next_freeze_ms = (midnight + DAY_S) * 1000 + 999
         self.store.put_portfolio(self.partition, self.portfolio)
-        key = portfolio_key(self.partition)
+        # The dated copies first (this step's earlier freezes', then this one's), the one in force
+        # after them: a changelog holding it holds them too.
+        dated, latest = portfolio_key(self.partition, midnight), portfolio_key(self.partition)
         rest = self._out.states
-        rest.pop(key, None)
-        self._out.states = {key: self.portfolio, **rest}
+        rest.pop(dated, None)
+        rest.pop(latest, None)
+        reserved = {k: v for k, v in rest.items() if k.startswith(RESERVED_PREFIX)}
+        accounts = {k: v for k, v in rest.items() if not k.startswith(RESERVED_PREFIX)}
+        self._out.states = {**reserved, dated: self.portfolio, latest: self.portfolio, **accounts}
         return True
 
-    def _open_slot(self, t_ms: int) -> None:
-        """The open slot closes at its last millisecond; a live (shorter) slot opened while an
-        event-time one is still open closes it sooner (a stream that caught up with the wall clock
-        must not wait for the end of the hour its replay ended in)."""
+    def _portfolio_at(self, t: int) -> Portfolio | None:
+        """The portfolio in force at event time ``t`` (s): the latest frozen, unless a restart's merge
+        is replaying time before its midnight. The merge starts again from the committed offsets, which
+        can be behind a portfolio already written (states and portfolios are written before the acks
+        of what they folded); an account whose state was not written is evaluated again at those
+        times, and the uninterrupted run used the portfolio of that day. The partition keeps
+        PORTFOLIO_RING days of them; past that (or in a table written before they were chained) the
+        latest is used, and ``portfolio_misses`` counts it."""
+        found = self.portfolio
+        while found is not None and found.as_of is not None and t < found.as_of:
+            previous = found.previous
+            if previous == NO_PREVIOUS:
+                return None  # before the partition's first freeze, as the uninterrupted run was
+            if previous is None:  # a record from before portfolios were chained
+                self.stats.portfolio_misses += 1
+                return self.portfolio
+            earlier = self._earlier.get(previous) or self.store.get_portfolio(self.partition, previous)
+            if earlier is None or earlier.as_of != previous:  # older than the ring keeps
+                self.stats.portfolio_misses += 1
+                return self.portfolio
+            self._earlier[previous] = found = earlier
+        return found
+
+    def _owe(self, account_id: str, owed: int, t_ms: int) -> None:
+        """The account owes an evaluation at ``owed`` in the slot of merge time ``t_ms``, which
+        closes at its last millisecond. A live (shorter) slot opened while event-time ones are open
+        closes them sooner (a stream that caught up with the wall clock must not wait for the end
+        of the hour its replay ended in): in live mode every account owing one shares a slot."""
         slot = self.config.live_slot_ms if self._realtime else self.config.slot_ms
         close_at = (t_ms // slot + 1) * slot - 1
-        if not self._dirty or close_at < self._close_at:
-            self._close_at = close_at
+        slots = self._slots
+        if self._realtime and slots:
+            close_at = min(close_at, self._close_at)
+            for end in [e for e in slots if e != close_at]:
+                for a in slots.pop(end):
+                    self._join(a, close_at)
+        prev = self._slot_of.get(account_id)
+        if prev is not None and prev != close_at:
+            if prev < close_at:  # its slot is still open: the event joins it
+                close_at = prev
+            else:
+                self._leave(account_id)
+        self._join(account_id, close_at)
+        self._dirty[account_id] = owed
+        self._close_at = min(slots)
+
+    def _join(self, account_id: str, close_at: int) -> None:
+        self._slots.setdefault(close_at, {})[account_id] = None
+        self._slot_of[account_id] = close_at
+
+    def _leave(self, account_id: str) -> None:
+        """The account owes nothing any more (evaluated), or owes it in another slot."""
+        close_at = self._slot_of.pop(account_id, None)
+        if close_at is None:
+            return
+        members = self._slots[close_at]
+        del members[account_id]
+        if not members:
+            del self._slots[close_at]
+            self._close_at = min(self._slots) if self._slots else NEVER
 
     def _preview(self) -> None:
         """Nothing waits to be read and the latest event is released, yet the open slot has not
@@ -720,11 +798,15 @@ class PartitionDriver:
             key = account_id.encode()
             self._out.records.append(("health", key, snapshot.model_dump_json().encode(), owed * 1000))
 
-    def _flush_dirty(self) -> bool:
-        """Close the open slot: its accounts are evaluated in order, a step's budget at a time."""
-        self._closing.extend(self._dirty.items())
-        self._dirty = {}
-        self._previewed.clear()
+    def _close_slot(self) -> bool:
+        """Close the earliest open slot: its accounts are evaluated in order, a step's budget at a time."""
+        members = self._slots.pop(self._close_at)
+        self._close_at = min(self._slots) if self._slots else NEVER
+        dirty, slot_of, previewed = self._dirty, self._slot_of, self._previewed
+        for account_id in members:
+            del slot_of[account_id]
+            previewed.pop(account_id, None)
+            self._closing.append((account_id, dirty.pop(account_id)))
         return self._close_some()
 
     def _close_some(self) -> bool:
@@ -743,7 +825,9 @@ class PartitionDriver:
         self._work = float("inf")
         if self._behind != NEVER:
             self._advance(self._behind)
-        self._flush_dirty()
+        while self._slots:
+            self._close_slot()
+        self._close_some()
         return self._output()
 
     def run_until(self, t_ms: int) -> Output:
@@ -757,13 +841,14 @@ class PartitionDriver:
     def _evaluate(self, state: AccountState, as_of: int) -> None:
         account_id = state.account_id
         out = self._out
-        self._dirty.pop(account_id, None)
+        if self._dirty.pop(account_id, None) is not None:
+            self._leave(account_id)
         key = account_id.encode()
         when = max(as_of, state.last_eval_at or 0) * 1000
-        portfolio = self.portfolio
+        portfolio = self._portfolio_at(as_of)
         self._work -= 1
         metrics = None
-        if portfolio is not None and portfolio.as_of == as_of:
+        if portfolio is not None and portfolio is self.portfolio and portfolio.as_of == as_of:
             metrics = self._frozen_metrics.pop(account_id, None)
         try:
             result = self.engine.evaluate(state, as_of, portfolio, metrics)
@@ -813,19 +898,16 @@ class PartitionDriver:
                 owed[state.account_id] = state.owed
             if n % chunk == 0:
                 yield
-        if owed:
-            # The slot of the latest owed evaluation is the one that was open; an account owing an
-            # evaluation of an earlier slot was being closed when the worker stopped (closing runs a
-            # step's budget at a time): it is evaluated first, at its own time, before anything of the
-            # open slot is read (else its next event is folded first and that evaluation never runs).
-            # (A rebuild comes before any step: event-time slots.)
-            last, slot = max(owed.values()), self.config.slot_ms
-            closing = sorted((t, a) for a, t in owed.items() if t * 1000 // slot < last * 1000 // slot)
-            self._closing.extend((a, t) for t, a in closing)
-            for _, a in closing:
-                del owed[a]
-            self._open_slot(last * 1000)
-            self._dirty = owed
+        # Each owed evaluation waits for the end of its own slot (a rebuild comes before any step:
+        # event-time slots). They can be in several: the merge starts again from the committed
+        # offsets, which may be behind the states (a state is written before the acks of the
+        # records it folded, and a topic commits only up to its first record not acked). A state
+        # ahead of that point owes a later slot, which the merge must reach again before it
+        # closes; an account of an earlier slot (being closed, a step's budget at a time, when the
+        # worker stopped) is evaluated when the merge passes that slot's end, as the uninterrupted
+        # run did, after its events of the slot still to be read are folded.
+        for account_id, t in sorted(owed.items(), key=lambda item: (item[1], item[0])):
+            self._owe(account_id, t, t * 1000)
 
     def describe(self, highwaters: list[int | None]) -> str:
         """Why the partition waits, for the log: per topic, records queued, next offset, end offset."""

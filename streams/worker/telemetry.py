@@ -76,7 +76,9 @@ class WorkerMetrics:
             "Partition driver counters: redelivered (records skipped as already folded in), late "
             "(read after the watermark passed their time), forced_releases (a silent topic or a full "
             "buffer stopped holding time back), evaluation_errors, gaps (holes in a topic's offsets read "
-            "again), paused_steps (a step stopped at HEALTHMON_STEP_BUDGET evaluations, the rest in the next)",
+            "again), paused_steps (a step stopped at HEALTHMON_STEP_BUDGET evaluations, the rest in the next), "
+            "portfolio_misses (an evaluation replayed after a restart at a time whose frozen portfolio "
+            "the partition no longer keeps: scored with the latest; see PORTFOLIO_RING)",
             ["what"],
             registry=r,
         )
@@ -118,7 +120,15 @@ class Telemetry:
     only grow: Prometheus gets what each grew by since the last export), the evaluation time, the
     gauges read every 10 s, and the event loop's lag."""
 
-    COUNTERS = ("redelivered", "late", "forced_releases", "evaluation_errors", "gaps", "paused_steps")
+    COUNTERS = (
+        "redelivered",
+        "late",
+        "forced_releases",
+        "evaluation_errors",
+        "gaps",
+        "paused_steps",
+        "portfolio_misses",
+    )
 
     def __init__(self, metrics: WorkerMetrics, timer: Callable[[], float] = time.perf_counter) -> None:
         self.metrics = metrics

@@ -446,3 +446,112 @@ async def test_broker_stop_and_start_mid_replay(kafka_settings, tmp_path):
     # Quiet outage: the worker logged a handful of lines per second, not thousands.
     outage = w.log()[down_log:].count(b"\n")
     assert outage < 2000, outage
+
+
+#: Issue 22's operator run: 150 accounts x 40 days (about 160,000 events) on 8 partitions, five
+#: SIGKILLs at falling points of the committed lag, no marker. Smaller by default in `make test`
+#: (HEALTHMON_SCALE_ACCOUNTS, _DAYS, _PARTITIONS set it; .ci/run runs the full scale).
+SCALE = (
+    int(os.environ.get("HEALTHMON_SCALE_ACCOUNTS", "150")),
+    int(os.environ.get("HEALTHMON_SCALE_DAYS", "40")),
+    int(os.environ.get("HEALTHMON_SCALE_PARTITIONS", "8")),
+)
+#: The kills: when the lag still to commit falls to these shares of the whole history.
+KILL_AT_LAG = (0.80, 0.62, 0.45, 0.28, 0.10)
+
+
+async def input_ends(s: Settings) -> dict[tuple[str, int], int]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in s.input_topics for p in range(s.partitions)]
+        return {(tp.topic, tp.partition): o for tp, o in (await consumer.end_offsets(tps)).items()}
+    finally:
+        await consumer.stop()
+
+
+async def idle_outcome(s: Settings, ends: dict[tuple[str, int], int], timeout: float) -> dict:
+    """What a consumer reads once the worker is idle, with no marker: the group has committed every
+    input record (a record is committed after the states it changed are written, and they after
+    every output the step made), then every output read to its end. The last snapshot per account
+    is compared whole (its ``as_of`` and every metric), with every alert record."""
+    from streams.broker.admin import poll_committed
+
+    await poll_committed(s, lambda got: all(got.get(tp, 0) >= o for tp, o in ends.items()), timeout)
+    finals: dict[str, dict] = {}
+    episodes: set[tuple] = set()
+    async for r in read_to_end(s, s.topic("health"), s.topic("alerts")):
+        doc = orjson.loads(r.value)
+        if r.topic == s.topic("health"):
+            finals[r.key.decode()] = doc
+        else:
+            episodes.add(
+                (
+                    doc["account_id"],
+                    doc["rule_id"],
+                    doc["status"],
+                    doc["starts_at"],
+                    doc["ends_at"],
+                    doc["alert_id"],
+                )
+            )
+    counts = {a: snap["event_counts"] for a, snap in finals.items()}
+    return {"finals": finals, "episodes": episodes, "counts": counts}
+
+
+@pytest.mark.engine_crash
+async def test_five_sigkills_at_falling_lag_without_markers(settings, tmp_path):
+    """Issue 22's operator run: the history in the input topics first; one worker on the memory store
+    SIGKILLed when the committed lag falls to 80, 62, 45, 28 and 10 % of the history and started
+    again each time; read once it is idle. The same final snapshots (every field, ``as_of``
+    included), alert records and counts as an uninterrupted run of the same input."""
+    accounts, days, partitions = SCALE
+    history = list(Simulator(accounts=accounts, days=days, seed=23, end=END).events())
+    base = settings.model_copy(update={"watermark_hold_s": 8.0, "partitions": partitions})
+    timeout = max(TIMEOUT, len(history) / 200)
+
+    async def loaded(tag: str) -> tuple[Settings, dict[tuple[str, int], int]]:
+        s = base.model_copy(
+            update={
+                "app_id": base.app_id + tag,
+                "topic_prefix": f"{base.app_id}{tag}.",
+                "data_dir": str(tmp_path / tag),
+            }
+        )
+        await setup_topics(s)
+        await produce(s, records(s, history))
+        return s, await input_ends(s)
+
+    ref, ref_ends = await loaded("ref")
+    w = WorkerProcess(ref, tmp_path / "reference.log").start()
+    try:
+        want = await idle_outcome(ref, ref_ends, timeout)
+    finally:
+        w.stop()
+    assert want["episodes"], "the history must fire alerts for the comparison to mean something"
+
+    s, ends = await loaded("kill")
+    total = sum(ends.values())
+    w = WorkerProcess(s, tmp_path / "worker.log").start()
+    from streams.broker.admin import poll_committed
+
+    try:
+        for share in KILL_AT_LAG:  # a positive signal each: the committed lag reached the point
+            await poll_committed(
+                s,
+                lambda got, share=share: total - sum(got.get(tp, 0) for tp in ends) <= share * total,
+                timeout,
+                every=0.1,
+            )
+            assert w.proc is not None
+            w.proc.kill()
+            w.proc.wait()
+            w.stop()
+            w = WorkerProcess(s, tmp_path / "worker.log").start()
+        got = await idle_outcome(s, ends, timeout)
+    finally:
+        w.stop()
+    assert len(got["finals"]) == len(want["finals"]) >= accounts * 0.9
+    assert_same(got, want)

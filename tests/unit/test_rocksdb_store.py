@@ -12,12 +12,12 @@ from faust.types import TP
 from streams.core.metrics import Portfolio
 from streams.core.state import AccountState
 from streams.engine.driver import (
+    RESERVED_PREFIX,
     DriverConfig,
     Output,
     PartitionDriver,
     RocksStateStore,
     StateStore,
-    portfolio_key,
     state_store,
 )
 from streams.worker.codecs import STATE_CODEC
@@ -113,7 +113,7 @@ def test_restart_on_the_local_database_after_a_crash(history, tmp_path):  # noqa
     first.feed(topics, rng, crash_after=60)
     assert 0 < first.driver.stats.processed < len(history) // 2
     committed = first.finals()
-    states = [AccountState.loads(v) for k, v in committed.items() if k != portfolio_key(0)]
+    states = [AccountState.loads(v) for k, v in committed.items() if not k.startswith(RESERVED_PREFIX)]
     folded = [max((st.offsets[k] for st in states), default=-1) for k in range(len(topics))]
     resume = [max(0, f + 1 - rng.randint(0, 400)) for f in folded]
     second = RocksRun(root)  # a new driver on a fresh view of the same database
