@@ -127,10 +127,10 @@ test: install
 # The integration suite again on Kafka 4.x (KRaft only, KIP-896 removed old protocol versions), on a
 # stack of its own (ports 19192/16479 unless HEALTHMON_TEST_KAFKA4_PORT / _REDIS4_PORT say otherwise).
 KAFKA4_VERSION ?= 4.4.0
-# The engine's SIGKILL and join/kill scenarios alone (make test runs them too), e.g. in a loop:
+# The engine's crash scenarios alone (make test runs them too) and issue 22's scale run (5 min), e.g. in a loop:
 #   for i in 1 2 3 4 5; do make test-faults || break; done
 test-faults: install
-	@.ci/test.sh -m engine_crash tests/integration/test_engine_faults.py tests/integration/test_rocksdb_kafka.py
+	@HEALTHMON_SCALE_TEST=1 .ci/test.sh -m engine_crash tests/integration/test_engine_faults.py tests/integration/test_rocksdb_kafka.py
 
 test-kafka4: install
 	@HEALTHMON_KAFKA_VERSION=$(KAFKA4_VERSION) HEALTHMON_TEST_LINT=0 \

@@ -11,6 +11,13 @@ agents and timers go on until the app's ``on_before_shutdown`` handlers have run
 
 ``HM_SLOW_STOP_S=T``: that stretch lasts T seconds more (seen in the wild: 40 s, a driver being made
 while the broker no longer answered the worker's offset requests). Input starves meanwhile.
+
+The other ways a worker dies (issue 22), once per process:
+``HM_CRASH_STEP_AFTER=N``: the N-th driver step raises (a bug in a step: the shell stops writing and
+calls Faust's crash path). ``HM_CRASH_AGENT_AFTER=N``: the ingest agent's N-th batch raises before
+anything of it is offered (Faust's agent crash). ``HM_SIGTERM_AT_MIDNIGHT=K``: the process sends
+itself SIGTERM at the K-th step that stops at its budget while a UTC midnight's portfolio freeze is
+under way (an operator's stop during a midnight; run with a small ``HEALTHMON_STEP_BUDGET``).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import os
 import runpy
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -73,6 +81,58 @@ async def _stop_consumer(self: Any) -> None:
 
 
 App._stop_consumer = _stop_consumer  # type: ignore[method-assign]
+
+CRASH_STEP_AFTER = int(os.environ.get("HM_CRASH_STEP_AFTER", "0") or 0)
+CRASH_AGENT_AFTER = int(os.environ.get("HM_CRASH_AGENT_AFTER", "0") or 0)
+SIGTERM_AT_MIDNIGHT = int(os.environ.get("HM_SIGTERM_AT_MIDNIGHT", "0") or 0)
+calls = {"step": 0, "offer": 0, "midnight": 0}
+
+
+class InjectedStepCrash(RuntimeError):
+    pass
+
+
+class InjectedAgentCrash(RuntimeError):
+    pass
+
+
+if CRASH_STEP_AFTER or SIGTERM_AT_MIDNIGHT:
+    from streams.engine.driver import PartitionDriver
+
+    driver_step = PartitionDriver.step
+    driver_pause = PartitionDriver._pause
+
+    def step(self: Any, highwaters: Any, now: float) -> Any:
+        calls["step"] += 1
+        if calls["step"] == CRASH_STEP_AFTER:
+            print(f"crashing worker: driver step {calls['step']} raises", flush=True)
+            raise InjectedStepCrash(f"injected at step {calls['step']}")
+        return driver_step(self, highwaters, now)
+
+    def pause(self: Any, until_ms: int) -> bool:
+        if self._freezing is not None:
+            calls["midnight"] += 1
+            if calls["midnight"] == SIGTERM_AT_MIDNIGHT:
+                print(f"crashing worker: SIGTERM during the freeze of {self._freezing[0]}", flush=True)
+                os.kill(os.getpid(), signal.SIGTERM)
+        return bool(driver_pause(self, until_ms))
+
+    PartitionDriver.step = step  # type: ignore[method-assign]
+    PartitionDriver._pause = pause  # type: ignore[method-assign]
+
+if CRASH_AGENT_AFTER:
+    from streams.worker.shell import Shell
+
+    shell_offer = Shell.offer
+
+    async def offer(self: Any, records: Any, now: float) -> Any:
+        calls["offer"] += 1
+        if calls["offer"] == CRASH_AGENT_AFTER:
+            print(f"crashing worker: ingest batch {calls['offer']} raises", flush=True)
+            raise InjectedAgentCrash(f"injected at batch {calls['offer']}")
+        return await shell_offer(self, records, now)
+
+    Shell.offer = offer  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     sys.argv = ["healthmon", *sys.argv[1:]]
