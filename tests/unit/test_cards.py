@@ -222,3 +222,26 @@ async def test_the_api_refuses_bad_decisions_and_changes_nothing() -> None:
         view = await (await http.get("/api/cards")).json()
         assert view["in_force"]["status"] == "rolled_back" and not view["can_roll_back"]
         assert [h["status"] for h in view["history"]] == ["rolled_back", "accepted", "proposed"]
+
+
+@pytest.mark.parametrize("mode", ["manual", "auto"])
+def test_calibrate_publishes_the_proposal_and_accepts_it_only_when_automatic(monkeypatch, mode) -> None:
+    import streams.broker.cards
+    from streams.cli.main import _publish_proposal
+    from streams.settings import Settings
+
+    sent: list[tuple[CardRecord, CardChange | None]] = []
+
+    async def fake_publish(s, record: CardRecord, change: CardChange | None = None) -> None:
+        sent.append((record, change))
+
+    monkeypatch.setattr(streams.broker.cards, "publish", fake_publish)
+    book = CardBook(BASE)
+    _publish_proposal(Settings(card_promotion=mode), book, STRICT, None, datetime(2026, 3, 20, tzinfo=UTC))  # type: ignore[arg-type]
+    assert [(r.status, r.version) for r, _ in sent] == [("proposed", STRICT.card_version)] + (
+        [("accepted", STRICT.card_version)] if mode == "auto" else []
+    )
+    if mode == "auto":
+        record, change = sent[-1]
+        assert record.effective_from == ts(18) - 9 * 3600  # 2026-03-20T00:00Z
+        assert change is not None and change.previous_version == BASE.card_version
