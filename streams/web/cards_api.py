@@ -60,25 +60,38 @@ class Decision(BaseModel):
     effective_from: AwareDatetime | None = None
 
 
-def _card(record: CardRecord | None, config: ScoringConfig | None = None) -> dict[str, Any] | None:
-    if record is None and config is None:
+def _card(record: CardRecord | None) -> dict[str, Any] | None:
+    """A decision as the API shows it: ``version`` the card decided about (for a rollback, the one
+    rolled back), ``card_version`` the card in force from ``effective_from`` on."""
+    if record is None:
         return None
-    body: dict[str, Any] = {"version": (config or record.config).card_version}  # type: ignore[union-attr]
-    if record is not None:
-        body.update(record.model_dump(mode="json", exclude={"config"}))
-        if record.effective_from is not None:
-            body["effective_from_iso"] = datetime.fromtimestamp(record.effective_from, UTC).isoformat()
+    body = record.model_dump(mode="json", exclude={"config"})
+    body["card_version"] = record.config.card_version
+    if record.effective_from is not None:
+        body["effective_from_iso"] = datetime.fromtimestamp(record.effective_from, UTC).isoformat()
     return body
 
 
 def cards_view(book: CardBook) -> dict[str, Any]:
-    """What GET /api/cards answers: the card of the last decision, the open proposal (its verdict has
-    the count of accounts that would change band), and every decision newest first."""
+    """What GET /api/cards answers: the card of the last decision (``in_force``; it may take effect at
+    an event time the stream has not reached), the open proposal (its verdict has the count of accounts
+    that would change band), and every decision newest first."""
     changes = book.changes
     last = changes[-1] if changes else None
-    in_force = _card(last) if last is not None else _card(None, book.base)
-    if in_force is not None and last is None:
-        in_force.update(status="configured", effective_from=None)
+    in_force: dict[str, Any] = {
+        "version": book.base.card_version,
+        "status": "configured",
+        "effective_from": None,
+    }
+    if last is not None:
+        decision = _card(last) or {}
+        in_force = {
+            "version": last.config.card_version,
+            "status": last.status,
+            "effective_from": last.effective_from,
+            "effective_from_iso": decision.get("effective_from_iso"),
+            "decision": decision,
+        }
     return {
         "in_force": in_force,
         "proposed": _card(book.proposed()),

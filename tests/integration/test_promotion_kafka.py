@@ -17,6 +17,7 @@ from streams.broker.cards import publish
 from streams.broker.tail import read_to_end
 from streams.core.cards import CARD_CHANGE_KEY, CardBook
 from streams.core.scoring import Bands, load_scoring
+from tests.browser import Browser
 from tests.conftest import WorkerProcess
 from tests.helpers import at, collect, produce_events, setup_topics
 from tests.integration.test_scoring_kafka import healthy_month
@@ -104,6 +105,19 @@ async def test_accept_and_roll_back_a_card_through_the_api(kafka_settings, worke
             async with http.get("/api/cards") as resp:
                 view = await resp.json()
             assert view["in_force"]["status"] == "rolled_back" and view["proposed"] is None
+            # the dashboard's section shows the decision (history) and no button left to press
+            browser = Browser(tmp_path / "chromium-profile")
+            try:
+                await browser.start(f"{server.base}/?token={TOKEN}")
+                await browser.wait_for(
+                    "Number(document.querySelector('#cards')?.dataset.loaded || 0) >= 1", 60
+                )
+                assert BASE.card_version in await browser.text("#cards-in-force")
+                history = await browser.text("#cards-history")
+                assert "rolled_back" in history and "accepted" in history and "too many reds" in history
+                assert await browser.evaluate("document.querySelector('#cards-rollback') === null")
+            finally:
+                await browser.stop()
 
             await produce_events(s, [e for e in events if e["occurred_at"] >= at(17)])
             health = await collect(s, "health", reached(29), timeout=120)

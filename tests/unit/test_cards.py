@@ -245,3 +245,19 @@ def test_calibrate_publishes_the_proposal_and_accepts_it_only_when_automatic(mon
         record, change = sent[-1]
         assert record.effective_from == ts(18) - 9 * 3600  # 2026-03-20T00:00Z
         assert change is not None and change.previous_version == BASE.card_version
+
+
+def test_the_view_names_the_card_a_rollback_restores() -> None:
+    from streams.web.cards_api import cards_view
+
+    book = CardBook(BASE)
+    book.add([book.propose(STRICT, None, "ana", "", NOW)])
+    book.add([book.accept(STRICT.card_version, 100, "ana", "", NOW)])
+    assert cards_view(book)["in_force"]["version"] == STRICT.card_version
+    book.add([book.rollback(200, "ana", "", NOW)])
+    view = cards_view(book)
+    assert (view["in_force"]["version"], view["in_force"]["status"]) == (BASE.card_version, "rolled_back")
+    assert (view["history"][0]["version"], view["history"][0]["card_version"]) == (
+        STRICT.card_version,
+        BASE.card_version,
+    )
