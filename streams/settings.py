@@ -32,6 +32,9 @@ class TopicNames(BaseModel):
     task_actions: str = "cs.task-actions"
     tasks: str = "cs.tasks"
     task_notices: str = "cs.task-notices"
+    #: Scorecards in force over event time (docs/promotion.md): proposals, promotions, rollbacks.
+    #: Compacted, one partition (one order), one key per decision; the worker follows it.
+    scorecards: str = "cs.scorecards"
 
 
 ENV_PREFIX = "HEALTHMON_"
@@ -157,6 +160,9 @@ class Settings(BaseSettings):
     accuracy_window_days: int = Field(default=180, ge=30, le=730)
     # `healthmon calibrate --propose`: the fewest cancelling accounts before a candidate card is proposed.
     calibration_min_cancellations: int = Field(default=30, ge=1)
+    # Promotion of a proposed card (docs/promotion.md): "manual", a person accepts it (API, dashboard);
+    # "auto", `healthmon calibrate --propose --publish` accepts what the verdict proposes, at once.
+    card_promotion: Literal["manual", "auto"] = "manual"
     # `healthmon serve`: the HTTP API and dashboard. Every route but /healthz and /readyz needs
     # `Authorization: Bearer <api_token>` (or ?token= for the page and its event stream) when a token is set.
     serve_host: str = "127.0.0.1"

@@ -51,6 +51,8 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
     ]
     # Each account's task book (streams/tasks): the state of `healthmon tasks-worker`, co-partitioned.
     specs.append(TopicSpec(s.topic("tasks"), s.partitions, compact))
+    # The cards in force over event time (streams/core/cards.py): one partition, so one order of decisions.
+    specs.append(TopicSpec(s.topic("scorecards"), 1, compact))
     return specs
 
 

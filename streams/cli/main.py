@@ -21,7 +21,11 @@ from streams.cli.errors import HealthmonGroup
 from streams.settings import get_settings
 
 if TYPE_CHECKING:
+    from streams.core.cards import CardBook
     from streams.core.events import BaseEvent
+    from streams.core.promotion import Verdict
+    from streams.core.scoring import ScoringConfig
+    from streams.settings import Settings
 
 
 @click.group(cls=HealthmonGroup)
@@ -553,6 +557,19 @@ def shadow(
     "non-overlapping bootstrap intervals, red precision and recall no worse; and how many accounts would "
     "change band (in the report's `proposal`).",
 )
+@click.option(
+    "--publish",
+    is_flag=True,
+    help="With --propose: when the verdict proposes the card, put it on the card topic (cs.scorecards) "
+    "as a proposal to accept in `healthmon serve`; with HEALTHMON_CARD_PROMOTION=auto, accepted at once "
+    "from --effective-from (docs/promotion.md). Without --base, the card compared is the one in force "
+    "on the card topic.",
+)
+@click.option(
+    "--effective-from",
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
+    help="Automatic promotion: the event time the card takes effect (UTC if no offset; default: now).",
+)
 def calibrate(
     events: Path | None,
     from_kafka: bool,
@@ -563,6 +580,8 @@ def calibrate(
     horizon_days: int,
     red_precision: float,
     propose: bool = False,
+    publish: bool = False,
+    effective_from: datetime | None = None,
 ) -> None:
     """Learn measure weights, thresholds and bands from history: a JSONL or .jsonl.gz event file, or
     the input topics read to their end (--from-kafka, or no file given; invalid records left out).
@@ -578,8 +597,20 @@ def calibrate(
 
     if events is not None and from_kafka:
         raise click.UsageError("give an EVENTS file or --from-kafka, not both")
+    if publish and not propose:
+        raise click.UsageError("--publish needs --propose (only a proposed card is published)")
     s = get_settings()
     cfg = load_scoring(base or s.scorecard)
+    book = None
+    if publish:
+        from streams.broker.cards import read_book
+
+        try:
+            book = asyncio.run(read_book(s, cfg))
+        except ValueError as exc:  # no card topic
+            raise click.ClickException(f"{exc}: create it with `healthmon topics create`") from None
+        if base is None:
+            cfg = book.latest()[0]  # the card the candidate must beat is the one in force
     if events is None:
         from streams.broker.history import read_input_history
 
@@ -652,6 +683,35 @@ def calibrate(
         )
         for reason in v.reasons:
             click.echo(f"  - {reason}")
+        if book is not None and v.propose:
+            _publish_proposal(s, book, config, proposal.verdict, effective_from)
+
+
+def _publish_proposal(
+    s: Settings, book: CardBook, config: ScoringConfig, verdict: Verdict, effective_from: datetime | None
+) -> None:
+    """The proposal on the card topic; accepted at once when HEALTHMON_CARD_PROMOTION=auto."""
+    from streams.broker.cards import publish
+    from streams.core.cards import CardRefused
+
+    now = datetime.now(UTC)
+    record = book.propose(config, verdict, "healthmon calibrate", "the verdict proposes it", now)
+    asyncio.run(publish(s, record))
+    book.add([record])
+    click.echo(f"published proposal {record.version} on {s.topic('scorecards')}")
+    if s.card_promotion != "auto":
+        click.echo("accept it in `healthmon serve` (POST /api/cards/{version}/accept or the dashboard)")
+        return
+    when = effective_from or now
+    at = int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp())
+    try:
+        accepted = book.accept(
+            record.version, at, "healthmon calibrate", "HEALTHMON_CARD_PROMOTION=auto", now
+        )
+    except CardRefused as exc:
+        raise click.ClickException(f"not promoted: {exc}") from None
+    asyncio.run(publish(s, accepted, book.change_event(accepted)))
+    click.echo(f"promoted {record.version} from event time {at} (HEALTHMON_CARD_PROMOTION=auto)")
 
 
 @main.command()

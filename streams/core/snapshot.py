@@ -88,6 +88,12 @@ class HealthChange(BaseModel):
     band: Band
     delta: float | None
     drivers: list[Driver]
+    #: The card the new score comes from (docs/promotion.md).
+    scorecard_version: str | None = None
+    #: Set on the account's first evaluation under a newly promoted (or rolled-back) card: the version
+    #: in force at its previous evaluation. The change then comes (at least partly) from the card; the
+    #: one ``scorecard`` event on this topic says who changed it and why.
+    scorecard_changed_from: str | None = None
 
 
 def account_info(state: AccountState) -> AccountInfo:
@@ -111,12 +117,15 @@ def assess(
     config: ScoringConfig,
     portfolio: Portfolio | None = None,
     metrics: AccountMetrics | None = None,
+    card_changed_from: str | None = None,
 ) -> tuple[HealthSnapshot, HealthChange | None]:
     """The account's snapshot at event time ``as_of``, and a change event if one is due.
 
     ``portfolio`` (cross-account context) fills the portfolio-relative measures; without it (or where
     it is too small to rank, :meth:`Portfolio.unavailable`) they are null and the scorecard shares their
     weight out. ``metrics``: the account's raw metrics at ``as_of`` when the caller has them already.
+    ``config``: the card in force at ``as_of``; ``card_changed_from``: the card of the account's previous
+    evaluation when another (named on a change event).
     """
     if metrics is None:
         metrics = compute_metrics(state, as_of, config.metrics)
@@ -185,6 +194,8 @@ def assess(
             band=band,
             delta=None if state.last_change_score is None else round(score - state.last_change_score, 1),
             drivers=health.drivers,
+            scorecard_version=config.card_version,
+            scorecard_changed_from=card_changed_from,
         )
     return snapshot, change
 

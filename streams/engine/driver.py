@@ -703,7 +703,7 @@ class PartitionDriver:
         # The day's information check (which measures carry none in this book): one pass over the
         # members at the freeze, a function of the partition's events like the portfolio itself.
         self.portfolio.set_aside = check_portfolio(
-            self.engine.scoring, self.portfolio, self._frozen_metrics, builder.segments
+            self.engine.card_at(midnight), self.portfolio, self._frozen_metrics, builder.segments
         )
         self._next_freeze_ms = (midnight + DAY_S) * 1000 + 999
         self.store.put_portfolio(self.partition, self.portfolio)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from rules.engine import RuleSet, evaluate, next_rule_due
 from rules.model import AlertEvent
 from streams.core.aggregate import apply_event
+from streams.core.cards import CardSchedule
 from streams.core.events import BaseEvent
 from streams.core.metrics import AccountMetrics, Portfolio
 from streams.core.scoring import ScoringConfig
@@ -43,6 +44,11 @@ class Engine:
     dedupe_window: int = 64
     #: Users remembered per account (HEALTHMON_MAX_USERS_PER_ACCOUNT; docs/processing.md).
     max_users: int = MAX_USERS
+    #: The cards promoted over event time (streams/core/cards.py); None: ``scoring`` throughout. Set
+    #: by the worker from the card topic; an evaluation scores with the card in force at its ``as_of``.
+    cards: CardSchedule | None = None
+    #: The latest ``as_of`` evaluated (for the card follower's warning about a card that came late).
+    reached: int | None = None
 
     def __post_init__(self) -> None:
         self.key_features = frozenset(self.scoring.metrics.key_features)
@@ -51,6 +57,10 @@ class Engine:
     def configured(cls, s: Settings, scoring: ScoringConfig, rules: RuleSet) -> Engine:
         """The engine as the settings shape it: the worker, evaluate and shadow fold alike."""
         return cls(scoring, rules, dedupe_window=s.dedupe_window, max_users=s.max_users_per_account)
+
+    def card_at(self, as_of: int) -> ScoringConfig:
+        """The card in force at event time ``as_of``: a function of event time, never of wall time."""
+        return self.scoring if self.cards is None else self.cards.at(as_of)
 
     def apply(self, state: AccountState, event: BaseEvent, partition: int) -> bool:
         if state.partition != partition:  # a pydantic attribute write costs a microsecond, per event
@@ -81,19 +91,25 @@ class Engine:
         the alerts they imply."""
         if state.last_eval_at is not None and state.last_eval_at > as_of:
             as_of, metrics = state.last_eval_at, None  # an account's time never runs backwards
-        snapshot, change = assess(state, as_of, self.scoring, portfolio, metrics)
+        card = self.card_at(as_of)
+        before = None if state.last_eval_at is None else self.card_at(state.last_eval_at).card_version
+        changed_from = before if before is not None and before != card.card_version else None
+        snapshot, change = assess(state, as_of, card, portfolio, metrics, card_changed_from=changed_from)
         rule_states, alerts = evaluate(self.rules, snapshot, state.rules, as_of)
         # Nothing below raises: commit.
         remember(state, snapshot, change)
         state.rules = rule_states
         state.last_eval_at = as_of
+        if self.reached is None or as_of > self.reached:
+            self.reached = as_of
         state.next_due = self.next_due(state, as_of)
         return Evaluation(snapshot, change, alerts)
 
     def preview(self, state: AccountState, as_of: int, portfolio: Portfolio | None = None) -> HealthSnapshot:
         """The snapshot an evaluation at ``as_of`` would publish, changing nothing (rules, trends):
         published while the account's evaluation slot is still open and no input is waiting."""
-        snapshot, _ = assess(state, max(as_of, state.last_eval_at or 0), self.scoring, portfolio)
+        at = max(as_of, state.last_eval_at or 0)
+        snapshot, _ = assess(state, at, self.card_at(at), portfolio)
         return snapshot
 
     def next_due(self, state: AccountState, as_of: int) -> int | None:

@@ -20,6 +20,7 @@ def _schema(adapter: TypeAdapter[Any], name: str, title: str, mode: str) -> dict
 
 def all_schemas() -> dict[str, dict]:
     from rules.model import AlertEvent
+    from streams.core.cards import CardChange
     from streams.core.events import EVENT_ADAPTER
     from streams.core.portfolio import PortfolioMetrics
     from streams.core.snapshot import HealthChange, HealthSnapshot
@@ -30,7 +31,7 @@ def all_schemas() -> dict[str, dict]:
             TypeAdapter(HealthSnapshot), "health", "healthmon account snapshot (cs.health)", "serialization"
         ),
         "health-changes": _schema(
-            TypeAdapter(HealthChange),
+            TypeAdapter(HealthChange | CardChange),  # (key __scorecard__: a card promoted or rolled back)
             "health-changes",
             "healthmon health change (cs.health.changes)",
             "serialization",

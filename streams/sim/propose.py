@@ -2,7 +2,8 @@
 (out-of-time split, non-negative weights), score the held-out time with the card in force and with the
 candidate, and let :func:`streams.core.promotion.verdict` say whether to propose it.
 
-The candidate is only proposed; promotion stays a human decision (not built yet: see docs/validation.md).
+The candidate is only proposed here; putting it in force is docs/promotion.md (a person accepts it in
+`healthmon serve`, or `HEALTHMON_CARD_PROMOTION=auto`).
 """
 
 from __future__ import annotations

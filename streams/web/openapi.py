@@ -50,7 +50,7 @@ def get_operation(
 
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
-    from streams.web import outcomes_api, tasks_api
+    from streams.web import cards_api, outcomes_api, tasks_api
     from streams.web.leader import openapi_paths
     from streams.web.queries import AccountQuery
     from streams.web.server import AccuracyQuery, AlertsQuery, PortfolioQuery, SilenceRequest, TrendQuery
@@ -263,6 +263,9 @@ def openapi_document() -> dict[str, Any]:
         comps.update(schema.pop("$defs", {}))
         comps[model.__name__] = schema
     comps.update(task_schemas)
+    card_paths, card_schemas = cards_api.openapi_paths(_ok, _json)
+    paths.update(card_paths)
+    comps.update(card_schemas)
     return {
         "openapi": "3.1.0",
         "info": {

@@ -29,7 +29,7 @@ from streams import compat
 from streams.core.portfolio import period_months
 from streams.core.scoring import ScoringConfig, load_scoring
 from streams.settings import Settings
-from streams.web import leader, outcomes_api, queries, tasks_api
+from streams.web import cards_api, leader, outcomes_api, queries, tasks_api
 from streams.web.openapi import openapi_document
 
 log = logging.getLogger("healthmon.serve")
@@ -414,6 +414,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/portfolio/periods", portfolio_periods)
     app.router.add_get("/api/portfolio/trend", portfolio_trend)
     app.router.add_get("/api/accuracy", accuracy)
+    cards_api.add_routes(app, settings, app[SCORING])  # scorecard promotion (docs/promotion.md)
     leader.add_routes(app, settings)  # targets, scorecard, CSM table (streams/web/leader.py)
     app.router.add_get("/api/alerts", alerts)
     app.router.add_get("/api/silences", silences_list)

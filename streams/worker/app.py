@@ -28,6 +28,7 @@ from streams import compat
 from streams.broker.admin import DEAD_LETTER_MAX_MESSAGE_BYTES
 from streams.broker.clients import faust_app_kwargs
 from streams.config import ConfigError
+from streams.core.cards import CardSchedule
 from streams.core.scoring import ScoringConfig, load_scoring
 from streams.core.state import DAY_S, INPUT_KINDS, set_write_format
 from streams.engine.driver import DriverConfig, PartitionDriver, Record, state_store
@@ -35,6 +36,7 @@ from streams.engine.engine import Engine
 from streams.readmodel.projector import write_with_retry
 from streams.settings import Settings, get_settings
 from streams.worker import codecs as _codecs  # noqa: F401  (registers the state codec)
+from streams.worker.cards import CardFollower
 from streams.worker.checkpoint import Checkpoint, Durable
 from streams.worker.codecs import STATE_CODEC
 from streams.worker.offsets import BrokerOffsets, Consumer, OffsetTracker
@@ -227,6 +229,12 @@ def create_app(
         time.monotonic,
     )
 
+    def new_schedule(schedule: CardSchedule) -> None:
+        engine.cards = schedule
+
+    #: The card topic, read whole before the first step, then followed (streams/worker/cards.py).
+    cards = CardFollower(s, scoring, new_schedule, lambda: engine.reached)
+
     def to_record(event: EventT) -> Record:
         msg = event.message
         return Record(kinds[msg.topic], msg.offset, msg.key, msg.value, event)
@@ -266,8 +274,13 @@ def create_app(
                     await step(partitions.first_cut())
             partitions.cut_waiting.clear()  # (no await since ``cut`` emptied: nothing was cut meanwhile)
 
+    @app.task
+    async def follow_cards() -> None:
+        await cards.run()
+
     @app.agent(inputs, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
+        await cards.ready.wait()  # no evaluation before the cards in force are known
         async for batch in stream.take_events(s.batch_max, within=s.batch_wait_s):  # type: ignore[attr-defined]  # on Stream, not in StreamT
             for event in batch:
                 event.message.incref()  # acked by us once its effect is durable, not by take_events
@@ -315,6 +328,8 @@ def create_app(
                     log.info("reloaded %d rules from %s", len(engine.rules.rules), rules_path)
                 except ConfigError as exc:
                     log.error("rule files changed but are invalid; keeping the previous rules:\n%s", exc)
+        if not cards.ready.is_set():
+            return
         async with lock:
             await shell.tick(assigned())
             stepped.notify_all()

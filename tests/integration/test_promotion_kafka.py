@@ -1,0 +1,158 @@
+"""Scorecard promotion end to end (real Kafka): a candidate on the card topic, accepted through
+`healthmon serve`'s API, followed by a running worker: snapshots from its effective time on name the
+new card, earlier ones the old; one explaining change event; a rollback restores the old card."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from streams.broker.cards import publish
+from streams.broker.tail import read_to_end
+from streams.core.cards import CARD_CHANGE_KEY, CardBook
+from streams.core.scoring import Bands, load_scoring
+from tests.browser import Browser
+from tests.conftest import WorkerProcess
+from tests.helpers import at, collect, produce_events, setup_topics
+from tests.integration.test_scoring_kafka import healthy_month
+from tests.integration.test_serve_api import TOKEN, Server, serve_settings
+
+pytestmark = [pytest.mark.kafka, pytest.mark.redis]
+BASE = load_scoring()
+#: Red below 99: a healthy account turns red the moment this card is in force.
+STRICT = BASE.model_copy(
+    update={
+        "default": BASE.default.model_copy(update={"bands": Bands(red_below=99, yellow_below=99.5)}),
+        "segments": {},
+    }
+)
+ACCOUNTS = ("acc-p1", "acc-p2")
+
+
+def ts(iso: str) -> int:
+    return int(datetime.fromisoformat(iso).timestamp())
+
+
+def wait_log(worker: WorkerProcess, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text.encode() in worker.log():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"worker never logged {text!r}:\n{worker.log_tail()}")
+
+
+async def card_changes(s) -> list[dict]:
+    """The scorecard change events on cs.health.changes, read to the topic's end as of now."""
+    out = []
+    async with contextlib.aclosing(read_to_end(s, s.topic("health_changes"))) as records:
+        async for msg in records:
+            if msg.key == CARD_CHANGE_KEY:
+                out.append(orjson.loads(msg.value))
+    return out
+
+
+async def test_accept_and_roll_back_a_card_through_the_api(kafka_settings, worker, tmp_path: Path) -> None:
+    s = serve_settings(kafka_settings)
+    worker.settings = s
+    await setup_topics(s)
+    # the candidate, as `healthmon calibrate --propose --publish` publishes it
+    await publish(s, CardBook(BASE).propose(STRICT, None, "calibrate", "held-out AUC", datetime.now(UTC)))
+    worker.start()
+    server = Server(s, tmp_path / "serve.log")
+    events = sorted((e for a in ACCOUNTS for e in healthy_month(a)), key=lambda e: e["occurred_at"])
+    t1, t2 = at(12), at(21)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        async with aiohttp.ClientSession(headers=headers, base_url=server.base) as http:
+            async with http.get("/api/cards") as resp:
+                view = await resp.json()
+            assert view["in_force"]["version"] == BASE.card_version
+            assert view["proposed"]["version"] == STRICT.card_version
+            async with http.post("/api/cards/rollback", json={"by": "ana"}) as resp:
+                assert resp.status == 409  # nothing promoted yet
+            async with http.post("/api/cards/sha256:000000000000/accept", json={"by": "ana"}) as resp:
+                assert resp.status == 404
+            decision = {"by": "ana@example.com", "reason": "beats the card in force", "effective_from": t1}
+            async with http.post(f"/api/cards/{STRICT.card_version}/accept", json=decision) as resp:
+                assert resp.status == 202, await resp.text()
+            # the worker has it before any event is produced: the stream never passes t1 without it
+            wait_log(worker, f"card {STRICT.card_version} accepted from event time {ts(t1)}")
+            assert [c["version"] for c in await card_changes(s)] == [STRICT.card_version]
+
+            await produce_events(s, [e for e in events if e["occurred_at"] < at(17)])
+
+            def reached(day: float):
+                def ok(rs) -> bool:
+                    got = {r.key.decode() for r in rs if orjson.loads(r.value)["as_of"] >= at(day)}
+                    return got >= set(ACCOUNTS)
+
+                return ok
+
+            await collect(s, "health", reached(16), timeout=120)
+            rollback = {"by": "ana@example.com", "reason": "too many reds", "effective_from": t2}
+            async with http.post("/api/cards/rollback", json=rollback) as resp:
+                assert resp.status == 202, await resp.text()
+            wait_log(worker, f"card {BASE.card_version} rolled_back from event time {ts(t2)}")
+            async with http.post("/api/cards/rollback", json=rollback) as resp:
+                assert resp.status == 409  # the one promotion is rolled back already
+            async with http.get("/api/cards") as resp:
+                view = await resp.json()
+            assert view["in_force"]["status"] == "rolled_back" and view["proposed"] is None
+            # the dashboard's section shows the decision (history) and no button left to press
+            browser = Browser(tmp_path / "chromium-profile")
+            try:
+                await browser.start(f"{server.base}/?token={TOKEN}")
+                await browser.wait_for(
+                    "Number(document.querySelector('#cards')?.dataset.loaded || 0) >= 1", 60
+                )
+                assert BASE.card_version in await browser.text("#cards-in-force")
+                history = await browser.text("#cards-history")
+                assert "rolled_back" in history and "accepted" in history and "too many reds" in history
+                assert await browser.evaluate("document.querySelector('#cards-rollback') === null")
+            finally:
+                await browser.stop()
+
+            await produce_events(s, [e for e in events if e["occurred_at"] >= at(17)])
+            health = await collect(s, "health", reached(29), timeout=120)
+            changes = await collect(
+                s,
+                "health_changes",
+                lambda rs: sum(r.key == CARD_CHANGE_KEY for r in rs) == 2,
+            )
+    finally:
+        server.stop()
+
+    snaps = [orjson.loads(r.value) for r in health if r.key.decode() in ACCOUNTS]
+    seen: dict[str, set[str]] = {"before": set(), "promoted": set(), "after": set()}
+    for snap in snaps:
+        when = "before" if snap["as_of"] < t1 else "promoted" if snap["as_of"] < t2 else "after"
+        seen[when].add(snap["scorecard_version"])
+        if when == "promoted" and snap["score"] is not None:
+            assert snap["band"] == "red", snap["as_of"]
+    assert seen == {
+        "before": {BASE.card_version},
+        "promoted": {STRICT.card_version},
+        "after": {BASE.card_version},
+    }
+    # one explaining event per decision, and the accounts' own changes name the card change
+    explained = [orjson.loads(r.value) for r in changes if r.key == CARD_CHANGE_KEY]
+    assert [(c["action"], c["version"], c["previous_version"]) for c in explained] == [
+        ("accepted", STRICT.card_version, BASE.card_version),
+        ("rolled_back", BASE.card_version, STRICT.card_version),
+    ]
+    named = {
+        (r.key.decode(), c["scorecard_changed_from"], c["scorecard_version"])
+        for r in changes
+        if r.key != CARD_CHANGE_KEY and (c := orjson.loads(r.value))["scorecard_changed_from"]
+    }
+    assert named == {
+        *((a, BASE.card_version, STRICT.card_version) for a in ACCOUNTS),
+        *((a, STRICT.card_version, BASE.card_version) for a in ACCOUNTS),
+    }
