@@ -221,7 +221,7 @@ def test_duplicate_ids_across_files_are_refused(tmp_path: Path):
 def test_rules_check_cli(tmp_path: Path):
     runner = CliRunner()
     ok = runner.invoke(main, ["rules", "check"])
-    assert ok.exit_code == 0 and "15 rules OK" in ok.output  # qbr_overdue (issue 25) is the 15th
+    assert ok.exit_code == 0 and "16 rules OK" in ok.output  # band_yellow (issue 23) is the 16th
     f = tmp_path / "r.yaml"
     f.write_text("rules:\n  - {id: x, description: d, when: 'score <', action: a}\n")
     bad = runner.invoke(main, ["rules", "check", str(f)])
