@@ -72,6 +72,7 @@ def _money(raw: str | None) -> str:
 #: How the resolutions of a notification are headed, in this order (``AlertEvent.ended_by``).
 ENDED_HEADINGS = {
     "cancelled": "Closed: account cancelled",
+    "superseded": "Superseded (went on to a more urgent alert)",
     "recovered": "Recovered",
     "rule_removed": "Closed: rule removed",
 }

@@ -44,6 +44,15 @@ class RuleSet:
         attribute goes through pydantic's slow ``__getattr__``)."""
         return tuple(r.condition for r in self.rules)
 
+    @cached_property
+    def superseding(self) -> tuple[tuple[Rule, tuple[Rule, ...]], ...]:
+        """The rules that supersede others, each with those of them in the set (the evaluation then
+        has a second pass)."""
+        by_id = {r.id: r for r in self.rules}
+        return tuple(
+            (r, tuple(by_id[o] for o in r.supersedes if o in by_id)) for r in self.rules if r.supersedes
+        )
+
 
 def rule_files(path: Path) -> list[Path]:
     if path.is_dir():
@@ -64,6 +73,11 @@ def load_rules(path: Path | str | None = None) -> RuleSet:
                 raise ConfigError(f"{file}: rule id {rule.id!r} is already defined in {sources[rule.id]}")
             sources[rule.id] = str(file)
             rules.append(rule)
+    by_id = {r.id: r for r in rules}
+    for rule in rules:
+        for other in rule.supersedes:
+            if other in by_id and rule.id in by_id[other].supersedes:
+                raise ConfigError(f"{sources[rule.id]}: rules {rule.id!r} and {other!r} supersede each other")
     return RuleSet(tuple(rules), sources)
 
 
@@ -103,13 +117,15 @@ def _summary(rule: Rule, ctx: dict[str, Any], name: str | None) -> str:
     return SUMMARY.format(rule.summary, **{**ctx, "account": name or ""})
 
 
-def _ended_summary(rule: Rule, snapshot: HealthSnapshot, ended_by: str) -> str:
+def _ended_summary(rule: Rule, snapshot: HealthSnapshot, ended_by: str, by: str | None = None) -> str:
     """A resolution's line, true when it is sent: the rule's own summary describes the firing
     ("is red: health 52") and would be false of the account now."""
     who = snapshot.account.name or snapshot.account_id
     if ended_by == "cancelled":
         return f"{who}: account cancelled; closed: {rule.description}"
     score = "n/a" if snapshot.score is None else SUMMARY.format("{0}", snapshot.score)
+    if ended_by == "superseded":
+        return f"{who}: superseded by {by}: {rule.description}; health {score} ({snapshot.band or 'unknown'})"
     return f"{who}: no longer: {rule.description}; health {score} ({snapshot.band or 'unknown'})"
 
 
@@ -121,6 +137,7 @@ def _alert(
     status: str,
     t: int,
     ended_by: str | None = None,
+    superseded_by: str | None = None,
 ) -> AlertEvent:
     return AlertEvent(
         alert_id=alert_id(snapshot.account_id, rule.id, st[1], st[5]),
@@ -134,10 +151,11 @@ def _alert(
         ended_by=ended_by,  # type: ignore[arg-type]
         summary=_summary(rule, ctx, snapshot.account.name)
         if ended_by is None
-        else _ended_summary(rule, snapshot, ended_by),
+        else _ended_summary(rule, snapshot, ended_by, superseded_by),
         description=rule.description,
         action=rule.action.step,
         playbook=rule.action if rule.action.tracked else None,
+        supersedes=list(rule.supersedes),
         labels={"severity": rule.severity, "rule": rule.id, **rule.labels},
         values={f: ctx.get(f) for f in rule.condition.fields},
         score=snapshot.score,
@@ -185,11 +203,49 @@ def evaluate(
             if rule.send_resolved:
                 ended_by = "cancelled" if canceled else "recovered"
                 out.append(_alert(rule, snapshot, ctx, st, "resolved", t, ended_by))
+    if ruleset.superseding:
+        out = _supersede(ruleset, snapshot, ctx, new, out, t)
     for stale in states.keys() - ruleset.ids:  # a rule removed by a reload: its episode ends
         st = states[stale]
         if st[0] == FIRING:
             out.append(_orphan_resolved(stale, snapshot, st, t))
     return new, out
+
+
+def _supersede(
+    ruleset: RuleSet,
+    snapshot: HealthSnapshot,
+    ctx: dict[str, Any],
+    states: dict[str, list[int]],
+    out: list[AlertEvent],
+    t: int,
+) -> list[AlertEvent]:
+    """One crossing, one episode: while a rule is firing, the rules it supersedes hold no episode of
+    their own. A firing one resolves as ``superseded`` (right after the firing that took it over; its
+    cooldown runs from then), a pending one goes back to inactive (after the superseding episode it
+    must hold its whole ``for`` again), and one that would have fired at this very evaluation does
+    not."""
+    for rule, others in ruleset.superseding:
+        if states[rule.id][0] != FIRING:
+            continue
+        for other in others:
+            st = states[other.id]
+            if st[0] == INACTIVE:
+                continue
+            fired_now = [a for a in out if a.rule_id == other.id and a.status == "firing"]
+            if st[0] == PENDING or fired_now:
+                out = [a for a in out if not any(a is f for f in fired_now)]
+                st[0] = INACTIVE
+                continue
+            st[0], st[4] = INACTIVE, t
+            if other.send_resolved:
+                ended = _alert(other, snapshot, ctx, st, "resolved", t, "superseded", rule.id)
+                at = next(
+                    (i + 1 for i, a in enumerate(out) if a.rule_id == rule.id and a.status == "firing"),
+                    len(out),
+                )
+                out.insert(at, ended)
+    return out
 
 
 def _orphan_resolved(rule_id: str, snapshot: HealthSnapshot, st: list[int], t: int) -> AlertEvent:

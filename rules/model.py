@@ -148,6 +148,10 @@ class Rule(BaseModel):
     #: One line for the notification; ``{field}`` placeholders take values from the snapshot.
     summary: str | None = None
     send_resolved: bool = True
+    #: Rules whose episode this one takes over (one crossing, one episode): when this rule fires, their
+    #: firing episode of the account resolves as ``superseded`` (and their open task closes, see
+    #: streams/tasks), and while it is firing they cannot start a new one.
+    supersedes: tuple[str, ...] = ()
 
     _condition: Compiled = PrivateAttr()
 
@@ -179,6 +183,12 @@ class Rule(BaseModel):
                 if not any(_formats(sample, spec) for sample in samples):
                     raise ValueError(f"summary placeholder {{{name}:{spec}}}: invalid format spec")
         return v
+
+    @model_validator(mode="after")
+    def _not_itself(self) -> Rule:
+        if self.id in self.supersedes:
+            raise ValueError(f"rule {self.id} cannot supersede itself")
+        return self
 
     def model_post_init(self, _: Any) -> None:
         self._condition = compile_condition(self.when, FIELDS)
@@ -215,14 +225,17 @@ class AlertEvent(BaseModel):
     starts_at: datetime  # when it fired (active_since + for)
     ends_at: datetime | None = None  # when it resolved
     #: Why a resolved episode ended: its condition stopped holding, the account cancelled (never
-    #: "recovered"), or its rule was removed from the pack. None while firing.
-    ended_by: Literal["recovered", "cancelled", "rule_removed"] | None = None
+    #: "recovered"), a rule that supersedes it fired (yellow -> red: never "recovered" either), or its
+    #: rule was removed from the pack. None while firing.
+    ended_by: Literal["recovered", "cancelled", "superseded", "rule_removed"] | None = None
     summary: str
     description: str
     action: str
     #: The rule's tracked playbook (deadline, owner role, type, steps) when it has one: a firing
     #: alert with a playbook opens a task (streams/tasks).
     playbook: Action | None = None
+    #: The rules whose episodes and open tasks a firing of this one takes over (Rule.supersedes).
+    supersedes: list[str] = Field(default_factory=list)
     labels: dict[str, str]
     #: The values the condition read when it fired (or resolved).
     values: dict[str, Any]

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # imported where used: every `healthmon` command loads this m
 
 T = TypeVar("T")
 #: streams.tasks.model.TaskState's values (tests/unit/test_cli_checks.py holds them equal).
-STATES = ("open", "acknowledged", "done", "dismissed", "cancelled")
+STATES = ("open", "acknowledged", "done", "dismissed", "cancelled", "superseded")
 
 
 def _with_redis(fn: Callable[[Redis, str], Awaitable[T]]) -> T:

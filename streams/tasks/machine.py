@@ -2,7 +2,9 @@
 
 open -> acknowledged -> done (outcome) | dismissed (reason); an account's cancellation closes any
 open task as cancelled. A firing alert of a rule with a playbook opens a task, or updates the open
-task of the same account and playbook. Deadlines: one reminder before ``due_at`` and, if nobody
+task of the same account and playbook. One slide, one open task: a task opened by a rule that
+supersedes others (band_red over band_yellow) closes their open tasks on the account as superseded,
+and while it is open their alerts open none. Deadlines: one reminder before ``due_at`` and, if nobody
 acknowledged it, one escalation to the manager role at ``due_at``, both stamped with the time they
 were due (event-time exact in a replay; the caller passes ``now``, never read here).
 """
@@ -134,6 +136,7 @@ def _open(alert: AlertEvent, playbook: Action, time_zone: str | None) -> Task:
         account_name=alert.account.name,
         rule_id=alert.rule_id,
         type=playbook.type,
+        supersedes=tuple(alert.supersedes),
         step=playbook.step,
         steps=tuple(
             TaskStep(step=s.step, due_at=due_time(opened, s.within, time_zone)) for s in playbook.steps
@@ -295,6 +298,32 @@ def apply(task: Task | None, event: Event, now: datetime) -> tuple[Task | None, 
     return _human(task, event)
 
 
+def _superseded(task: Task, by: Task, at: datetime) -> Task:
+    detail = f"{by.rule_id} opened task {by.task_id}: the account went on to it"
+    at = max(at, task.opened_at)
+    return _log(task, at, SYSTEM, "superseded", detail, state="superseded", reason=detail, closed_at=at)
+
+
+def _covered(
+    book: TaskBook, tasks: dict[str, Task], cover: Task, alert: AlertEvent, now: datetime
+) -> tuple[TaskBook, list[TaskNotice]]:
+    """A firing alert whose playbook an open task supersedes (yellow again while the red task is
+    open): no task of its own; the open one notes it, once per episode."""
+    if alert.alert_id in cover.alert_ids:
+        return book, []
+    task = _log(
+        cover,
+        max(alert.starts_at, cover.opened_at),
+        SYSTEM,
+        "covered",
+        f"alert {alert.rule_id} fired; this task covers it",
+        alert_ids=(*cover.alert_ids, alert.alert_id)[-20:],
+    )
+    task, notices = _deadlines(task, now)
+    tasks[task.task_id] = task
+    return book.model_copy(update={"tasks": _prune(tasks)}), notices
+
+
 def _prune(tasks: dict[str, Task]) -> dict[str, Task]:
     closed = sorted((t for t in tasks.values() if not t.is_open), key=lambda t: t.closed_at or t.opened_at)
     drop = {t.task_id for t in closed[: max(0, len(closed) - KEEP_CLOSED)]}
@@ -320,11 +349,19 @@ def apply_book(book: TaskBook, event: Event, now: datetime) -> tuple[TaskBook, l
             current = next((t for t in tasks.values() if t.is_open and t.rule_id == alert.rule_id), None)
             if current is None and task_id(alert.account_id, alert.rule_id, alert.alert_id) in tasks:
                 return book, []  # the alert that opened a task since closed, delivered again
+            cover = next((t for t in tasks.values() if t.is_open and alert.rule_id in t.supersedes), None)
+            if current is None and cover is not None:
+                return _covered(book, tasks, cover, alert, now)
         else:
             current = next((t for t in tasks.values() if t.alert_id == alert.alert_id), None)
         task, notices = apply(current, event, now)
         if task is not None:
             tasks[task.task_id] = task
+            if alert.status == "firing" and alert.supersedes and task.is_open:
+                for key, old in list(tasks.items()):
+                    if old.is_open and old.rule_id in alert.supersedes:
+                        tasks[key] = _superseded(old, task, alert.starts_at)
+                        notices.append(_notice("closed", tasks[key], alert.starts_at))
     else:  # the clock, a cancellation: every task of the account
         for key, t in list(tasks.items()):
             new, more = apply(t, event, now)

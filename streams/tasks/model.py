@@ -15,7 +15,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 from rules.model import OwnerRole, PlaybookType
 
-TaskState = Literal["open", "acknowledged", "done", "dismissed", "cancelled"]
+#: superseded: closed by the system when a playbook that supersedes it opened on the account (the
+#: account went on from yellow to red: one open task for one slide).
+TaskState = Literal["open", "acknowledged", "done", "dismissed", "cancelled", "superseded"]
 OPEN_STATES: frozenset[str] = frozenset({"open", "acknowledged"})
 #: How a task that was done ended (the issue's list; "other" with a note for the rest).
 Outcome = Literal["reached", "no_answer", "save_plan_agreed", "not_needed", "other"]
@@ -58,6 +60,9 @@ class Task(BaseModel):
     #: The playbook: the rule whose alert opened the task.
     rule_id: str
     type: PlaybookType = "risk"
+    #: The playbooks this one takes over (its rule's ``supersedes``): while it is open, their alerts
+    #: open no task of their own on the account.
+    supersedes: tuple[str, ...] = ()
     step: str
     steps: tuple[TaskStep, ...] = ()
     #: The alert episode that opened the task, and the latest one (a new episode updates the task).

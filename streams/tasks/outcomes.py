@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from streams.tasks.model import SYSTEM, Task
 
-Category = Literal["done", "dismissed", "cancelled", "never_acted", "pending"]
+Category = Literal["done", "dismissed", "cancelled", "superseded", "never_acted", "pending"]
 GroupBy = Literal["playbook", "csm"]
 SAVE_WINDOW = timedelta(days=30)
 HUMAN_VERBS = frozenset({"acknowledge", "complete", "dismiss"})
@@ -92,6 +92,7 @@ class OutcomeRow(BaseModel):
     done: int = 0
     dismissed: int = 0
     cancelled: int = 0
+    superseded: int = 0  # closed when a superseding playbook opened (yellow -> red), before its deadline
     never_acted: int = 0
     acted: OutcomeFigures = Field(default_factory=OutcomeFigures)  # over tasks done
     baseline: OutcomeFigures = Field(default_factory=OutcomeFigures)  # over tasks never acted on
@@ -154,8 +155,8 @@ def task_outcome(task: Task, days: Sequence[AccountDay], now: datetime) -> TaskO
         responded is None and now >= task.due_at and (task.closed_at is None or task.closed_at >= task.due_at)
     ):
         category = "never_acted"
-    elif task.state == "cancelled":
-        category = "cancelled"
+    elif task.state in ("cancelled", "superseded"):
+        category = task.state  # type: ignore[assignment]
     else:
         category = "pending"
     if responded is not None:
@@ -236,6 +237,7 @@ def summarize(group: str, outcomes: Sequence[TaskOutcome], now: datetime) -> Out
         row.done += o.category == "done"
         row.dismissed += o.category == "dismissed"
         row.cancelled += o.category == "cancelled"
+        row.superseded += o.category == "superseded"
         row.never_acted += o.category == "never_acted"
     row.on_time_pct = round(100 * row.on_time / row.on_time_known, 1) if row.on_time_known else None
     row.median_ack_hours = round(statistics.median(waits), 2) if waits else None

@@ -103,7 +103,7 @@ def openapi_document() -> dict[str, Any]:
                 "episodes": {
                     "type": "array",
                     "description": "one row per alert episode, newest first: fired_at, status, resolved_at, "
-                    "ended_by (recovered | cancelled | rule_removed; null while firing), task (the playbook "
+                    "ended_by (recovered | cancelled | superseded | rule_removed; null while firing), task (the playbook "
                     "task it opened or updated: task_id, state, step, owner, due_at, outcome; or null)",
                     "items": {"type": "object"},
                 },

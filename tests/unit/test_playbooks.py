@@ -99,6 +99,11 @@ def test_the_default_pack_carries_the_seed_deadlines():
     assert rules["band_red"].action.owner == "csm"
     assert [s.within for s in rules["band_red"].action.steps] == ["same_day", 48 * 3600, 7 * 86400]
     assert "health_below_60" not in rules  # one crossing, one rule: red is below 60 in the shipped card
+    # yellow's "specific interventions": a week to act, steps chosen from the score drivers; red
+    # takes the yellow episode and task over (one slide, one open task)
+    assert rules["band_yellow"].action.respond_within == 7 * 86400
+    assert [s.within for s in rules["band_yellow"].action.steps] == [3 * 86400, 7 * 86400]
+    assert rules["band_red"].supersedes == ("band_yellow",)
     assert (rules["nps_detractor"].action.respond_within, rules["nps_detractor"].action.owner) == (
         24 * 3600,
         "manager",

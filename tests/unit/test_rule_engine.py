@@ -221,7 +221,7 @@ def test_duplicate_ids_across_files_are_refused(tmp_path: Path):
 def test_rules_check_cli(tmp_path: Path):
     runner = CliRunner()
     ok = runner.invoke(main, ["rules", "check"])
-    assert ok.exit_code == 0 and "15 rules OK" in ok.output  # qbr_overdue (issue 25) is the 15th
+    assert ok.exit_code == 0 and "16 rules OK" in ok.output  # band_yellow (issue 23) is the 16th
     f = tmp_path / "r.yaml"
     f.write_text("rules:\n  - {id: x, description: d, when: 'score <', action: a}\n")
     bad = runner.invoke(main, ["rules", "check", str(f)])
@@ -231,3 +231,79 @@ def test_rules_check_cli(tmp_path: Path):
     )
     warn = runner.invoke(main, ["rules", "check", "--strict", str(f)])
     assert warn.exit_code == 1 and "unreachable: nps_latest_days_ago stays below 7 days" in warn.output
+
+
+def _slide_rules(**yellow) -> RuleSet:
+    """The shipped pair's shape on this file's bands (red < 40 <= yellow < 60)."""
+    red = Rule.model_validate(
+        {
+            "id": "band_red",
+            "description": "red",
+            "when": 'band == "red"',
+            "action": "call",
+            "keep_firing_for": "1d",
+            "supersedes": ["band_yellow"],
+        }
+    )
+    yel = Rule.model_validate(
+        {
+            "id": "band_yellow",
+            "description": "yellow for 2 hours",
+            "when": 'band == "yellow"',
+            "for": "2h",
+            "keep_firing_for": "2d",
+            "cooldown": "30d",
+            "action": "intervene",
+            **yellow,
+        }
+    )
+    return RuleSet((red, yel), {"band_red": "test", "band_yellow": "test"})
+
+
+def test_red_supersedes_a_firing_yellow_episode_at_once_never_as_recovered():
+    rs = _slide_rules()
+    states: dict = {}
+    assert evaluate(rs, snap(50), states, 0) == []
+    assert [a.rule_id for a in evaluate(rs, snap(50), states, 2 * H)] == ["band_yellow"]
+    out = evaluate(rs, snap(30), states, 3 * H)
+    # the red firing first, then the yellow episode it took over (not two open episodes for one slide)
+    assert [(a.rule_id, a.status, a.ended_by) for a in out] == [
+        ("band_red", "firing", None),
+        ("band_yellow", "resolved", "superseded"),
+    ]
+    assert out[1].summary == "Acme: superseded by band_red: yellow for 2 hours; health 30.0 (red)"
+    assert out[0].supersedes == ["band_yellow"] and states["band_yellow"][0] == INACTIVE
+    # back to yellow: red ends after its keep_firing_for; yellow's cooldown runs from the supersession
+    assert [(a.rule_id, a.status) for a in evaluate(rs, snap(50), states, 4 * H)] == []
+    assert [(a.rule_id, a.status) for a in evaluate(rs, snap(50), states, D + 3 * H)] == [
+        ("band_red", "resolved")
+    ]
+    assert evaluate(rs, snap(50), states, 2 * D) == []  # yellow for days, within the cooldown
+
+
+def test_no_yellow_episode_while_red_is_firing_nor_on_the_way_down():
+    rs = _slide_rules(cooldown=0)
+    # yellow pending, then red before its `for`: the red episode only
+    assert run(rs, [(0, 50), (H, 30), (3 * H, 30)]) == [("firing", H)]
+    states: dict = {}
+    evaluate(rs, snap(30), states, 0)
+    # red's keep_firing_for: yellow holds but has no episode; after red ends it needs its whole `for`
+    assert evaluate(rs, snap(50), states, H) == []
+    assert evaluate(rs, snap(50), states, 5 * H) == [] and states["band_yellow"][0] == INACTIVE
+    assert [a.status for a in evaluate(rs, snap(50), states, D + H)] == ["resolved"]  # red ends
+    assert evaluate(rs, snap(50), states, D + 2 * H) == []
+    assert [(a.rule_id, int(a.starts_at.timestamp())) for a in evaluate(rs, snap(50), states, D + 3 * H)] == [
+        ("band_yellow", D + 3 * H)
+    ]
+
+
+def test_a_rule_cannot_supersede_itself_nor_two_rules_each_other(tmp_path: Path):
+    with pytest.raises(ValueError, match="cannot supersede itself"):
+        ruleset(supersedes=["low"])
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n"
+        "  - {id: a, description: a, when: 'score < 60', action: x, supersedes: [b]}\n"
+        "  - {id: b, description: b, when: 'score < 50', action: x, supersedes: [a]}\n"
+    )
+    with pytest.raises(ConfigError, match="supersede each other"):
+        load_rules(tmp_path)

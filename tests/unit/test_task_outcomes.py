@@ -156,3 +156,15 @@ def test_history_entries_from_the_read_model() -> None:
         AccountDay(day=date(2026, 1, 1)),
         AccountDay(day=date(2026, 1, 2), band="red", renewal=date(2026, 1, 5)),
     ]
+
+
+def test_a_superseded_task_is_its_own_category_unless_its_deadline_passed_first() -> None:
+    # cora's yellow task closed when a red one took over: before its deadline it is "superseded",
+    # after it the task was never acted on (the baseline), as for a cancellation
+    kw = {"state": "superseded", "reason": "band_red opened task t-red", "band": "yellow"}
+    early = task("y1", "cora", "band_yellow", "ana@x", at(1, 20), at(1, 27), closed_at=at(1, 22), **kw)
+    late = task("y2", "cora", "band_yellow", "ana@x", at(1, 20), at(1, 27), closed_at=at(1, 28), **kw)
+    assert task_outcome(early, HISTORY["cora"], NOW).category == "superseded"
+    assert task_outcome(late, HISTORY["cora"], NOW).category == "never_acted"
+    row = outcome_table([early, late], HISTORY, NOW).total
+    assert (row.superseded, row.never_acted, row.opened) == (1, 1, 2)

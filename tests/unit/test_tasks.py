@@ -296,6 +296,43 @@ def test_book_deadline_and_cancellation_closes_every_open_task():
     assert apply_book(book, AccountCancelled("acme", T0 + 3 * H), T0 + 3 * H) == (book, [])
 
 
+# --- one slide, one open task (band_red supersedes band_yellow) --------------------------------
+
+YELLOW = Action.model_validate({"step": "Run the intervention", "respond_within": "7d"})
+
+
+def red_fired(at: datetime):
+    return fired(at, rule="band_red").model_copy(update={"supersedes": ["band_yellow"]})
+
+
+def test_red_closes_the_open_yellow_task_as_superseded():
+    book, _ = apply_book(TaskBook(account_id="acme"), AlertSeen(fired(T0, "band_yellow", YELLOW)), T0)
+    (yellow,) = book.tasks.values()
+    book, notices = apply_book(book, AlertSeen(red_fired(T0 + 30 * H)), T0 + 30 * H)
+    assert [(n.kind, n.task.rule_id) for n in notices] == [("opened", "band_red"), ("closed", "band_yellow")]
+    states = {t.rule_id: t.state for t in book.tasks.values()}
+    assert states == {"band_red": "open", "band_yellow": "superseded"}
+    closed = book.tasks[yellow.task_id]
+    assert closed.closed_at == T0 + 30 * H and closed.history[-1].action == "superseded"
+    assert "band_red" in (closed.reason or "")
+    assert book_deadline(book) == book.tasks[notices[0].task_id].remind_at  # the yellow one no longer counts
+
+
+def test_yellow_again_while_the_red_task_is_open_opens_no_second_task():
+    book, _ = apply_book(TaskBook(account_id="acme"), AlertSeen(red_fired(T0)), T0)
+    again = fired(T0 + 20 * H, "band_yellow", YELLOW)
+    book, notices = apply_book(book, AlertSeen(again), T0 + 20 * H)
+    (red,) = book.tasks.values()
+    assert red.rule_id == "band_red" and red.history[-1].action == "covered"
+    assert [n.kind for n in notices] == []  # nothing new to tell: the red task is the one to act on
+    assert apply_book(book, AlertSeen(again), T0 + 21 * H) == (book, [])  # redelivered: once
+    # once the red task is closed, a later yellow episode gets its own task
+    book, _ = apply_book(book, act(red, "dismiss", T0 + 25 * H, reason="handled"), T0 + 25 * H)
+    later = fired(T0 + 30 * H, "band_yellow", YELLOW)
+    book, notices = apply_book(book, AlertSeen(later), T0 + 30 * H)
+    assert [(n.kind, n.task.rule_id) for n in notices] == [("opened", "band_yellow")]
+
+
 # --- properties -------------------------------------------------------------------------------
 
 EVENTS = st.lists(

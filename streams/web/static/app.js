@@ -398,7 +398,7 @@ function drawUsage(history) {
   plot("usage-chart", { series, axes: axes(pct, [right]), scales: { y: { range: [0, 100] } } }, data);
 }
 
-const ENDED = { recovered: "recovered", cancelled: "account cancelled", rule_removed: "rule removed" };
+const ENDED = { recovered: "recovered", cancelled: "account cancelled", superseded: "superseded", rule_removed: "rule removed" };
 
 function episodeRow(e) {
   const end = e.status === "resolved" ? `${when(e.resolved_at)} · <b class="ended">${esc(ENDED[e.ended_by] || e.ended_by)}</b>` : `<span class="muted">still firing</span>`;
