@@ -66,8 +66,50 @@ def install() -> None:
     _new_offset.__wrapped__ = original  # type: ignore[attr-defined]
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
 
+    init = Consumer.__init__
 
-async def seek(consumer: Any, tp: TP, offset: int, timeout: float = 10.0) -> bool:
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self._read_offset = ReadOffsets(self._read_offset)
+
+    __init__.__wrapped__ = init  # type: ignore[attr-defined]
+    Consumer.__init__ = __init__  # type: ignore[method-assign]
+
+
+class ReadOffsets(dict[Any, Any]):
+    """Faust's read offsets (``Consumer._read_offset``: the last offset its fetch loop delivered per
+    partition; a record below it is dropped as read), with partitions it must not check while a hole
+    is read again.
+
+    A seek back to a hole sets the read offset to the hole, but Faust's ``_drain_messages`` may be
+    half-way through a batch fetched before it: the batch's later records move the read offset past
+    the hole again, and the records the seek fetches are dropped as read. Under a backlog a batch is
+    always in flight, so every seek lost that race and the partition's topics stopped waiting for it
+    after ``max_block_s`` (its records then late): issue 22's scale run. While a partition is
+    unchecked its read offset reads as None: every record passes (the driver sets aside what comes
+    after the hole) and no gap is recorded (Faust records one only against a known read offset).
+    The worker checks it again once the driver has the hole's first record (:func:`check_again`).
+
+    A dict with ``defaultdict``'s None for a missing key (Faust reads one it never set)."""
+
+    def __init__(self, offsets: Any = ()) -> None:
+        super().__init__(offsets)
+        self.unchecked: set[TP] = set()
+
+    def __missing__(self, tp: Any) -> None:
+        return None
+
+    def __getitem__(self, tp: Any) -> Any:
+        if tp in self.unchecked:
+            return None
+        return super().__getitem__(tp)
+
+    def pop(self, tp: Any, *default: Any) -> Any:  # Faust's revocation
+        self.unchecked.discard(tp)
+        return super().pop(tp, *default)
+
+
+async def seek(consumer: Any, tp: TP, offset: int, timeout: float = 10.0, hole: bool = False) -> bool:
     """Move ``tp``'s fetch position to ``offset`` from the consumer's own thread; False if it could
     not be done within ``timeout`` (the caller asks again later).
 
@@ -78,13 +120,26 @@ async def seek(consumer: Any, tp: TP, offset: int, timeout: float = 10.0) -> boo
     with it (tests/integration/test_seek_race_kafka.py). ``seek_wait`` runs the seek through
     ``call_thread`` in that thread, and sets Faust's read offset as ``seek`` does. The timeout
     matters: the thread may be waiting for a rebalance that waits for the caller's lock; the seek
-    then is dropped unrun (a cancelled call is skipped) instead of deadlocking."""
+    then is dropped unrun (a cancelled call is skipped) instead of deadlocking.
+
+    ``hole``: a seek back to records Faust did not deliver; its read offset is not checked for ``tp``
+    until :func:`check_again` (:class:`ReadOffsets`)."""
+    unchecked = getattr(getattr(consumer, "_read_offset", None), "unchecked", None)
+    if hole and unchecked is not None:
+        unchecked.add(tp)  # before the seek: nothing it fetches may be dropped as read
     try:
         await asyncio.wait_for(consumer.seek_wait({tp: offset}), timeout)
     except (TimeoutError, IllegalStateError) as exc:  # not assigned any more: a rebalance is under way
         log.info("%s[%s]: seek to %s not done (%r); asked again later", *tp[:2], offset, exc)
         return False
     return True
+
+
+def check_again(consumer: Any, tp: TP) -> None:
+    """The hole a seek went back to has been read: Faust checks ``tp``'s read offset again."""
+    unchecked = getattr(getattr(consumer, "_read_offset", None), "unchecked", None)
+    if unchecked is not None:
+        unchecked.discard(tp)
 
 
 def renew_changelog_topic(table: Any) -> None:

@@ -165,7 +165,7 @@ def create_app(
         app.consumer.on_buffer_drop(tp)
         app.consumer.resume_partitions([tp])
         # From the consumer's thread: a seek from this one raced aiokafka's fetch (KeyError).
-        return await compat.seek(app.consumer, tp, offset)
+        return await compat.seek(app.consumer, tp, offset, hole=True)
 
     offsets = OffsetTracker(
         len(names),
@@ -176,6 +176,7 @@ def create_app(
                 app.consumer, TP(names[k], p), first, until
             ),
             highwater=lambda k, p: app.consumer.highwater(TP(names[k], p)),
+            check_again=lambda k, p: compat.check_again(app.consumer, TP(names[k], p)),
         ),
         time.monotonic,
         time.time,

@@ -63,6 +63,8 @@ class Consumer:
     forget_gap: Callable[[int, int, int, int], None]
     #: The consumer's high-water mark of (kind, partition), or None.
     highwater: Callable[[int, int], int | None]
+    #: A hole sought back to is read: the client may check (kind, partition)'s read offset again.
+    check_again: Callable[[int, int], None] = lambda k, p: None
 
 
 class OffsetTracker:
@@ -87,6 +89,7 @@ class OffsetTracker:
         self.end_offsets: dict[tuple[int, int], int] = {}  # (kind, partition) -> end offset
         self.ends_read_at: dict[int, float] = {}  # partition -> when its end offsets were last read
         self.rereads: dict[tuple[int, int], tuple[int, float]] = {}  # (partition, kind) -> (from, when)
+        self.sought: dict[tuple[int, int], int] = {}  # (partition, kind) -> the hole a seek went back to
         self.probe_failed_at = float("-inf")
 
     def record_ends(self, p: int, ends: Sequence[int]) -> None:
@@ -100,6 +103,7 @@ class OffsetTracker:
         for k in range(self.n_kinds):
             self.end_offsets.pop((k, p), None)
             self.rereads.pop((p, k), None)
+            self.sought.pop((p, k), None)
         self.ends_read_at.pop(p, None)
 
     def highwaters(self, p: int) -> list[int | None]:
@@ -120,6 +124,11 @@ class OffsetTracker:
     async def reread(self, p: int, driver: Driven) -> None:
         """Read each topic of ``p`` again from where its records stopped arriving in order (see the
         module docstring); offsets the broker holds nothing for are skipped to."""
+        for (q, k), start in list(self.sought.items()):
+            pos = driver.position[k] if q == p else None
+            if pos is not None and pos > start and k not in driver.gaps:
+                del self.sought[(q, k)]  # the hole's first record came, in order
+                self.consumer.check_again(k, p)
         now = self.monotonic()
         if now - self.probe_failed_at < PROBE_BACKOFF_S:
             return  # the broker did not answer the last probe (an outage): not again at once
@@ -163,7 +172,9 @@ class OffsetTracker:
                     want,
                     came,
                 )
-            if not await self.consumer.seek(k, p, first):
+            if await self.consumer.seek(k, p, first):
+                self.sought[(p, k)] = first
+            else:
                 self.rereads.pop((p, k), None)  # not done: asked again at the next tick
 
 

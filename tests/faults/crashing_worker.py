@@ -14,8 +14,9 @@ while the broker no longer answered the worker's offset requests). Input starves
 
 The other ways a worker dies (issue 22), once per process:
 ``HM_CRASH_STEP_AFTER=N``: the N-th driver step raises (a bug in a step: the shell stops writing and
-calls Faust's crash path). ``HM_CRASH_AGENT_AFTER=N``: the ingest agent's N-th batch raises before
-anything of it is offered (Faust's agent crash). ``HM_SIGTERM_AT_MIDNIGHT=K``: the process sends
+calls Faust's crash path). ``HM_CRASH_AGENT_AFTER=N[,M...]``: the ingest agent's N-th (M-th...)
+batch raises before anything of it is offered (Faust's supervisor restarts the agent in the same
+process). ``HM_SIGTERM_AT_MIDNIGHT=K``: the process sends
 itself SIGTERM at the K-th step that stops at its budget while a UTC midnight's portfolio freeze is
 under way (an operator's stop during a midnight; run with a small ``HEALTHMON_STEP_BUDGET``).
 """
@@ -83,7 +84,7 @@ async def _stop_consumer(self: Any) -> None:
 App._stop_consumer = _stop_consumer  # type: ignore[method-assign]
 
 CRASH_STEP_AFTER = int(os.environ.get("HM_CRASH_STEP_AFTER", "0") or 0)
-CRASH_AGENT_AFTER = int(os.environ.get("HM_CRASH_AGENT_AFTER", "0") or 0)
+CRASH_AGENT_AT = {int(n) for n in os.environ.get("HM_CRASH_AGENT_AFTER", "").split(",") if n}
 SIGTERM_AT_MIDNIGHT = int(os.environ.get("HM_SIGTERM_AT_MIDNIGHT", "0") or 0)
 calls = {"step": 0, "offer": 0, "midnight": 0}
 
@@ -120,14 +121,14 @@ if CRASH_STEP_AFTER or SIGTERM_AT_MIDNIGHT:
     PartitionDriver.step = step  # type: ignore[method-assign]
     PartitionDriver._pause = pause  # type: ignore[method-assign]
 
-if CRASH_AGENT_AFTER:
+if CRASH_AGENT_AT:
     from streams.worker.shell import Shell
 
     shell_offer = Shell.offer
 
     async def offer(self: Any, records: Any, now: float) -> Any:
         calls["offer"] += 1
-        if calls["offer"] == CRASH_AGENT_AFTER:
+        if calls["offer"] in CRASH_AGENT_AT:
             print(f"crashing worker: ingest batch {calls['offer']} raises", flush=True)
             raise InjectedAgentCrash(f"injected at batch {calls['offer']}")
         return await shell_offer(self, records, now)

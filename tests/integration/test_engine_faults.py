@@ -261,7 +261,8 @@ async def test_fetcher_crash_through_fausts_own_crash_path(kafka_settings, tmp_p
 #: agent raises on a batch (Faust's agent crash); a SIGTERM while a midnight is being frozen.
 DEATHS = {
     "step-raises": ("HM_CRASH_STEP_AFTER", ["300", "600"], b"crashing worker: driver step"),
-    "agent-raises": ("HM_CRASH_AGENT_AFTER", ["15", "25"], b"crashing worker: ingest batch"),
+    # The agent is restarted in the same process (Faust's supervisor): both crashes in one life.
+    "agent-raises": ("HM_CRASH_AGENT_AFTER", ["15,30"], b"crashing worker: ingest batch"),
     "sigterm-at-midnight": ("HM_SIGTERM_AT_MIDNIGHT", ["1", "5"], b"crashing worker: SIGTERM during"),
 }
 
@@ -291,7 +292,7 @@ async def test_the_other_ways_a_worker_dies(kafka_settings, tmp_path, death):
         finished.cancel()
         w.stop()
         ended.cancel()
-    assert log.read_bytes().count(sign) == len(points), f"each {death} must have happened"
+    assert log.read_bytes().count(sign) == 2, f"each {death} must have happened"
     w = WorkerProcess(s, log).start()
     try:
         got = await outcome(s)
@@ -494,8 +495,8 @@ async def test_broker_stop_and_start_mid_replay(kafka_settings, tmp_path):
 
 #: Issue 22's operator run: 150 accounts x 40 days (about 160,000 events) on 8 partitions, five
 #: SIGKILLs at falling points of the committed lag, no marker (HEALTHMON_SCALE_ACCOUNTS, _DAYS,
-#: _PARTITIONS change it). About 5 minutes: run by `make test-faults`, not by `make test` (see the
-#: test's docstring for why it is not yet reliable).
+#: _PARTITIONS change it). About 5 minutes: run by `make test-faults` (HEALTHMON_SCALE_TEST=1), not
+#: by `make test`, which stays within its time budget.
 SCALE = (
     int(os.environ.get("HEALTHMON_SCALE_ACCOUNTS", "150")),
     int(os.environ.get("HEALTHMON_SCALE_DAYS", "40")),
@@ -556,14 +557,12 @@ async def test_five_sigkills_at_falling_lag_without_markers(settings, tmp_path):
     again each time; read once it is idle. The same final snapshots (every field, ``as_of``
     included), alert records and counts as an uninterrupted run of the same input.
 
-    Passed in 1 of 2 runs on 2026-12-07. The failure was not the engine's: after a restart Faust
-    dropped records of a usage partition (its drain loop counts a record as read even when a flow
-    stop interrupted its delivery), the worker sought back to the hole, and under the backlog the
-    seek kept landing while a fetched batch was still being delivered: the batch's later records
-    moved Faust's read offset past the hole again and the re-fetched records were dropped as read
-    (``_drain_messages``' read-offset check). After ``max_block_s`` (30 s) the partition's other
-    topics stopped waiting, their records after it were late, and the outcome differed. (What the
-    log and Faust's code say; not yet confirmed by a test that makes it happen.)"""
+    It failed 1 of its first 2 runs, not on the engine: after a restart Faust had not delivered a
+    few usage records, the worker sought back to them, and under the backlog the seek kept losing a
+    race with Faust's fetch loop (a batch fetched before it moved the read offset past the hole
+    again, and the re-fetched records were dropped as read) until ``max_block_s`` let the other
+    topics go on and their records came late. Fixed by ``compat.ReadOffsets`` (docs/processing.md)."""
+
     accounts, days, partitions = SCALE
     history = list(Simulator(accounts=accounts, days=days, seed=23, end=END).events())
     base = settings.model_copy(update={"watermark_hold_s": 8.0, "partitions": partitions})

@@ -183,3 +183,49 @@ async def test_bound_port_reads_the_port_aiohttp_bound() -> None:
             assert await resp.text() == "ok"
     finally:
         await runner.cleanup()
+
+
+def test_fausts_fetch_loop_reads_the_read_offsets_as_relied_on() -> None:
+    """:class:`compat.ReadOffsets` relies on Faust's fetch loop binding ``_read_offset.__getitem__``,
+    dropping a record below the read offset only when one is known, recording a gap only against a
+    known one, and on ``Consumer.__init__`` making the mapping (replaced by ``install``)."""
+    import inspect
+
+    src = inspect.getsource(Consumer._drain_messages)
+    assert "get_read_offset = self._read_offset.__getitem__" in src
+    assert "if r_offset is None or offset >= r_offset:" in src
+    assert "if gap > 1 and r_offset:" in src
+    assert "self._read_offset = defaultdict(lambda: None)" in inspect.getsource(Consumer.__init__.__wrapped__)
+
+
+def test_a_partition_read_again_is_not_checked_until_its_hole_is_read() -> None:
+    """A stale batch moved the read offset past the hole (5,400); the fetch loop's bound getter reads
+    None while the partition is unchecked, so the re-fetched 5,330 is not dropped as read and no gap
+    is recorded; checked again, the offset the loop set last counts."""
+    compat.install()
+    offsets = compat.ReadOffsets({TP0: 5329})
+    get = offsets.__getitem__  # as Faust's loop binds it when it starts
+    offsets.unchecked.add(TP0)
+    offsets[TP0] = 5400
+    assert get(TP0) is None
+    assert get(TP("other", 0)) is None  # a key never set: defaultdict's None, as Faust expects
+    compat.check_again(SimpleNamespace(_read_offset=offsets), TP0)
+    assert get(TP0) == 5400
+    offsets.unchecked.add(TP0)
+    offsets.pop(TP0, None)  # a revocation forgets both
+    assert TP0 not in offsets.unchecked and get(TP0) is None
+
+
+async def test_only_a_seek_to_a_hole_unchecks_the_partition() -> None:
+    class Seeking:
+        def __init__(self) -> None:
+            self._read_offset = compat.ReadOffsets()
+
+        async def seek_wait(self, partitions: dict) -> None:
+            self._read_offset.update(partitions)
+
+    c = Seeking()
+    assert await compat.seek(c, TP0, 5)
+    assert not c._read_offset.unchecked
+    assert await compat.seek(c, TP0, 5, hole=True)
+    assert c._read_offset.unchecked == {TP0}

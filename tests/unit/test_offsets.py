@@ -32,12 +32,15 @@ class Log:
         self.seeks.append((k, p, offset))
         return self.seek_ok
 
+    checked: list[tuple[int, int]] = field(default_factory=list)
+
     def consumer(self) -> Consumer:
         return Consumer(
             self.probe,
             self.seek,
             lambda k, p, a, b: self.forgotten.append((k, p, a, b)),
             lambda k, p: self.ends.get((k, p)),
+            lambda k, p: self.checked.append((k, p)),
         )
 
 
@@ -93,6 +96,26 @@ async def test_a_hole_is_sought_back_to_and_faust_forgets_its_jump() -> None:
     mono.now += 5.0
     await tracker.reread(0, driver)
     assert log.seeks == [(0, 0, 5), (0, 0, 5)]
+
+
+async def test_the_client_checks_read_offsets_again_once_the_hole_is_read() -> None:
+    """After a seek back to a hole the client does not drop records as read (compat.ReadOffsets)
+    until the driver has the hole's first record; records after the hole that were in flight do not
+    count."""
+    log, tracker, _, _ = make()
+    log.held[(0, 0)] = list(range(0, 20))
+    driver = Driver(gaps={0: (5, 9)})
+    await tracker.reread(0, driver)
+    assert log.seeks == [(0, 0, 5)] and not log.checked
+    driver.gaps[0] = (5, 12)  # a record after the hole, from the batch in flight: still waiting
+    await tracker.reread(0, driver)
+    assert not log.checked
+    driver.gaps.clear()
+    driver.position[0] = 6  # 5 came, in order
+    await tracker.reread(0, driver)
+    assert log.checked == [(0, 0)]
+    await tracker.reread(0, driver)
+    assert log.checked == [(0, 0)]
 
 
 async def test_offsets_with_no_record_are_skipped_to() -> None:
