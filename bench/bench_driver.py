@@ -44,6 +44,7 @@ from streams.core.events import TYPE_TOPIC
 from streams.core.scoring import load_scoring
 from streams.core.state import INPUT_KINDS
 from streams.engine.driver import (
+    RESERVED_PREFIX,
     Output,
     PartitionDriver,
     Record,
@@ -166,7 +167,7 @@ def run(batches: list[list[tuple[int, Record]]], tps: list[list[list[Record]]], 
         # On a shared machine wall time counts other processes' turns too: CPU time does not.
         "cpu_seconds": cpu,
         "events_per_cpu_s": n / cpu,
-        "accounts": len(store.data),
+        "accounts": sum(1 for key in store.data if not key.startswith(RESERVED_PREFIX)),
         "left_buffered": buffered,
         "outputs": sink.counts,
         "state_bytes_written": sink.state_bytes,
