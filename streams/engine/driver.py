@@ -762,7 +762,8 @@ class PartitionDriver:
                 self._leave(account_id)
         self._join(account_id, close_at)
         self._dirty[account_id] = owed
-        self._close_at = min(slots)
+        if len(slots) == 1 or close_at < self._close_at:  # per event: no min() over the slots
+            self._close_at = close_at
 
     def _join(self, account_id: str, close_at: int) -> None:
         self._slots.setdefault(close_at, {})[account_id] = None

@@ -86,6 +86,12 @@ async def outcome(s: Settings, timeout: float = TIMEOUT) -> dict:
         return {r.key for r in rs} >= {f"marker-{p}".encode() for p in range(s.partitions)}
 
     await collect(s, "health", markers_in, timeout=timeout)
+    return await read_outputs(s)
+
+
+async def read_outputs(s: Settings) -> dict:
+    """Every output read to its end: the last snapshot per account (markers left out), every alert
+    record, and the event counts the last snapshots show."""
     finals: dict[str, dict] = {}
     episodes: set[tuple] = set()
     async for r in read_to_end(s, s.topic("health"), s.topic("alerts")):
@@ -95,16 +101,8 @@ async def outcome(s: Settings, timeout: float = TIMEOUT) -> dict:
         if r.topic == s.topic("health"):
             finals[r.key.decode()] = doc
         else:
-            episodes.add(
-                (
-                    doc["account_id"],
-                    doc["rule_id"],
-                    doc["status"],
-                    doc["starts_at"],
-                    doc["ends_at"],
-                    doc["alert_id"],
-                )
-            )
+            fields = ("account_id", "rule_id", "status", "starts_at", "ends_at", "alert_id")
+            episodes.add(tuple(doc[f] for f in fields))
     counts = {a: snap["event_counts"] for a, snap in finals.items()}
     return {"finals": finals, "episodes": episodes, "counts": counts}
 
@@ -526,25 +524,7 @@ async def idle_outcome(s: Settings, ends: dict[tuple[str, int], int], timeout: f
     from streams.broker.admin import poll_committed
 
     await poll_committed(s, lambda got: all(got.get(tp, 0) >= o for tp, o in ends.items()), timeout)
-    finals: dict[str, dict] = {}
-    episodes: set[tuple] = set()
-    async for r in read_to_end(s, s.topic("health"), s.topic("alerts")):
-        doc = orjson.loads(r.value)
-        if r.topic == s.topic("health"):
-            finals[r.key.decode()] = doc
-        else:
-            episodes.add(
-                (
-                    doc["account_id"],
-                    doc["rule_id"],
-                    doc["status"],
-                    doc["starts_at"],
-                    doc["ends_at"],
-                    doc["alert_id"],
-                )
-            )
-    counts = {a: snap["event_counts"] for a, snap in finals.items()}
-    return {"finals": finals, "episodes": episodes, "counts": counts}
+    return await read_outputs(s)
 
 
 @pytest.mark.engine_crash
