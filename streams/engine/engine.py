@@ -92,8 +92,10 @@ class Engine:
         if state.last_eval_at is not None and state.last_eval_at > as_of:
             as_of, metrics = state.last_eval_at, None  # an account's time never runs backwards
         card = self.card_at(as_of)
-        before = None if state.last_eval_at is None else self.card_at(state.last_eval_at).card_version
-        changed_from = before if before is not None and before != card.card_version else None
+        changed_from = None  # per evaluation: only a schedule of promoted cards can change the card
+        if self.cards is not None and state.last_eval_at is not None:
+            before = self.cards.at(state.last_eval_at).card_version
+            changed_from = before if before != card.card_version else None
         snapshot, change = assess(state, as_of, card, portfolio, metrics, card_changed_from=changed_from)
         rule_states, alerts = evaluate(self.rules, snapshot, state.rules, as_of)
         # Nothing below raises: commit.

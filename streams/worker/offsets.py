@@ -124,10 +124,10 @@ class OffsetTracker:
     async def reread(self, p: int, driver: Driven) -> None:
         """Read each topic of ``p`` again from where its records stopped arriving in order (see the
         module docstring); offsets the broker holds nothing for are skipped to."""
-        for (q, k), start in list(self.sought.items()):
-            pos = driver.position[k] if q == p else None
-            if pos is not None and pos > start and k not in driver.gaps:
-                del self.sought[(q, k)]  # the hole's first record came, in order
+        for k in range(self.n_kinds):
+            start, pos = self.sought.get((p, k)), driver.position[k]
+            if start is not None and pos is not None and pos > start and k not in driver.gaps:
+                del self.sought[(p, k)]  # the hole's first record came, in order
                 self.consumer.check_again(k, p)
         now = self.monotonic()
         if now - self.probe_failed_at < PROBE_BACKOFF_S:
