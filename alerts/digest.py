@@ -38,6 +38,8 @@ class Row:
     link: str
     canceled: bool
     items: list[Item] = field(default_factory=list)
+    #: The score drivers of the account's newest alert (the why, up to three), "; "-joined.
+    why: str = ""
 
 
 def snapshot_figures(snapshot: dict[str, Any]) -> dict[str, str]:
@@ -126,6 +128,7 @@ def rows(
             a.rule_id == "account_canceled" or a.ended_by == "cancelled" for a in items
         )
         band = fig.get("band") or latest.band or "unknown"
+        newest = max(items, key=lambda a: a.starts_at)
         out.append(
             Row(
                 account_id=aid,
@@ -138,6 +141,7 @@ def rows(
                 since=_date(min(a.starts_at for a in items)),
                 link=f"{link_base_url.rstrip('/')}/accounts/{aid}" if link_base_url else "",
                 canceled=canceled,
+                why="; ".join(one_line(d.text, 160) for d in newest.drivers[:3]),
                 items=[
                     Item(
                         one_line(a.description, 200),

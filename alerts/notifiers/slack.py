@@ -29,9 +29,8 @@ def _account_block(r: Row, alerts: list[AlertEvent]) -> dict:
     if r.canceled:
         head += " · cancelled"
     lines = [head]
-    drivers = "; ".join(slack_escape(one_line(d.text, 160)) for d in latest.drivers[:3])
-    if drivers:
-        lines.append(f"why: {drivers}")
+    if r.why:
+        lines.append(f"why: {slack_escape(r.why)}")
     for item in r.items:
         mark = "*NEW* " if item.new and not r.new else ""
         then = f"; {item.at_firing}" if item.at_firing else ""

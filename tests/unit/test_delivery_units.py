@@ -83,6 +83,22 @@ def test_slack_message_has_score_drivers_action_and_csm():
     assert "Health *42* (yellow)" in text and "no login for 15 days" in text
     assert text.count("acme Inc") == 1
     assert "Next step:* Send the re-engagement email" in text and "CSM: Ana" in text
+    assert "\nwhy: no login for 15 days\n" in text  # the score drivers
+
+
+def test_email_says_why_with_the_newest_alerts_drivers():
+    older = make_alert(rule="nps_detractor", episode=1_770_000_000)
+    newer = make_alert(episode=1_770_086_400)
+    newer.drivers[0] = newer.drivers[0].model_copy(update={"text": "no login for 16 days"})
+    second = newer.drivers[0].model_copy(update={"text": "2 urgent tickets open", "points_lost": 5.0})
+    newer = newer.model_copy(update={"drivers": [*newer.drivers, second]})
+    n = Notification(receiver="r", group_key="g", group_labels={}, firing=[older, newer], resolved=[])
+    cfg = EmailConfig(to=["account_csm"], sender="healthmon@example.com")
+    parsed = message_from_bytes(build_message(cfg, n, recipients(cfg, n)).as_bytes(), policy=default)
+    text = parsed.get_body(("plain",)).get_content()
+    html = parsed.get_body(("html",)).get_content()
+    assert text.count("Why:") == 1 and "    Why: no login for 16 days; 2 urgent tickets open\n" in text
+    assert "Why: no login for 16 days; 2 urgent tickets open</p>" in html
 
 
 def test_slack_shows_each_account_once_with_its_alerts():
