@@ -60,6 +60,7 @@ def _row(r: OutcomeRow) -> str:
     return (
         f"{r.group[:30]:<30} {r.opened:>6} {r.open:>5} {r.overdue:>7} {_n(r.on_time_pct, '%'):>8} "
         f"{_n(r.median_ack_hours, 'h'):>8} {r.done:>5} {r.never_acted:>7} "
+        f"{r.dismissed:>9} {r.cancelled:>9} {r.superseded:>10} "
         f"{_n(a.save_rate, '%'):>7} ({a.saved}/{a.red_at_open}) {_n(b.save_rate, '%'):>7} ({b.saved}/{b.red_at_open})"
     )
 
@@ -67,14 +68,15 @@ def _row(r: OutcomeRow) -> str:
 def format_outcomes(table: OutcomeTable) -> str:
     head = (
         f"{table.by:<30} {'opened':>6} {'open':>5} {'overdue':>7} {'on time':>8} {'ack med':>8} {'done':>5} "
-        f"{'ignored':>7} {'save rate done':>15} {'save rate ignored':>17}"
+        f"{'ignored':>7} {'dismissed':>9} {'cancelled':>9} {'superseded':>10} {'save rate done':>15} {'save rate ignored':>17}"
     )
     span = f"opened {table.since} to {table.until}" if table.since else "all tasks"
     lines = [f"Playbook outcomes as of {table.now:%Y-%m-%d %H:%M} UTC, {span}", head]
     lines += [_row(r) for r in table.rows]
     lines.append(_row(table.total))
     lines.append(
-        "ignored: never acted on (the deadline passed, nobody acknowledged). save rate: red when opened, "
+        "ignored: never acted on (the deadline passed, nobody acknowledged). cancelled: closed by the "
+        "account's cancellation; superseded: by a more urgent playbook. save rate: red when opened, "
         "out of red within 30 days and not cancelled (saved/counted); docs/tasks.md"
     )
     return "\n".join(lines)

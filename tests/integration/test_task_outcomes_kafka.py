@@ -5,7 +5,8 @@ and the dashboard's Playbooks section in headless chromium.
 
 Three accounts, each with a band_red task opened 2026-10-01 09:00 (check-in within 48 h), history to
 2026-11-15: acme's task is acknowledged after 3 h and done, acme turns green (saved); beta's and cora's
-are never acted on: beta cancels (not saved), cora turns yellow and renews (saved)."""
+are never acted on: beta cancels (not saved), cora turns yellow and renews (saved). Cora was yellow
+before: her band_yellow task (opened 2026-09-29, due in 7 days) is superseded by the band_red one."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from tests.integration.test_serve_api import TOKEN, Server, serve_settings
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
 CHECK_IN = Action.model_validate({"step": "Check-in call", "respond_within": "48h"})
+INTERVENE = Action.model_validate({"step": "Specific interventions", "respond_within": "7d"})
 T0 = datetime(2026, 10, 1, 9, tzinfo=UTC)
 DAY0 = date(2026, 10, 1)
 ANA, BO = "ana@example.com", "bo@example.com"
@@ -87,6 +89,10 @@ async def seed(s: Settings, tmp_path: Path) -> Redis:
         a = make_alert(account=account, rule="band_red", csm=csm, episode=int(T0.timestamp()))
         alerts[account] = a.model_copy(update={"playbook": CHECK_IN, "band": "red", "score": 40.0})
     ids = {k: task_id(k, "band_red", a.alert_id) for k, a in alerts.items()}
+    yellow = make_alert(account="cora", rule="band_yellow", csm=BO, episode=int(T0.timestamp()) - 2 * 86400)
+    yellow = yellow.model_copy(update={"playbook": INTERVENE, "band": "yellow", "score": 65.0})
+    alerts["cora"] = alerts["cora"].model_copy(update={"supersedes": ["band_yellow"]})
+    yellow_id = task_id("cora", "band_yellow", yellow.alert_id)
 
     def act(n: int, verb: str, at: datetime, **kw) -> tuple[str, bytes, bytes]:
         a = TaskAction(
@@ -96,8 +102,11 @@ async def seed(s: Settings, tmp_path: Path) -> Redis:
 
     w = WorkerProcess(s, tmp_path / "tasks-worker.log", command="tasks-worker").start()
     try:
+        first = [(s.topic("alerts"), b"cora", yellow.model_dump_json().encode())]
         await produce(
-            s, [(s.topic("alerts"), k.encode(), a.model_dump_json().encode()) for k, a in alerts.items()]
+            s,
+            first
+            + [(s.topic("alerts"), k.encode(), a.model_dump_json().encode()) for k, a in alerts.items()],
         )
         await produce(
             s,
@@ -108,8 +117,8 @@ async def seed(s: Settings, tmp_path: Path) -> Redis:
         )
         deadline = time.monotonic() + 60
         while True:  # a positive signal: every task in the read model, acme's done
-            got = [await get_task(redis, s.redis_prefix, i) for i in ids.values()]
-            if all(got) and got[0] is not None and got[0].state == "done":
+            got = [await get_task(redis, s.redis_prefix, i) for i in [*ids.values(), yellow_id]]
+            if all(got) and got[0] is not None and got[0].state == "done" and got[-1].state == "superseded":
                 break
             assert time.monotonic() < deadline, f"tasks not in the read model: {got}"
             await asyncio.sleep(0.2)
@@ -134,7 +143,14 @@ async def test_outcomes_api_csm_table_and_cli(kafka_settings: Settings, tmp_path
 
             table = await get("/api/tasks/outcomes?by=playbook")
             assert table["now"].startswith("2026-11-15T23:59:59")  # the read model's clock: its last day
-            (red,) = table["rows"]
+            red, yellow = table["rows"]  # most opened first
+            assert (yellow["group"], yellow["opened"], yellow["superseded"], yellow["open"]) == (
+                "band_yellow",
+                1,
+                1,
+                0,
+            )
+            assert (yellow["on_time_pct"], yellow["never_acted"]) == (None, 0)  # closed before its deadline
             assert (red["group"], red["opened"], red["open"], red["overdue"]) == ("band_red", 3, 2, 2)
             assert (red["on_time_pct"], red["median_ack_hours"], red["done"], red["never_acted"]) == (
                 33.3,
@@ -187,6 +203,8 @@ async def test_outcomes_api_csm_table_and_cli(kafka_settings: Settings, tmp_path
     line = next(x for x in out.stdout.splitlines() if x.startswith("band_red"))
     assert line.split()[:7] == ["band_red", "3", "2", "2", "33.3%", "3h", "1"], line
     assert "100% (1/1)" in line and "50% (1/2)" in line
+    line = next(x for x in out.stdout.splitlines() if x.startswith("band_yellow"))
+    assert line.split()[:11] == ["band_yellow", "1", "0", "0", "-", "-", "0", "0", "0", "0", "1"], line
     mine = run_cli(s, "tasks", "--owner", ANA)
     assert mine.returncode == 0, mine.stderr
     assert "beta Inc" in mine.stdout and "OVERDUE" in mine.stdout and "acme" not in mine.stdout
@@ -210,12 +228,15 @@ async def test_playbooks_section_in_the_dashboard(
     server = Server(s, tmp_path / "serve.log")
     try:
         await browser.start(f"{server.base}/?token={TOKEN}")
-        await browser.wait_for("document.querySelectorAll('#playbooks tbody tr').length === 2")
+        await browser.wait_for("document.querySelectorAll('#playbooks tbody tr').length === 3")
         assert "12 months to 2026-11" in await browser.text("#playbooks-section h2")
         red = await browser.text('#playbooks tr[data-playbook="band_red"]')
         assert "33.3%" in red and "3.0 h" in red
         assert await browser.text('#playbooks tr[data-playbook="band_red"] .save-done') == "100.0% (1/1)"
         assert await browser.text('#playbooks tr[data-playbook="band_red"] .save-baseline') == "50.0% (1/2)"
+        assert await browser.text('#playbooks tr[data-playbook="band_yellow"] .superseded') == "1"
+        assert await browser.text('#playbooks tr[data-playbook="band_red"] .superseded') == "0"
+        assert await browser.text('#playbooks tr[data-playbook="all"] .superseded') == "1"
         assert await browser.evaluate(
             "[...document.querySelectorAll('#playbook-csms tbody tr')].map(r => r.dataset.owner)"
         ) == [ANA, BO]

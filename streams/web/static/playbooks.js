@@ -19,10 +19,10 @@ function pbHours(h) {
 }
 
 function pbCells(r) {
-  return `<td class="num">${num(r.opened)}</td><td class="num">${num(r.open)}</td><td class="num">${num(r.overdue)}</td><td class="num">${pct(r.on_time_pct)}</td><td class="num">${pbHours(r.median_ack_hours)}</td><td class="num">${num(r.done)}</td><td class="num">${num(r.never_acted)}</td><td class="num save-done">${pbSave(r.acted)}</td><td class="num save-baseline">${pbSave(r.baseline)}</td>`;
+  return `<td class="num">${num(r.opened)}</td><td class="num">${num(r.open)}</td><td class="num">${num(r.overdue)}</td><td class="num">${pct(r.on_time_pct)}</td><td class="num">${pbHours(r.median_ack_hours)}</td><td class="num">${num(r.done)}</td><td class="num">${num(r.never_acted)}</td><td class="num dismissed">${num(r.dismissed)}</td><td class="num closed-cancelled">${num(r.cancelled)}</td><td class="num superseded">${num(r.superseded)}</td><td class="num save-done">${pbSave(r.acted)}</td><td class="num save-baseline">${pbSave(r.baseline)}</td>`;
 }
 
-const PB_HEAD = `<th class="num">Opened</th><th class="num">Open</th><th class="num">Overdue</th><th class="num">On time</th><th class="num">Median to acknowledge</th><th class="num">Done</th><th class="num">Never acted on</th><th class="num">Save rate, done</th><th class="num">Save rate, never acted on</th>`;
+const PB_HEAD = `<th class="num">Opened</th><th class="num">Open</th><th class="num">Overdue</th><th class="num">On time</th><th class="num">Median to acknowledge</th><th class="num">Done</th><th class="num">Never acted on</th><th class="num">Dismissed</th><th class="num" title="closed when the account cancelled">Account cancelled</th><th class="num" title="closed when a more urgent playbook opened on the account (yellow, then red)">Superseded</th><th class="num">Save rate, done</th><th class="num">Save rate, never acted on</th>`;
 
 function playbookTable(t) {
   if (!t.rows.length) return `<p class="muted" id="playbooks-empty">No playbook task opened in this period (is <code>healthmon tasks-worker</code> running?).</p>`;
