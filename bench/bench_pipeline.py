@@ -379,6 +379,7 @@ async def latency(s: Settings, rate: float, seconds: float, accounts: int) -> di
     sent: dict[str, list[float]] = {a: [] for a in ids}
     failed_at: dict[str, float] = {}
     snap_lat: list[float] = []
+    snap_sent: list[float] = []  # the send time of each snap_lat entry (the phase's timeline)
     alert_lat: list[float] = []
     answered: dict[str, int] = {}
     total = int(rate * seconds)
@@ -411,6 +412,7 @@ async def latency(s: Settings, rate: float, seconds: float, accounts: int) -> di
                     folded = sum(body.get("event_counts", {}).values())
                     for k in range(answered.get(key, 0), min(folded, len(sent[key]))):
                         snap_lat.append(now - sent[key][k])
+                        snap_sent.append(sent[key][k])
                     answered[key] = max(answered.get(key, 0), folded)
             if total and sum(answered.values()) >= total and not failed_at:
                 all_in.set()
@@ -447,6 +449,9 @@ async def latency(s: Settings, rate: float, seconds: float, accounts: int) -> di
             await producer.send(topic, key=account.encode(), value=orjson.dumps(ev))
         offered = total / (time.perf_counter() - started)
         await producer.flush()
+        # The lag when the load stops: events sent and not yet answered by a snapshot. A worker that
+        # keeps up has a few slots' worth; one that fell behind, a queue that outlives the phase.
+        lag_at_end = total - min(total, sum(answered.values()))
         with contextlib.suppress(TimeoutError):  # what is still unanswered then is reported as such
             await asyncio.wait_for(all_in.wait(), timeout=15)
     finally:
@@ -463,9 +468,18 @@ async def latency(s: Settings, rate: float, seconds: float, accounts: int) -> di
         return {"n": len(xs), "p50_ms": q[49] * 1000, "p95_ms": q[94] * 1000, "p99_ms": q[98] * 1000,
                 "max_ms": xs[-1] * 1000}  # fmt: skip
 
+    # The phase in fifths by send time: a latency that grows through the phase is a worker falling
+    # behind; one high at the start only, a transient it recovers from.
+    t0 = min(snap_sent, default=0.0)
+    span = (max(snap_sent, default=0.0) - t0) or 1.0
+    fifths: list[list[float]] = [[] for _ in range(5)]
+    for at, lat in zip(snap_sent, snap_lat, strict=True):
+        fifths[min(4, int((at - t0) / span * 5))].append(lat)
     return {
         "offered_events_per_s": offered,
         "sent": total,
+        "lag_at_end": lag_at_end,
+        "snapshot_by_fifth": [pct(f) for f in fifths],
         "snapshot": pct(snap_lat),
         "alert": pct(alert_lat),
         "unanswered_events": total - min(total, sum(answered.values())),
@@ -601,6 +615,11 @@ def table(result: dict) -> str:
                 "   produce -> cs.alerts",
                 f"p50 {ms(run['alert'], 'p50_ms')}, p95 {ms(run['alert'], 'p95_ms')}, "
                 f"p99 {ms(run['alert'], 'p99_ms')} (n={run['alert']['n']})",
+            ),
+            (
+                "   p99 by fifth of the phase",
+                " / ".join(ms(f, "p99_ms") for f in run["snapshot_by_fifth"])
+                + f"; {run['lag_at_end']:,} events unanswered when the load stopped",
             ),
         ]
     for n, v in mem["rss_per_account"].items():
