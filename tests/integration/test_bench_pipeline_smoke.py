@@ -42,5 +42,13 @@ def test_pipeline_benchmark_smoke(kafka_settings, tmp_path: Path) -> None:
     assert r["memory"]["rss_per_account"]["500"]["bytes"] > 0 and r["memory"]["state_bytes"]["mean"] > 0
     # States are zstd-compressed already (streams/core/state.py): the batch codec adds a few bytes at most.
     assert 0 < r["memory"]["changelog_bytes_per_state"]["zstd"] < 1.05 * r["memory"]["state_bytes"]["mean"]
-    for label in ("raw aiokafka consume", "healthmon pipeline", "produce -> cs.health", "RSS per account"):
+    assert len(run["snapshot_by_fifth"]) == 5 and run["lag_at_end"] >= 0
+    labels = (
+        "raw aiokafka consume",
+        "healthmon pipeline",
+        "produce -> cs.health",
+        "p99 by fifth",
+        "RSS per account",
+    )
+    for label in labels:
         assert label in done.stdout
