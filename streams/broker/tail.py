@@ -135,19 +135,29 @@ async def read_to_end(s: Settings, *topics: str) -> AsyncGenerator[ConsumerRecor
     try:
         tps = sorted(consumer.assignment())
         await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        left = {tp for tp in tps if ends[tp] > 0}
-        while left:
-            batch = await consumer.getmany(*left, timeout_ms=1000, max_records=10_000)
-            for tp, records in batch.items():
-                for msg in records:
-                    if msg.offset < ends[tp]:
-                        yield msg
-            for tp in list(left):
-                if await consumer.position(tp) >= ends[tp]:
-                    left.discard(tp)
+        async for msg in consume_to_end(consumer, tps):
+            yield msg
     finally:
         await consumer.stop()
+
+
+async def consume_to_end(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition], past_end: bool = False
+) -> AsyncGenerator[ConsumerRecord, None]:
+    """The records of ``tps`` from the consumer's positions up to their end offsets as of now.
+    ``past_end``: also those a fetch brought beyond them; a caller that goes on reading (a follower)
+    must not drop them, its position is already past them."""
+    ends = await consumer.end_offsets(tps)
+    left = {tp for tp in tps if ends[tp] > 0}
+    while left:
+        batch = await consumer.getmany(*left, timeout_ms=1000, max_records=10_000)
+        for tp, records in batch.items():
+            for msg in records:
+                if past_end or msg.offset < ends[tp]:
+                    yield msg
+        for tp in list(left):
+            if await consumer.position(tp) >= ends[tp]:
+                left.discard(tp)
 
 
 async def count_records(s: Settings, *topics: str) -> int:

@@ -13,10 +13,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from aiokafka import TopicPartition
-
 from streams.broker.cards import parse_record
-from streams.broker.tail import assigned_consumer
+from streams.broker.tail import assigned_consumer, consume_to_end
 from streams.core.cards import CardBook, CardSchedule
 from streams.core.scoring import ScoringConfig
 from streams.settings import Settings
@@ -93,14 +91,7 @@ class CardFollower:
         try:
             tps = sorted(consumer.assignment())
             await consumer.seek_to_beginning(*tps)
-            ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
-            start: list[bytes | None] = []
-            left = {tp for tp in tps if ends[tp] > 0}
-            while left:
-                batch = await consumer.getmany(*tps, timeout_ms=1000)
-                start += [m.value for recs in batch.values() for m in recs]
-                left = {tp for tp in left if await consumer.position(tp) < ends[tp]}
-            self._apply(start)
+            self._apply([m.value async for m in consume_to_end(consumer, tps, past_end=True)])
             self.ready.set()
             log.info(
                 "card topic read: %d decisions, %d in the schedule",
