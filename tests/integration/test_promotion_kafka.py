@@ -1,7 +1,7 @@
 """Scorecard promotion end to end (real Kafka): a candidate on the card topic, accepted through
 `healthmon serve`'s API, followed by a running worker: snapshots from its effective time on name the
-new card, earlier ones the old; one explaining change event; a rollback restores the old card; and
-`healthmon calibrate --propose --publish` run as a command."""
+new card, earlier ones the old; one explaining change event; a rollback restores the old card. The same
+decisions clicked in the dashboard, and `healthmon calibrate --propose --publish` run as a command."""
 
 from __future__ import annotations
 
@@ -144,6 +144,92 @@ async def test_calibrate_publishes_a_proposal_only_when_the_verdict_proposes_it(
     book.add([new])
     assert book.proposed() == new
     assert book.accept(new.version, ts(at(1)), "ana", "", now).config == candidate
+
+
+async def test_accept_and_roll_back_a_card_in_the_dashboard(kafka_settings, tmp_path: Path) -> None:
+    """The Scorecard section's Accept and Roll back buttons, clicked in chromium against a running
+    `healthmon serve` (the cookie from ?token=, real HTTP, real Kafka): each click records one decision
+    on the card topic with one change event, and the page and the API both show it."""
+    s = serve_settings(kafka_settings)
+    await setup_topics(s)
+    superseded = STRICT.model_copy(update={"revision": "superseded"})
+    await publish(s, CardBook(BASE).propose(superseded, None, "calibrate", "", datetime.now(UTC)))
+    server = Server(s, tmp_path / "serve.log")
+    browser = Browser(tmp_path / "chromium-profile")
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        await browser.start(f"{server.base}/?token={TOKEN}")
+        await browser.wait_for(
+            "document.querySelector('#cards-accept')?.dataset.version === 'superseded'", 60
+        )
+        assert await browser.evaluate("document.querySelector('#cards-rollback') === null")
+        # The buttons ask who and why with window.prompt, which headless chromium cannot answer:
+        # answered here as a person would type, and each question kept to be checked.
+        await browser.evaluate(
+            "window.asked = []; window.prompt = (q) => { window.asked.push(q);"
+            " return q.startsWith('Your name') ? 'ana@example.com' : 'clicked in the dashboard'; }; true"
+        )
+        # a newer proposal arrives while the page shows the old one: its Accept is refused (409), the
+        # page says why and offers the new one, and nothing is recorded
+        await publish(s, CardBook(BASE).propose(STRICT, None, "calibrate", "held-out AUC", datetime.now(UTC)))
+        await browser.click("#cards-accept")
+        await browser.wait_for(
+            f"document.querySelector('#cards-accept')?.dataset.version === '{STRICT.card_version}'"
+        )
+        assert "card superseded is not the open proposal" in await browser.text("#cards-status")
+        assert [r.status for r in await card_records(s)] == ["proposed", "proposed"]
+
+        await browser.click("#cards-accept")
+        await browser.wait_for(
+            f"document.querySelector('#cards-in-force')?.innerText.includes('{STRICT.card_version}')"
+        )
+        assert await browser.evaluate("window.asked.length") == 4
+        assert await browser.evaluate("document.querySelector('#cards-accept') === null")
+        assert "No candidate proposed" in await browser.text("#cards-body")
+        history = await browser.text("#cards-history tbody tr")
+        assert (
+            "accepted" in history and "ana@example.com" in history and "clicked in the dashboard" in history
+        )
+        assert f"recorded: accepted {STRICT.card_version}" in await browser.text("#cards-status")
+
+        async with aiohttp.ClientSession(headers=headers, base_url=server.base) as http:
+            async with http.get("/api/cards") as resp:
+                view = await resp.json()
+        assert (view["in_force"]["version"], view["in_force"]["status"]) == (STRICT.card_version, "accepted")
+        assert view["proposed"] is None and view["can_roll_back"]
+        records = await card_records(s)
+        assert [(r.status, r.version, r.by, r.reason) for r in records[1:]] == [
+            ("proposed", STRICT.card_version, "calibrate", "held-out AUC"),
+            ("accepted", STRICT.card_version, "ana@example.com", "clicked in the dashboard"),
+        ]
+
+        await browser.click("#cards-rollback")
+        await browser.wait_for(
+            f"document.querySelector('#cards-in-force')?.innerText.includes('{BASE.card_version}')"
+        )
+        assert await browser.evaluate("window.asked.length") == 6
+        assert await browser.evaluate("document.querySelector('#cards-rollback') === null")
+        assert "rolled_back" in await browser.text("#cards-history tbody tr")
+        assert f"recorded: rolled_back {BASE.card_version}" in await browser.text("#cards-status")
+
+        async with aiohttp.ClientSession(headers=headers, base_url=server.base) as http:
+            async with http.get("/api/cards") as resp:
+                view = await resp.json()
+        assert (view["in_force"]["version"], view["in_force"]["status"]) == (BASE.card_version, "rolled_back")
+        assert not view["can_roll_back"]
+        records = await card_records(s)
+        assert [(r.status, r.version, r.restores) for r in records[2:]] == [
+            ("accepted", STRICT.card_version, None),
+            ("rolled_back", STRICT.card_version, BASE.card_version),
+        ]
+        assert records[2].effective_from <= records[3].effective_from  # both "now", in click order
+        assert [(c["action"], c["version"], c["by"]) for c in await card_changes(s)] == [
+            ("accepted", STRICT.card_version, "ana@example.com"),
+            ("rolled_back", BASE.card_version, "ana@example.com"),
+        ]
+    finally:
+        await browser.stop()
+        server.stop()
 
 
 async def test_accept_and_roll_back_a_card_through_the_api(kafka_settings, worker, tmp_path: Path) -> None:
