@@ -134,6 +134,22 @@ class Browser:
             f"document.querySelector({orjson.dumps(selector).decode()})?.innerText ?? ''"
         )
 
+    async def click(self, selector: str) -> None:
+        """A real left click (mouse pressed and released over the element's centre), so the page gets
+        the trusted events a person's click gives, not a synthetic ``element.click()``."""
+        sel = orjson.dumps(selector).decode()
+        box = await self.evaluate(
+            f"(() => {{ const el = document.querySelector({sel}); if (!el) return null;"
+            " el.scrollIntoView({block: 'center'}); const r = el.getBoundingClientRect();"
+            " return {x: r.left + r.width / 2, y: r.top + r.height / 2}; })()"
+        )
+        if box is None:
+            raise AssertionError(f"nothing to click: {selector}")
+        for kind in ("mousePressed", "mouseReleased"):
+            await self.send(
+                "Input.dispatchMouseEvent", type=kind, x=box["x"], y=box["y"], button="left", clickCount=1
+            )
+
     async def goto(self, url: str) -> None:
         await self.send("Page.navigate", url=url)
 

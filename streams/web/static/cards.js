@@ -9,6 +9,9 @@
   const f3 = (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(3));
   const ci = (r) => (r && r.auc_ci ? `${f3(r.auc_ci.low)}–${f3(r.auc_ci.high)}` : "–");
   const since = (c) => (c.effective_from_iso ? `in force from ${esc(c.effective_from_iso)}` : "the configured card");
+  // The outcome of the last decision, kept across the re-render that follows it (a refusal's reason
+  // would otherwise vanish the moment the section reloads).
+  let status = "";
 
   function figures(v) {
     const row = (label, r) => `<tr><th scope="row">${label}</th><td class="num">${f3(r.figures.auc)}</td><td class="num">${ci(r)}</td>
@@ -29,7 +32,7 @@
       body: JSON.stringify({ by, reason }),
     });
     const body = await resp.json();
-    $c("#cards-status").textContent = resp.ok ? `recorded: ${body.change.action} ${body.change.version}` : body.error.message;
+    status = resp.ok ? `recorded: ${body.change.action} ${body.change.version}` : body.error.message;
     refresh();
   }
 
@@ -48,7 +51,7 @@
         <td>${esc(h.effective_from_iso || "–")}</td><td>${esc(h.by)}</td><td>${esc(h.reason)}</td></tr>`).join("");
       $c("#cards-body").innerHTML = `<p id="cards-in-force">In force: <code>${esc(r.in_force.version)}</code>, ${since(r.in_force)}
           ${r.can_roll_back ? ` <button type="button" id="cards-rollback">Roll back</button>` : ""}</p>
-        ${cand}<p id="cards-status" role="status" class="muted"></p>
+        ${cand}<p id="cards-status" role="status" class="muted">${esc(status)}</p>
         ${history ? `<table id="cards-history"><thead><tr><th>Decision</th><th>Card</th><th>Effective</th><th>By</th><th>Why</th></tr></thead><tbody>${history}</tbody></table>` : ""}`;
       $c("#cards-accept")?.addEventListener("click", (e) => decide(`/api/cards/${encodeURIComponent(e.target.dataset.version)}/accept`));
       $c("#cards-rollback")?.addEventListener("click", () => decide("/api/cards/rollback"));
