@@ -131,6 +131,11 @@ class Settings(BaseSettings):
     live_lateness_ms: int = Field(default=50, ge=0)
     # A topic with unread records that delivers none for this long stops holding time back.
     max_block_s: float = Field(default=30.0, gt=0)
+    # The worker freezes its heap this often, so the cyclic collector's pauses stop growing with
+    # the book (they sat on the live p99), and collects it whole every gc_full_s (cyclic garbage
+    # made before a freeze); 0 turns either off. streams/worker/heap.py.
+    gc_freeze_s: float = Field(default=5.0, ge=0)
+    gc_full_s: float = Field(default=3600.0, ge=0)
     # Records waiting in one partition's merge before the earliest is released regardless.
     max_buffered: int = Field(default=100_000, ge=100)
     # Accepted event-time range (older events are dead-lettered) and record size.

@@ -39,6 +39,7 @@ from streams.worker import codecs as _codecs  # noqa: F401  (registers the state
 from streams.worker.cards import CardFollower
 from streams.worker.checkpoint import Checkpoint, Durable
 from streams.worker.codecs import STATE_CODEC
+from streams.worker.heap import HeapFreezer
 from streams.worker.offsets import BrokerOffsets, Consumer, OffsetTracker
 from streams.worker.outputs import Out, Outputs
 from streams.worker.partitions import PartitionSet
@@ -342,6 +343,13 @@ def create_app(
         if mine and (ends := await broker.end_offsets(mine)) is not None:
             for p, row in ends.items():
                 offsets.record_ends(p, row)
+
+    if s.gc_freeze_s:
+        heap = HeapFreezer(s.gc_freeze_s, s.gc_full_s)
+
+        @app.timer(s.gc_freeze_s)
+        async def freeze_heap() -> None:
+            heap.tick()
 
     @app.timer(10.0)
     async def gauges() -> None:
