@@ -498,6 +498,17 @@ def kept_up(run: dict) -> bool:
     )
 
 
+async def measured_latency(s: Settings, worker: Worker, load: float, args: argparse.Namespace) -> dict:
+    """A latency run, with the worker's CPU per live event (its CPU from the run's start until it is
+    idle again, over the events sent): what bounds the live capacity on a machine it shares with the
+    load generator and the broker."""
+    cpu0 = worker.cpu_s()
+    run = await latency(s, load, args.latency_seconds, args.latency_accounts)
+    await quiesce(worker)
+    run["worker_cpu_ms_per_event"] = (worker.cpu_s() - cpu0) / max(1, run["sent"]) * 1000
+    return run
+
+
 async def live_capacity(s: Settings, worker: Worker, args: argparse.Namespace) -> dict:
     """The highest offered live load (events/s, each of a distinct account in turn) the worker keeps
     up with: phases from ``--capacity-start`` up by a factor of 1.25 until one falls behind (or the
@@ -506,8 +517,7 @@ async def live_capacity(s: Settings, worker: Worker, args: argparse.Namespace) -
     load, phases, best = args.capacity_start, [], 0.0
     while True:
         log(f"3a. live capacity: {load:,.0f} events/s for {args.latency_seconds:.0f} s")
-        run = await latency(s, load, args.latency_seconds, args.latency_accounts)
-        await quiesce(worker)
+        run = await measured_latency(s, worker, load, args)
         ok = kept_up(run) and run["offered_events_per_s"] >= 0.95 * load
         phases.append({"load": load, "kept_up": ok, **run})
         if not ok:
@@ -636,6 +646,7 @@ def table(result: dict) -> str:
     if cap := r.get("live_capacity"):
         steps = ", ".join(
             f"{ph['offered_events_per_s']:,.0f} {'kept up' if ph['kept_up'] else 'fell behind'}"
+            f" at {ph['worker_cpu_ms_per_event']:.2f} ms CPU/event"
             for ph in cap["phases"]
         )
         rows.append(("3a. live capacity", f"{cap['events_per_s']:,.0f} live events/s ({steps})"))
@@ -652,7 +663,11 @@ def table(result: dict) -> str:
             (r.get("live_capacity") or {}).get("events_per_s") or float("nan")
         )
         rows += [
-            (f"3. offered load ({share:.0%} of 3a)", f"{run['offered_events_per_s']:,.0f} live events/s"),
+            (
+                f"3. offered load ({share:.0%} of 3a)",
+                f"{run['offered_events_per_s']:,.0f} live events/s; "
+                f"worker CPU {run['worker_cpu_ms_per_event']:.2f} ms per event",
+            ),
             (
                 "   produce -> cs.health",
                 f"p50 {ms(run['snapshot'], 'p50_ms')}, p95 {ms(run['snapshot'], 'p95_ms')}, "
@@ -739,8 +754,7 @@ async def run(args: argparse.Namespace) -> dict:
         lat = []
         for load in loads:
             log(f"3. latency at {load:,.0f} events/s for {args.latency_seconds:.0f} s")
-            lat.append(await latency(s, load, args.latency_seconds, args.latency_accounts))
-            await quiesce(worker)
+            lat.append(await measured_latency(s, worker, load, args))
     finally:
         worker.stop()
         await drop_topics(s)
