@@ -97,7 +97,13 @@ def test_email_says_why_with_the_newest_alerts_drivers():
     parsed = message_from_bytes(build_message(cfg, n, recipients(cfg, n)).as_bytes(), policy=default)
     text = parsed.get_body(("plain",)).get_content()
     html = parsed.get_body(("html",)).get_content()
-    assert text.count("Why:") == 1 and "    Why: no login for 16 days; 2 urgent tickets open\n" in text
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("    acme Inc: health"))
+    # its own line, under the account's figures and over its alerts
+    assert lines[header + 1] == "    Why: no login for 16 days; 2 urgent tickets open", lines[
+        header : header + 3
+    ]
+    assert lines[header + 2].startswith("    - ") and text.count("Why:") == 1
     assert "Why: no login for 16 days; 2 urgent tickets open</p>" in html
 
 
