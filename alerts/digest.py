@@ -38,7 +38,8 @@ class Row:
     link: str
     canceled: bool
     items: list[Item] = field(default_factory=list)
-    #: The score drivers of the account's newest alert (the why, up to three), "; "-joined.
+    #: The score drivers of the account's newest alert (the why, up to three), " · "-joined (a
+    #: driver's own text has semicolons: "CSAT 0% over 90 days; target 90%").
     why: str = ""
 
 
@@ -141,7 +142,7 @@ def rows(
                 since=_date(min(a.starts_at for a in items)),
                 link=f"{link_base_url.rstrip('/')}/accounts/{aid}" if link_base_url else "",
                 canceled=canceled,
-                why="; ".join(one_line(d.text, 160) for d in newest.drivers[:3]),
+                why=" · ".join(one_line(d.text, 160) for d in newest.drivers[:3]),
                 items=[
                     Item(
                         one_line(a.description, 200),

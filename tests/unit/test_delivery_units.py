@@ -100,11 +100,11 @@ def test_email_says_why_with_the_newest_alerts_drivers():
     lines = text.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("    acme Inc: health"))
     # its own line, under the account's figures and over its alerts
-    assert lines[header + 1] == "    Why: no login for 16 days; 2 urgent tickets open", lines[
+    assert lines[header + 1] == "    Why: no login for 16 days · 2 urgent tickets open", lines[
         header : header + 3
     ]
     assert lines[header + 2].startswith("    - ") and text.count("Why:") == 1
-    assert "Why: no login for 16 days; 2 urgent tickets open</p>" in html
+    assert "Why: no login for 16 days · 2 urgent tickets open</p>" in html
 
 
 def test_slack_shows_each_account_once_with_its_alerts():
