@@ -417,6 +417,9 @@ async def latency(s: Settings, rate: float, seconds: float, accounts: int) -> di
             if total and sum(answered.values()) >= total and not failed_at:
                 all_in.set()
 
+    def unanswered() -> int:
+        return total - min(total, sum(answered.values()))
+
     listener = asyncio.create_task(listen())
     producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=1, acks=1)
     await producer.start()
@@ -451,7 +454,7 @@ async def latency(s: Settings, rate: float, seconds: float, accounts: int) -> di
         await producer.flush()
         # The lag when the load stops: events sent and not yet answered by a snapshot. A worker that
         # keeps up has a few slots' worth; one that fell behind, a queue that outlives the phase.
-        lag_at_end = total - min(total, sum(answered.values()))
+        lag_at_end = unanswered()
         with contextlib.suppress(TimeoutError):  # what is still unanswered then is reported as such
             await asyncio.wait_for(all_in.wait(), timeout=15)
     finally:
@@ -482,7 +485,7 @@ async def latency(s: Settings, rate: float, seconds: float, accounts: int) -> di
         "snapshot_by_fifth": [pct(f) for f in fifths],
         "snapshot": pct(snap_lat),
         "alert": pct(alert_lat),
-        "unanswered_events": total - min(total, sum(answered.values())),
+        "unanswered_events": unanswered(),
     }
 
 
@@ -658,13 +661,12 @@ def table(result: dict) -> str:
                 f"{p99s[0]:.0f} to {p99s[-1]:.0f} ms (median {p99s[len(p99s) // 2]:.0f} ms)",
             )
         )
+    capacity = (r.get("live_capacity") or {}).get("events_per_s")
     for run in r["latency"]:
-        share = run["offered_events_per_s"] / (
-            (r.get("live_capacity") or {}).get("events_per_s") or float("nan")
-        )
+        share = f" ({run['offered_events_per_s'] / capacity:.0%} of 3a)" if capacity else ""
         rows += [
             (
-                f"3. offered load ({share:.0%} of 3a)",
+                f"3. offered load{share}",
                 f"{run['offered_events_per_s']:,.0f} live events/s; "
                 f"worker CPU {run['worker_cpu_ms_per_event']:.2f} ms per event",
             ),
@@ -814,7 +816,10 @@ def main() -> None:
     ap.add_argument("--accounts", type=int, default=1_000)
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument(
-        "--load", type=float, default=None, help="Offered load for the latency run (default: half max)."
+        "--load",
+        type=float,
+        default=None,
+        help="Offered load for the latency runs (default: half the measured live capacity).",
     )
     ap.add_argument("--latency-seconds", type=float, default=20)
     ap.add_argument("--latency-runs", type=int, default=5, help="Latency runs at the chosen load.")

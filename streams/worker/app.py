@@ -345,7 +345,7 @@ def create_app(
                 offsets.record_ends(p, row)
 
     if s.gc_freeze_s:
-        heap = HeapFreezer(s.gc_freeze_s, s.gc_full_s)
+        heap = HeapFreezer(s.gc_full_s)
 
         @app.timer(s.gc_freeze_s)
         async def freeze_heap() -> None:

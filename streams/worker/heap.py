@@ -3,9 +3,9 @@
 Python's full (generation 2) collection walks every container object the process holds. A worker
 holds its accounts' states, so the walk grows with the book: 90-180 ms at 5,000 small accounts in
 ``bench/bench_pipeline.py``, every 10-20 s under live load, and each pause sat on the p99 of live
-events (400-520 ms at half the live capacity, against 190-210 ms with the heap frozen). Freezing
-(``gc.freeze``: everything tracked moves to the permanent generation, a list splice) every
-``freeze_s`` keeps the collections to what was made since. What freezing costs is cyclic garbage
+events (p99 397-521 ms at half the live capacity, against 187-206 ms with the heap frozen). Freezing
+(``gc.freeze``: everything tracked moves to the permanent generation, a list splice) every few
+seconds keeps the collections to what was made since. What freezing costs is cyclic garbage
 made before a freeze, which no collection then sees; a full collection every ``full_s`` (unfreeze,
 collect, freeze again) takes it back: one pause an hour instead of one every few seconds.
 """
@@ -21,15 +21,14 @@ log = logging.getLogger(__name__)
 
 
 class HeapFreezer:
-    def __init__(self, freeze_s: float, full_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.freeze_s = freeze_s
+    def __init__(self, full_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.full_s = full_s
         self.clock = clock
         self.last_full = clock()
 
     def tick(self) -> float | None:
-        """Called every ``freeze_s``: freeze, or when a full collection is due, run it (returns
-        its duration, s)."""
+        """Called every ``HEALTHMON_GC_FREEZE_S``: freeze, or when a full collection is due, run it
+        (returns its duration, s)."""
         if self.full_s and self.clock() - self.last_full >= self.full_s:
             return self.full()
         gc.freeze()

@@ -257,15 +257,15 @@ async def test_fetcher_crash_through_fausts_own_crash_path(kafka_settings, tmp_p
 #: The other ways a worker dies (tests/faults/crashing_worker.py), each at two points of the run:
 #: a driver step raises (the shell stops writing, Faust's crash path stops the worker); the ingest
 #: agent raises on a batch (Faust's agent crash); a SIGTERM while a midnight is being frozen.
-DEATHS = {
-    "step-raises": ("HM_CRASH_STEP_AFTER", ["300", "600"], b"crashing worker: driver step"),
+#: Each: the variable, its values (one per life), what the log says, and the settings changed.
+DEATHS: dict[str, tuple[str, list[str], bytes, dict]] = {
+    "step-raises": ("HM_CRASH_STEP_AFTER", ["300", "600"], b"crashing worker: driver step", {}),
     # The agent is restarted in the same process (Faust's supervisor): both crashes in one life.
     # Batches of at most 100 events, so the history makes more than 60 whatever the machine's load
     # (of 500, a backlog made 19: the 30th batch never came, seen in CI).
-    "agent-raises": ("HM_CRASH_AGENT_AFTER", ["15,60"], b"crashing worker: ingest batch"),
-    "sigterm-at-midnight": ("HM_SIGTERM_AT_MIDNIGHT", ["1", "5"], b"crashing worker: SIGTERM during"),
+    "agent-raises": ("HM_CRASH_AGENT_AFTER", ["15,60"], b"crashing worker: ingest batch", {"batch_max": 100}),
+    "sigterm-at-midnight": ("HM_SIGTERM_AT_MIDNIGHT", ["1", "5"], b"crashing worker: SIGTERM during", {}),
 }
-BATCH_MAX = {"agent-raises": 100}
 
 
 @pytest.mark.engine_crash
@@ -274,9 +274,8 @@ async def test_the_other_ways_a_worker_dies(kafka_settings, tmp_path, death):
     """Each death twice, the worker started again after each (or, if it lives on, left to finish):
     the uninterrupted run's outcome. Steps of two evaluations, so a midnight is frozen over steps."""
     want = await reference(kafka_settings, tmp_path)
-    var, points, sign = DEATHS[death]
-    batch_max = BATCH_MAX.get(death, kafka_settings.batch_max)
-    s = kafka_settings.model_copy(update={"step_budget": 2, "batch_max": batch_max})
+    var, points, sign, changed = DEATHS[death]
+    s = kafka_settings.model_copy(update={"step_budget": 2, **changed})
     await setup_topics(s)
     await produce(s, records(s, HISTORY))
     await send_markers(s)

@@ -146,6 +146,20 @@ async def test_calibrate_publishes_a_proposal_only_when_the_verdict_proposes_it(
     assert book.accept(new.version, ts(at(1)), "ana", "", now).config == candidate
 
 
+async def click_until_in_force(browser: Browser, button: str, version: str) -> None:
+    """Click a Scorecard button, then wait until the page shows ``version`` in force."""
+    await browser.click(button)
+    await browser.wait_for(f"document.querySelector('#cards-in-force')?.innerText.includes('{version}')")
+
+
+async def cards_view(server: Server) -> dict:
+    """``GET /api/cards`` as an operator's script reads it."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession(headers=headers, base_url=server.base) as http:
+        async with http.get("/api/cards") as resp:
+            return await resp.json()
+
+
 async def test_accept_and_roll_back_a_card_in_the_dashboard(kafka_settings, tmp_path: Path) -> None:
     """The Scorecard section's Accept and Roll back buttons, clicked in chromium against a running
     `healthmon serve` (the cookie from ?token=, real HTTP, real Kafka): each click records one decision
@@ -156,7 +170,6 @@ async def test_accept_and_roll_back_a_card_in_the_dashboard(kafka_settings, tmp_
     await publish(s, CardBook(BASE).propose(superseded, None, "calibrate", "", datetime.now(UTC)))
     server = Server(s, tmp_path / "serve.log")
     browser = Browser(tmp_path / "chromium-profile")
-    headers = {"Authorization": f"Bearer {TOKEN}"}
     try:
         await browser.start(f"{server.base}/?token={TOKEN}")
         await browser.wait_for(
@@ -179,10 +192,7 @@ async def test_accept_and_roll_back_a_card_in_the_dashboard(kafka_settings, tmp_
         assert "card superseded is not the open proposal" in await browser.text("#cards-status")
         assert [r.status for r in await card_records(s)] == ["proposed", "proposed"]
 
-        await browser.click("#cards-accept")
-        await browser.wait_for(
-            f"document.querySelector('#cards-in-force')?.innerText.includes('{STRICT.card_version}')"
-        )
+        await click_until_in_force(browser, "#cards-accept", STRICT.card_version)
         assert await browser.evaluate("window.asked.length") == 4
         assert await browser.evaluate("document.querySelector('#cards-accept') === null")
         assert "No candidate proposed" in await browser.text("#cards-body")
@@ -192,9 +202,7 @@ async def test_accept_and_roll_back_a_card_in_the_dashboard(kafka_settings, tmp_
         )
         assert f"recorded: accepted {STRICT.card_version}" in await browser.text("#cards-status")
 
-        async with aiohttp.ClientSession(headers=headers, base_url=server.base) as http:
-            async with http.get("/api/cards") as resp:
-                view = await resp.json()
+        view = await cards_view(server)
         assert (view["in_force"]["version"], view["in_force"]["status"]) == (STRICT.card_version, "accepted")
         assert view["proposed"] is None and view["can_roll_back"]
         records = await card_records(s)
@@ -203,18 +211,13 @@ async def test_accept_and_roll_back_a_card_in_the_dashboard(kafka_settings, tmp_
             ("accepted", STRICT.card_version, "ana@example.com", "clicked in the dashboard"),
         ]
 
-        await browser.click("#cards-rollback")
-        await browser.wait_for(
-            f"document.querySelector('#cards-in-force')?.innerText.includes('{BASE.card_version}')"
-        )
+        await click_until_in_force(browser, "#cards-rollback", BASE.card_version)
         assert await browser.evaluate("window.asked.length") == 6
         assert await browser.evaluate("document.querySelector('#cards-rollback') === null")
         assert "rolled_back" in await browser.text("#cards-history tbody tr")
         assert f"recorded: rolled_back {BASE.card_version}" in await browser.text("#cards-status")
 
-        async with aiohttp.ClientSession(headers=headers, base_url=server.base) as http:
-            async with http.get("/api/cards") as resp:
-                view = await resp.json()
+        view = await cards_view(server)
         assert (view["in_force"]["version"], view["in_force"]["status"]) == (BASE.card_version, "rolled_back")
         assert not view["can_roll_back"]
         records = await card_records(s)

@@ -102,11 +102,9 @@ async def seed(s: Settings, tmp_path: Path) -> Redis:
 
     w = WorkerProcess(s, tmp_path / "tasks-worker.log", command="tasks-worker").start()
     try:
-        first = [(s.topic("alerts"), b"cora", yellow.model_dump_json().encode())]
+        in_order = [yellow, *alerts.values()]  # cora's yellow task opens before red supersedes it
         await produce(
-            s,
-            first
-            + [(s.topic("alerts"), k.encode(), a.model_dump_json().encode()) for k, a in alerts.items()],
+            s, [(s.topic("alerts"), a.account_id.encode(), a.model_dump_json().encode()) for a in in_order]
         )
         await produce(
             s,

@@ -30,7 +30,7 @@ def thawed():
 
 def test_a_freeze_hides_cyclic_garbage_until_the_full_collection():
     now = [0.0]
-    heap = HeapFreezer(freeze_s=5, full_s=3600, clock=lambda: now[0])
+    heap = HeapFreezer(full_s=3600, clock=lambda: now[0])
     gone = cycle()  # unreachable already, but a cycle: only a collection frees it
     assert heap.tick() is None and gc.get_freeze_count() > 0
     gc.collect()
@@ -45,7 +45,7 @@ def test_a_freeze_hides_cyclic_garbage_until_the_full_collection():
 
 def test_no_full_collection_when_turned_off():
     now = [0.0]
-    heap = HeapFreezer(freeze_s=5, full_s=0, clock=lambda: now[0])
+    heap = HeapFreezer(full_s=0, clock=lambda: now[0])
     gone = cycle()
     now[0] = 10**9
     assert heap.tick() is None
